@@ -1,0 +1,135 @@
+/**
+ * The primary's HTTP API (DESIGN.md §10), as a hono app so tests can call `app.request()` without a
+ * socket. Handlers are thin: parse, authorize, call the store, render.
+ */
+import { Hono } from 'hono';
+import type { AuthConfig } from '../shared/auth.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight } from '../shared/http.ts';
+import { parseStatementsBody } from '../shared/protocol.ts';
+import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
+import { formatChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from '../shared/types.ts';
+import type { PrimaryDatabase } from './database.ts';
+import { renderMetrics } from './metrics.ts';
+import { snapshotResponse } from './snapshot.ts';
+import type { PrimaryStore } from './store.ts';
+import { Subscription, type SubscribeRequest } from './stream.ts';
+
+export interface PrimaryAppOptions {
+  store: PrimaryStore;
+  auth: AuthConfig;
+  maxBodyBytes: number;
+  logger: (e: Record<string, unknown>) => void;
+}
+
+export function createPrimaryApp(o: PrimaryAppOptions): Hono {
+  const { store, auth } = o;
+  const app = new Hono();
+  const read = requireRight(auth, 'read');
+  const write = requireRight(auth, 'write');
+  const replicate = requireRight(auth, 'replicate');
+
+  app.onError((err) => errorResponse(err, o.logger));
+  app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
+  app.use('*', async (c, next) => {
+    await next();
+    c.res.headers.set('Access-Control-Expose-Headers', EXPOSED_HEADERS.join(', '));
+  });
+
+  app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store), { headers: { 'content-type': 'text/plain; version=0.0.4' } }));
+
+  app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
+
+  app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
+
+  app.put('/v1/db/:name', write, (c) => {
+    const { db, created } = store.create(validateDatabaseName(c.req.param('name')));
+    return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
+  });
+
+  app.post('/v1/db/:name/query', read, async (c) => {
+    const db = store.require(c.req.param('name'));
+    const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
+    const results = db.query(statements);
+    return jsonResponse({ results }, 200, positionHeaders(db.position, db));
+  });
+
+  app.post('/v1/db/:name/exec', write, async (c) => {
+    const name = c.req.param('name');
+    const db = store.require(name);
+    const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
+    const generation = db.position.generation;
+    const { results, position } = db.exec(statements);
+    if (position.generation !== generation) store.hub.publishEvent(name, 'generation');
+    await db.whenDurable();
+    const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
+    return jsonResponse({ results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db) });
+  });
+
+  app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
+
+  app.post('/v1/stream', replicate, async (c) => {
+    const req = parseSubscribe(await readJsonBody(c, o.maxBodyBytes));
+    for (const name of req.databases === '*' ? [] : req.databases) store.require(name);
+    const sub = new Subscription(store, store.hub, req);
+    return new Response(sub.stream, {
+      headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store' },
+    });
+  });
+
+  return app;
+}
+
+export function describe(db: PrimaryDatabase): Record<string, unknown> {
+  const p = db.position;
+  return {
+    name: db.name,
+    role: 'primary',
+    databaseId: db.databaseId,
+    generation: p.generation,
+    txid: p.txid,
+    checksum: formatChecksum(p.checksum),
+    lagMs: 0,
+    lagTxids: 0,
+    pageSize: db.pageSize,
+    pageCount: db.pageCount,
+    lastCommitTime: db.lastCommitTime,
+  };
+}
+
+function positionHeaders(p: Position, db: PrimaryDatabase): Record<string, string> {
+  return {
+    'Edgelite-Generation': String(p.generation),
+    'Edgelite-Txid': String(p.txid),
+    'Edgelite-Checksum': formatChecksum(p.checksum),
+    'Edgelite-Database-Id': String(db.databaseId),
+    'Edgelite-Served-By': 'primary',
+  };
+}
+
+function parseSubscribe(body: unknown): SubscribeRequest {
+  const b = body as { databases?: unknown; positions?: unknown } | null;
+  if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
+  let databases: string[] | '*';
+  if (b.databases === '*' || b.databases === undefined) databases = '*';
+  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => validateDatabaseName(n));
+  else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names');
+  const positions: Record<string, Position | null> = {};
+  if (b.positions !== undefined) {
+    if (!b.positions || typeof b.positions !== 'object') throw new EdgeliteError('BAD_REQUEST', '"positions" must be an object');
+    for (const [name, p] of Object.entries(b.positions as Record<string, unknown>)) {
+      validateDatabaseName(name);
+      positions[name] = p === null ? null : parsePosition(p, name);
+    }
+  }
+  return { databases, positions };
+}
+
+function parsePosition(p: unknown, name: string): Position {
+  const j = p as Partial<PositionJSON>;
+  if (!j || !Number.isSafeInteger(j.generation) || !Number.isSafeInteger(j.txid) || typeof j.checksum !== 'string') {
+    throw new EdgeliteError('BAD_REQUEST', `positions.${name} must be {generation, txid, checksum}`);
+  }
+  return positionFromJSON(j as PositionJSON);
+}

@@ -1,0 +1,179 @@
+/**
+ * Capture turns the WAL's committed transactions into change sets: one per transaction, numbered with
+ * consecutive txids, checksummed against the in-memory per-page checksum, appended to the durable log,
+ * and handed to the stream hub. It runs synchronously right after each write the primary executes, and
+ * on a watch/poll for writes made by other processes (DESIGN.md §2).
+ */
+import { DatabaseChecksum } from '../shared/checksum.ts';
+import { encodeChangeSet } from '../shared/changeset.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { ChangeSet, PageImage, Position } from '../shared/types.ts';
+import type { ChangeSetLog } from './log.ts';
+import type { ReadLock } from './read-lock.ts';
+import type { WalCursor, WalReader, WalTransaction } from './wal-reader.ts';
+
+/** Captured is one change set as it was logged: what the hub needs to fan it out. */
+export interface Captured {
+  db: string;
+  generation: number;
+  minTxid: number;
+  maxTxid: number;
+  timestamp: number;
+  postChecksum: bigint;
+  bytes: Uint8Array;
+}
+
+export interface CaptureState {
+  databaseId: number;
+  generation: number;
+  txid: number;
+  cursor: WalCursor | null;
+  /** Commit time of the newest captured transaction (ms). */
+  timestamp: number;
+}
+
+export interface CapturerOptions {
+  db: string;
+  wal: WalReader;
+  lock: ReadLock;
+  log: ChangeSetLog;
+  checksum: DatabaseChecksum;
+  state: CaptureState;
+  compress: boolean;
+  onCapture: (c: Captured) => void;
+}
+
+/** MAX_READ_BYTES bounds the frames one read pass holds in memory; capture loops until the end. */
+const MAX_READ_BYTES = 32 * 1024 * 1024;
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
+export function encodeCursor(cursor: WalCursor | null): Uint8Array {
+  return textEncoder.encode(JSON.stringify(cursor));
+}
+
+export function decodeCursor(meta: Uint8Array): WalCursor | null {
+  return JSON.parse(textDecoder.decode(meta)) as WalCursor | null;
+}
+
+export class Capturer {
+  readonly #o: CapturerOptions;
+
+  constructor(options: CapturerOptions) {
+    this.#o = options;
+  }
+
+  get state(): Readonly<CaptureState> {
+    return this.#o.state;
+  }
+
+  get checksum(): DatabaseChecksum {
+    return this.#o.checksum;
+  }
+
+  get position(): Position {
+    const s = this.#o.state;
+    return { generation: s.generation, txid: s.txid, checksum: this.#o.checksum.value };
+  }
+
+  /**
+   * capture reads every transaction committed since the cursor and logs it. Returns how many it
+   * captured. A WAL that cannot be verified from the cursor throws WAL_INVALID: the caller must start a
+   * new generation (never guess).
+   */
+  capture(): number {
+    const { wal, lock, state } = this.#o;
+    let count = 0;
+    for (;;) {
+      const res = wal.read(state.cursor, { maxBytes: MAX_READ_BYTES });
+      if (res.start === 'mismatch') {
+        throw new EdgeliteError('WAL_INVALID', `${this.#o.db}: WAL cannot be verified from the last captured frame`, {
+          details: { cursor: state.cursor },
+        });
+      }
+      for (const tx of res.transactions) {
+        this.#emit([tx], state.txid + 1);
+        count++;
+      }
+      if (res.cursor) state.cursor = res.cursor;
+      // A pass is bounded by MAX_READ_BYTES; read again until a pass finds nothing new.
+      if (res.transactions.length === 0) break;
+    }
+    // Everything up to our old read mark is now captured: move the mark forward.
+    lock.advance();
+    return count;
+  }
+
+  /**
+   * emitCatchUp logs the transactions found after the cursor at startup as one change set spanning
+   * their txids. Its pre-checksum is the logged position's; its post-checksum is the database's
+   * from-scratch checksum now (the per-page state at the old position is not in memory). A replica
+   * verifies both ends, so a wrong merge cannot go unnoticed.
+   */
+  emitCatchUp(transactions: WalTransaction[], preChecksum: bigint): void {
+    if (transactions.length === 0) return;
+    const { state } = this.#o;
+    const last = transactions[transactions.length - 1]!;
+    this.#logChangeSet(mergePages(transactions), last.commit, state.txid + 1, state.txid + transactions.length, preChecksum, last.cursor);
+  }
+
+  #emit(transactions: WalTransaction[], minTxid: number): void {
+    const last = transactions[transactions.length - 1]!;
+    const pages = mergePages(transactions);
+    const pre = this.#o.checksum.value;
+    this.#o.checksum.apply(pages, last.commit);
+    this.#logChangeSet(pages, last.commit, minTxid, minTxid + transactions.length - 1, pre, last.cursor);
+  }
+
+  #logChangeSet(pages: PageImage[], commit: number, minTxid: number, maxTxid: number, pre: bigint, cursor: WalCursor): void {
+    const { state, log, checksum } = this.#o;
+    const timestamp = Date.now();
+    const cs: ChangeSet = {
+      databaseId: state.databaseId,
+      pageSize: checksum.pageSize,
+      generation: state.generation,
+      minTxid,
+      maxTxid,
+      commit,
+      timestamp,
+      preChecksum: pre,
+      postChecksum: checksum.value,
+      pages,
+    };
+    const bytes = encodeChangeSet(cs, { compress: this.#o.compress });
+    log.append({
+      generation: state.generation,
+      minTxid,
+      maxTxid,
+      timestamp,
+      postChecksum: cs.postChecksum,
+      meta: encodeCursor(cursor),
+      payload: bytes,
+    });
+    state.txid = maxTxid;
+    state.cursor = cursor;
+    state.timestamp = timestamp;
+    this.#o.onCapture({
+      db: this.#o.db,
+      generation: state.generation,
+      minTxid,
+      maxTxid,
+      timestamp,
+      postChecksum: cs.postChecksum,
+      bytes,
+    });
+  }
+}
+
+/** mergePages merges transactions' pages: last image wins, pages above the final commit dropped. */
+export function mergePages(transactions: WalTransaction[]): PageImage[] {
+  const last = transactions[transactions.length - 1];
+  if (!last) return [];
+  const merged = new Map<number, Uint8Array>();
+  for (const tx of transactions) for (const [pgno, data] of tx.pages) merged.set(pgno, data);
+  const pages: PageImage[] = [];
+  for (const [pgno, data] of merged) if (pgno <= last.commit) pages.push({ pgno, data });
+  pages.sort((a, b) => a.pgno - b.pgno);
+  return pages;
+}

@@ -1,0 +1,69 @@
+/**
+ * PrimaryConfig: everything the primary needs, parsed once from argv and env at the edge (main.ts) and
+ * passed down. Defaults are the named constants below.
+ */
+import { parseArgs } from 'node:util';
+import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import { DEFAULT_HOST, parseListen, positiveInt } from '../shared/config.ts';
+import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
+import type { SynchronousMode } from './sqlite.ts';
+
+export const DEFAULT_PRIMARY_PORT = 7400;
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+/** Checkpoint after ~16 MiB of WAL at 4 KiB pages. */
+export const DEFAULT_CHECKPOINT_FRAMES = 4000;
+export const DEFAULT_POLL_INTERVAL_MS = 100;
+
+export interface PrimaryConfig {
+  dataDir: string;
+  host: string;
+  port: number;
+  synchronous: SynchronousMode;
+  busyTimeoutMs: number;
+  compress: boolean;
+  checkpointFrames: number;
+  pollIntervalMs: number;
+  maxBodyBytes: number;
+  auth: AuthConfig;
+  retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
+}
+
+export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full]
+  env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")`;
+
+export function parsePrimaryConfig(argv: string[], env: Record<string, string | undefined>): PrimaryConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: 'string' },
+      listen: { type: 'string' },
+      synchronous: { type: 'string' },
+      'checkpoint-frames': { type: 'string' },
+      'max-body-bytes': { type: 'string' },
+      compress: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const dataDir = values.data ?? env.EDGELITE_DATA;
+  if (!dataDir) throw new EdgeliteError('BAD_REQUEST', `--data is required\n${PRIMARY_USAGE}`);
+  const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_PRIMARY_PORT}`, DEFAULT_PRIMARY_PORT);
+  const synchronous = (values.synchronous ?? env.EDGELITE_SYNCHRONOUS ?? 'normal').toLowerCase();
+  if (synchronous !== 'normal' && synchronous !== 'full') {
+    throw new EdgeliteError('BAD_REQUEST', `--synchronous must be normal or full, got "${synchronous}"`);
+  }
+  return {
+    dataDir,
+    host,
+    port,
+    synchronous,
+    busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
+    compress: values.compress ?? false,
+    checkpointFrames: positiveInt(values['checkpoint-frames'], DEFAULT_CHECKPOINT_FRAMES, '--checkpoint-frames'),
+    pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
+    maxBodyBytes: positiveInt(values['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, '--max-body-bytes'),
+    auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
+    retention: {},
+  };
+}
+

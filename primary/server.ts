@@ -1,0 +1,55 @@
+/**
+ * startPrimary runs a primary in this process: opens the store, serves the API on host:port, and
+ * returns a handle to stop it. The CLI (main.ts) and the tests both use it.
+ */
+import { serve, type ServerType } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { authEnabled } from '../shared/auth.ts';
+import { isLoopback } from '../shared/config.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import { createPrimaryApp } from './app.ts';
+import type { PrimaryConfig } from './config.ts';
+import { PrimaryStore } from './store.ts';
+
+export interface PrimaryHandle {
+  url: string;
+  port: number;
+  store: PrimaryStore;
+  close(): Promise<void>;
+}
+
+export async function startPrimary(config: PrimaryConfig, logger: Logger): Promise<PrimaryHandle> {
+  if (!authEnabled(config.auth) && !isLoopback(config.host)) {
+    throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
+  }
+  const store = new PrimaryStore(config.dataDir, {
+    synchronous: config.synchronous,
+    busyTimeoutMs: config.busyTimeoutMs,
+    compress: config.compress,
+    checkpointFrames: config.checkpointFrames,
+    pollIntervalMs: config.pollIntervalMs,
+    log: { retention: config.retention },
+    logger,
+  }).open();
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, logger });
+  let server: ServerType;
+  const port = await new Promise<number>((resolve, reject) => {
+    server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));
+    server.once('error', reject);
+  });
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger({ msg: 'primary listening', url, data: config.dataDir, databases: store.names(), auth: authEnabled(config.auth) });
+  return {
+    url,
+    port,
+    store,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const s = server as ServerType & { closeAllConnections?: () => void };
+        s.close(() => resolve());
+        s.closeAllConnections?.();
+        store.close();
+      }),
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * GET /v1/db/{name}/snapshot: a consistent SQLite file at a known position, streamed page range by page
+ * range from a pinned read transaction, so writers are never blocked and memory stays bounded. Any tool
+ * (sqlite3 CLI, DuckDB) can open the result; the position travels in response headers.
+ */
+import { formatChecksum } from '../shared/types.ts';
+import type { PrimaryDatabase } from './database.ts';
+
+/** SNAPSHOT_CHUNK_BYTES is how much one pull reads from SQLite. */
+const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
+
+export function snapshotResponse(db: PrimaryDatabase): Response {
+  const view = db.beginSnapshot();
+  const pagesPerChunk = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / view.pageSize));
+  let next = 1;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        if (next > view.pageCount) {
+          view.end();
+          controller.close();
+          return;
+        }
+        const last = Math.min(view.pageCount, next + pagesPerChunk - 1);
+        try {
+          controller.enqueue(view.readPages(next, last));
+        } catch (err) {
+          view.end();
+          controller.error(err);
+          return;
+        }
+        next = last + 1;
+      },
+      cancel() {
+        view.end();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  const p = view.position;
+  return new Response(body, {
+    headers: {
+      'content-type': 'application/vnd.sqlite3',
+      'content-length': String(view.pageCount * view.pageSize),
+      'content-disposition': `attachment; filename="${db.name}.db"`,
+      'cache-control': 'no-store',
+      'Edgelite-Generation': String(p.generation),
+      'Edgelite-Txid': String(p.txid),
+      'Edgelite-Checksum': formatChecksum(p.checksum),
+      'Edgelite-Database-Id': String(view.databaseId),
+      'Edgelite-Page-Size': String(view.pageSize),
+    },
+  });
+}

@@ -1,0 +1,214 @@
+/**
+ * The replication stream (DESIGN.md §6): a replica posts its positions, the primary answers with a
+ * never-ending body of frames. Per database a subscription is either catching up (reading the durable
+ * log in bounded batches, paced by the client's reads) or live (fed by the hub the moment a change set
+ * is captured, the same encoded bytes for every subscriber). A live subscriber that falls behind its
+ * socket is moved back to catching up, so a slow replica costs the primary log reads, not memory.
+ */
+import { readChangeSetHeader } from '../shared/changeset.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import { encodeFrame, type Frame } from '../shared/frames.ts';
+import type { Position } from '../shared/types.ts';
+import type { Captured } from './capture.ts';
+import type { PrimaryDatabase } from './database.ts';
+
+/** CATCH_UP_BATCH_BYTES bounds one log read while catching up. */
+const CATCH_UP_BATCH_BYTES = 1024 * 1024;
+/** MAX_BUFFERED_BYTES: a live subscriber with more than this unread is demoted to catching up. */
+const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
+export const HEARTBEAT_INTERVAL_MS = 1000;
+
+export interface StreamSource {
+  get(name: string): PrimaryDatabase | undefined;
+  names(): string[];
+}
+
+interface DbCursor {
+  mode: 'catch-up' | 'live' | 'snapshot';
+  generation: number;
+  txid: number;
+}
+
+/** StreamHub fans captured change sets out to every live subscription. */
+export class StreamHub {
+  readonly #subs = new Set<Subscription>();
+
+  get size(): number {
+    return this.#subs.size;
+  }
+
+  publish(c: Captured): void {
+    if (this.#subs.size === 0) return;
+    const frame = encodeFrame({ type: 'changeset', db: c.db, data: c.bytes });
+    for (const s of this.#subs) s.offer(c, frame);
+  }
+
+  /** publishEvent tells every subscription about a database event (created, dropped, new generation). */
+  publishEvent(db: string, event: 'created' | 'dropped' | 'generation'): void {
+    for (const s of this.#subs) s.event(db, event);
+  }
+
+  add(s: Subscription): void {
+    this.#subs.add(s);
+  }
+
+  delete(s: Subscription): void {
+    this.#subs.delete(s);
+  }
+}
+
+export interface SubscribeRequest {
+  /** Database names, or '*' for all (including ones created later). */
+  databases: string[] | '*';
+  positions: Record<string, Position | null>;
+}
+
+/** Subscription is one replica's stream. Its body is `stream`. */
+export class Subscription {
+  readonly stream: ReadableStream<Uint8Array>;
+  readonly #source: StreamSource;
+  readonly #hub: StreamHub;
+  readonly #all: boolean;
+  readonly #dbs = new Map<string, DbCursor>();
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  constructor(source: StreamSource, hub: StreamHub, req: SubscribeRequest) {
+    this.#source = source;
+    this.#hub = hub;
+    this.#all = req.databases === '*';
+    const names = req.databases === '*' ? source.names() : req.databases;
+    this.stream = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.#controller = controller;
+          for (const name of names) this.#open(name, req.positions[name] ?? null);
+          hub.add(this);
+          this.#heartbeat = setInterval(() => this.#sendHeartbeat(), HEARTBEAT_INTERVAL_MS);
+          this.#sendHeartbeat();
+        },
+        pull: () => this.#pump(),
+        cancel: () => this.close(),
+      },
+      { highWaterMark: CATCH_UP_BATCH_BYTES, size: (chunk) => chunk.byteLength },
+    );
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#heartbeat);
+    this.#hub.delete(this);
+  }
+
+  /** #open decides, for one database, whether the replica can resume from its position. */
+  #open(name: string, pos: Position | null): void {
+    const db = this.#source.get(name);
+    if (!db) {
+      this.#send({ type: 'error', code: 'DATABASE_NOT_FOUND', message: `database ${name} not found` });
+      return;
+    }
+    const reason = pos ? this.#resumeProblem(db, pos) : 'replica has no position';
+    if (reason) {
+      this.#dbs.set(name, { mode: 'snapshot', generation: db.position.generation, txid: db.position.txid });
+      this.#send({ type: 'snapshot-needed', db: name, reason });
+      return;
+    }
+    this.#dbs.set(name, { mode: 'catch-up', generation: pos!.generation, txid: pos!.txid });
+  }
+
+  #resumeProblem(db: PrimaryDatabase, pos: Position): string | null {
+    const cur = db.position;
+    if (pos.generation !== cur.generation) return `generation ${pos.generation} is not the current ${cur.generation}`;
+    if (pos.txid > cur.txid) return `txid ${pos.txid} is ahead of the primary (${cur.txid})`;
+    if (pos.txid === cur.txid) return pos.checksum === cur.checksum ? null : 'checksum differs at the current txid';
+    const recs = db.log.iterateSince(pos.generation, pos.txid, 1);
+    if (!recs || recs.length === 0) return `txid ${pos.txid} is outside the retained log`;
+    const pre = readChangeSetHeader(recs[0]!.payload).preChecksum;
+    return pre === pos.checksum ? null : `checksum differs at txid ${pos.txid}`;
+  }
+
+  /** #pump sends one batch of catch-up for every database still catching up. */
+  #pump(): void {
+    for (const [name, cur] of this.#dbs) {
+      if (cur.mode !== 'catch-up' || this.#closed) continue;
+      if ((this.#controller.desiredSize ?? 0) <= 0) return;
+      const db = this.#source.get(name);
+      if (!db) continue;
+      const recs = db.log.iterateSince(cur.generation, cur.txid, CATCH_UP_BATCH_BYTES);
+      if (recs === null) {
+        cur.mode = 'snapshot';
+        this.#send({ type: 'snapshot-needed', db: name, reason: `txid ${cur.txid} left the retained log while catching up` });
+        continue;
+      }
+      for (const r of recs) {
+        this.#send({ type: 'changeset', db: name, data: r.payload });
+        cur.txid = r.maxTxid;
+      }
+      if (recs.length === 0 || cur.txid === db.position.txid) {
+        // Caught up: from here on the hub feeds this database, in the same tick as the last log read.
+        cur.mode = 'live';
+        this.#send({ type: 'ready', db: name });
+      }
+    }
+  }
+
+  /** offer is called by the hub for every captured change set. */
+  offer(c: Captured, frame: Uint8Array): void {
+    const cur = this.#dbs.get(c.db);
+    if (!cur || cur.mode !== 'live' || this.#closed) return;
+    if (c.generation !== cur.generation || c.minTxid !== cur.txid + 1 ||
+        (this.#controller.desiredSize ?? 0) < -MAX_BUFFERED_BYTES) {
+      // Out of step or too far behind its socket: read the rest from the log, paced by the client.
+      cur.mode = 'catch-up';
+      queueMicrotask(() => this.#pump());
+      return;
+    }
+    this.#enqueue(frame);
+    cur.txid = c.maxTxid;
+  }
+
+  event(name: string, event: 'created' | 'dropped' | 'generation'): void {
+    if (this.#closed) return;
+    if (event === 'created') {
+      if (!this.#all || this.#dbs.has(name)) return;
+      this.#send({ type: 'db-created', db: name });
+      this.#open(name, null);
+    } else if (event === 'dropped') {
+      if (!this.#dbs.delete(name)) return;
+      this.#send({ type: 'db-dropped', db: name });
+    } else {
+      const cur = this.#dbs.get(name);
+      const db = this.#source.get(name);
+      if (!cur || !db) return;
+      cur.mode = 'snapshot';
+      this.#send({ type: 'new-generation', db: name, generation: db.position.generation, txid: db.position.txid });
+    }
+  }
+
+  #sendHeartbeat(): void {
+    const positions: Record<string, { generation: number; txid: number; timestamp: number }> = {};
+    for (const name of this.#dbs.keys()) {
+      const db = this.#source.get(name);
+      if (db) positions[name] = { generation: db.position.generation, txid: db.position.txid, timestamp: db.lastCommitTime };
+    }
+    this.#send({ type: 'heartbeat', time: Date.now(), positions });
+    this.#pump();
+  }
+
+  #send(frame: Frame): void {
+    this.#enqueue(encodeFrame(frame));
+  }
+
+  #enqueue(bytes: Uint8Array): void {
+    if (this.#closed) return;
+    try {
+      this.#controller.enqueue(bytes);
+    } catch (err) {
+      // The stream was closed or errored by the client side: stop feeding it.
+      this.close();
+      if (!(err instanceof TypeError)) throw new EdgeliteError('INTERNAL', 'stream enqueue failed', { cause: err });
+    }
+  }
+}

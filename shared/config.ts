@@ -1,0 +1,26 @@
+/** Parsing helpers for configuration shared by the primary and replica CLIs. Pure. */
+import { EdgeliteError } from './errors.ts';
+
+export const DEFAULT_HOST = '127.0.0.1';
+
+/** parseListen reads HOST:PORT (or :PORT, or PORT); the host defaults to loopback. */
+export function parseListen(text: string, defaultPort: number): { host: string; port: number } {
+  const m = /^(?:\[?([^\]]*?)\]?:)?(\d+)$/.exec(text.trim());
+  if (!m) throw new EdgeliteError('BAD_REQUEST', `--listen wants HOST:PORT, got "${text}"`);
+  const port = Number(m[2] ?? defaultPort);
+  if (port > 65535) throw new EdgeliteError('BAD_REQUEST', `port ${port} out of range`);
+  return { host: m[1] || DEFAULT_HOST, port };
+}
+
+/** positiveInt reads an optional positive integer option. */
+export function positiveInt(text: string | undefined, fallback: number, name: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new EdgeliteError('BAD_REQUEST', `${name} must be a positive integer`);
+  return n;
+}
+
+/** isLoopback tells whether a bind address only accepts local connections. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}

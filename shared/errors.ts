@@ -1,0 +1,104 @@
+/**
+ * One error base with stable codes, and the one table that maps each code to an HTTP status. Every HTTP
+ * error body is `{"error": {"code", "message"}}` (plus `details` where a code documents them).
+ */
+
+/** ERROR_STATUS is the single code → HTTP status table. Codes are part of the public surface. */
+export const ERROR_STATUS = {
+  BAD_REQUEST: 400,
+  INVALID_DATABASE_NAME: 400,
+  INVALID_TOKEN: 400,
+  TOKEN_DATABASE_MISMATCH: 400,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  SQL_ERROR: 400,
+  READ_ONLY: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  DATABASE_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  DATABASE_EXISTS: 409,
+  CONSTRAINT_VIOLATION: 409,
+  GENERATION_MISMATCH: 409,
+  SNAPSHOT_NEEDED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  QUERY_TIMEOUT: 408,
+  BUSY: 503,
+  REPLICA_BEHIND: 504,
+  PRIMARY_UNAVAILABLE: 502,
+  UNAVAILABLE: 503,
+  CHECKSUM_MISMATCH: 500,
+  POSITION_MISMATCH: 409,
+  CORRUPT_CHANGESET: 422,
+  CORRUPT_FRAME: 422,
+  WAL_INVALID: 500,
+  LOG_CORRUPT: 500,
+  DISK_FULL: 507,
+  IO_ERROR: 500,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details?: Record<string, unknown> };
+}
+
+export interface EdgeliteErrorOptions {
+  cause?: unknown;
+  details?: Record<string, unknown>;
+}
+
+/**
+ * EdgeliteError is the error base: a stable `code`, a message for people, optional `details` for
+ * programs, and the `cause` it wraps. Its HTTP status comes from ERROR_STATUS, never from the thrower.
+ */
+export class EdgeliteError extends Error {
+  override readonly name = 'EdgeliteError';
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: EdgeliteErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = options.details;
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+
+  toBody(): ErrorBody {
+    const error: ErrorBody['error'] = { code: this.code, message: this.message };
+    if (this.details !== undefined) error.details = this.details;
+    return { error };
+  }
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.prototype.hasOwnProperty.call(ERROR_STATUS, code);
+}
+
+/** statusFor maps a code to its HTTP status. */
+export function statusFor(code: ErrorCode): number {
+  return ERROR_STATUS[code];
+}
+
+/**
+ * toEdgeliteError turns anything thrown into an EdgeliteError: ours pass through, anything else becomes
+ * INTERNAL with the original as `cause`, so no handler has to guess.
+ */
+export function toEdgeliteError(err: unknown): EdgeliteError {
+  if (err instanceof EdgeliteError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new EdgeliteError('INTERNAL', message, { cause: err });
+}
+
+/** errorFromBody rebuilds an EdgeliteError from an HTTP error body (used by clients and forwarders). */
+export function errorFromBody(body: unknown, status: number): EdgeliteError {
+  const e = (body as Partial<ErrorBody> | null)?.error;
+  if (e && isErrorCode(e.code) && typeof e.message === 'string') {
+    return new EdgeliteError(e.code, e.message, e.details ? { details: e.details } : {});
+  }
+  return new EdgeliteError(status >= 500 ? 'UNAVAILABLE' : 'BAD_REQUEST', `unexpected HTTP ${status} response`);
+}

@@ -1,0 +1,91 @@
+/**
+ * HTTP plumbing shared by the primary, the Node replica and the Worker replica (hono runs on all three):
+ * typed error responses, auth per route, bounded JSON bodies, results as JSON or msgpack.
+ */
+import type { Context, MiddlewareHandler } from 'hono';
+import { authorize, type AuthConfig, type Right } from './auth.ts';
+import { EdgeliteError, toEdgeliteError } from './errors.ts';
+import { toJSONValue } from './protocol.ts';
+
+/** DEFAULT_MAX_BODY_BYTES bounds a request body unless configured otherwise. */
+export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+/** Response headers browsers may read (CORS), so web apps can keep their position and token. */
+export const EXPOSED_HEADERS = [
+  'Edgelite-Token',
+  'Edgelite-Generation',
+  'Edgelite-Txid',
+  'Edgelite-Checksum',
+  'Edgelite-Database-Id',
+  'Edgelite-Page-Size',
+  'Edgelite-Served-By',
+];
+
+/** errorResponse renders any thrown value as `{"error": {"code", "message"}}` with its status. */
+export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) => void): Response {
+  const e = toEdgeliteError(err);
+  if (e.code === 'INTERNAL' && log) log({ msg: 'internal error', error: String(err), stack: (err as Error)?.stack });
+  return new Response(JSON.stringify(e.toBody()), {
+    status: e.status,
+    headers: { 'content-type': 'application/json' },
+  });
+}
+
+/** requireRight is the per-route auth middleware. */
+export function requireRight(auth: AuthConfig, right: Right): MiddlewareHandler {
+  return async (c, next) => {
+    authorize(auth, c.req.header('authorization'), right);
+    await next();
+  };
+}
+
+/**
+ * readJsonBody reads a JSON body of at most `maxBytes` (PAYLOAD_TOO_LARGE past it, measured on the
+ * bytes actually received, not only the declared length), with a JSON content type (or none).
+ */
+export async function readJsonBody(c: Context, maxBytes: number): Promise<unknown> {
+  const type = c.req.header('content-type');
+  if (type && !/^application\/json\b/i.test(type)) {
+    throw new EdgeliteError('UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json, got ${type.slice(0, 80)}`);
+  }
+  const declared = Number(c.req.header('content-length') ?? '0');
+  if (declared > maxBytes) throw tooLarge(maxBytes);
+  const body = c.req.raw.body;
+  if (!body) throw new EdgeliteError('BAD_REQUEST', 'request body is empty');
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let off = 0;
+  for (const ch of chunks) {
+    bytes.set(ch, off);
+    off += ch.byteLength;
+  }
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new EdgeliteError('BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function tooLarge(maxBytes: number): EdgeliteError {
+  return new EdgeliteError('PAYLOAD_TOO_LARGE', `request body is larger than ${maxBytes} bytes`, { details: { maxBytes } });
+}
+
+/** jsonResponse serialises results, converting blobs and bigints the way the API documents. */
+export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body, (_k, v: unknown) => toJSONValue(v)), {
+    status,
+    headers: { 'content-type': 'application/json', ...headers },
+  });
+}

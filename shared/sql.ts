@@ -1,0 +1,132 @@
+/**
+ * Running the API's statements on a SQLite connection. The connection is described structurally (the
+ * subset of better-sqlite3's API we use), so the primary, the Node replica and the Worker's SQLite can
+ * all serve the same routes with the same results and errors, and this file imports no engine.
+ */
+import { EdgeliteError, type ErrorCode } from './errors.ts';
+import type { ExecResult, QueryResult, SqlParams, SqlValue, Statement } from './protocol.ts';
+
+/** SqlStatementHandle is the part of a prepared statement we use (better-sqlite3's `Statement`). */
+export interface SqlStatementHandle {
+  readonly readonly: boolean;
+  readonly reader: boolean;
+  raw(toggle?: boolean): this;
+  columns(): Array<{ name: string }>;
+  all(...params: unknown[]): unknown[];
+  run(...params: unknown[]): { changes: number; lastInsertRowid: number | bigint };
+}
+
+/** SqlConnection is the part of a connection we use (better-sqlite3's `Database`). */
+export interface SqlConnection {
+  prepare(sql: string): SqlStatementHandle;
+}
+
+export type StatementResult = QueryResult & Partial<ExecResult>;
+
+const STATEMENT_CACHE_SIZE = 256;
+const caches = new WeakMap<SqlConnection, Map<string, SqlStatementHandle>>();
+
+/**
+ * prepareCached returns a prepared statement for `sql`, prepared once per connection (LRU-bounded), so
+ * a hot query is never re-prepared. SQLite errors come back as EdgeliteError.
+ */
+export function prepareCached(conn: SqlConnection, sql: string): SqlStatementHandle {
+  let cache = caches.get(conn);
+  if (!cache) {
+    cache = new Map();
+    caches.set(conn, cache);
+  }
+  const hit = cache.get(sql);
+  if (hit) {
+    cache.delete(sql);
+    cache.set(sql, hit);
+    return hit;
+  }
+  let stmt: SqlStatementHandle;
+  try {
+    stmt = conn.prepare(sql);
+  } catch (err) {
+    throw sqliteError(err);
+  }
+  cache.set(sql, stmt);
+  if (cache.size > STATEMENT_CACHE_SIZE) {
+    const oldest = cache.keys().next();
+    if (!oldest.done) cache.delete(oldest.value);
+  }
+  return stmt;
+}
+
+/** clearStatementCache forgets the statements of a connection (after close, or a schema change). */
+export function clearStatementCache(conn: SqlConnection): void {
+  caches.delete(conn);
+}
+
+/** isReadOnlyStatement asks SQLite itself (sqlite3_stmt_readonly) whether `sql` writes. */
+export function isReadOnlyStatement(conn: SqlConnection, sql: string): boolean {
+  return prepareCached(conn, sql).readonly;
+}
+
+/** runRead runs one statement that must be read-only (READ_ONLY otherwise) and returns its rows. */
+export function runRead(conn: SqlConnection, statement: Statement): QueryResult {
+  const stmt = prepareCached(conn, statement.sql);
+  if (!stmt.readonly) {
+    throw new EdgeliteError('READ_ONLY', 'this statement writes; send it to /exec (reads only here)', {
+      details: { sql: statement.sql.slice(0, 200) },
+    });
+  }
+  return runStatement(stmt, statement.params);
+}
+
+/**
+ * runWrite runs one statement of a write batch; the caller wraps the batch in one transaction. A
+ * statement that returns rows (SELECT, RETURNING) reports them too.
+ */
+export function runWrite(conn: SqlConnection, statement: Statement): StatementResult {
+  return runStatement(prepareCached(conn, statement.sql), statement.params, true);
+}
+
+function runStatement(stmt: SqlStatementHandle, params: SqlParams, write = false): StatementResult {
+  const args = Array.isArray(params) ? params : [params];
+  try {
+    if (stmt.reader) {
+      stmt.raw(true);
+      const rows = stmt.all(...args) as SqlValue[][];
+      const columns = stmt.columns().map((c) => c.name);
+      return { columns, rows };
+    }
+    const info = stmt.run(...args);
+    const result: StatementResult = { columns: [], rows: [] };
+    if (write) {
+      result.changes = info.changes;
+      result.lastInsertRowid = Number(info.lastInsertRowid);
+    }
+    return result;
+  } catch (err) {
+    throw sqliteError(err);
+  }
+}
+
+const SQLITE_CODE_MAP: Array<[RegExp, ErrorCode]> = [
+  [/^SQLITE_CONSTRAINT/, 'CONSTRAINT_VIOLATION'],
+  [/^SQLITE_READONLY/, 'READ_ONLY'],
+  [/^SQLITE_(BUSY|LOCKED)/, 'BUSY'],
+  [/^SQLITE_INTERRUPT/, 'QUERY_TIMEOUT'],
+  [/^SQLITE_FULL/, 'DISK_FULL'],
+  [/^SQLITE_(IOERR|CANTOPEN)/, 'IO_ERROR'],
+  [/^SQLITE_AUTH/, 'FORBIDDEN'],
+];
+
+/** sqliteError maps an engine error (better-sqlite3's SqliteError code, binding errors) to ours. */
+export function sqliteError(err: unknown): EdgeliteError {
+  if (err instanceof EdgeliteError) return err;
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  const code = typeof e?.code === 'string' ? e.code : '';
+  for (const [pattern, ours] of SQLITE_CODE_MAP) {
+    if (pattern.test(code)) return new EdgeliteError(ours, message, { cause: err, details: { sqliteCode: code } });
+  }
+  if (code.startsWith('SQLITE_') || err instanceof RangeError || err instanceof TypeError) {
+    return new EdgeliteError('SQL_ERROR', message, { cause: err, details: code ? { sqliteCode: code } : undefined });
+  }
+  return new EdgeliteError('INTERNAL', message, { cause: err });
+}

@@ -1,0 +1,75 @@
+/** Test helpers: temp dirs, a seeded PRNG, page-image replay, and comparing database images. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeChangeSet } from '../shared/changeset.ts';
+import type { ChangeSet } from '../shared/types.ts';
+
+export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `edgelite-${prefix}-`));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** mulberry32: a tiny seeded PRNG so a failing run can be replayed from its printed seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function seedFromEnv(): number {
+  const s = process.env.EDGELITE_SEED;
+  return s ? Number(s) : Math.floor(Math.random() * 2 ** 31);
+}
+
+/** applyToImage applies a change set to a database file image held in memory. */
+export function applyToImage(image: Uint8Array, cs: ChangeSet): Uint8Array {
+  const size = cs.commit * cs.pageSize;
+  const out = new Uint8Array(size);
+  out.set(image.subarray(0, Math.min(image.length, size)));
+  for (const p of cs.pages) out.set(p.data, (p.pgno - 1) * cs.pageSize);
+  return out;
+}
+
+export function applyEncoded(image: Uint8Array, bytes: Uint8Array): Uint8Array {
+  return applyToImage(image, decodeChangeSet(bytes));
+}
+
+/** NORMALISED_PAGE1_RANGES: header bytes each SQLite connection rewrites on its own (DESIGN.md §3). */
+const NORMALISED = [
+  [24, 28],
+  [92, 100],
+] as const;
+
+/** diffPages lists pages that differ between two images, ignoring the normalised page-1 bytes. */
+export function diffPages(a: Uint8Array, b: Uint8Array, pageSize: number): number[] {
+  const diffs: number[] = [];
+  const n = Math.max(a.length, b.length) / pageSize;
+  for (let i = 0; i < n; i++) {
+    const pa = a.subarray(i * pageSize, (i + 1) * pageSize).slice();
+    const pb = b.subarray(i * pageSize, (i + 1) * pageSize).slice();
+    if (i === 0) {
+      for (const [s, e] of NORMALISED) {
+        pa.fill(0, s, e);
+        pb.fill(0, s, e);
+      }
+    }
+    if (pa.length !== pb.length || !pa.every((v, j) => v === pb[j])) diffs.push(i + 1);
+  }
+  return diffs;
+}
+
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 20): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
