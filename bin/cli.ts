@@ -12,10 +12,10 @@ export async function main(argv: string[]): Promise<void> {
   try {
     switch (command) {
       case 'primary':
-        await (await import('../primary/main.ts')).primaryMain(rest);
+        stopOnSignal(await (await import('../primary/main.ts')).primaryMain(rest));
         return;
       case 'replica':
-        await (await import('../replica/main.ts')).replicaMain(rest);
+        stopOnSignal(await (await import('../replica/main.ts')).replicaMain(rest));
         return;
       case 'status':
         await (await import('./status.ts')).statusMain(rest);
@@ -32,4 +32,23 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`edgelite ${command}: ${message}\n`);
     process.exit(1);
   }
+}
+
+/** stopOnSignal closes a running role cleanly on SIGINT/SIGTERM, then exits. */
+function stopOnSignal(role: { close(): Promise<void>; logger: (e: Record<string, unknown>) => void }): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    role.logger({ msg: 'shutting down', signal });
+    role.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        role.logger({ msg: 'shutdown failed', error: String(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
 }

@@ -143,7 +143,11 @@ export class PrimaryDatabase {
           this.#opts.logger({ msg: 'recovered transactions from the WAL', db: this.name, count: txs.transactions.length, txid: state.txid });
           return capturer;
         }
-        if (checksum.value === logged.checksum) return capturer;
+        if (checksum.value === logged.checksum) {
+          // A missing or empty WAL reads as 'continued' with nothing new; its next frames are fresh.
+          if (!pending.header) state.cursor = null;
+          return capturer;
+        }
       } else if (this.#meta.generation > 0 && checksum.value === logged.checksum) {
         // The WAL was checkpointed away (clean shutdown, or a checkpoint with no new writes).
         state.cursor = readAll(this.#wal, [], null).cursor;
@@ -294,6 +298,7 @@ export class PrimaryDatabase {
       this.#log.syncNow();
       this.#lock.release();
       this.#lock.idleConnection.pragma('wal_checkpoint(PASSIVE)');
+      this.#log.prune();
     } finally {
       this.#lock.advance();
       this.#writer.exec('ROLLBACK');

@@ -1,0 +1,163 @@
+/**
+ * The replica's HTTP API: the same routes as the primary (DESIGN.md §10). Reads are served from the
+ * local file at the requested consistency; writes and database creation are forwarded to the primary,
+ * and a forwarded write is answered once this replica has applied it (so the client's next read here
+ * sees it), bounded by `writeWaitMs`.
+ */
+import { Hono, type Context } from 'hono';
+import { getCookie } from 'hono/cookie';
+import type { AuthConfig } from '../shared/auth.ts';
+import { EdgeliteError, errorFromBody } from '../shared/errors.ts';
+import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight } from '../shared/http.ts';
+import { parseStatementsBody } from '../shared/protocol.ts';
+import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
+import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
+import { CONSISTENCY_HEADER, parseConsistency, satisfy } from './consistency.ts';
+import type { ReplicaDatabase } from './database.ts';
+import type { Follower } from './follower.ts';
+import type { PrimaryClient } from './primary-client.ts';
+import type { ReplicaStore } from './store.ts';
+
+export interface ReplicaAppOptions {
+  store: ReplicaStore;
+  follower: Follower | null;
+  primary: PrimaryClient;
+  auth: AuthConfig;
+  maxBodyBytes: number;
+  /** How long a read waits for a token / strong / bounded level before REPLICA_BEHIND. */
+  readWaitMs: number;
+  /** How long a forwarded write waits to be applied here before answering anyway. */
+  writeWaitMs: number;
+  /** When a read cannot be served in time: fail (REPLICA_BEHIND) or send it to the primary. */
+  onBehind: 'error' | 'primary';
+  /** Health fails when lag passes this (ms). */
+  maxHealthyLagMs: number;
+  logger: (e: Record<string, unknown>) => void;
+}
+
+export function createReplicaApp(o: ReplicaAppOptions): Hono {
+  const { store, auth, primary } = o;
+  const app = new Hono();
+  const read = requireRight(auth, 'read');
+  const write = requireRight(auth, 'write');
+
+  app.onError((err) => errorResponse(err, o.logger));
+  app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
+  app.use('*', async (c, next) => {
+    await next();
+    c.res.headers.set('Access-Control-Expose-Headers', EXPOSED_HEADERS.join(', '));
+  });
+
+  app.get('/v1/health', () => {
+    const lagging = store.names().filter((n) => store.get(n)!.lagMs > o.maxHealthyLagMs);
+    const contact = o.follower ? o.follower.lastContactMs : 0;
+    const ok = lagging.length === 0 && contact <= Math.max(o.maxHealthyLagMs, 5000);
+    return jsonResponse(
+      { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded' },
+      ok ? 200 : 503,
+    );
+  });
+
+  app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.get(n)!)) }));
+  app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
+
+  app.put('/v1/db/:name', write, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const r = await primary.forward('PUT', `/v1/db/${name}`, undefined, passAuth(c));
+    return jsonResponse(r.body, r.status);
+  });
+
+  app.post('/v1/db/:name/query', read, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const body = await readJsonBody(c, o.maxBodyBytes);
+    const statements = parseStatementsBody(body);
+    const consistency = parseConsistency(name, c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'), tokenOf(c));
+    const db = store.get(name);
+    try {
+      if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
+      await satisfy(db, consistency, { timeoutMs: o.readWaitMs, primary });
+    } catch (err) {
+      if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
+        const r = await primary.forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));
+        return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
+      }
+      if (!db && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
+        throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here`);
+      }
+      throw err;
+    }
+    const results = db.query(statements);
+    return jsonResponse({ results }, 200, positionHeaders(db));
+  });
+
+  app.post('/v1/db/:name/exec', write, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const body = await readJsonBody(c, o.maxBodyBytes);
+    parseStatementsBody(body);
+    const r = await primary.forward('POST', `/v1/db/${name}/exec`, JSON.stringify(body), passAuth(c));
+    if (r.status !== 200) throw errorFromBody(r.body, r.status);
+    const tokenText = (r.body as { token?: string }).token;
+    const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
+    if (tokenText) {
+      headers[TOKEN_HEADER] = tokenText;
+      const token = decodeToken(tokenText);
+      const db = store.get(name);
+      if (db) {
+        try {
+          await db.waitFor(token.generation, token.txid, o.writeWaitMs);
+          headers['Edgelite-Applied'] = 'true';
+        } catch (err) {
+          if (!(err instanceof EdgeliteError) || err.code !== 'REPLICA_BEHIND') throw err;
+          // The write is committed on the primary; say so, and that this replica has not caught up.
+          headers['Edgelite-Applied'] = 'false';
+        }
+      }
+    }
+    return jsonResponse(r.body, 200, headers);
+  });
+
+  return app;
+}
+
+export function describe(db: ReplicaDatabase): Record<string, unknown> {
+  const p = db.position;
+  return {
+    name: db.name,
+    role: 'replica',
+    databaseId: db.databaseId,
+    generation: p?.generation ?? null,
+    txid: p?.txid ?? null,
+    checksum: p ? formatChecksum(p.checksum) : null,
+    lagMs: finite(db.lagMs),
+    lagTxids: db.lagTxids,
+    primaryTxid: db.primary?.txid ?? null,
+    pageCount: db.pageCount,
+    ready: db.ready,
+    needsSnapshot: db.needsSnapshot,
+  };
+}
+
+function finite(n: number): number | null {
+  return Number.isFinite(n) ? Math.round(n) : null;
+}
+
+function positionHeaders(db: ReplicaDatabase): Record<string, string> {
+  const p = db.position!;
+  return {
+    'Edgelite-Generation': String(p.generation),
+    'Edgelite-Txid': String(p.txid),
+    'Edgelite-Checksum': formatChecksum(p.checksum),
+    'Edgelite-Database-Id': String(db.databaseId ?? ''),
+    'Edgelite-Served-By': 'replica',
+  };
+}
+
+function tokenOf(c: Context): string | undefined {
+  return c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
+}
+
+/** passAuth forwards the client's own credentials when it sent some; the pool's token is the fallback. */
+function passAuth(c: Context): Record<string, string> {
+  const a = c.req.header('authorization');
+  return a ? { authorization: a } : {};
+}

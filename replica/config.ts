@@ -1,0 +1,94 @@
+/**
+ * ReplicaConfig: parsed once from argv and env at the edge (main.ts) and passed down. Defaults are the
+ * named constants below.
+ */
+import { parseArgs } from 'node:util';
+import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
+import { DEFAULT_HOST, parseListen, positiveInt } from '../shared/config.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
+import { validateDatabaseName } from '../shared/types.ts';
+import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from './follower.ts';
+
+export const DEFAULT_REPLICA_PORT = 7401;
+export const DEFAULT_READ_WAIT_MS = 5000;
+export const DEFAULT_WRITE_WAIT_MS = 5000;
+export const DEFAULT_MAX_HEALTHY_LAG_MS = 10_000;
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+export interface ReplicaConfig {
+  primaryUrl: string;
+  /** Token the replica presents to the primary (needs replicate; write to forward writes). */
+  primaryToken: string | undefined;
+  dataDir: string;
+  host: string;
+  port: number;
+  databases: '*' | string[];
+  auth: AuthConfig;
+  maxBodyBytes: number;
+  readWaitMs: number;
+  writeWaitMs: number;
+  onBehind: 'error' | 'primary';
+  maxHealthyLagMs: number;
+  heartbeatTimeoutMs: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  busyTimeoutMs: number;
+}
+
+export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|*]
+  [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N]
+  env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
+
+export function parseDatabases(text: string): '*' | string[] {
+  if (text.trim() === '*') return '*';
+  const names = text.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new EdgeliteError('BAD_REQUEST', '--databases wants a comma-separated list or *');
+  return names.map((n) => validateDatabaseName(n));
+}
+
+export function parseReplicaConfig(argv: string[], env: Record<string, string | undefined>): ReplicaConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      primary: { type: 'string' },
+      data: { type: 'string' },
+      listen: { type: 'string' },
+      databases: { type: 'string' },
+      'read-wait-ms': { type: 'string' },
+      'write-wait-ms': { type: 'string' },
+      'on-behind': { type: 'string' },
+      'max-lag-ms': { type: 'string' },
+      'heartbeat-timeout-ms': { type: 'string' },
+      'max-body-bytes': { type: 'string' },
+    },
+    strict: true,
+  });
+  const primaryUrl = values.primary ?? env.EDGELITE_PRIMARY;
+  if (!primaryUrl) throw new EdgeliteError('BAD_REQUEST', `--primary is required\n${REPLICA_USAGE}`);
+  const dataDir = values.data ?? env.EDGELITE_DATA;
+  if (!dataDir) throw new EdgeliteError('BAD_REQUEST', `--data is required\n${REPLICA_USAGE}`);
+  const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_REPLICA_PORT}`, DEFAULT_REPLICA_PORT);
+  const onBehind = values['on-behind'] ?? 'error';
+  if (onBehind !== 'error' && onBehind !== 'primary') {
+    throw new EdgeliteError('BAD_REQUEST', `--on-behind must be error or primary, got "${onBehind}"`);
+  }
+  return {
+    primaryUrl,
+    primaryToken: env.EDGELITE_PRIMARY_TOKEN ?? env.EDGELITE_TOKEN,
+    dataDir,
+    host,
+    port,
+    databases: parseDatabases(values.databases ?? env.EDGELITE_DATABASES ?? '*'),
+    auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
+    maxBodyBytes: positiveInt(values['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, '--max-body-bytes'),
+    readWaitMs: positiveInt(values['read-wait-ms'], DEFAULT_READ_WAIT_MS, '--read-wait-ms'),
+    writeWaitMs: positiveInt(values['write-wait-ms'], DEFAULT_WRITE_WAIT_MS, '--write-wait-ms'),
+    onBehind,
+    maxHealthyLagMs: positiveInt(values['max-lag-ms'], DEFAULT_MAX_HEALTHY_LAG_MS, '--max-lag-ms'),
+    heartbeatTimeoutMs: positiveInt(values['heartbeat-timeout-ms'], DEFAULT_HEARTBEAT_TIMEOUT_MS, '--heartbeat-timeout-ms'),
+    backoffMinMs: DEFAULT_BACKOFF_MIN_MS,
+    backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
+    busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
+  };
+}

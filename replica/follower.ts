@@ -1,0 +1,221 @@
+/**
+ * Follower keeps a replica current: one stream to the primary for every followed database, resumed
+ * from the persisted positions; change sets applied in batches; snapshots fetched when the primary says
+ * a position cannot be resumed or when an apply fails verification; reconnects with exponential
+ * backoff and jitter; a connection with no bytes for `heartbeatTimeoutMs` is treated as dead.
+ */
+import { decodeChangeSet } from '../shared/changeset.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import { FrameDecoder, type Frame } from '../shared/frames.ts';
+import type { Logger } from '../shared/log.ts';
+import type { ChangeSet } from '../shared/types.ts';
+import type { PrimaryClient } from './primary-client.ts';
+import type { ReplicaStore } from './store.ts';
+
+export interface FollowerOptions {
+  client: PrimaryClient;
+  store: ReplicaStore;
+  databases: '*' | string[];
+  heartbeatTimeoutMs: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  logger: Logger;
+}
+
+export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 5000;
+export const DEFAULT_BACKOFF_MIN_MS = 50;
+export const DEFAULT_BACKOFF_MAX_MS = 5000;
+
+export type FollowerState = 'connecting' | 'streaming' | 'waiting' | 'stopped';
+
+/** Restart ends a stream session on purpose (after a snapshot) so the next one resumes from new positions. */
+class Restart extends Error {}
+
+export class Follower {
+  readonly #o: FollowerOptions;
+  #state: FollowerState = 'stopped';
+  #abort: AbortController | null = null;
+  #loop: Promise<void> | null = null;
+  #lastBytesAt = 0;
+  #connects = 0;
+  #lastError: string | null = null;
+  #wakeSleep: (() => void) | null = null;
+
+  constructor(options: FollowerOptions) {
+    this.#o = options;
+  }
+
+  get state(): FollowerState {
+    return this.#state;
+  }
+
+  get connects(): number {
+    return this.#connects;
+  }
+
+  get lastError(): string | null {
+    return this.#lastError;
+  }
+
+  /** lastContactMs is how long ago the primary last sent anything (heartbeats arrive every second). */
+  get lastContactMs(): number {
+    return this.#lastBytesAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#lastBytesAt;
+  }
+
+  start(): void {
+    if (this.#loop) return;
+    this.#state = 'connecting';
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#state = 'stopped';
+    this.#abort?.abort();
+    this.#wakeSleep?.();
+    await this.#loop;
+    this.#loop = null;
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0;
+    while (this.#state !== 'stopped') {
+      const started = Date.now();
+      try {
+        await this.#session();
+      } catch (err) {
+        if ((this.#state as FollowerState) === 'stopped') break;
+        if (!(err instanceof Restart)) {
+          this.#lastError = err instanceof Error ? err.message : String(err);
+          this.#o.logger({ msg: 'stream ended', error: this.#lastError });
+          if (Date.now() - started > 10_000) attempt = 0;
+          const base = Math.min(this.#o.backoffMaxMs, this.#o.backoffMinMs * 2 ** Math.min(attempt, 20));
+          attempt++;
+          this.#state = 'waiting';
+          await this.#sleep(base / 2 + Math.random() * (base / 2));
+          continue;
+        }
+        attempt = 0;
+      }
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.#wakeSleep = null;
+        resolve();
+      }
+      this.#wakeSleep = done;
+    });
+  }
+
+  async #session(): Promise<void> {
+    const { client, store } = this.#o;
+    this.#state = 'connecting';
+    const abort = new AbortController();
+    this.#abort = abort;
+    const watchdog = setInterval(() => {
+      if (Date.now() - this.#lastBytesAt > this.#o.heartbeatTimeoutMs) abort.abort(new Error('no heartbeat from the primary'));
+    }, Math.max(50, Math.floor(this.#o.heartbeatTimeoutMs / 4)));
+    this.#lastBytesAt = Date.now();
+    try {
+      const body = await client.openStream(this.#o.databases, store.positions(this.#o.databases), abort.signal);
+      this.#connects++;
+      this.#state = 'streaming';
+      const decoder = new FrameDecoder();
+      for await (const chunk of body) {
+        this.#lastBytesAt = Date.now();
+        await this.#handle(decoder.push(chunk));
+      }
+      decoder.end();
+      throw new EdgeliteError('PRIMARY_UNAVAILABLE', 'the primary closed the stream');
+    } catch (err) {
+      if (abort.signal.aborted && !(err instanceof Restart)) {
+        throw abort.signal.reason instanceof Error ? abort.signal.reason : new Error('stream aborted');
+      }
+      throw err;
+    } finally {
+      clearInterval(watchdog);
+      abort.abort();
+    }
+  }
+
+  /** #handle applies a chunk's frames, batching consecutive change sets of one database. */
+  async #handle(frames: Frame[]): Promise<void> {
+    let batchDb: string | null = null;
+    let batch: ChangeSet[] = [];
+    const flush = async () => {
+      if (batchDb && batch.length > 0) await this.#apply(batchDb, batch);
+      batchDb = null;
+      batch = [];
+    };
+    for (const f of frames) {
+      if (f.type === 'changeset') {
+        const cs = decodeChangeSet(f.data);
+        if (batchDb !== f.db || batch[batch.length - 1]!.maxTxid + 1 !== cs.minTxid) await flush();
+        batchDb = f.db;
+        batch.push(cs);
+        continue;
+      }
+      await flush();
+      await this.#event(f);
+    }
+    await flush();
+  }
+
+  async #apply(name: string, batch: ChangeSet[]): Promise<void> {
+    const db = this.#o.store.get(name);
+    if (!db || db.needsSnapshot) return;
+    try {
+      db.apply(batch);
+    } catch (err) {
+      if (!(err instanceof EdgeliteError) || !['CHECKSUM_MISMATCH', 'POSITION_MISMATCH'].includes(err.code)) throw err;
+      this.#o.logger({ msg: 'apply rejected; re-snapshotting', db: name, code: err.code, error: err.message });
+      await this.#snapshot(name, err.message);
+      throw new Restart();
+    }
+  }
+
+  async #event(f: Frame): Promise<void> {
+    const { store, logger } = this.#o;
+    switch (f.type) {
+      case 'snapshot-needed':
+      case 'new-generation':
+        await this.#snapshot(f.db, f.type === 'snapshot-needed' ? f.reason : `new generation ${f.generation}`);
+        throw new Restart();
+      case 'db-created':
+        logger({ msg: 'database created on the primary', db: f.db });
+        return;
+      case 'db-dropped':
+        logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
+        return;
+      case 'heartbeat':
+        store.noteHeartbeat(f.time, f.positions);
+        return;
+      case 'ready': {
+        const db = store.get(f.db);
+        if (db) db.ready = true;
+        return;
+      }
+      case 'error':
+        logger({ msg: 'primary reported an error on the stream', code: f.code, error: f.message });
+        return;
+      case 'changeset':
+        return;
+    }
+  }
+
+  async #snapshot(name: string, reason: string): Promise<void> {
+    const { client, store, logger } = this.#o;
+    const db = store.ensure(name);
+    db.needsSnapshot = reason;
+    const started = Date.now();
+    const dl = await client.snapshot(name, this.#abort?.signal);
+    db.restore(dl.image, dl.position, dl.databaseId, Date.now());
+    logger({ msg: 'snapshot applied', db: name, reason, txid: dl.position.txid, generation: dl.position.generation, bytes: dl.image.length, ms: Date.now() - started });
+  }
+}
+

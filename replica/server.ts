@@ -1,0 +1,77 @@
+/**
+ * startReplica runs a replica in this process: local store, follower, HTTP API. The CLI (main.ts) and
+ * tests use it.
+ */
+import { serve, type ServerType } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { authEnabled } from '../shared/auth.ts';
+import { isLoopback } from '../shared/config.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import { createReplicaApp } from './app.ts';
+import type { ReplicaConfig } from './config.ts';
+import { Follower } from './follower.ts';
+import { PrimaryClient } from './primary-client.ts';
+import { ReplicaStore } from './store.ts';
+
+export interface ReplicaHandle {
+  url: string;
+  port: number;
+  store: ReplicaStore;
+  follower: Follower;
+  close(): Promise<void>;
+}
+
+export async function startReplica(config: ReplicaConfig, logger: Logger): Promise<ReplicaHandle> {
+  if (!authEnabled(config.auth) && !isLoopback(config.host)) {
+    throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
+  }
+  const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger });
+  if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
+  const primary = new PrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
+  const follower = new Follower({
+    client: primary,
+    store,
+    databases: config.databases,
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    backoffMinMs: config.backoffMinMs,
+    backoffMaxMs: config.backoffMaxMs,
+    logger,
+  });
+  follower.start();
+  const app = createReplicaApp({
+    store,
+    follower,
+    primary,
+    auth: config.auth,
+    maxBodyBytes: config.maxBodyBytes,
+    readWaitMs: config.readWaitMs,
+    writeWaitMs: config.writeWaitMs,
+    onBehind: config.onBehind,
+    maxHealthyLagMs: config.maxHealthyLagMs,
+    logger,
+  });
+  let server: ServerType;
+  const port = await new Promise<number>((resolve, reject) => {
+    server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));
+    server.once('error', reject);
+  });
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger({ msg: 'replica listening', url, primary: config.primaryUrl, data: config.dataDir, databases: config.databases });
+  return {
+    url,
+    port,
+    store,
+    follower,
+    close: async () => {
+      await follower.stop();
+      await new Promise<void>((resolve) => {
+        const s = server as ServerType & { closeAllConnections?: () => void };
+        s.close(() => resolve());
+        s.closeAllConnections?.();
+      });
+      await primary.close();
+      store.close();
+    },
+  };
+}

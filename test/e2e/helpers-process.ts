@@ -1,0 +1,149 @@
+/**
+ * Child-process helpers for end-to-end tests: run the real `edgelite` CLI (bin/edgelite.mjs) as its own
+ * process, wait for the JSON line that says it is listening, and kill it by PID (SIGKILL included).
+ * Everything the child prints is kept, so a failing test can show it (`output()`).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const EDGELITE_BIN = join(REPO_ROOT, 'bin', 'edgelite.mjs');
+
+/** DEFAULT_START_TIMEOUT_MS: tsx compiles the sources on first start; a loaded machine needs a while. */
+export const DEFAULT_START_TIMEOUT_MS = 30_000;
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface EdgeliteProcess {
+  /** The URL from the `{"msg": "... listening", "url": ...}` line. */
+  url: string;
+  pid: number;
+  proc: ChildProcess;
+  /** Every JSON line the child logged on stdout so far (non-JSON lines are kept in output()). */
+  logs: Array<Record<string, unknown>>;
+  /** kill sends `signal` (default SIGKILL) to the child's PID and resolves once it has exited. */
+  kill(signal?: NodeJS.Signals): Promise<Exit>;
+  /** Resolves when the child exits, for whatever reason. */
+  stopped: Promise<Exit>;
+  /** output is stdout and stderr so far, for failure messages. */
+  output(): string;
+}
+
+export interface SpawnOptions {
+  /** Extra environment on top of this process's (minus EDGELITE_* so a developer's shell cannot leak in). */
+  env?: Record<string, string>;
+  startTimeoutMs?: number;
+  /** Recognises the "I am listening" line; default: a JSON line whose msg ends in "listening" with a url. */
+  isReady?: (line: Record<string, unknown>) => boolean;
+}
+
+const defaultReady = (line: Record<string, unknown>): boolean =>
+  typeof line.msg === 'string' && line.msg.endsWith('listening') && typeof line.url === 'string';
+
+/**
+ * spawnEdgelite runs `node bin/edgelite.mjs ...args` and resolves once it logs its listening line.
+ * Rejects (with the child's output) if the child exits first or the line does not come in time.
+ */
+export function spawnEdgelite(args: string[], options: SpawnOptions = {}): Promise<EdgeliteProcess> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('EDGELITE_')) env[k] = v;
+  Object.assign(env, options.env ?? {});
+  const proc = spawn(process.execPath, [EDGELITE_BIN, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const isReady = options.isReady ?? defaultReady;
+  const logs: Array<Record<string, unknown>> = [];
+  let out = '';
+  let err = '';
+  let partial = '';
+  const stopped = new Promise<Exit>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+
+  return new Promise<EdgeliteProcess>((resolve, reject) => {
+    const timeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+    const output = () => `--- stdout ---\n${out}--- stderr ---\n${err}`;
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`edgelite ${args.join(' ')} did not start within ${timeoutMs} ms\n${output()}`));
+    }, timeoutMs);
+    let ready = false;
+
+    proc.stderr!.setEncoding('utf8').on('data', (s: string) => {
+      err += s;
+    });
+    proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      out += s;
+      partial += s;
+      const lines = partial.split('\n');
+      partial = lines.pop()!;
+      for (const text of lines) {
+        const line = parseJsonLine(text);
+        if (!line) continue;
+        logs.push(line);
+        if (!ready && isReady(line)) {
+          ready = true;
+          clearTimeout(timer);
+          resolve({
+            url: line.url as string,
+            pid: proc.pid!,
+            proc,
+            logs,
+            stopped,
+            output,
+            kill: (signal: NodeJS.Signals = 'SIGKILL') => {
+              if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid!, signal);
+              return stopped;
+            },
+          });
+        }
+      }
+    });
+    void stopped.then((exit) => {
+      if (ready) return;
+      clearTimeout(timer);
+      reject(new Error(`edgelite ${args.join(' ')} exited (${exit.code ?? exit.signal}) before listening\n${output()}`));
+    });
+  });
+}
+
+function parseJsonLine(text: string): Record<string, unknown> | null {
+  if (!text.startsWith('{')) return null;
+  try {
+    const v: unknown = JSON.parse(text);
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    // A line that merely starts with "{" is ordinary output, kept in output() only.
+    return null;
+  }
+}
+
+/** ProcessResult is a finished child: its exit and everything it printed. */
+export interface ProcessResult extends Exit {
+  stdout: string;
+  stderr: string;
+}
+
+/** runProcess runs a command to completion (e.g. the sqlite3 CLI), feeding `input` on stdin. */
+export function runProcess(command: string, args: string[], input = '', timeoutMs = 60_000): Promise<ProcessResult> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${command} timed out after ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    proc.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    proc.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    proc.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    proc.stdin.end(input);
+  });
+}

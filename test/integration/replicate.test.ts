@@ -1,0 +1,67 @@
+/**
+ * A primary and a replica in one process over real loopback HTTP: bootstrap by snapshot, follow the
+ * stream, forwarded writes with read-your-writes, and equal checksums at the end.
+ */
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AUTH_DISABLED } from '../../shared/auth.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { parsePrimaryConfig } from '../../primary/config.ts';
+import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
+import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
+import { tempDir, waitFor } from '../helpers.ts';
+
+async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
+  return { status: res.status, json: await res.json(), headers: res.headers };
+}
+
+describe('replication in one process', () => {
+  const stops: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    for (const s of stops.reverse()) await s();
+    stops.length = 0;
+  });
+
+  async function setup(): Promise<{ primary: PrimaryHandle; replica: ReplicaHandle }> {
+    const t = tempDir('replicate');
+    stops.push(t.cleanup);
+    const primary = await startPrimary({ ...parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0'], {}), auth: AUTH_DISABLED }, silentLogger);
+    stops.push(() => primary.close());
+    await fetch(`${primary.url}/v1/db/app`, { method: 'PUT' });
+    await post(`${primary.url}/v1/db/app/exec`, { sql: 'CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)' });
+    await post(`${primary.url}/v1/db/app/exec`, { sql: "INSERT INTO kv VALUES ('a', '1')" });
+    const replica = await startReplica(parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], {}), silentLogger);
+    stops.push(() => replica.close());
+    return { primary, replica };
+  }
+
+  it('bootstraps, follows, and converges to the primary checksum', async () => {
+    const { primary, replica } = await setup();
+    await waitFor(() => replica.store.get('app')?.position?.txid === primary.store.get('app')!.position.txid, 'bootstrap');
+    for (let i = 0; i < 200; i++) {
+      await post(`${primary.url}/v1/db/app/exec`, { sql: 'INSERT INTO kv VALUES (?, ?)', params: [`k${i}`, 'x'.repeat(i * 10)] });
+    }
+    const want = primary.store.get('app')!.position;
+    await waitFor(() => replica.store.get('app')?.position?.txid === want.txid, 'catch up');
+    expect(replica.store.get('app')!.position!.checksum).toBe(want.checksum);
+    const r = await post(`${replica.url}/v1/db/app/query`, { sql: 'SELECT count(*) AS n FROM kv' });
+    expect(r.status).toBe(200);
+    expect(r.json.results[0].rows[0][0]).toBe(201);
+    expect(r.headers.get('edgelite-served-by')).toBe('replica');
+  });
+
+  it('forwards writes and reads them back with the token', async () => {
+    const { replica } = await setup();
+    await waitFor(() => replica.store.get('app')?.position, 'bootstrap');
+    for (let i = 0; i < 50; i++) {
+      const w = await post(`${replica.url}/v1/db/app/exec`, { sql: 'INSERT INTO kv VALUES (?, ?)', params: [`w${i}`, String(i)] });
+      expect(w.status, JSON.stringify(w.json)).toBe(200);
+      const token = w.headers.get('edgelite-token')!;
+      expect(token).toBe(w.json.token);
+      const r = await post(`${replica.url}/v1/db/app/query`, { sql: 'SELECT v FROM kv WHERE k = ?', params: [`w${i}`] }, { 'Edgelite-Token': token });
+      expect(r.json.results[0].rows).toEqual([[String(i)]]);
+    }
+  });
+});
