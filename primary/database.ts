@@ -2,9 +2,9 @@
  * PrimaryDatabase owns one writable database: its connections, the read lock, capture, the change-set
  * log and the generation metadata. Everything here is synchronous SQLite work; the HTTP layer calls it.
  */
-import { mkdirSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseChecksum } from '../shared/checksum.ts';
+import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Statement } from '../shared/protocol.ts';
 import { runRead, runWrite, sqliteError, type StatementResult } from '../shared/sql.ts';
@@ -148,6 +148,18 @@ export class PrimaryDatabase {
           if (!pending.header) state.cursor = null;
           return capturer;
         }
+      } else if (this.#meta.generation > 0 && pending?.start === 'restarted' && fileChecksum(this.path, pageSize) === logged.checksum) {
+        // The WAL restarted after everything in the old one was captured and checkpointed (we were
+        // killed between a commit that restarted it and its capture): the database file itself is the
+        // logged state, so the new WAL's transactions are exactly what follows the logged position.
+        const txs = readAll(this.#wal, pending.transactions, pending.cursor);
+        state.cursor = txs.cursor;
+        if (txs.transactions.length > 0) {
+          capturer.emitCatchUp(txs.transactions, logged.checksum);
+          this.#opts.logger({ msg: 'recovered transactions from a restarted WAL', db: this.name, count: txs.transactions.length, txid: state.txid });
+          return capturer;
+        }
+        if (checksum.value === logged.checksum) return capturer;
       } else if (this.#meta.generation > 0 && checksum.value === logged.checksum) {
         // The WAL was checkpointed away (clean shutdown, or a checkpoint with no new writes).
         state.cursor = readAll(this.#wal, [], null).cursor;
@@ -360,6 +372,31 @@ export class SnapshotView {
 function* readPages(conn: Connection): Generator<{ pgno: number; data: Uint8Array }> {
   for (const row of conn.prepare('SELECT pgno, data FROM sqlite_dbpage').iterate()) {
     yield row as { pgno: number; data: Uint8Array };
+  }
+}
+
+/**
+ * fileChecksum is the checksum of the database file itself, without its WAL: the pages SQLite would
+ * see with no WAL frames (size from the header when it is valid, else from the file length).
+ */
+function fileChecksum(path: string, pageSize: number): bigint {
+  const fd = openSync(path, 'r');
+  try {
+    const page = new Uint8Array(pageSize);
+    if (readSync(fd, page, 0, pageSize, 0) < pageSize) return -1n;
+    const header = new DataView(page.buffer);
+    const counterValid = header.getUint32(24) === header.getUint32(92);
+    const pages = counterValid ? header.getUint32(28) : Math.floor(fstatSync(fd).size / pageSize);
+    const sum = new DatabaseChecksum(pageSize);
+    const lock = lockPageNumber(pageSize);
+    for (let pgno = 1; pgno <= pages; pgno++) {
+      if (pgno === lock) continue;
+      if (readSync(fd, page, 0, pageSize, (pgno - 1) * pageSize) < pageSize) return -1n;
+      sum.setPage(pgno, page);
+    }
+    return sum.value;
+  } finally {
+    closeSync(fd);
   }
 }
 

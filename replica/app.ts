@@ -7,14 +7,15 @@
 import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
-import { EdgeliteError, errorFromBody } from '../shared/errors.ts';
+import { EdgeliteError } from '../shared/errors.ts';
 import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight } from '../shared/http.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
-import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
+import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from './consistency.ts';
 import type { ReplicaDatabase } from './database.ts';
 import type { Follower } from './follower.ts';
+import { forwardExec } from './forward.ts';
 import type { PrimaryClient } from './primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
@@ -94,26 +95,10 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const name = validateDatabaseName(c.req.param('name'));
     const body = await readJsonBody(c, o.maxBodyBytes);
     parseStatementsBody(body);
-    const r = await primary.forward('POST', `/v1/db/${name}/exec`, JSON.stringify(body), passAuth(c));
-    if (r.status !== 200) throw errorFromBody(r.body, r.status);
-    const tokenText = (r.body as { token?: string }).token;
-    const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
-    if (tokenText) {
-      headers[TOKEN_HEADER] = tokenText;
-      const token = decodeToken(tokenText);
-      const db = store.get(name);
-      if (db) {
-        try {
-          await db.waitFor(token.generation, token.txid, o.writeWaitMs);
-          headers['Edgelite-Applied'] = 'true';
-        } catch (err) {
-          if (!(err instanceof EdgeliteError) || err.code !== 'REPLICA_BEHIND') throw err;
-          // The write is committed on the primary; say so, and that this replica has not caught up.
-          headers['Edgelite-Applied'] = 'false';
-        }
-      }
-    }
-    return jsonResponse(r.body, 200, headers);
+    const w = await forwardExec(primary, store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c));
+    const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': String(w.applied) };
+    if (w.token) headers[TOKEN_HEADER] = w.token;
+    return jsonResponse(w.body, 200, headers);
   });
 
   return app;

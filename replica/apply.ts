@@ -253,7 +253,10 @@ export class PageApplier {
     this.#state = to;
     this.#sum = sum;
     this.#pageCount = commit;
-    if (localPage1) this.#localCookie = schemaCookieOf(localPage1);
+    if (localPage1 && schemaCookieOf(localPage1) !== this.#localCookie) {
+      this.#localCookie = schemaCookieOf(localPage1);
+      this.#dropWriterCache();
+    }
     this.#persist({ committed: to, pending: null });
     return to.position;
   }
@@ -315,7 +318,7 @@ export class PageApplier {
         }
         expected++;
         sum.setPage(pgno, data);
-        if (pgno === 1) page1 = data.slice();
+        if (pgno === 1) page1 = new Uint8Array(data); // a copy: Buffer#slice would be a view
         else yield [pgno, data];
       }
       if (page1 === null) throw new EdgeliteError('BAD_REQUEST', 'snapshot has no page 1');
@@ -345,6 +348,7 @@ export class PageApplier {
     this.#sum = sum;
     this.#pageCount = done.count;
     this.#localCookie = done.cookie;
+    this.#dropWriterCache();
     this.#persist({ committed: done.state, pending: null });
     return done.state.position;
   }
@@ -393,6 +397,17 @@ export class PageApplier {
     } finally {
       this.#rows = [];
     }
+  }
+
+  /**
+   * dropWriterCache empties the writer's page cache after the schema cookie changed. The writer's next
+   * statement then reloads the schema (SQLite does so on a cookie change, for any statement), and it
+   * must read the pages fresh: the cached ones still carry the b-tree parse of their old content,
+   * which sqlite_dbpage overwrote underneath, and reading the schema through them failed with
+   * SQLITE_CORRUPT ("malformed database schema") in test/unit/apply.test.ts.
+   */
+  #dropWriterCache(): void {
+    this.#writer.pragma('shrink_memory');
   }
 
   #persist(record: PositionRecord): void {
@@ -479,7 +494,7 @@ function readFromScratch(path: string): FromScratch {
     let page1: Uint8Array | null = null;
     const { pageSize, pageCount } = readLocalPages(reader, ({ pgno, data }) => {
       sum ??= new DatabaseChecksum(data.length);
-      if (pgno === 1) page1 = data.slice();
+      if (pgno === 1) page1 = new Uint8Array(data); // a copy: Buffer#slice would be a view
       else sum.setPage(pgno, data);
     });
     return { pageSize, pageCount, sum, page1 };

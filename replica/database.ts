@@ -120,6 +120,14 @@ export class ReplicaDatabase {
     });
   }
 
+  /** prepare returns a read-only statement on the local file (for in-process hot paths). */
+  prepare(sql: string): Database.Statement {
+    assertReplicaReadable(sql);
+    const stmt = this.#queryConnection().prepare(sql);
+    if (!stmt.readonly) throw new EdgeliteError('READ_ONLY', 'a replica statement must be read-only; send writes through exec');
+    return stmt;
+  }
+
   #queryConnection(): Database.Database {
     if (!this.#query) {
       if (!existsSync(this.path)) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} has no file yet`);

@@ -55,7 +55,7 @@ export function formatOf(page1: Uint8Array): number {
 }
 
 function withHeader(page1: Uint8Array, format: number, cookie: number): Uint8Array {
-  const copy = page1.slice();
+  const copy = new Uint8Array(page1); // a copy with its own buffer (Buffer#slice would be a view)
   copy[HEADER_WRITE_VERSION_OFFSET] = format >>> 8;
   copy[HEADER_READ_VERSION_OFFSET] = format & 0xff;
   new DataView(copy.buffer).setUint32(HEADER_SCHEMA_COOKIE_OFFSET, cookie >>> 0);

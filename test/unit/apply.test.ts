@@ -28,11 +28,15 @@ class Source {
     this.db.pragma(`page_size = ${pageSize}`);
     this.db.pragma(`journal_mode = ${mode}`);
     this.sum = new DatabaseChecksum(pageSize);
-    this.#diff();
+    this.sum.apply(this.#diff(), this.#pages.size);
   }
 
   get position(): Position {
     return { generation: this.generation, txid: this.txid, checksum: this.sum.value };
+  }
+
+  close(): void {
+    this.db.close();
   }
 
   image(): Uint8Array {
@@ -48,7 +52,7 @@ class Source {
     this.txid++;
     const commit = this.#pages.size;
     const cs = { databaseId: this.databaseId, pageSize: this.pageSize, generation: this.generation, minTxid: this.txid, maxTxid: this.txid, commit, timestamp: Date.now(), preChecksum: pre, postChecksum: this.sum.apply(pages, commit), pages };
-    expect(this.sum.value).toBe(DatabaseChecksum.fromPages(this.pageSize, pages.length ? [...this.#pageImages()] : []).value || this.sum.value);
+    expect(this.sum.value).toBe(DatabaseChecksum.fromPages(this.pageSize, this.#pageImages()).value);
     return cs;
   }
 
@@ -71,12 +75,13 @@ function randomWork(random: () => number, pageSize: number): (db: Database.Datab
   const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(random() * 256)));
   return (db) => {
     for (let op = 0, ops = 1 + Math.floor(random() * 3); op < ops; op++) {
-      const tables = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 't%'").pluck().all() as string[]);
+      const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 't%'").pluck().all() as string[];
+      const droppable = tables.filter((name) => name !== 't0');
       const r = random();
       if (tables.length === 0 || r < 0.06) {
         db.exec(`CREATE TABLE t${Math.floor(random() * 1e6)} (id INTEGER PRIMARY KEY, a TEXT, b BLOB)`);
-      } else if (r < 0.1 && tables.length > 1) {
-        db.exec(`DROP TABLE ${pick(tables)}`);
+      } else if (r < 0.1 && droppable.length > 0) {
+        db.exec(`DROP TABLE ${pick(droppable)}`);
       } else if (r < 0.15) {
         const t = pick(tables);
         db.exec(random() < 0.5 ? `CREATE INDEX IF NOT EXISTS ${t}_a ON ${t} (a)` : `DROP INDEX IF EXISTS ${t}_a`);
@@ -107,11 +112,6 @@ function dump(db: Database.Database): string {
   return hash.digest('hex');
 }
 
-/** summary is a cheap view of the data for checks after every apply. */
-function summary(db: Database.Database): unknown {
-  const tables = db.prepare("SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name").all() as Array<{ name: string; sql: string }>;
-  return tables.map(({ name, sql }) => [sql, sql.startsWith('CREATE TABLE') ? db.prepare(`SELECT count(*), total(length(a)), total(length(b)) FROM ${name}`).raw(true).get() : null]);
-}
 
 function expectError(fn: () => unknown, code: string, reason?: string): void {
   let thrown: unknown;
@@ -143,7 +143,6 @@ const openApplier = (p: string, opts = {}) => track(PageApplier.open(p, { log: (
 /** bootstrap makes a source with one table and a replica restored from its snapshot. */
 function bootstrap(pageSize = 1024, mode: 'DELETE' | 'WAL' = 'DELETE', name = 'src.db') {
   const src = track(new Source(file(name), pageSize, mode));
-  track(src.db);
   src.commit('CREATE TABLE t0 (id INTEGER PRIMARY KEY, a TEXT, b BLOB)');
   const replica = openApplier(file('replica.db'));
   replica.restoreSnapshot(src.image(), src.position, src.databaseId);
@@ -160,23 +159,23 @@ describe('PageApplier replicates a real primary', () => {
     const replica = openApplier(file('replica.db'));
     const early = reader(file('replica.db')); // opened on the empty file, before anything is applied
     const src = track(new Source(file('src.db'), pageSize, mode));
-    track(src.db);
     src.commit('CREATE TABLE t0 (id INTEGER PRIMARY KEY, a TEXT, b BLOB)');
     expect(replica.position).toBeNull();
     replica.restoreSnapshot(src.image(), src.position, src.databaseId);
-    expect(summary(early)).toEqual(summary(src.db));
+    expect(dump(early)).toEqual(dump(src.db));
     let batch: ChangeSet[] = [];
     for (let i = 0; i < count; i++) {
-      batch.push(i % 40 === 39 ? (src.commit('DELETE FROM t0 WHERE id % 3 > 0'), src.commit('VACUUM')) : src.commit(randomWork(random, pageSize)));
+      if (i % 40 === 39) batch.push(src.commit('DELETE FROM t0 WHERE id % 3 > 0'), src.commit('VACUUM'));
+      else batch.push(src.commit(randomWork(random, pageSize)));
       if (random() < 0.6 || i === count - 1) {
         const position = replica.apply(batch);
         batch = [];
         expect(position, `seed ${seed}`).toEqual(src.position);
         expect(replica.checksum).toBe(src.sum.value);
         expect(replica.pageCount).toBe(src.db.pragma('page_count', { simple: true }));
-        expect(summary(early), `seed ${seed} txid ${src.txid}`).toEqual(summary(src.db));
+        expect(dump(early), `seed ${seed} txid ${src.txid}`).toEqual(dump(src.db));
+        if (i % 10 === 0) expect(replica.fileChecksum(), `seed ${seed}`).toBe(src.sum.value);
       }
-      if (i % 50 === 0) expect(replica.fileChecksum(), `seed ${seed}`).toBe(src.sum.value);
     }
     expect(replica.fileChecksum()).toBe(src.sum.value);
     const fresh = reader(file('replica.db'));
@@ -250,7 +249,6 @@ describe('PageApplier refuses what does not follow its position, writing nothing
   it('a replica without a position refuses change sets; a closed one refuses everything', () => {
     const replica = openApplier(file('replica.db'));
     const src = track(new Source(file('src.db'), 1024, 'DELETE'));
-    track(src.db);
     expectError(() => replica.apply([src.commit('CREATE TABLE x (a)')]), 'POSITION_MISMATCH', 'no-position');
     replica.close();
     expectError(() => replica.restoreSnapshot(src.image(), src.position, 7), 'UNAVAILABLE');
@@ -269,7 +267,6 @@ describe('restoreSnapshot', () => {
     const r = reader(file('replica.db'));
     expect(r.prepare('SELECT a FROM t0').pluck().all()).toEqual(['from A']);
     const other = track(new Source(file('other.db'), 1024, 'WAL', 99, 3));
-    track(other.db);
     other.commit("CREATE TABLE other (v TEXT); INSERT INTO other VALUES ('from B')");
     const otherPage1 = other.image().subarray(0, 1024);
     expect(schemaCookieOf(otherPage1)).toBeLessThanOrEqual(schemaCookieOf(reader(file('replica.db')).prepare('SELECT data FROM sqlite_dbpage WHERE pgno = 1').pluck().get() as Buffer));
@@ -280,7 +277,7 @@ describe('restoreSnapshot', () => {
     // Later change sets of B, page 1 and schema changes included, verify exactly against B's checksums.
     for (const work of ["INSERT INTO other VALUES ('b2')", 'CREATE TABLE more (x)', "ALTER TABLE other ADD COLUMN w; UPDATE other SET w = 'w'", 'DROP TABLE more']) {
       expect(replica.apply([other.commit(work)])).toEqual(other.position);
-      expect(summary(r)).toEqual(summary(other.db));
+      expect(dump(r)).toEqual(dump(other.db));
     }
     expect(replica.fileChecksum()).toBe(other.sum.value);
     replica.close();
@@ -295,7 +292,6 @@ describe('restoreSnapshot', () => {
   it('fact: without raising the schema cookie, a reader keeps the old schema', () => {
     const { src } = bootstrap();
     const other = track(new Source(file('other.db'), 1024, 'DELETE'));
-    track(other.db);
     other.commit('CREATE TABLE other (v TEXT)');
     const r = reader(file('replica.db'));
     r.prepare('SELECT * FROM t0').all();
@@ -321,7 +317,6 @@ describe('restoreSnapshot', () => {
     expectError(() => replica.restoreSnapshot(image.subarray(0, 1500), src.position, 7), 'BAD_REQUEST');
     expectError(() => replica.restoreSnapshot([...pages()].reverse(), src.position, 7), 'BAD_REQUEST');
     const big = track(new Source(file('big.db'), 4096, 'DELETE'));
-    track(big.db);
     big.commit('CREATE TABLE x (a)');
     expectError(() => replica.restoreSnapshot(big.image(), big.position, 7), 'POSITION_MISMATCH', 'page-size');
     expect(replica.fileChecksum()).toBe(before);
@@ -393,7 +388,8 @@ describe('the position survives crashes', () => {
     const sets = Array.from({ length: 400 }, () => src.commit(randomWork(random, 1024)));
     replica.close();
     const setsFile = file('sets.json');
-    fs.writeFileSync(setsFile, JSON.stringify(sets, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)));
+    const wire = sets.map((cs) => ({ ...cs, preChecksum: `${cs.preChecksum}`, postChecksum: `${cs.postChecksum}`, pages: cs.pages.map((p) => ({ pgno: p.pgno, data: Buffer.from(p.data).toString('base64') })) }));
+    fs.writeFileSync(setsFile, JSON.stringify(wire));
     const child = file('child.ts');
     fs.writeFileSync(child, childSource(new URL('../../replica/apply.ts', import.meta.url).pathname));
     const checksums = new Map(sets.map((cs) => [cs.maxTxid, cs.postChecksum]));
@@ -401,7 +397,7 @@ describe('the position survives crashes', () => {
     let txid = 1;
     for (let round = 0; round < 3 && txid < 400; round++) {
       const proc = spawn(process.execPath, ['--import', 'tsx', child, file('replica.db'), setsFile], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const target = txid + 20 + Math.floor(random() * 60);
+      const target = Math.min(401, txid + 20 + Math.floor(random() * 60));
       await new Promise<void>((resolve) => {
         proc.stdout.on('data', (chunk: Buffer) => {
           if (Number(chunk.toString().trim().split('\n').pop()) >= target) proc.kill('SIGKILL');
@@ -432,7 +428,7 @@ import fs from 'node:fs';
 import { PageApplier } from ${JSON.stringify(applyModule)};
 const [db, setsFile] = process.argv.slice(2);
 const sets = JSON.parse(fs.readFileSync(setsFile, 'utf8'), (k, v) =>
-  typeof v === 'string' && /^\\d+n$/.test(v) ? BigInt(v.slice(0, -1)) : k === 'data' ? Buffer.from(v, 'base64') : v);
+  k === 'preChecksum' || k === 'postChecksum' ? BigInt(v) : k === 'data' ? Buffer.from(v, 'base64') : v);
 const applier = PageApplier.open(db, { log: () => {} });
 for (const cs of sets.slice(applier.position.txid - 1)) {
   applier.apply([cs]);
@@ -440,3 +436,12 @@ for (const cs of sets.slice(applier.position.txid - 1)) {
 }
 `;
 }
+
+describe('TEMP', () => {
+  it.each([1, 2, 3, 4, 5, 6])('in-process 400 sets seed %i', (seed) => {
+    const { src, replica } = bootstrap(1024, 'WAL');
+    const random = prng(seed);
+    const sets = Array.from({ length: 400 }, () => src.commit(randomWork(random, 1024)));
+    for (const cs of sets) replica.apply([cs]);
+  });
+});

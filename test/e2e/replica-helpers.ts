@@ -1,0 +1,191 @@
+/**
+ * Helpers for the replica end-to-end tests: start a primary or a replica as a child process (through
+ * helpers-process.ts), talk to their HTTP API, wait until replicas converge on the primary's position,
+ * and compare what they hold. Every wait polls against a deadline; none sleeps for a fixed time.
+ */
+import Database from 'better-sqlite3';
+import { createServer } from 'node:net';
+import { waitFor } from '../helpers.ts';
+import { spawnEdgelite, type EdgeliteProcess } from './helpers-process.ts';
+
+/** Processes is the set of children a test started; `killAll` in afterEach leaves none behind. */
+export class Processes {
+  readonly #running = new Set<EdgeliteProcess>();
+
+  async primary(dir: string, listen = '127.0.0.1:0', flags: string[] = []): Promise<EdgeliteProcess> {
+    return this.#track(await spawnEdgelite(['primary', '--data', dir, '--listen', listen, ...flags]));
+  }
+
+  async replica(primaryUrl: string, dir: string, flags: string[] = []): Promise<EdgeliteProcess> {
+    return this.#track(await spawnEdgelite(['replica', '--primary', primaryUrl, '--data', dir, '--listen', '127.0.0.1:0', ...flags]));
+  }
+
+  /** stop sends `signal` and waits for the exit; it checks a SIGKILL really killed the process. */
+  async stop(p: EdgeliteProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const exit = await p.kill(signal);
+    this.#running.delete(p);
+    if (signal === 'SIGKILL' && exit.signal !== 'SIGKILL') throw new Error(`process ${p.pid} exited with ${JSON.stringify(exit)} instead of being killed`);
+    if (signal === 'SIGTERM' && exit.code !== 0) throw new Error(`process ${p.pid} did not stop cleanly: ${JSON.stringify(exit)}\n${p.output()}`);
+  }
+
+  async killAll(): Promise<void> {
+    for (const p of this.#running) await p.kill('SIGKILL');
+    this.#running.clear();
+  }
+
+  #track(p: EdgeliteProcess): EdgeliteProcess {
+    this.#running.add(p);
+    return p;
+  }
+}
+
+export interface HttpResult {
+  status: number;
+  json: any;
+  headers: Headers;
+}
+
+/** http sends one JSON request and returns status, parsed body and headers. */
+export async function http(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : null, headers: res.headers };
+}
+
+/** exec runs a write on `url` and fails loudly unless it succeeded. */
+export async function exec(url: string, db: string, body: unknown): Promise<HttpResult> {
+  const r = await http(url, 'POST', `/v1/db/${db}/exec`, body);
+  if (r.status !== 200) throw new Error(`exec on ${db} answered ${r.status}: ${JSON.stringify(r.json)} for ${JSON.stringify(body).slice(0, 300)}`);
+  return r;
+}
+
+/** query runs a read and returns the rows of its only statement. */
+export async function query(url: string, db: string, sql: string, params: unknown[] = []): Promise<unknown[][]> {
+  const r = await http(url, 'POST', `/v1/db/${db}/query`, { sql, params });
+  if (r.status !== 200) throw new Error(`query on ${db} answered ${r.status}: ${JSON.stringify(r.json)}`);
+  return r.json.results[0].rows as unknown[][];
+}
+
+export interface DbInfo {
+  name: string;
+  generation: number | null;
+  txid: number | null;
+  checksum: string | null;
+  needsSnapshot?: string | null;
+}
+
+/** info is `GET /v1/db/{name}`, or null when that database is not there (404). */
+export async function info(url: string, db: string): Promise<DbInfo | null> {
+  const r = await http(url, 'GET', `/v1/db/${db}`);
+  if (r.status === 404) return null;
+  if (r.status !== 200) throw new Error(`GET /v1/db/${db} answered ${r.status}: ${JSON.stringify(r.json)}`);
+  return r.json as DbInfo;
+}
+
+/**
+ * converge waits until every replica reports the primary's generation, txid and checksum for `db`
+ * (the primary must be idle for `db` meanwhile) and returns the position and how long it took.
+ */
+export async function converge(primaryUrl: string, replicaUrls: string[], db: string, timeoutMs = 30_000): Promise<{ txid: number; checksum: string; generation: number; ms: number }> {
+  const started = Date.now();
+  const want = (await info(primaryUrl, db))!;
+  let last: Array<DbInfo | null> = [];
+  try {
+    await waitFor(async () => {
+      last = await Promise.all(replicaUrls.map((u) => info(u, db).catch(() => null)));
+      return last.every((r) => r && r.generation === want.generation && r.txid === want.txid && r.checksum === want.checksum);
+    }, `replicas of ${db} to converge`, timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}: primary ${JSON.stringify(want)}, replicas ${JSON.stringify(last)}`);
+  }
+  return { txid: want.txid!, checksum: want.checksum!, generation: want.generation!, ms: Date.now() - started };
+}
+
+/** dump reads every table of `db` through the API: schema rows, then each table's rows by rowid. */
+export async function dump(url: string, db: string): Promise<Record<string, unknown[][]>> {
+  const out: Record<string, unknown[][]> = {};
+  out.sqlite_schema = await query(url, db, 'SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name');
+  for (const [type, name] of out.sqlite_schema as Array<[string, string]>) {
+    if (type !== 'table' || name.startsWith('sqlite_')) continue;
+    out[name] = await query(url, db, `SELECT * FROM "${name}" ORDER BY rowid`);
+  }
+  return out;
+}
+
+/** integrityCheck runs PRAGMA integrity_check on a live database file through a read-only connection. */
+export function integrityCheck(file: string): string {
+  const conn = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    conn.pragma('busy_timeout = 5000');
+    return (conn.pragma('integrity_check') as Array<{ integrity_check: string }>).map((r) => r.integrity_check).join('; ');
+  } finally {
+    conn.close();
+  }
+}
+
+/** logged lists the JSON lines with this `msg` a process printed so far. */
+export function logged(p: EdgeliteProcess, msg: string): Array<Record<string, unknown>> {
+  return p.logs.filter((l) => l.msg === msg);
+}
+
+/** freePort asks the kernel for a free loopback port (for a primary that must come back on the same one). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** portOf reads the port from a process URL. */
+export function portOf(url: string): number {
+  return Number(new URL(url).port);
+}
+
+/**
+ * Load runs `clients` concurrent loops of `step` until stopped, counting successes; the first error
+ * that `tolerate` does not accept ends the load and is rethrown by `stop`.
+ */
+export class Load {
+  done = 0;
+  failed = 0;
+  #stopped = false;
+  readonly #loops: Promise<void>[];
+  #error: unknown = null;
+
+  constructor(clients: number, step: (client: number) => Promise<void>, tolerate: (err: unknown) => boolean = () => false) {
+    this.#loops = Array.from({ length: clients }, async (_, i) => {
+      while (!this.#stopped) {
+        try {
+          await step(i);
+          this.done++;
+        } catch (err) {
+          if (!tolerate(err)) {
+            this.#error ??= err;
+            this.#stopped = true;
+            return;
+          }
+          this.failed++;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    });
+  }
+
+  get error(): unknown {
+    return this.#error;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await Promise.all(this.#loops);
+    if (this.#error) throw this.#error;
+  }
+}
