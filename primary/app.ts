@@ -5,7 +5,7 @@
 import { Hono } from 'hono';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight } from '../shared/http.ts';
+import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from '../shared/types.ts';
@@ -52,7 +52,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const db = store.require(c.req.param('name'));
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
     const results = db.query(statements);
-    return jsonResponse({ results }, 200, positionHeaders(db.position, db));
+    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db));
   });
 
   app.post('/v1/db/:name/exec', write, async (c) => {
@@ -64,7 +64,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     if (position.generation !== generation) store.hub.publishEvent(name, 'generation');
     await db.whenDurable();
     const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
-    return jsonResponse({ results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db) });
+    return resultResponse(c.req.header('accept'), { results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db) });
   });
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));

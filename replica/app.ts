@@ -8,7 +8,7 @@ import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight } from '../shared/http.ts';
+import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
@@ -88,7 +88,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       throw err;
     }
     const results = db.query(statements);
-    return jsonResponse({ results }, 200, positionHeaders(db));
+    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db));
   });
 
   app.post('/v1/db/:name/exec', write, async (c) => {

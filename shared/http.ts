@@ -5,6 +5,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { authorize, type AuthConfig, type Right } from './auth.ts';
 import { EdgeliteError, toEdgeliteError } from './errors.ts';
+import { Packr } from 'msgpackr';
 import { toJSONValue } from './protocol.ts';
 
 /** DEFAULT_MAX_BODY_BYTES bounds a request body unless configured otherwise. */
@@ -88,4 +89,19 @@ export function jsonResponse(body: unknown, status = 200, headers: Record<string
     status,
     headers: { 'content-type': 'application/json', ...headers },
   });
+}
+
+const MSGPACK_TYPES = /application\/(x-)?msgpack/i;
+const resultPackr = new Packr({ useRecords: false, structuredClone: false, int64AsType: 'number' } as ConstructorParameters<typeof Packr>[0]);
+
+/**
+ * resultResponse renders query/exec results as JSON, or as msgpack when the client's `Accept` asks for
+ * `application/msgpack` (blobs stay binary, no base64).
+ */
+export function resultResponse(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  if (accept && MSGPACK_TYPES.test(accept)) {
+    const packed = resultPackr.pack(body) as Uint8Array;
+    return new Response(packed as unknown as BodyInit, { status, headers: { 'content-type': 'application/msgpack', ...headers } });
+  }
+  return jsonResponse(body, status, headers);
 }

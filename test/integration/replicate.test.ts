@@ -65,3 +65,26 @@ describe('replication in one process', () => {
     }
   });
 });
+
+describe('msgpack results', () => {
+  it('answers query and exec in msgpack when asked, blobs binary', async () => {
+    const t = tempDir('msgpack');
+    const primary = await startPrimary({ ...parsePrimaryConfig(['--data', t.dir, '--listen', '127.0.0.1:0'], {}), auth: AUTH_DISABLED }, silentLogger);
+    try {
+      await fetch(`${primary.url}/v1/db/m`, { method: 'PUT' });
+      await post(`${primary.url}/v1/db/m/exec`, { statements: [{ sql: 'CREATE TABLE b (x BLOB)' }, { sql: 'INSERT INTO b VALUES (?)', params: [{ base64: 'AAEC/w==' }] }] });
+      const res = await fetch(`${primary.url}/v1/db/m/query`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/msgpack' },
+        body: JSON.stringify({ sql: 'SELECT x FROM b' }),
+      });
+      expect(res.headers.get('content-type')).toBe('application/msgpack');
+      const { unpack } = await import('msgpackr');
+      const body = unpack(new Uint8Array(await res.arrayBuffer())) as { results: Array<{ rows: Uint8Array[][] }> };
+      expect([...body.results[0]!.rows[0]![0]!]).toEqual([0, 1, 2, 255]);
+    } finally {
+      await primary.close();
+      t.cleanup();
+    }
+  });
+});
