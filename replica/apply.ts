@@ -7,7 +7,9 @@
  * - One dedicated writer connection, in unsafe mode (sqlite_dbpage refuses writes in defensive mode),
  *   that only ever writes pages: its btree-level state (schema, page count) goes stale under its own
  *   page writes, so it never reads a table or asks PRAGMA page_count; the page count comes from the
- *   change sets.
+ *   change sets. Not reading tables is not enough: SQLite itself reloads the writer's schema after
+ *   every schema cookie change, through cached pages whose b-tree parse is stale, so the writer's
+ *   cache is dropped whenever the cookie changes (dropWriterCache).
  * - Every write is ONE autocommit statement, `INSERT INTO sqlite_dbpage SELECT … FROM edgelite_pages()`,
  *   fed by a table-valued function over a JS generator. Within an explicit BEGIN…COMMIT the truncation
  *   row is lost: the release of each statement's savepoint re-reads the page count from the new page 1,
@@ -19,30 +21,33 @@
  * - Page 1 is written as toLocalPage1 makes it (bytes 18–19 = 2 for WAL; schema cookie raised after a
  *   snapshot, see HeaderOverride), and hashed as the primary sent it, so checksums stay the primary's.
  */
-import fs from 'node:fs';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { DatabaseChecksum, imagePages, lockPageNumber } from '../shared/checksum.ts';
-import { EdgeliteError, type ErrorCode } from '../shared/errors.ts';
+import { EdgeliteError } from '../shared/errors.ts';
 import { type ChangeSet, formatChecksum, type PageImage, type Position } from '../shared/types.ts';
 import {
   formatOf,
   type HeaderOverride,
+  isPageSize,
   NO_OVERRIDE,
+  openWriter,
   pageSizeOf,
-  readLocalPages,
+  readFromScratch,
   schemaCookieOf,
+  setWalMode,
+  sqliteError,
   toLocalPage1,
   toPrimaryPage1,
   WAL_FORMAT,
 } from './page-source.ts';
 import {
   type PositionRecord,
+  PositionWriter,
   positionFilePath,
   type Reconciled,
   readPositionFile,
   reconcile,
   type ReplicaState,
-  writePositionFile,
 } from './position-file.ts';
 
 export interface ApplierOptions {
@@ -54,15 +59,15 @@ export interface ApplierOptions {
    * re-snapshots. Measured cost in the bench (test/bench/apply.bench.ts).
    */
   durable?: boolean;
+  /** How long a write waits for a lock another connection holds (ms). Default WRITER_BUSY_TIMEOUT_MS. */
+  busyTimeoutMs?: number;
   /** Where open() reports why it could not restore a position. Default console.warn. */
   log?: (message: string) => void;
 }
 
 export const DEFAULT_DURABLE = false;
 export const WRITER_BUSY_TIMEOUT_MS = 5000;
-/** WAL_SIZE_LIMIT: after a checkpoint restarts the WAL, it is truncated back to this size. */
-export const WAL_SIZE_LIMIT = 4 * 1024 * 1024;
-const KNOWN_OPTIONS = ['pageSizeHint', 'durable', 'log'];
+const KNOWN_OPTIONS = ['pageSizeHint', 'durable', 'busyTimeoutMs', 'log'];
 const PAGES_FUNCTION = 'edgelite_pages';
 
 /** A row for sqlite_dbpage: a page image, or `[n, null]` to truncate the file to n - 1 pages. */
@@ -79,8 +84,8 @@ export class PageApplier {
   readonly path: string;
   readonly #writer: Database.Database;
   readonly #write: Database.Statement;
-  readonly #positionFile: string;
-  readonly #durable: boolean;
+  readonly #sidecar: PositionWriter;
+  readonly #busyTimeoutMs: number;
   readonly #log: (message: string) => void;
   #rows: Iterable<Row> = [];
   #state: ReplicaState | null;
@@ -95,8 +100,8 @@ export class PageApplier {
   private constructor(path: string, writer: Database.Database, options: ApplierOptions) {
     this.path = path;
     this.#writer = writer;
-    this.#positionFile = positionFilePath(path);
-    this.#durable = options.durable ?? DEFAULT_DURABLE;
+    this.#sidecar = new PositionWriter(positionFilePath(path), { durable: options.durable ?? DEFAULT_DURABLE });
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? WRITER_BUSY_TIMEOUT_MS;
     const rows = () => this.#rows;
     writer.table(PAGES_FUNCTION, { columns: ['pgno', 'data'], rows: function* () { yield* rows(); } });
     this.#write = writer.prepare(`INSERT INTO sqlite_dbpage(pgno, data) SELECT pgno, data FROM ${PAGES_FUNCTION}()`);
@@ -105,7 +110,7 @@ export class PageApplier {
     const log = options.log ?? ((message: string) => console.warn(message));
     this.#log = log;
     try {
-      record = readPositionFile(this.#positionFile);
+      record = readPositionFile(this.#sidecar.file);
     } catch (err) {
       log(`edgelite: ${path}: ignoring position file: ${(err as Error).message}`);
     }
@@ -147,24 +152,16 @@ export class PageApplier {
     if (hint !== undefined && !isPageSize(hint)) {
       throw new EdgeliteError('BAD_REQUEST', `invalid pageSizeHint ${hint}: want a power of two in 512..65536`);
     }
-    let writer: Database.Database;
-    try {
-      writer = new Database(path, { timeout: WRITER_BUSY_TIMEOUT_MS });
-    } catch (err) {
-      throw sqliteError(err, `opening ${path}`);
+    const timeout = options.busyTimeoutMs ?? WRITER_BUSY_TIMEOUT_MS;
+    if (!Number.isSafeInteger(timeout) || timeout < 0) {
+      throw new EdgeliteError('BAD_REQUEST', `invalid busyTimeoutMs ${timeout}: want a non-negative integer`);
     }
+    const writer = openWriter(path, { busyTimeoutMs: timeout, durable: options.durable ?? DEFAULT_DURABLE, pageSizeHint: hint });
     try {
-      writer.unsafeMode(true);
-      writer.pragma(`synchronous = ${options.durable ?? DEFAULT_DURABLE ? 'FULL' : 'NORMAL'}`);
-      writer.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
-      // An empty file takes its page size from the first snapshot, unless told now: the WAL switch
-      // writes page 1 and fixes the page size.
-      if (fs.statSync(path).size > 0) setWalMode(writer);
-      else if (hint !== undefined) setWalMode(writer, hint);
       return new PageApplier(path, writer, options);
     } catch (err) {
       writer.close();
-      throw err instanceof EdgeliteError ? err : sqliteError(err, `opening ${path}`);
+      throw err;
     }
   }
 
@@ -203,59 +200,63 @@ export class PageApplier {
   /**
    * apply applies consecutive change sets in one write transaction (pages merged: last image wins,
    * pages above the final commit dropped) and returns the new position. Before anything is written it
-   * checks database id, generation, page size, txid continuity and the pre-apply checksum (POSITION_MISMATCH
-   * or CHECKSUM_MISMATCH, `details.reason` saying which check), and each post-apply checksum computed
-   * on a copy of the in-memory checksum (CHECKSUM_MISMATCH). On any error the file and position are
-   * unchanged.
+   * checks database id, generation, page size and txid continuity (POSITION_MISMATCH), then each
+   * change set's pre- and post-apply checksum (CHECKSUM_MISMATCH); `details.reason` says which check
+   * failed. On any error the file, the position and the checksum are as before.
    */
   apply(changeSets: readonly ChangeSet[]): Position {
     this.#checkOpen();
     const state = this.#state;
-    if (state === null || this.#sum === null) throw mismatch('no-position', 'replica has no position: it needs a snapshot');
+    const sum = this.#sum;
+    if (state === null || sum === null) throw mismatch('no-position', 'replica has no position: it needs a snapshot');
     if (changeSets.length === 0) throw new EdgeliteError('BAD_REQUEST', 'apply needs at least one change set');
-    const sum = this.#sum.clone();
-    const merged = new Map<number, Uint8Array>();
     let txid = state.position.txid;
-    let commit = this.#pageCount;
-    for (const cs of changeSets) {
-      checkChangeSet(cs, state, txid);
-      if (cs.preChecksum !== sum.value) {
-        throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(sum.value)}`, { details: { reason: 'pre-checksum', txid: cs.minTxid } });
-      }
-      for (const page of cs.pages) {
-        sum.setPage(page.pgno, page.data);
-        merged.set(page.pgno, page.data);
-      }
-      sum.truncate(cs.commit);
-      if (sum.value !== cs.postChecksum) {
-        throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`, { details: { reason: 'post-checksum', txid: cs.maxTxid } });
-      }
-      if (cs.commit < commit) for (const pgno of merged.keys()) if (pgno > cs.commit) merged.delete(pgno);
-      txid = cs.maxTxid;
-      commit = cs.commit;
-    }
-    const last = changeSets[changeSets.length - 1]!;
-    const primaryPage1 = merged.get(1);
-    const header = primaryPage1 ? { cookieDelta: state.header.cookieDelta, format: formatOf(primaryPage1) } : state.header;
-    const localPage1 = primaryPage1 && needsOverride(primaryPage1, header) ? toLocalPage1(primaryPage1, header) : primaryPage1;
-    const rows: Row[] = [];
-    for (const pgno of [...merged.keys()].sort((a, b) => a - b)) if (pgno !== 1) rows.push([pgno, merged.get(pgno)!]);
-    if (localPage1) rows.push([1, localPage1]);
-    if (commit < this.#pageCount) rows.push([commit + 1, null]);
-    const to: ReplicaState = { ...state, header, position: { generation: state.position.generation, txid, checksum: last.postChecksum } };
-    this.#persist({ committed: state, pending: { from: state.position, to } });
+    for (const cs of changeSets) txid = checkChangeSet(cs, state, txid);
+    const first = changeSets[0]!;
+    if (first.preChecksum !== sum.value) throw preChecksumMismatch(first, sum.value);
+    // From here the in-memory checksum moves ahead of the file; any failure puts it back (restoreChecksum).
+    let to: ReplicaState;
     try {
-      this.#run(rows);
+      const merged = new Map<number, Uint8Array>();
+      let commit = this.#pageCount;
+      for (const cs of changeSets) {
+        if (cs.preChecksum !== sum.value) throw preChecksumMismatch(cs, sum.value);
+        for (const page of cs.pages) {
+          sum.setPage(page.pgno, page.data);
+          merged.set(page.pgno, page.data);
+        }
+        sum.truncate(cs.commit);
+        if (sum.value !== cs.postChecksum) {
+          const message = `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`;
+          throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'post-checksum', txid: cs.maxTxid } });
+        }
+        if (cs.commit < commit) for (const pgno of merged.keys()) if (pgno > cs.commit) merged.delete(pgno);
+        commit = cs.commit;
+      }
+      const primaryPage1 = merged.get(1);
+      const header = primaryPage1 ? { cookieDelta: state.header.cookieDelta, format: formatOf(primaryPage1) } : state.header;
+      const localPage1 = primaryPage1 && needsOverride(primaryPage1, header) ? toLocalPage1(primaryPage1, header) : primaryPage1;
+      const rows: Row[] = [];
+      for (const pgno of [...merged.keys()].sort((a, b) => a - b)) if (pgno !== 1) rows.push([pgno, merged.get(pgno)!]);
+      if (localPage1) rows.push([1, localPage1]);
+      if (commit < this.#pageCount) rows.push([commit + 1, null]);
+      to = { ...state, header, position: { generation: state.position.generation, txid, checksum: sum.value } };
+      this.#persist({ committed: state, pending: { from: state.position, to } });
+      try {
+        this.#run(rows);
+      } catch (err) {
+        this.#clearPending(state);
+        throw err;
+      }
+      this.#state = to;
+      this.#pageCount = commit;
+      if (localPage1 && schemaCookieOf(localPage1) !== this.#localCookie) {
+        this.#localCookie = schemaCookieOf(localPage1);
+        this.#dropWriterCache();
+      }
     } catch (err) {
-      this.#clearPending(state);
+      this.#restoreChecksum();
       throw err;
-    }
-    this.#state = to;
-    this.#sum = sum;
-    this.#pageCount = commit;
-    if (localPage1 && schemaCookieOf(localPage1) !== this.#localCookie) {
-      this.#localCookie = schemaCookieOf(localPage1);
-      this.#dropWriterCache();
     }
     this.#persist({ committed: to, pending: null });
     return to.position;
@@ -279,6 +280,9 @@ export class PageApplier {
     if (!Number.isInteger(databaseId) || databaseId <= 0 || databaseId > 0xffffffff) {
       throw new EdgeliteError('BAD_REQUEST', `invalid database id ${databaseId}: want a non-zero u32`);
     }
+    if (![position.generation, position.txid].every((n) => Number.isSafeInteger(n) && n >= 0)) {
+      throw new EdgeliteError('BAD_REQUEST', `invalid snapshot position ${JSON.stringify({ ...position, checksum: undefined })}`);
+    }
     let pages: Iterable<PageImage> = image as Iterable<PageImage>;
     let pageSize: number | null = null;
     if (image instanceof Uint8Array) {
@@ -298,7 +302,8 @@ export class PageApplier {
       this.#pageSize = pageSize;
       this.#pageCount = 1;
     } else if (this.#pageSize !== pageSize) {
-      throw mismatch('page-size', `snapshot has ${pageSize}-byte pages, the replica file ${this.#pageSize}: a new replica file is needed`);
+      const message = `snapshot has ${pageSize}-byte pages, the replica file ${this.#pageSize}: a new replica file is needed`;
+      throw mismatch('page-size', message);
     }
     const sum = new DatabaseChecksum(pageSize);
     const lockPage = lockPageNumber(pageSize);
@@ -314,7 +319,8 @@ export class PageApplier {
         if (pgno === lockPage) continue;
         if (expected === lockPage) expected++;
         if (pgno !== expected || data.length !== pageSize) {
-          throw new EdgeliteError('BAD_REQUEST', `snapshot page ${pgno} (${data.length} bytes) where page ${expected} (${pageSize} bytes) was due`);
+          const message = `snapshot page ${pgno} (${data.length} bytes) where page ${expected} (${pageSize} bytes) was due`;
+          throw new EdgeliteError('BAD_REQUEST', message);
         }
         expected++;
         sum.setPage(pgno, data);
@@ -323,7 +329,8 @@ export class PageApplier {
       }
       if (page1 === null) throw new EdgeliteError('BAD_REQUEST', 'snapshot has no page 1');
       if (sum.value !== position.checksum) {
-        throw new EdgeliteError('CHECKSUM_MISMATCH', `snapshot checksum is ${formatChecksum(sum.value)}, position says ${formatChecksum(position.checksum)}`, { details: { reason: 'snapshot-checksum' } });
+        const message = `snapshot checksum is ${formatChecksum(sum.value)}, position says ${formatChecksum(position.checksum)}`;
+        throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'snapshot-checksum' } });
       }
       const count = expected - 1;
       const cookie = schemaCookieOf(page1);
@@ -366,7 +373,7 @@ export class PageApplier {
     } catch (err) {
       throw sqliteError(err, `checkpointing ${this.path}`);
     } finally {
-      this.#writer.pragma(`busy_timeout = ${WRITER_BUSY_TIMEOUT_MS}`);
+      this.#writer.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
     }
   }
 
@@ -386,6 +393,7 @@ export class PageApplier {
     if (this.#closed) return;
     this.#closed = true;
     this.#writer.close();
+    this.#sidecar.close();
   }
 
   #run(rows: Iterable<Row>): void {
@@ -410,8 +418,32 @@ export class PageApplier {
     this.#writer.pragma('shrink_memory');
   }
 
+  /**
+   * restoreChecksum recomputes the in-memory checksum from the file after a failed apply had moved it
+   * ahead. Only failures pay this O(file) read; copying the checksum before every apply instead would
+   * cost O(pages) each time (2.4 ms for a 1 GiB database here).
+   */
+  #restoreChecksum(): void {
+    let actual: bigint;
+    try {
+      const local = readFromScratch(this.path);
+      if (local.sum && local.page1) local.sum.setPage(1, toPrimaryPage1(local.page1, this.headerOverride));
+      this.#sum = local.sum;
+      actual = local.sum?.value ?? 0n;
+    } catch (err) {
+      this.#log(`edgelite: ${this.path}: could not re-read the file after a failed apply: ${(err as Error).message}`);
+      this.#sum = null;
+      actual = -1n;
+    }
+    if (this.#state && actual !== this.#state.position.checksum) {
+      const expected = formatChecksum(this.#state.position.checksum);
+      this.#log(`edgelite: ${this.path}: file does not match position ${expected} after a failed apply; a snapshot is needed`);
+      this.#state = null;
+    }
+  }
+
   #persist(record: PositionRecord): void {
-    writePositionFile(this.#positionFile, record, { durable: this.#durable });
+    this.#sidecar.write(record);
   }
 
   /**
@@ -431,14 +463,22 @@ export class PageApplier {
   }
 }
 
-function checkChangeSet(cs: ChangeSet, state: ReplicaState, txid: number): void {
+function preChecksumMismatch(cs: ChangeSet, actual: bigint): EdgeliteError {
+  const message = `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(actual)}`;
+  return new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'pre-checksum', txid: cs.minTxid } });
+}
+
+/** checkChangeSet checks what needs no checksum; returns the txid the change set ends at. */
+function checkChangeSet(cs: ChangeSet, state: ReplicaState, txid: number): number {
   if (cs.databaseId !== state.databaseId) {
     throw mismatch('database-id', `change set is for database ${cs.databaseId}, replica follows ${state.databaseId}`);
   }
   if (cs.generation !== state.position.generation) {
     throw mismatch('generation', `change set is from generation ${cs.generation}, replica is at ${state.position.generation}`);
   }
-  if (cs.pageSize !== state.pageSize) throw mismatch('page-size', `change set has page size ${cs.pageSize}, replica ${state.pageSize}`);
+  if (cs.pageSize !== state.pageSize) {
+    throw mismatch('page-size', `change set has page size ${cs.pageSize}, replica ${state.pageSize}`);
+  }
   if (cs.minTxid !== txid + 1 || cs.maxTxid < cs.minTxid) {
     throw mismatch('txid', `change set ${cs.minTxid}..${cs.maxTxid} does not follow txid ${txid}`);
   }
@@ -449,6 +489,7 @@ function checkChangeSet(cs: ChangeSet, state: ReplicaState, txid: number): void 
       throw corrupt(cs, `page ${pgno} of ${data.length} bytes (commit ${cs.commit})`);
     }
   }
+  return cs.maxTxid;
 }
 
 function corrupt(cs: ChangeSet, what: string): EdgeliteError {
@@ -461,62 +502,4 @@ function mismatch(reason: string, message: string): EdgeliteError {
 
 function needsOverride(page1: Uint8Array, header: HeaderOverride): boolean {
   return header.cookieDelta !== 0 || formatOf(page1) !== WAL_FORMAT;
-}
-
-function isPageSize(n: number): boolean {
-  return Number.isInteger(n) && n >= 512 && n <= 65536 && (n & (n - 1)) === 0;
-}
-
-function setWalMode(db: Database.Database, pageSize?: number): void {
-  if (pageSize !== undefined) db.pragma(`page_size = ${pageSize}`);
-  const mode = String(db.pragma('journal_mode = WAL', { simple: true })).toLowerCase();
-  if (mode !== 'wal') throw new EdgeliteError('IO_ERROR', `could not put ${db.name} in WAL mode (got ${mode})`);
-}
-
-interface FromScratch {
-  pageSize: number | null;
-  pageCount: number;
-  /** Checksum of every page but page 1, which the caller sets (it depends on the HeaderOverride). */
-  sum: DatabaseChecksum | null;
-  page1: Uint8Array | null;
-}
-
-/** readFromScratch reads every page of the file through a short-lived read-only connection. */
-function readFromScratch(path: string): FromScratch {
-  let reader: Database.Database;
-  try {
-    reader = new Database(path, { readonly: true, fileMustExist: true });
-  } catch (err) {
-    throw sqliteError(err, `opening ${path} to read its pages`);
-  }
-  try {
-    let sum: DatabaseChecksum | null = null;
-    let page1: Uint8Array | null = null;
-    const { pageSize, pageCount } = readLocalPages(reader, ({ pgno, data }) => {
-      sum ??= new DatabaseChecksum(data.length);
-      if (pgno === 1) page1 = new Uint8Array(data); // a copy: Buffer#slice would be a view
-      else sum.setPage(pgno, data);
-    });
-    return { pageSize, pageCount, sum, page1 };
-  } catch (err) {
-    throw err instanceof EdgeliteError ? err : sqliteError(err, `reading pages of ${path}`);
-  } finally {
-    reader.close();
-  }
-}
-
-const SQLITE_CODES: Array<[prefix: string, code: ErrorCode]> = [
-  ['SQLITE_BUSY', 'BUSY'],
-  ['SQLITE_LOCKED', 'BUSY'],
-  ['SQLITE_FULL', 'DISK_FULL'],
-  ['SQLITE_IOERR', 'IO_ERROR'],
-  ['SQLITE_CANTOPEN', 'IO_ERROR'],
-  ['SQLITE_CORRUPT', 'IO_ERROR'],
-  ['SQLITE_NOTADB', 'IO_ERROR'],
-];
-
-function sqliteError(err: unknown, op: string): EdgeliteError {
-  const sqlCode = String((err as { code?: unknown }).code ?? '');
-  const code = SQLITE_CODES.find(([prefix]) => sqlCode.startsWith(prefix))?.[1] ?? 'INTERNAL';
-  return new EdgeliteError(code, `${op}: ${(err as Error).message}`, { cause: err, details: { sqliteCode: sqlCode } });
 }

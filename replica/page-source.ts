@@ -1,10 +1,12 @@
 /**
- * Pages as the replica's SQLite file holds them, and the page-1 header fields in which the replica's
- * file deliberately differs from the primary's (see HeaderOverride).
+ * The replica's SQLite file at the page level: its connections (the page writer, short-lived page
+ * readers), reading all of its pages, and the page-1 header fields in which it deliberately differs
+ * from the primary's database (see HeaderOverride).
  */
-import type Database from 'better-sqlite3';
-import { lockPageNumber } from '../shared/checksum.ts';
-import { EdgeliteError } from '../shared/errors.ts';
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
+import { EdgeliteError, type ErrorCode } from '../shared/errors.ts';
 import type { PageImage } from '../shared/types.ts';
 
 /** Offsets in the 100-byte SQLite database header (page 1). */
@@ -110,4 +112,109 @@ export function readLocalPages(db: Database.Database, onPage: (page: PageImage) 
     return { pageSize, pageCount };
   });
   return read.deferred();
+}
+
+/**
+ * WRITABLE_SCHEMA: the writer and the from-scratch reader never use the schema, but SQLite parses it
+ * before their first statement and after every schema cookie change, and a schema that does not parse
+ * fails every statement ("malformed database schema"). With writable_schema on, parse errors are
+ * ignored, so a replica whose file got corrupted can still be read, found wrong and re-snapshotted.
+ */
+
+/** WAL_SIZE_LIMIT: after a checkpoint restarts the WAL, it is truncated back to this size. */
+export const WAL_SIZE_LIMIT = 4 * 1024 * 1024;
+
+export interface WriterOptions {
+  busyTimeoutMs: number;
+  /** synchronous=FULL instead of NORMAL. */
+  durable: boolean;
+  /** For an empty file: fix this page size and switch to WAL now, instead of at the first snapshot. */
+  pageSizeHint: number | undefined;
+}
+
+/**
+ * openWriter opens (creating if absent) the connection that writes pages: unsafe mode, because
+ * sqlite_dbpage refuses writes in defensive mode; writable_schema (WRITABLE_SCHEMA); WAL, except for
+ * an empty file without a page size hint, whose page size the first snapshot decides (the switch to
+ * WAL writes page 1 and so fixes the page size).
+ */
+export function openWriter(path: string, options: WriterOptions): Database.Database {
+  let writer: Database.Database;
+  try {
+    writer = new Database(path, { timeout: options.busyTimeoutMs });
+  } catch (err) {
+    throw sqliteError(err, `opening ${path}`);
+  }
+  try {
+    writer.unsafeMode(true);
+    writer.pragma('writable_schema = ON');
+    writer.pragma(`synchronous = ${options.durable ? 'FULL' : 'NORMAL'}`);
+    writer.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
+    if (fs.statSync(path).size > 0) setWalMode(writer);
+    else if (options.pageSizeHint !== undefined) setWalMode(writer, options.pageSizeHint);
+    return writer;
+  } catch (err) {
+    writer.close();
+    throw err instanceof EdgeliteError ? err : sqliteError(err, `opening ${path}`);
+  }
+}
+
+export function isPageSize(n: number): boolean {
+  return Number.isInteger(n) && n >= 512 && n <= 65536 && (n & (n - 1)) === 0;
+}
+
+export function setWalMode(db: Database.Database, pageSize?: number): void {
+  if (pageSize !== undefined) db.pragma(`page_size = ${pageSize}`);
+  const mode = String(db.pragma('journal_mode = WAL', { simple: true })).toLowerCase();
+  if (mode !== 'wal') throw new EdgeliteError('IO_ERROR', `could not put ${db.name} in WAL mode (got ${mode})`);
+}
+
+export interface FromScratch {
+  pageSize: number | null;
+  pageCount: number;
+  /** Checksum of every page but page 1, which the caller sets (it depends on the HeaderOverride). */
+  sum: DatabaseChecksum | null;
+  page1: Uint8Array | null;
+}
+
+/** readFromScratch reads every page of the file through a short-lived read-only connection. */
+export function readFromScratch(path: string): FromScratch {
+  let reader: Database.Database;
+  try {
+    reader = new Database(path, { readonly: true, fileMustExist: true });
+    reader.unsafeMode(true);
+    reader.pragma('writable_schema = ON'); // see WRITABLE_SCHEMA
+  } catch (err) {
+    throw sqliteError(err, `opening ${path} to read its pages`);
+  }
+  try {
+    let sum: DatabaseChecksum | null = null;
+    let page1: Uint8Array | null = null;
+    const { pageSize, pageCount } = readLocalPages(reader, ({ pgno, data }) => {
+      sum ??= new DatabaseChecksum(data.length);
+      if (pgno === 1) page1 = new Uint8Array(data); // a copy: Buffer#slice would be a view
+      else sum.setPage(pgno, data);
+    });
+    return { pageSize, pageCount, sum, page1 };
+  } catch (err) {
+    throw err instanceof EdgeliteError ? err : sqliteError(err, `reading pages of ${path}`);
+  } finally {
+    reader.close();
+  }
+}
+
+const SQLITE_CODES: Array<[prefix: string, code: ErrorCode]> = [
+  ['SQLITE_BUSY', 'BUSY'],
+  ['SQLITE_LOCKED', 'BUSY'],
+  ['SQLITE_FULL', 'DISK_FULL'],
+  ['SQLITE_IOERR', 'IO_ERROR'],
+  ['SQLITE_CANTOPEN', 'IO_ERROR'],
+  ['SQLITE_CORRUPT', 'IO_ERROR'],
+  ['SQLITE_NOTADB', 'IO_ERROR'],
+];
+
+export function sqliteError(err: unknown, op: string): EdgeliteError {
+  const sqlCode = String((err as { code?: unknown }).code ?? '');
+  const code = SQLITE_CODES.find(([prefix]) => sqlCode.startsWith(prefix))?.[1] ?? 'INTERNAL';
+  return new EdgeliteError(code, `${op}: ${(err as Error).message}`, { cause: err, details: { sqliteCode: sqlCode } });
 }

@@ -13,8 +13,15 @@
  * The top-level databaseId, pageSize and header describe `committed` (null with it). `pending` is
  * written before a SQLite commit and cleared after it: a crash between the two leaves the file at
  * either `committed` or `pending.to`, and the from-scratch checksum of the file tells which (reconcile).
- * Each write goes to a temp file that is renamed over the sidecar, so a reader sees the old or the new
- * record, never a torn one; with `durable` the temp file and the directory are fsynced too.
+ *
+ * The JSON is padded with spaces to RECORD_SIZE bytes, so every record overwrites the previous one
+ * whole. Two ways to write it, measured on this machine's ext4 (test/bench/apply.bench.ts):
+ * - durable: temp file, fdatasync, rename over the sidecar, fsync the directory. Survives an OS crash.
+ * - not durable: one pwrite at offset 0 of the sidecar, kept open (~3 µs, against ~300 µs for a
+ *   rename even without fsync: ext4 flushes a file renamed over another). A write of less than a page to a
+ *   regular file is not torn by a process crash (SIGKILL), which is what this mode promises; after an
+ *   OS crash the record may be stale or torn, and reconcile then finds no matching position and the
+ *   replica re-snapshots: never a wrong position, since every position is checked against the file.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,6 +37,8 @@ import type { HeaderOverride } from './page-source.ts';
 
 export const POSITION_FILE_VERSION = 1;
 export const POSITION_FILE_SUFFIX = '-edgelite.json';
+/** RECORD_SIZE: every record is padded to this size (well within one page, so one write is whole). */
+export const RECORD_SIZE = 1024;
 
 /** ReplicaState is one state of the replica's database: whose it is, its layout and its position. */
 export interface ReplicaState {
@@ -90,24 +99,78 @@ function toJSON(record: PositionRecord): PositionFileJSON {
   };
 }
 
-/** writePositionFile replaces the sidecar atomically (temp file + rename). */
-export function writePositionFile(file: string, record: PositionRecord, options: WriteOptions): void {
-  const temp = `${file}.tmp`;
-  const bytes = Buffer.from(`${JSON.stringify(toJSON(record))}\n`);
-  try {
-    const fd = fs.openSync(temp, 'w');
-    try {
-      fs.writeSync(fd, bytes);
-      if (options.durable) fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, file);
-    if (options.durable) syncDirectory(path.dirname(file));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'DISK_FULL' : 'IO_ERROR';
-    throw new EdgeliteError(code, `writing position file ${file}: ${(err as Error).message}`, { cause: err });
+function encode(record: PositionRecord): Buffer {
+  const json = JSON.stringify(toJSON(record));
+  if (json.length >= RECORD_SIZE) {
+    throw new EdgeliteError('INTERNAL', `position record of ${json.length} bytes exceeds ${RECORD_SIZE}`);
   }
+  return Buffer.from(`${json.padEnd(RECORD_SIZE - 1, ' ')}\n`);
+}
+
+/**
+ * PositionWriter writes one sidecar again and again. Not durable, it keeps the file open, so a record
+ * costs one pwrite; durable, every record is a temp file renamed over the sidecar.
+ */
+export class PositionWriter {
+  readonly file: string;
+  readonly #durable: boolean;
+  #fd: number | null = null;
+
+  constructor(file: string, options: WriteOptions) {
+    this.file = file;
+    this.#durable = options.durable;
+  }
+
+  /** write replaces the sidecar's record whole (see the module comment for the two modes). */
+  write(record: PositionRecord): void {
+    const bytes = encode(record);
+    try {
+      if (this.#durable) writeDurably(this.file, bytes);
+      else fs.writeSync(this.#fd ?? this.#open(bytes.length), bytes, 0, bytes.length, 0);
+    } catch (err) {
+      this.close();
+      const code = (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'DISK_FULL' : 'IO_ERROR';
+      throw new EdgeliteError(code, `writing position file ${this.file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  close(): void {
+    if (this.#fd === null) return;
+    const fd = this.#fd;
+    this.#fd = null;
+    fs.closeSync(fd);
+  }
+
+  /** open opens the sidecar for writing in place, cut to one record if something longer was there. */
+  #open(size: number): number {
+    const fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o644);
+    this.#fd = fd;
+    if (fs.fstatSync(fd).size > size) fs.ftruncateSync(fd, size);
+    return fd;
+  }
+}
+
+/** writePositionFile writes one record (PositionWriter.write). */
+export function writePositionFile(file: string, record: PositionRecord, options: WriteOptions): void {
+  const writer = new PositionWriter(file, options);
+  try {
+    writer.write(record);
+  } finally {
+    writer.close();
+  }
+}
+
+function writeDurably(file: string, bytes: Buffer): void {
+  const temp = `${file}.tmp`;
+  const fd = fs.openSync(temp, 'w');
+  try {
+    fs.writeSync(fd, bytes);
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(temp, file);
+  syncDirectory(path.dirname(file));
 }
 
 function syncDirectory(dir: string): void {

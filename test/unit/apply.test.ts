@@ -9,7 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PageApplier } from '../../replica/apply.ts';
-import { schemaCookieOf } from '../../replica/page-source.ts';
+import { formatOf, pageSizeOf, readFromScratch, schemaCookieOf, sqliteError, toLocalPage1, toPrimaryPage1 } from '../../replica/page-source.ts';
 import { positionFilePath, readPositionFile, writePositionFile } from '../../replica/position-file.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
@@ -23,10 +23,12 @@ class Source {
   txid = 0;
   #pages = new Map<number, Buffer>();
 
-  constructor(file: string, readonly pageSize: number, mode: 'DELETE' | 'WAL', readonly databaseId = 7, readonly generation = 1) {
+  constructor(file: string, readonly pageSize: number, mode: 'DELETE' | 'WAL', readonly databaseId = 7, readonly generation = 1, autoVacuum = 'NONE') {
     this.db = new Database(file);
     this.db.pragma(`page_size = ${pageSize}`);
+    this.db.pragma(`auto_vacuum = ${autoVacuum}`);
     this.db.pragma(`journal_mode = ${mode}`);
+    this.db.pragma('synchronous = OFF');
     this.sum = new DatabaseChecksum(pageSize);
     this.sum.apply(this.#diff(), this.#pages.size);
   }
@@ -151,14 +153,15 @@ function bootstrap(pageSize = 1024, mode: 'DELETE' | 'WAL' = 'DELETE', name = 's
 
 describe('PageApplier replicates a real primary', () => {
   it.each([
-    ['DELETE', 1024, 300],
-    ['WAL', 4096, 150],
-  ] as const)('source in %s mode, %i-byte pages, %i random transactions; a reader opened first sees every apply', (mode, pageSize, count) => {
+    ['DELETE', 1024, 200, 'NONE', 0.6],
+    ['WAL', 4096, 150, 'NONE', 0.6],
+    ['WAL', 1024, 200, 'FULL', 1],
+  ] as const)('source in %s mode, %i-byte pages, %i random transactions, auto_vacuum %s; a reader opened first sees every apply', (mode, pageSize, count, autoVacuum, applyEvery) => {
     const seed = seedFromEnv();
     const random = prng(seed);
     const replica = openApplier(file('replica.db'));
     const early = reader(file('replica.db')); // opened on the empty file, before anything is applied
-    const src = track(new Source(file('src.db'), pageSize, mode));
+    const src = track(new Source(file('src.db'), pageSize, mode, 7, 1, autoVacuum));
     src.commit('CREATE TABLE t0 (id INTEGER PRIMARY KEY, a TEXT, b BLOB)');
     expect(replica.position).toBeNull();
     replica.restoreSnapshot(src.image(), src.position, src.databaseId);
@@ -167,7 +170,7 @@ describe('PageApplier replicates a real primary', () => {
     for (let i = 0; i < count; i++) {
       if (i % 40 === 39) batch.push(src.commit('DELETE FROM t0 WHERE id % 3 > 0'), src.commit('VACUUM'));
       else batch.push(src.commit(randomWork(random, pageSize)));
-      if (random() < 0.6 || i === count - 1) {
+      if (random() < applyEvery || i === count - 1) {
         const position = replica.apply(batch);
         batch = [];
         expect(position, `seed ${seed}`).toEqual(src.position);
@@ -182,6 +185,33 @@ describe('PageApplier replicates a real primary', () => {
     expect(dump(fresh)).toBe(dump(src.db));
     expect(fresh.pragma('integrity_check', { simple: true })).toBe('ok');
     expect(fresh.pragma('journal_mode', { simple: true })).toBe('wal');
+  });
+
+  it('fact: a writer that keeps its page cache across a schema change reads the schema through stale pages', () => {
+    // The same writes PageApplier makes, minus dropping the cache when the schema cookie changes.
+    const { src, replica } = bootstrap(1024, 'WAL');
+    replica.close();
+    const random = prng(1);
+    let count = src.image().length / 1024;
+    const sets = Array.from({ length: 300 }, () => src.commit(randomWork(random, 1024)));
+    const raw = track(new Database(file('replica.db')));
+    raw.unsafeMode(true);
+    let rows: Array<[number, Uint8Array | null]> = [];
+    raw.table('pages', { columns: ['pgno', 'data'], rows: function* () { yield* rows; } });
+    const write = raw.prepare('INSERT INTO sqlite_dbpage (pgno, data) SELECT pgno, data FROM pages()');
+    let failure: unknown;
+    try {
+      for (const cs of sets) {
+        const pages = [...cs.pages].sort((a, b) => (a.pgno === 1 ? 1 : b.pgno === 1 ? -1 : a.pgno - b.pgno));
+        rows = pages.map((p) => [p.pgno, p.data]);
+        if (cs.commit < count) rows.push([cs.commit + 1, null]);
+        count = cs.commit;
+        write.run();
+      }
+    } catch (err) {
+      failure = err;
+    }
+    expect(String(failure)).toMatch(/malformed/);
   });
 
   it('shrinks in the same transaction, and the file shrinks on disk only after a checkpoint', () => {
@@ -212,6 +242,77 @@ describe('PageApplier replicates a real primary', () => {
     expect(replica.checkpoint().busy).toBe(true);
     r.exec('COMMIT');
     expect(replica.checkpoint().busy).toBe(false);
+  });
+});
+
+describe('sqlite_dbpage facts this design rests on', () => {
+  /** replicaWith writes `image` as a rollback-journal file, then opens it in WAL mode in unsafe mode. */
+  function replicaWith(name: string, image: Uint8Array): Database.Database {
+    fs.writeFileSync(file(name), image);
+    const db = track(new Database(file(name)));
+    db.pragma('journal_mode = WAL');
+    db.unsafeMode(true);
+    return db;
+  }
+
+  it('writes need unsafe mode; the truncation row counts only last in the one statement of an autocommit transaction', () => {
+    const { src } = bootstrap();
+    src.commit((db) => db.prepare('INSERT INTO t0 (b) VALUES (?)').run(Buffer.alloc(60_000, 1)));
+    const big = src.image();
+    src.commit('DELETE FROM t0');
+    src.commit('VACUUM');
+    const small = Buffer.from(src.image());
+    small[18] = small[19] = 2;
+    const n = small.length / 1024;
+    const safe = track(new Database(file('replica.db')));
+    expect(() => safe.prepare('INSERT INTO sqlite_dbpage (pgno, data) VALUES (2, ?)').run(small.subarray(1024, 2048))).toThrow(/read-only/);
+    const page = (p: number): [number, Uint8Array | null] => [p, small.subarray((p - 1) * 1024, p * 1024)];
+    const inOrder = [...Array.from({ length: n - 1 }, (_, i) => page(i + 2)), page(1), [n + 1, null] as [number, null]];
+    const variants: Array<[string, Array<[number, Uint8Array | null]>, boolean, number]> = [
+      ['autocommit, truncation last', inOrder, false, n],
+      ['autocommit, a page written after the truncation row', [...inOrder, page(2)], false, big.length / 1024],
+      ['inside BEGIN…COMMIT', inOrder, true, big.length / 1024],
+    ];
+    for (const [name, rows, explicit, pages] of variants) {
+      const db = replicaWith(`${name}.db`, big);
+      let feed = rows;
+      db.table('pages', { columns: ['pgno', 'data'], rows: function* () { yield* feed; } });
+      const write = db.prepare('INSERT INTO sqlite_dbpage (pgno, data) SELECT pgno, data FROM pages()');
+      if (explicit) db.transaction(() => write.run())();
+      else write.run();
+      feed = [];
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      expect(fs.statSync(file(`${name}.db`)).size / 1024, name).toBe(pages);
+    }
+  });
+});
+
+describe('page-source', () => {
+  it('page 1 header: local and primary forms convert both ways and never touch their input', () => {
+    const primary = new Uint8Array(512);
+    primary.set([1, 1], 18);
+    new DataView(primary.buffer).setUint32(40, 0xffff_fffe);
+    primary[16] = 0x02; // 512-byte pages
+    const override = { cookieDelta: 5, format: formatOf(primary) };
+    const local = toLocalPage1(primary, override);
+    expect([formatOf(local), schemaCookieOf(local), schemaCookieOf(primary)]).toEqual([0x0202, 3, 0xffff_fffe]);
+    expect(toPrimaryPage1(local, override)).toEqual(primary);
+    const wal = toLocalPage1(primary, { cookieDelta: 0, format: 0x0202 });
+    expect(toPrimaryPage1(wal, { cookieDelta: 0, format: 0x0202 })).toBe(wal); // nothing to undo: same bytes
+    expect(pageSizeOf(primary)).toBe(512);
+    primary.set([0, 1], 16);
+    expect(pageSizeOf(primary)).toBe(65536);
+  });
+
+  it('readFromScratch reads every page; sqliteError maps SQLite codes to ours', () => {
+    const { src } = bootstrap();
+    const local = readFromScratch(file('replica.db'));
+    expect([local.pageSize, local.pageCount]).toEqual([1024, src.image().length / 1024]);
+    expect(local.page1 && schemaCookieOf(local.page1)).toBe(schemaCookieOf(src.image()));
+    expectError(() => readFromScratch(file('absent.db')), 'IO_ERROR');
+    expect(sqliteError(Object.assign(new Error('x'), { code: 'SQLITE_BUSY_SNAPSHOT' }), 'op').code).toBe('BUSY');
+    expect(sqliteError(Object.assign(new Error('x'), { code: 'SQLITE_FULL' }), 'op').code).toBe('DISK_FULL');
+    expect(sqliteError(new Error('x'), 'op').code).toBe('INTERNAL');
   });
 });
 
@@ -246,6 +347,26 @@ describe('PageApplier refuses what does not follow its position, writing nothing
     expect(replica.apply([good, next])).toEqual(src.position);
   });
 
+  it('a write that fails (lock held, sidecar unwritable) changes nothing and can be retried', () => {
+    const { src, replica: first } = bootstrap();
+    first.close();
+    const replica = openApplier(file('replica.db'), { busyTimeoutMs: 10, durable: true });
+    const cs = src.commit("INSERT INTO t0 (a) VALUES ('x')");
+    const before = { position: replica.position, checksum: replica.checksum };
+    const locker = track(new Database(file('replica.db')));
+    locker.exec('BEGIN IMMEDIATE');
+    expectError(() => replica.apply([cs]), 'BUSY');
+    locker.exec('ROLLBACK');
+    const sidecar = positionFilePath(file('replica.db'));
+    expect(readPositionFile(sidecar)?.pending).toBeNull();
+    fs.mkdirSync(`${sidecar}.tmp`); // the durable write's temp name is taken: the pending write fails
+    expectError(() => replica.apply([cs]), 'IO_ERROR');
+    fs.rmdirSync(`${sidecar}.tmp`);
+    expect({ position: replica.position, checksum: replica.checksum }).toEqual(before);
+    expect(replica.fileChecksum()).toBe(before.checksum);
+    expect(replica.apply([cs])).toEqual(src.position);
+  });
+
   it('a replica without a position refuses change sets; a closed one refuses everything', () => {
     const replica = openApplier(file('replica.db'));
     const src = track(new Source(file('src.db'), 1024, 'DELETE'));
@@ -257,6 +378,8 @@ describe('PageApplier refuses what does not follow its position, writing nothing
   it('validates options', () => {
     expectError(() => PageApplier.open(file('r.db'), { pageSize: 4096 } as never), 'BAD_REQUEST');
     expectError(() => PageApplier.open(file('r.db'), { pageSizeHint: 1000 }), 'BAD_REQUEST');
+    expectError(() => PageApplier.open(file('r.db'), { busyTimeoutMs: -1 }), 'BAD_REQUEST');
+    expect(fs.existsSync(file('r.db'))).toBe(false);
   });
 });
 
@@ -382,6 +505,23 @@ describe('the position survives crashes', () => {
     expect(logs.join()).toMatch(/malformed/);
   });
 
+  it('a replica whose schema no longer parses is found wrong on open and repaired by a snapshot', () => {
+    const { src, replica } = bootstrap();
+    replica.apply([src.commit("INSERT INTO t0 (a) VALUES ('x')")]);
+    replica.close();
+    const raw = new Database(file('replica.db'));
+    raw.unsafeMode(true);
+    const page1 = Buffer.from(raw.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = 1').pluck().get() as Buffer);
+    page1.write('CREATX', page1.indexOf('CREATE TABLE'));
+    raw.prepare('INSERT INTO sqlite_dbpage (pgno, data) VALUES (1, ?)').run(page1);
+    raw.close();
+    expect(() => reader(file('replica.db')).prepare('SELECT * FROM t0').all()).toThrow(/malformed database schema/);
+    const reopened = openApplier(file('replica.db'));
+    expect(reopened.position).toBeNull();
+    expect(reopened.restoreSnapshot(src.image(), src.position, 7)).toEqual(src.position);
+    expect(dump(reader(file('replica.db')))).toBe(dump(src.db));
+  });
+
   it('kill -9 at random moments while applying: reopening always finds a verified position and catches up', async () => {
     const { src, replica } = bootstrap(1024, 'WAL');
     const random = prng(seedFromEnv());
@@ -436,12 +576,3 @@ for (const cs of sets.slice(applier.position.txid - 1)) {
 }
 `;
 }
-
-describe('TEMP', () => {
-  it.each([1, 2, 3, 4, 5, 6])('in-process 400 sets seed %i', (seed) => {
-    const { src, replica } = bootstrap(1024, 'WAL');
-    const random = prng(seed);
-    const sets = Array.from({ length: 400 }, () => src.commit(randomWork(random, 1024)));
-    for (const cs of sets) replica.apply([cs]);
-  });
-});
