@@ -2,16 +2,20 @@
  * ReplicaStore holds the replica's databases in its data directory (one `<name>.db` each, plus the
  * applier's position sidecar) and what the primary's heartbeats said about them.
  */
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { ReplicaDatabase } from './database.ts';
+import { positionFilePath } from './position-file.ts';
+import type { QueryPool } from './query-pool.ts';
 
 export interface ReplicaStoreOptions {
   busyTimeoutMs: number;
   logger: Logger;
+  /** Runs every database's queries, time-limited (query-pool.ts); absent: queries run in-process. */
+  queryPool?: QueryPool | null;
 }
 
 export class ReplicaStore {
@@ -57,12 +61,30 @@ export class ReplicaStore {
     validateDatabaseName(name);
     let db = this.#dbs.get(name);
     if (!db) {
-      db = new ReplicaDatabase(name, join(this.dataDir, `${name}.db`), this.#opts.busyTimeoutMs);
+      db = new ReplicaDatabase(name, join(this.dataDir, `${name}.db`), this.#opts.busyTimeoutMs, this.#opts.queryPool ?? null);
       this.#dbs.set(name, db);
       const p = db.position;
       this.#opts.logger({ msg: 'database open', db: name, txid: p?.txid ?? null, generation: p?.generation ?? null });
     }
     return db;
+  }
+
+  /**
+   * recreate drops the local copy of a database and opens an empty one. Only for a snapshot the
+   * existing file cannot take (another page size): processes that still have the old file open keep
+   * reading the old inode until they reopen.
+   */
+  recreate(name: string): ReplicaDatabase {
+    const db = this.#dbs.get(name);
+    if (db) {
+      db.close();
+      this.#opts.queryPool?.forget(db.path);
+      this.#dbs.delete(name);
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${db.path}${suffix}`, { force: true });
+      rmSync(positionFilePath(db.path), { force: true });
+      this.#opts.logger({ msg: 'local copy dropped to take a snapshot it cannot hold', db: name });
+    }
+    return this.ensure(name);
   }
 
   /** positions lists where each followed database stands, for the stream request. */
