@@ -29,7 +29,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   const write = requireRight(auth, 'write');
   const replicate = requireRight(auth, 'replicate');
 
-  app.onError((err) => errorResponse(err, o.logger));
+  app.onError((err) => {
+    const res = errorResponse(err, o.logger);
+    // A body refused part-way is cancelled, which destroys the socket after this answer: tell the
+    // client so, or its keep-alive pool sends the next request into a closed connection.
+    if (err instanceof EdgeliteError && err.code === 'PAYLOAD_TOO_LARGE') res.headers.set('connection', 'close');
+    return res;
+  });
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
   app.use('*', async (c, next) => {
     await next();

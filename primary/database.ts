@@ -14,6 +14,7 @@ import { Capturer, decodeCursor, type Captured, type CaptureState } from './capt
 import { ChangeSetLog, type LogOptions } from './log.ts';
 import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
 import { ReadLock } from './read-lock.ts';
+import { assertNoTransaction, checkStatement } from './statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type Stmt, type SynchronousMode } from './sqlite.ts';
 import { WalReader, type WalCursor, type WalTransaction } from './wal-reader.ts';
 
@@ -32,9 +33,6 @@ export interface ExecOutcome {
   results: StatementResult[];
   position: Position;
 }
-
-/** PRAGMAs a client may not run through the API: they would break capture or the primary's settings. */
-const FORBIDDEN_PRAGMA = /^\s*PRAGMA\s+(?:\w+\.)?(journal_mode|wal_autocheckpoint|wal_checkpoint|locking_mode|synchronous|query_only|writable_schema|journal_size_limit|mmap_size)\b/i;
 
 export class PrimaryDatabase {
   readonly name: string;
@@ -240,14 +238,11 @@ export class PrimaryDatabase {
    */
   exec(statements: Statement[]): ExecOutcome {
     this.#assertOpen();
-    for (const s of statements) {
-      if (FORBIDDEN_PRAGMA.test(s.sql)) {
-        throw new EdgeliteError('FORBIDDEN', 'this PRAGMA is managed by edgelite and cannot be changed through the API');
-      }
-    }
+    for (const s of statements) checkStatement(s.sql, true);
     let results: StatementResult[];
     if (statements.length === 1) {
       results = [runWrite(this.#writer, statements[0]!)];
+      assertNoTransaction(this.#writer);
     } else {
       const tx = this.#writer.transaction(() => statements.map((s) => runWrite(this.#writer, s)));
       try {
@@ -272,7 +267,12 @@ export class PrimaryDatabase {
   /** query runs read-only statements on the primary's query connection. */
   query(statements: Statement[]): QueryResult[] {
     this.#assertOpen();
-    return statements.map((s) => runRead(this.#query, s));
+    for (const s of statements) checkStatement(s.sql, false);
+    return statements.map((s) => {
+      const result = runRead(this.#query, s);
+      assertNoTransaction(this.#query);
+      return result;
+    });
   }
 
   /**

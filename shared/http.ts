@@ -83,9 +83,18 @@ function tooLarge(maxBytes: number): EdgeliteError {
   return new EdgeliteError('PAYLOAD_TOO_LARGE', `request body is larger than ${maxBytes} bytes`, { details: { maxBytes } });
 }
 
+/**
+ * jsonReplacer converts blobs and bigints. It looks at the raw value (`this[k]`): JSON.stringify calls a
+ * Buffer's own toJSON before a replacer sees it, which would turn a blob into {"type":"Buffer",...}.
+ */
+export function jsonReplacer(this: unknown, k: string, v: unknown): unknown {
+  const raw = (this as Record<string, unknown>)[k];
+  return toJSONValue(raw instanceof Uint8Array ? raw : v);
+}
+
 /** jsonResponse serialises results, converting blobs and bigints the way the API documents. */
 export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body, (_k, v: unknown) => toJSONValue(v)), {
+  return new Response(JSON.stringify(body, jsonReplacer), {
     status,
     headers: { 'content-type': 'application/json', ...headers },
   });

@@ -138,6 +138,10 @@ export function sqliteError(err: unknown): EdgeliteError {
  */
 export function assertReplicaReadable(sql: string): void {
   const head = sql.replace(/^(\s|--[^\n]*\n|\/\*[\s\S]*?\*\/)*/, '');
+  if (/^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b/i.test(head)) {
+    // SQLite counts these as read-only too; a BEGIN would pin the shared connection to an old snapshot.
+    throw new EdgeliteError('BAD_REQUEST', 'transaction control statements are not allowed: each request runs on its own');
+  }
   if (/^(ATTACH|DETACH)\b/i.test(head)) {
     throw new EdgeliteError('FORBIDDEN', 'ATTACH and DETACH are not allowed on a replica');
   }

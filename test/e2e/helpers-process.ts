@@ -36,8 +36,6 @@ export interface EdgeliteProcess {
 }
 
 export interface SpawnOptions {
-  /** Extra environment on top of this process's (minus EDGELITE_* so a developer's shell cannot leak in). */
-  env?: Record<string, string>;
   startTimeoutMs?: number;
   /** Recognises the "I am listening" line; default: a JSON line whose msg ends in "listening" with a url. */
   isReady?: (line: Record<string, unknown>) => boolean;
@@ -48,12 +46,14 @@ const defaultReady = (line: Record<string, unknown>): boolean =>
 
 /**
  * spawnEdgelite runs `node bin/edgelite.mjs ...args` and resolves once it logs its listening line.
- * Rejects (with the child's output) if the child exits first or the line does not come in time.
+ * `env` is added to this process's environment, minus any EDGELITE_* variable (so a developer's shell
+ * cannot leak settings in). Rejects (with the child's output) if the child exits first or the line
+ * does not come in time.
  */
-export function spawnEdgelite(args: string[], options: SpawnOptions = {}): Promise<EdgeliteProcess> {
+export function spawnEdgelite(args: string[], extraEnv: Record<string, string> = {}, options: SpawnOptions = {}): Promise<EdgeliteProcess> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('EDGELITE_')) env[k] = v;
-  Object.assign(env, options.env ?? {});
+  Object.assign(env, extraEnv);
   const proc = spawn(process.execPath, [EDGELITE_BIN, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const isReady = options.isReady ?? defaultReady;
   const logs: Array<Record<string, unknown>> = [];

@@ -65,8 +65,21 @@ def body(step):
                 con.execute('UPDATE %s SET k = ?, v = ? WHERE id %% 7 = ?' % t, ('u%d' % step, blob(), rnd.randint(0, 6)))
             else:
                 con.execute('DELETE FROM %s WHERE id %% 5 = ?' % t, (rnd.randint(0, 4),))
+def spilled_rollback(step):
+    # A transaction bigger than the page cache spills uncommitted frames into the WAL, then rolls
+    # back: those frames stay in the file (valid salts and checksums, no commit frame) until the next
+    # transaction overwrites them. They must never be shipped.
+    con.execute('PRAGMA cache_size = 5')
+    con.execute('BEGIN IMMEDIATE')
+    con.execute('CREATE TABLE IF NOT EXISTS p0 (id INTEGER PRIMARY KEY, k TEXT, v BLOB)')
+    for i in range(40):
+        con.execute('INSERT INTO p0 (k, v) VALUES (?, ?)', ('spill%d' % step, rnd.randbytes(3000)))
+    con.execute('ROLLBACK')
+    con.execute('PRAGMA cache_size = -2000')
 def transaction(step):
     global commits
+    if rnd.random() < 0.01:
+        spilled_rollback(step)
     if rnd.random() < 0.005:
         con.execute('VACUUM')
         commits += 1
@@ -86,6 +99,8 @@ def transaction(step):
                 con.execute('ROLLBACK')
 for step in range(count):
     transaction(step)
+    if rnd.random() < 0.2:
+        time.sleep(rnd.random() / 500)
 print(json.dumps({'commits': commits, 'time': time.time() * 1000}), flush=True)
 for line in sys.stdin:
     transaction(count)
@@ -153,8 +168,9 @@ function openStore(dir: string, events: Array<Record<string, unknown>>): Primary
     synchronous: 'normal',
     busyTimeoutMs: 30_000,
     compress: false,
-    // Low, so the primary's own checkpoints (and WAL restarts) happen many times as well.
-    checkpointFrames: 300,
+    // Above Python's auto-checkpoint threshold (1000 frames), so Python's checkpoints run against our
+    // read mark before ours restart the WAL, several times per run.
+    checkpointFrames: 1500,
     pollIntervalMs: 100,
     log: {},
     logger: (e) => events.push(e),
@@ -218,6 +234,8 @@ function verifyReplay(db: PrimaryDatabase, start: { generation: number; txid: nu
   return { records: records!.length, walRestarts: salts.size - 1 };
 }
 
+/** now is wall-clock time with sub-millisecond resolution, comparable with Python's time.time(). */
+const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('primary with foreign writers', () => {
@@ -241,17 +259,21 @@ describe('primary with foreign writers', () => {
     const startImage = snapshotImage(db);
     const file = join(t.dir, 'f.db');
 
+
     const pyCount = LONG ? 6000 : 1500;
     const py = new PyWriter(file, seed, pyCount);
     cleanup.push(() => py.kill());
     // The primary writes through its own connection while Python runs, yielding to the event loop
     // between writes so the watch and poll run too.
     let own = 0;
+    let maxExecMs = 0;
     let pyDone = false;
     const firstReport = py.next().finally(() => (pyDone = true));
     while (!pyDone) {
       const size = rand() < 0.1 ? 6000 : Math.floor(rand() * 200);
+      const t0 = performance.now();
       db.exec(parseStatementsBody({ sql: 'INSERT INTO own (v) VALUES (randomblob(?))', params: [size] }));
+      maxExecMs = Math.max(maxExecMs, performance.now() - t0);
       own++;
       if (rand() < 0.2) await sleep(1);
       else await new Promise((r) => setImmediate(r));
@@ -261,7 +283,7 @@ describe('primary with foreign writers', () => {
 
     // No primary write from here on: the watch/poll alone must capture Python's last commits.
     await waitFor(() => db.position.txid >= expected, `txid ${expected} (at ${db.position.txid})`, 10_000, 2);
-    const batchLatency = Date.now() - report.time;
+    const batchLatency = now() - report.time;
     expect(db.position.txid, `seed ${seed}`).toBe(expected);
 
     const latencies: number[] = [];
@@ -270,7 +292,7 @@ describe('primary with foreign writers', () => {
       py.commitOne();
       const r = await py.next();
       await waitFor(() => db.position.txid === before + 1, 'capture of a single foreign commit', 10_000, 1);
-      latencies.push(Date.now() - r.time);
+      latencies.push(now() - r.time);
     }
     await py.end();
     expect(db.position.generation, `seed ${seed}: ${JSON.stringify(events.filter((e) => e.msg === 'new generation'))}`).toBe(start.generation);
@@ -281,7 +303,8 @@ describe('primary with foreign writers', () => {
     latencies.sort((a, b) => a - b);
     console.log(
       `[foreign-writer] seed ${seed}: ${report.commits} python + ${own} primary commits, ${records} change sets, ${walRestarts} WAL restarts, ` +
-        `capture after the batch ${batchLatency} ms, single-commit capture latency ms: ${latencies.join(' ')}`,
+        `capture after the batch ${batchLatency.toFixed(1)} ms, single-commit capture latency ms: ${latencies.map((l) => l.toFixed(1)).join(' ')}, ` +
+        `longest primary exec ${maxExecMs.toFixed(0)} ms`,
     );
   });
 

@@ -88,3 +88,28 @@ describe('msgpack results', () => {
     }
   });
 });
+
+describe('replica read safety: transaction control', () => {
+  it('refuses BEGIN on a replica so the shared read connection never pins an old snapshot', async () => {
+    const t = tempDir('begin');
+    const primary = await startPrimary({ ...parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0'], {}), auth: AUTH_DISABLED }, silentLogger);
+    const replica = await startReplica(parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], {}), silentLogger);
+    try {
+      await fetch(`${primary.url}/v1/db/b`, { method: 'PUT' });
+      await post(`${primary.url}/v1/db/b/exec`, { sql: 'CREATE TABLE x (v)' });
+      await waitFor(() => replica.store.get('b')?.position?.txid === primary.store.get('b')!.position.txid, 'bootstrap');
+      for (const sql of ['BEGIN', '/* hi */ begin deferred', 'SAVEPOINT a', 'COMMIT']) {
+        const r = await post(`${replica.url}/v1/db/b/query`, { sql });
+        expect(r.status, sql).toBe(400);
+        expect(r.json.error.code).toBe('BAD_REQUEST');
+      }
+      const w = await post(`${replica.url}/v1/db/b/exec`, { sql: 'INSERT INTO x VALUES (1)' });
+      const r = await post(`${replica.url}/v1/db/b/query`, { sql: 'SELECT count(*) FROM x' }, { 'Edgelite-Token': w.json.token });
+      expect(r.json.results[0].rows[0][0]).toBe(1);
+    } finally {
+      await replica.close();
+      await primary.close();
+      t.cleanup();
+    }
+  });
+});
