@@ -1,0 +1,263 @@
+/**
+ * ReplicaObject is the Durable Object that holds one replicated database: one object per database name
+ * (`idFromName(name)`), so its pages, position and stream live in one place and requests for the
+ * database meet there. The Worker (index.ts) authenticates and routes; this object serves
+ * `/describe`, `/query`, `/exec` and `/debug/repeat` on its internal URL.
+ *
+ * Life cycle: the constructor loads wa-sqlite and the stored position (blockConcurrencyWhile, so no
+ * request sees a half-loaded object) and verifies the stored pages against it; the first request or
+ * alarm starts the follower; the alarm fires every ALARM_INTERVAL_MS to restart a follower that stopped
+ * (an evicted object comes back on its alarm, reloads from storage, and resumes without a snapshot).
+ */
+import { DurableObject } from 'cloudflare:workers';
+import { Hono, type Context } from 'hono';
+import { getCookie } from 'hono/cookie';
+import SQLiteESMFactory from 'wa-sqlite/dist/wa-sqlite.mjs';
+import wasm from 'wa-sqlite/dist/wa-sqlite.wasm';
+import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
+import { errorResponse, jsonResponse, readJsonBody } from '../../../shared/http.ts';
+import { jsonLogger } from '../../../shared/log.ts';
+import { parseStatementsBody } from '../../../shared/protocol.ts';
+import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../../../shared/token.ts';
+import { formatChecksum, validateDatabaseName } from '../../../shared/types.ts';
+import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
+import { CONSISTENCY_HEADER, parseConsistency, satisfy } from './consistency.ts';
+import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, WorkerFollower } from './follower.ts';
+import { PageStore } from './page-store.ts';
+import { WorkerPrimaryClient } from './primary-client.ts';
+import { WorkerReplica } from './replica.ts';
+import type { WasmModule } from './sqlite.ts';
+
+/** DB_HEADER carries the database name from the Worker to its object. */
+export const DB_HEADER = 'Edgelite-Db';
+
+let sqlite: Promise<WasmModule> | null = null;
+
+/** loadSqlite instantiates wa-sqlite once per isolate from the bundled, precompiled wasm module. */
+function loadSqlite(): Promise<WasmModule> {
+  sqlite ??= SQLiteESMFactory({
+    locateFile: (file: string) => file,
+    instantiateWasm(imports: WebAssembly.Imports, done: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void) {
+      const instance = new WebAssembly.Instance(wasm, imports);
+      done(instance, wasm);
+      return instance.exports;
+    },
+  });
+  return sqlite;
+}
+
+const log = jsonLogger('worker-replica', (line) => console.log(line.trimEnd()));
+
+export class ReplicaObject extends DurableObject<Env> {
+  #config: WorkerConfig | null = null;
+  #configError: unknown = null;
+  #module: WasmModule | null = null;
+  #store: PageStore | null = null;
+  #replica: WorkerReplica | null = null;
+  #follower: WorkerFollower | null = null;
+  #client: WorkerPrimaryClient | null = null;
+  #bootedFrom: 'storage' | 'snapshot' | null = null;
+  #snapshotsAtBoot = 0;
+  #alarmSet = false;
+  readonly #app: Hono;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    try {
+      this.#config = parseWorkerConfig(env);
+      this.#client = new WorkerPrimaryClient(this.#config.primaryUrl, this.#config.primaryToken);
+    } catch (err) {
+      this.#configError = err;
+    }
+    void ctx.blockConcurrencyWhile(async () => {
+      this.#module = await loadSqlite();
+      this.#store = new PageStore(ctx.storage, this.#config?.pageCacheBytes);
+      const name = this.#store.name ?? ctx.id.name;
+      if (name) this.#init(name);
+    });
+    this.#app = this.#routes();
+  }
+
+  override async fetch(request: Request): Promise<Response> {
+    try {
+      const name = validateDatabaseName(request.headers.get(DB_HEADER));
+      this.#ensure(name);
+      await this.#keepAlive();
+    } catch (err) {
+      return errorResponse(err, log);
+    }
+    return this.#app.fetch(request);
+  }
+
+  override async alarm(): Promise<void> {
+    if (this.#replica) this.#follower!.start();
+    await this.ctx.storage.setAlarm(Date.now() + (this.#config?.alarmIntervalMs ?? 10_000));
+    this.#alarmSet = true;
+  }
+
+  #ensure(name: string): WorkerReplica {
+    if (this.#configError) throw this.#configError;
+    if (this.#replica) {
+      if (this.#replica.name !== name) throw new EdgeliteError('INTERNAL', `object of ${this.#replica.name} asked for ${name}`);
+    } else {
+      this.#store!.setName(name);
+      this.#init(name);
+    }
+    this.#follower!.start();
+    return this.#replica!;
+  }
+
+  #init(name: string): void {
+    const config = this.#config;
+    if (!config || !this.#client) return;
+    const replica = new WorkerReplica(name, this.#store!, this.#module!);
+    this.#bootedFrom = replica.boot() ? 'storage' : null;
+    this.#snapshotsAtBoot = this.#store!.meta?.snapshots ?? 0;
+    this.#replica = replica;
+    this.#follower = new WorkerFollower({
+      client: this.#client,
+      replica,
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+      backoffMinMs: BACKOFF_MIN_MS,
+      backoffMaxMs: BACKOFF_MAX_MS,
+      log: (e) => log({ ...e, object: 'replica' }),
+    });
+  }
+
+  /** #keepAlive makes sure an alarm is pending (checked in storage once per object life, not per request). */
+  async #keepAlive(): Promise<void> {
+    if (this.#alarmSet) return;
+    if ((await this.ctx.storage.getAlarm()) === null) {
+      await this.ctx.storage.setAlarm(Date.now() + this.#config!.alarmIntervalMs);
+    }
+    this.#alarmSet = true;
+  }
+
+  #routes(): Hono {
+    const app = new Hono();
+    app.onError((err) => errorResponse(err, log));
+    app.get('/describe', () => jsonResponse(this.#describe()));
+
+    app.post('/query', async (c) => {
+      const replica = this.#replica!;
+      const config = this.#config!;
+      const body = await readJsonBody(c, config.maxBodyBytes);
+      const statements = parseStatementsBody(body);
+      const consistency = parseConsistency(replica.name, c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'), tokenOf(c));
+      await this.#bootstrapped(config.readWaitMs);
+      await satisfy(replica, consistency, config.readWaitMs, () => this.#client!.position(replica.name));
+      const results = replica.query(statements);
+      return jsonResponse({ results }, 200, this.#positionHeaders());
+    });
+
+    app.post('/exec', async (c) => {
+      const replica = this.#replica!;
+      const config = this.#config!;
+      const body = await readJsonBody(c, config.maxBodyBytes);
+      parseStatementsBody(body);
+      const r = await this.#client!.forward('POST', `/v1/db/${encodeURIComponent(replica.name)}/exec`, JSON.stringify(body));
+      if (r.status !== 200) throw errorFromBody(r.body, r.status);
+      const token = (r.body as { token?: unknown }).token;
+      const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': 'false' };
+      if (typeof token === 'string') {
+        headers[TOKEN_HEADER] = token;
+        const t = decodeToken(token);
+        try {
+          await replica.waitFor(t.generation, t.txid, config.writeWaitMs);
+          headers['Edgelite-Applied'] = 'true';
+        } catch (err) {
+          if (!(err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND')) throw err;
+        }
+      }
+      return jsonResponse(r.body, 200, headers);
+    });
+
+    // Measures query cost inside the object, without HTTP: runs one read-only statement n times.
+    app.post('/debug/repeat', async (c) => {
+      const replica = this.#replica!;
+      const body = (await readJsonBody(c, this.#config!.maxBodyBytes)) as { n?: unknown };
+      const statements = parseStatementsBody(body);
+      const n = typeof body.n === 'number' && Number.isSafeInteger(body.n) && body.n > 0 ? Math.min(body.n, 100_000) : 1000;
+      await this.#bootstrapped(this.#config!.readWaitMs);
+      const started = performance.now();
+      let results;
+      for (let i = 0; i < n; i++) results = replica.query(statements);
+      const ms = performance.now() - started;
+      return jsonResponse({ n, totalMs: ms, perQueryUs: (ms * 1000) / n, results });
+    });
+    return app;
+  }
+
+  /** #bootstrapped waits (bounded) for the first snapshot; DATABASE_NOT_FOUND if the primary has no such database. */
+  async #bootstrapped(timeoutMs: number): Promise<void> {
+    const replica = this.#replica!;
+    const deadline = Date.now() + timeoutMs;
+    while (!replica.position) {
+      if (this.#follower!.lastErrorCode === 'DATABASE_NOT_FOUND') {
+        throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${replica.name} does not exist on the primary`);
+      }
+      if (Date.now() >= deadline) throw new EdgeliteError('REPLICA_BEHIND', `database ${replica.name} is not replicated here yet`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  #positionHeaders(): Record<string, string> {
+    const replica = this.#replica!;
+    const p = replica.position!;
+    return {
+      'Edgelite-Generation': String(p.generation),
+      'Edgelite-Txid': String(p.txid),
+      'Edgelite-Checksum': formatChecksum(p.checksum),
+      'Edgelite-Database-Id': String(replica.databaseId ?? ''),
+      'Edgelite-Served-By': 'replica',
+    };
+  }
+
+  #describe(): Record<string, unknown> {
+    const replica = this.#replica!;
+    const follower = this.#follower!;
+    const store = replica.store;
+    const p = replica.position;
+    const meta = replica.meta;
+    const total = meta?.snapshots ?? 0;
+    if (!this.#bootedFrom && p) this.#bootedFrom = 'snapshot';
+    return {
+      name: replica.name,
+      role: 'replica',
+      runtime: 'workerd',
+      databaseId: replica.databaseId,
+      generation: p?.generation ?? null,
+      txid: p?.txid ?? null,
+      checksum: p ? formatChecksum(p.checksum) : null,
+      lagMs: finite(replica.lagMs),
+      lagTxids: replica.lagTxids,
+      primaryTxid: replica.primary?.txid ?? null,
+      pageSize: meta?.pageSize ?? null,
+      pageCount: meta?.pageCount ?? 0,
+      ready: replica.ready,
+      needsSnapshot: replica.needsSnapshot,
+      bootedFrom: this.#bootedFrom,
+      snapshots: total - this.#snapshotsAtBoot,
+      snapshotsTotal: total,
+      stream: follower.state,
+      connects: follower.connects,
+      rejected: follower.rejected,
+      lastError: follower.lastError,
+      lastContactMs: finite(follower.lastContactMs),
+      apply: replica.stats,
+      cache: { pages: store.cachedPages, hits: store.hits, misses: store.misses },
+      memory: replica.memory(),
+      vfsPageReads: replica.vfs.pageReads,
+      vfsLastError: replica.vfs.lastError === null ? null : String(replica.vfs.lastError),
+      storedBytes: store.storedBytes,
+    };
+  }
+}
+
+function finite(n: number): number | null {
+  return Number.isFinite(n) ? Math.round(n) : null;
+}
+
+function tokenOf(c: Context): string | undefined {
+  return c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
+}

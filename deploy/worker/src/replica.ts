@@ -1,0 +1,277 @@
+/**
+ * WorkerReplica is one replicated database inside its Durable Object: the stored pages (PageStore), the
+ * rolling checksum, a read-only wa-sqlite connection over the page-map VFS, what the primary last said
+ * (for lag), and the reads waiting for a txid. Applies and snapshot installs are synchronous, and so are
+ * queries, so a query never sees half an apply.
+ */
+import { DatabaseChecksum } from '../../../shared/checksum.ts';
+import { EdgeliteError } from '../../../shared/errors.ts';
+import type { StreamPosition } from '../../../shared/frames.ts';
+import type { QueryResult, Statement } from '../../../shared/protocol.ts';
+import { assertReplicaReadable, clearStatementCache, runRead } from '../../../shared/sql.ts';
+import { type ChangeSet, formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
+import { verifyBatch } from './apply.ts';
+import type { Waitable } from './consistency.ts';
+import type { PageStore, ReplicaMeta } from './page-store.ts';
+import { WaSqliteConnection, type WasmModule } from './sqlite.ts';
+import { MAIN_FILE, PageMapVfs } from './vfs.ts';
+
+interface Waiter {
+  generation: number;
+  txid: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+interface PrimaryView extends StreamPosition {
+  heardAt: number;
+}
+
+/** ApplyStats are timings measured inside the object (workerd's clock; coarse in production). */
+export interface ApplyStats {
+  applies: number;
+  changeSets: number;
+  pagesWritten: number;
+  applyMsTotal: number;
+  applyMsMax: number;
+}
+
+let vfsCounter = 0;
+
+export class WorkerReplica implements Waitable {
+  readonly name: string;
+  readonly #store: PageStore;
+  readonly #module: WasmModule;
+  readonly #vfs: PageMapVfs;
+  #conn: WaSqliteConnection | null = null;
+  #sum: DatabaseChecksum | null = null;
+  #primary: PrimaryView | null = null;
+  #waiters: Waiter[] = [];
+  /** Set while a snapshot is needed; reads keep being served from the last good state. */
+  needsSnapshot: string | null = null;
+  ready = false;
+  readonly stats: ApplyStats = { applies: 0, changeSets: 0, pagesWritten: 0, applyMsTotal: 0, applyMsMax: 0 };
+
+  constructor(name: string, store: PageStore, module: WasmModule) {
+    this.name = name;
+    this.#store = store;
+    this.#module = module;
+    this.#vfs = new PageMapVfs(`edgelite-${++vfsCounter}`);
+    module.registerVFS(this.#vfs, false);
+  }
+
+  /**
+   * boot recomputes the checksum of the stored pages and keeps the stored position only if they match,
+   * so a restarted object resumes without a snapshot exactly when its storage is intact. Returns
+   * whether it did.
+   */
+  boot(): boolean {
+    const meta = this.#store.meta;
+    if (!meta) return false;
+    const sum = new DatabaseChecksum(meta.pageSize);
+    let count = 0;
+    for (const { pgno, data } of this.#store.scan()) {
+      sum.setPage(pgno, data);
+      count = pgno;
+    }
+    sum.truncate(meta.pageCount);
+    if (count > meta.pageCount || sum.value !== parseChecksum(meta.checksum)) {
+      this.#store.forget();
+      this.needsSnapshot = `stored pages do not match the stored position (checksum ${formatChecksum(sum.value)}, recorded ${meta.checksum})`;
+      return false;
+    }
+    this.#sum = sum;
+    this.#vfs.attach(this.#store);
+    return true;
+  }
+
+  get position(): Position | null {
+    const m = this.#store.meta;
+    return m ? { generation: m.generation, txid: m.txid, checksum: parseChecksum(m.checksum) } : null;
+  }
+
+  get databaseId(): number | null {
+    return this.#store.meta?.databaseId ?? null;
+  }
+
+  get meta(): ReplicaMeta | null {
+    return this.#store.meta;
+  }
+
+  get store(): PageStore {
+    return this.#store;
+  }
+
+  get vfs(): PageMapVfs {
+    return this.#vfs;
+  }
+
+  get primary(): PrimaryView | null {
+    return this.#primary;
+  }
+
+  get lagTxids(): number {
+    const p = this.position;
+    return p && this.#primary ? Math.max(0, this.#primary.txid - p.txid) : 0;
+  }
+
+  /** lagMs bounds how stale the data may be, exactly as the Node replica measures it. */
+  get lagMs(): number {
+    const p = this.position;
+    if (!p) return Number.POSITIVE_INFINITY;
+    if (!this.#primary) return 0;
+    if (this.#primary.generation === p.generation && p.txid >= this.#primary.txid) return 0;
+    return Math.max(0, Date.now() - Math.max(this.#store.meta?.appliedTimestamp ?? 0, this.#primary.heardAt - 1));
+  }
+
+  /**
+   * memory accounts for the large allocations this database holds in the isolate (whose limit is
+   * 128 MB): cached pages, the per-page hashes of the checksum (8 bytes a page, in arrays grown by
+   * doubling), and wa-sqlite's WebAssembly heap (shared by every database of the isolate; it never shrinks).
+   */
+  memory(): { pageCacheBytes: number; checksumBytes: number; wasmHeapBytes: number } {
+    let capacity = 64;
+    while (capacity <= this.#store.pageCount) capacity *= 2;
+    return {
+      pageCacheBytes: this.#store.cachedPages * this.#store.pageSize,
+      checksumBytes: this.#sum ? capacity * 8 : 0,
+      wasmHeapBytes: this.#module.HEAPU8.byteLength,
+    };
+  }
+
+  notePrimary(p: StreamPosition): void {
+    this.#primary = { ...p, heardAt: Date.now() };
+  }
+
+  /**
+   * apply verifies consecutive change sets and writes them in one storage transaction. On a
+   * verification error nothing is written, the in-memory checksum is dropped and the error is thrown:
+   * the caller re-snapshots.
+   */
+  apply(changeSets: readonly ChangeSet[]): Position {
+    const meta = this.#store.meta;
+    const sum = this.#sum;
+    if (!meta || !sum) throw new EdgeliteError('POSITION_MISMATCH', 'replica has no verified position: it needs a snapshot', { details: { reason: 'no-position' } });
+    const started = performance.now();
+    let batch;
+    try {
+      batch = verifyBatch(sum, { databaseId: meta.databaseId, pageSize: meta.pageSize, pageCount: meta.pageCount, position: this.position! }, changeSets);
+    } catch (err) {
+      this.#sum = null;
+      throw err;
+    }
+    this.#store.commit(batch.pages, {
+      ...meta,
+      txid: batch.position.txid,
+      checksum: formatChecksum(batch.position.checksum),
+      pageCount: batch.pageCount,
+      appliedTimestamp: batch.timestamp,
+    });
+    const ms = performance.now() - started;
+    this.stats.applies++;
+    this.stats.changeSets += changeSets.length;
+    this.stats.pagesWritten += batch.pages.size;
+    this.stats.applyMsTotal += ms;
+    this.stats.applyMsMax = Math.max(this.stats.applyMsMax, ms);
+    this.#wake();
+    return batch.position;
+  }
+
+  /** installSnapshot swaps in the staged snapshot pages (already verified into `sum`) at `position`. */
+  installSnapshot(position: Position, databaseId: number, sum: DatabaseChecksum, appliedTimestamp: number): void {
+    const snapshots = (this.#store.meta?.snapshots ?? 0) + 1;
+    this.#store.commitStaging({
+      databaseId,
+      pageSize: sum.pageSize,
+      generation: position.generation,
+      txid: position.txid,
+      checksum: formatChecksum(position.checksum),
+      pageCount: sum.pageCount,
+      appliedTimestamp,
+      snapshots,
+    });
+    this.#sum = sum;
+    this.needsSnapshot = null;
+    this.#vfs.attach(this.#store);
+    // An unrelated image may carry the same schema cookie as the old one, and then an open connection
+    // would keep the old schema (DESIGN §5): a snapshot always gets a fresh connection.
+    this.#closeConnection();
+    this.#wake();
+  }
+
+  /** query runs read-only statements over the page map. */
+  query(statements: Statement[]): QueryResult[] {
+    if (!this.#store.meta) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is not replicated yet (bootstrapping)`);
+    const conn = this.#connection();
+    return statements.map((s) => {
+      assertReplicaReadable(s.sql);
+      return runRead(conn, s);
+    });
+  }
+
+  #connection(): WaSqliteConnection {
+    if (!this.#conn) {
+      this.#conn = new WaSqliteConnection(this.#module, MAIN_FILE, this.#vfs.name);
+    }
+    return this.#conn;
+  }
+
+  #closeConnection(): void {
+    if (!this.#conn) return;
+    clearStatementCache(this.#conn);
+    this.#conn.close();
+    this.#conn = null;
+  }
+
+  waitFor(generation: number, txid: number, timeoutMs: number): Promise<void> {
+    if (this.#reached(generation, txid)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        generation,
+        txid,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          const p = this.position;
+          reject(new EdgeliteError('REPLICA_BEHIND', `replica has not reached txid ${txid} within ${timeoutMs} ms`, {
+            details: { db: this.name, wantTxid: txid, haveTxid: p?.txid ?? null, generation: p?.generation ?? null },
+          }));
+        }, timeoutMs),
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  async waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.lagMs > maxLagMs) {
+      if (Date.now() >= deadline) {
+        throw new EdgeliteError('REPLICA_BEHIND', `replica lag ${Math.round(this.lagMs)} ms exceeds ${maxLagMs} ms`, {
+          details: { db: this.name, lagMs: this.lagMs, maxLagMs },
+        });
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  #reached(generation: number, txid: number): boolean {
+    const p = this.position;
+    return !!p && p.generation >= generation && p.txid >= txid;
+  }
+
+  #wake(): void {
+    if (this.#waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.#reached(w.generation, w.txid)) {
+        clearTimeout(w.timer);
+        w.resolve();
+      } else {
+        still.push(w);
+      }
+    }
+    this.#waiters = still;
+  }
+}
