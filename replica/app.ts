@@ -13,7 +13,7 @@ import { parseStatementsBody } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from './consistency.ts';
-import type { ReplicaDatabase } from './database.ts';
+import { CONTACT_GRACE_MS, type ReplicaDatabase } from './database.ts';
 import type { Follower } from './follower.ts';
 import { forwardExec } from './forward.ts';
 import type { PrimaryClient } from './primary-client.ts';
@@ -51,8 +51,9 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
 
   app.get('/v1/health', () => {
     const lagging = store.names().filter((n) => store.get(n)!.lagMs > o.maxHealthyLagMs);
+    // Heartbeats come every second: silence shorter than CONTACT_GRACE_MS is normal, whatever the limit.
     const contact = o.follower ? o.follower.lastContactMs : 0;
-    const ok = lagging.length === 0 && contact <= Math.max(o.maxHealthyLagMs, 5000);
+    const ok = lagging.length === 0 && contact <= Math.max(o.maxHealthyLagMs, CONTACT_GRACE_MS);
     return jsonResponse(
       { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded' },
       ok ? 200 : 503,
@@ -87,7 +88,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       }
       throw err;
     }
-    const results = db.query(statements);
+    const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db));
   });
 

@@ -15,6 +15,8 @@ export const DEFAULT_READ_WAIT_MS = 5000;
 export const DEFAULT_WRITE_WAIT_MS = 5000;
 export const DEFAULT_MAX_HEALTHY_LAG_MS = 10_000;
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+/** DEFAULT_QUERY_TIMEOUT_MS: a read running longer is stopped (its query process killed), answering 408. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
 export interface ReplicaConfig {
   primaryUrl: string;
@@ -34,10 +36,12 @@ export interface ReplicaConfig {
   backoffMinMs: number;
   backoffMaxMs: number;
   busyTimeoutMs: number;
+  /** Time limit of one read request (ms); reads then run in a query pool. 0: in-process, no limit. */
+  queryTimeoutMs: number;
 }
 
 export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|*]
-  [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N]
+  [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
 export function parseDatabases(text: string): '*' | string[] {
@@ -60,6 +64,7 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
       'on-behind': { type: 'string' },
       'max-lag-ms': { type: 'string' },
       'heartbeat-timeout-ms': { type: 'string' },
+      'query-timeout-ms': { type: 'string' },
       'max-body-bytes': { type: 'string' },
     },
     strict: true,
@@ -90,5 +95,6 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
     backoffMinMs: DEFAULT_BACKOFF_MIN_MS,
     backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
     busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
+    queryTimeoutMs: values['query-timeout-ms'] === '0' ? 0 : positiveInt(values['query-timeout-ms'], DEFAULT_QUERY_TIMEOUT_MS, '--query-timeout-ms'),
   };
 }

@@ -10,6 +10,7 @@ import type { QueryResult, Statement } from '../shared/protocol.ts';
 import { assertReplicaReadable, clearStatementCache, runRead } from '../shared/sql.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
 import { PageApplier } from './apply.ts';
+import type { QueryPool } from './query-pool.ts';
 
 interface Waiter {
   txid: number;
@@ -18,6 +19,13 @@ interface Waiter {
   reject: (err: Error) => void;
   timer: ReturnType<typeof setTimeout>;
 }
+
+/**
+ * CONTACT_GRACE_MS: the primary sends a heartbeat every second. A replica holding everything the primary
+ * reported at a heartbeat heard within this long counts as current (lag 0); past it, the silence itself
+ * is the lag, since anything may have been committed meanwhile.
+ */
+export const CONTACT_GRACE_MS = 2000;
 
 export interface PrimaryView {
   generation: number;
@@ -37,13 +45,19 @@ export class ReplicaDatabase {
   /** Commit time (primary clock) of the newest transaction applied here. */
   #appliedTimestamp = 0;
   #primary: PrimaryView | null = null;
+  /** Our clock's time as of which we are known to hold everything the primary had (a heartbeat's heardAt). */
+  #caughtUpAt = 0;
   /** Set while a snapshot is needed; reads keep being served from the last good state. */
   needsSnapshot: string | null = null;
   ready = false;
 
-  constructor(name: string, path: string, busyTimeoutMs: number) {
+  /** Where query() runs, time-limited; null runs it on this thread (queryTimeoutMs 0). */
+  readonly queryPool: QueryPool | null;
+
+  constructor(name: string, path: string, busyTimeoutMs: number, queryPool: QueryPool | null = null) {
     this.name = name;
     this.path = path;
+    this.queryPool = queryPool;
     this.#applier = PageApplier.open(path);
     this.#busyTimeoutMs = busyTimeoutMs;
   }
@@ -74,26 +88,35 @@ export class ReplicaDatabase {
   }
 
   /**
-   * lagMs bounds how stale our data may be: 0 when we hold everything the primary last told us of;
-   * otherwise the time since the newest transaction we applied was committed on the primary (an upper
-   * bound on how long we have missed something), measured on our clock against the heartbeat.
+   * lagMs bounds how stale our data may be: 0 when we hold everything the primary reported in a
+   * heartbeat heard within CONTACT_GRACE_MS; otherwise the time since our data was last known current:
+   * the later of the last heartbeat we had caught up with and the primary's commit time of the newest
+   * transaction we applied. Infinite when neither is known (nothing heard or applied since start).
    */
   get lagMs(): number {
-    const p = this.position;
-    if (!p) return Number.POSITIVE_INFINITY;
-    if (!this.#primary) return 0;
-    if (this.#primary.generation === p.generation && p.txid >= this.#primary.txid) return 0;
-    return Math.max(0, Date.now() - Math.max(this.#appliedTimestamp, this.#primary.heardAt - 1));
+    if (!this.position) return Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    const view = this.#primary;
+    if (view && this.#reached(view.generation, view.txid) && now - view.heardAt <= CONTACT_GRACE_MS) return 0;
+    const currentAsOf = Math.max(this.#caughtUpAt, this.#appliedTimestamp);
+    return currentAsOf === 0 ? Number.POSITIVE_INFINITY : Math.max(0, now - currentAsOf);
   }
 
   notePrimary(view: PrimaryView): void {
     this.#primary = view;
+    this.#noteCaughtUp();
+  }
+
+  #noteCaughtUp(): void {
+    const view = this.#primary;
+    if (view && this.#reached(view.generation, view.txid)) this.#caughtUpAt = Math.max(this.#caughtUpAt, view.heardAt);
   }
 
   /** apply applies consecutive change sets in one transaction, then wakes the reads waiting for them. */
   apply(changeSets: ChangeSet[]): Position {
     const pos = this.#applier.apply(changeSets);
     this.#appliedTimestamp = changeSets[changeSets.length - 1]!.timestamp;
+    this.#noteCaughtUp();
     this.#wake();
     return pos;
   }
@@ -104,20 +127,26 @@ export class ReplicaDatabase {
     this.#appliedTimestamp = timestamp;
     this.needsSnapshot = null;
     if (this.#query) clearStatementCache(this.#query);
+    this.#noteCaughtUp();
     this.#wake();
     return pos;
   }
 
-  /** query runs read-only statements on the local file. */
-  query(statements: Statement[]): QueryResult[] {
+  /**
+   * query runs read-only statements on the local file: in the query pool when there is one (so a
+   * runaway is stopped at the time limit and never blocks this thread), else on this thread.
+   */
+  async query(statements: Statement[]): Promise<QueryResult[]> {
     if (!this.position) {
       throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is not replicated yet (bootstrapping)`);
     }
-    const conn = this.#queryConnection();
-    return statements.map((s) => {
+    for (const s of statements) {
       assertReplicaReadable(s.sql);
-      return runRead(conn, s);
-    });
+      assertPragmaOnlyReads(s.sql);
+    }
+    if (this.queryPool) return this.queryPool.run(this.path, statements);
+    const conn = this.#queryConnection();
+    return statements.map((s) => runRead(conn, s));
   }
 
   /** prepare returns a read-only statement on the local file (for in-process hot paths). */
@@ -196,4 +225,35 @@ export class ReplicaDatabase {
     this.#query = null;
     this.#applier.close();
   }
+}
+
+/** Pragmas that take an argument and still only read (introspection). */
+const READING_PRAGMAS = new Set([
+  'table_info', 'table_xinfo', 'table_list', 'index_info', 'index_xinfo', 'index_list',
+  'foreign_key_list', 'foreign_key_check', 'integrity_check', 'quick_check',
+]);
+const LEADING_COMMENTS = String.raw`(?:\s|--[^\n]*(?:\n|$)|/\*[\s\S]*?\*/)*`;
+/** A name as SQLite's tokenizer takes it: "x", 'x', [x], `x` or a bare word. */
+const NAME = String.raw`(?:"[^"]*"|'[^']*'|\[[^\]]*\]|\x60[^\x60]*\x60|[\w$]+)`;
+const PRAGMA_START = new RegExp(`^${LEADING_COMMENTS}PRAGMA(?![\\w$])`, 'i');
+const PRAGMA_NAME = new RegExp(`^${LEADING_COMMENTS}PRAGMA\\s*(?:${NAME}\\s*\\.\\s*)?(${NAME})`, 'i');
+const COMMENTS_SPACE_SEMICOLONS = /--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/|[\s;]/g;
+
+/**
+ * assertPragmaOnlyReads refuses a PRAGMA that sets something, in every spelling SQLite accepts: quoted
+ * names, `(x)` or `= x`, a trailing `;` or comment. The query connection is shared by every request, so
+ * a setting changed by one (query_only off, writable_schema, a huge cache_size) would stay for all;
+ * shared's assertReplicaReadable recognises only some spellings. Only introspection pragmas
+ * (READING_PRAGMAS) may take an argument.
+ */
+export function assertPragmaOnlyReads(sql: string): void {
+  if (!PRAGMA_START.test(sql)) return;
+  const m = PRAGMA_NAME.exec(sql);
+  if (m) {
+    const quoted = /^["'[\x60]/.test(m[1]!);
+    const name = (quoted ? m[1]!.slice(1, -1) : m[1]!).toLowerCase();
+    const argument = sql.slice(m[0].length).replace(COMMENTS_SPACE_SEMICOLONS, '');
+    if (argument === '' || READING_PRAGMAS.has(name)) return;
+  }
+  throw new EdgeliteError('FORBIDDEN', 'setting PRAGMAs is not allowed on a replica', { details: { sql: sql.slice(0, 200) } });
 }

@@ -12,6 +12,7 @@ import { createReplicaApp } from './app.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
 import { PrimaryClient } from './primary-client.ts';
+import { QueryPool } from './query-pool.ts';
 import { ReplicaStore } from './store.ts';
 
 export interface ReplicaHandle {
@@ -26,7 +27,8 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
-  const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger });
+  const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
+  const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
   if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
   const primary = new PrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
   const follower = new Follower({
@@ -57,6 +59,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     server.once('error', reject);
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  queryPool?.warm(1);
   logger({ msg: 'replica listening', url, primary: config.primaryUrl, data: config.dataDir, databases: config.databases });
   return {
     url,
@@ -71,6 +74,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
         s.closeAllConnections?.();
       });
       await primary.close();
+      await queryPool?.close();
       store.close();
     },
   };

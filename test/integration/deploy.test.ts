@@ -49,7 +49,9 @@ describe('deploy/', () => {
     expect(copies.length).toBeGreaterThan(4);
     for (const src of copies) expect(existsSync(join(ROOT, src)), src).toBe(true);
     const entry = JSON.parse(/^ENTRYPOINT\s+(\[.*\])$/m.exec(text)![1]!) as string[];
-    expect(existsSync(join(ROOT, entry[1]!))).toBe(true);
+    const bin = entry.find((a) => a.endsWith('edgelite.mjs'));
+    expect(bin && existsSync(join(ROOT, bin)), entry.join(' ')).toBe(true);
+    expect(entry[0]).toBe('/usr/bin/tini');
     const cmd = JSON.parse(/^CMD\s+(\[.*\])$/m.exec(text)![1]!) as string[];
     expect(cmd[0]).toBe('primary');
     const cfg = parsePrimaryConfig(cmd.slice(1), { EDGELITE_TOKEN: 'a-long-enough-secret' });
