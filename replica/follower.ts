@@ -36,7 +36,10 @@ export class Follower {
   #state: FollowerState = 'stopped';
   #abort: AbortController | null = null;
   #loop: Promise<void> | null = null;
+  /** When the current session last received bytes: the session's watchdog clock, reset per attempt. */
   #lastBytesAt = 0;
+  /** When the primary last answered at all (any session): what lastContactMs reports. */
+  #lastContactAt = 0;
   #connects = 0;
   #lastError: string | null = null;
   #wakeSleep: (() => void) | null = null;
@@ -59,7 +62,7 @@ export class Follower {
 
   /** lastContactMs is how long ago the primary last sent anything (heartbeats arrive every second). */
   get lastContactMs(): number {
-    return this.#lastBytesAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#lastBytesAt;
+    return this.#lastContactAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#lastContactAt;
   }
 
   start(): void {
@@ -80,6 +83,7 @@ export class Follower {
     let attempt = 0;
     while (this.#state !== 'stopped') {
       const started = Date.now();
+      const connects = this.#connects;
       try {
         await this.#session();
       } catch (err) {
@@ -87,7 +91,9 @@ export class Follower {
         if (!(err instanceof Restart)) {
           this.#lastError = err instanceof Error ? err.message : String(err);
           this.#o.logger({ msg: 'stream ended', error: this.#lastError });
-          if (Date.now() - started > 10_000) attempt = 0;
+          // A stream that was open (the primary answered) ends a run of failures: after a primary
+          // restart the first retry comes at the shortest backoff, not where the last outage left off.
+          if (this.#connects > connects || Date.now() - started > 10_000) attempt = 0;
           const base = Math.min(this.#o.backoffMaxMs, this.#o.backoffMinMs * 2 ** Math.min(attempt, 20));
           attempt++;
           this.#state = 'waiting';
@@ -125,9 +131,11 @@ export class Follower {
       const body = await client.openStream(this.#o.databases, store.positions(this.#o.databases), abort.signal);
       this.#connects++;
       this.#state = 'streaming';
+      this.#lastContactAt = Date.now();
       const decoder = new FrameDecoder();
       for await (const chunk of body) {
         this.#lastBytesAt = Date.now();
+        this.#lastContactAt = this.#lastBytesAt;
         await this.#handle(decoder.push(chunk));
       }
       decoder.end();
@@ -214,7 +222,12 @@ export class Follower {
     db.needsSnapshot = reason;
     const started = Date.now();
     const dl = await client.snapshot(name, this.#abort?.signal);
-    db.restore(dl.image, dl.position, dl.databaseId, Date.now());
+    try {
+      db.restore(dl.image, dl.position, dl.databaseId, Date.now());
+    } catch (err) {
+      if (!(err instanceof EdgeliteError) || err.details?.reason !== 'page-size') throw err;
+      store.recreate(name).restore(dl.image, dl.position, dl.databaseId, Date.now());
+    }
     logger({ msg: 'snapshot applied', db: name, reason, txid: dl.position.txid, generation: dl.position.generation, bytes: dl.image.length, ms: Date.now() - started });
   }
 }

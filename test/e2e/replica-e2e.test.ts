@@ -13,6 +13,8 @@ import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
 import { converge, dump, exec, http, info, integrityCheck, logged, Processes } from './replica-helpers.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
+/** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
+const TIMEOUT_MS = LONG ? 600_000 : 180_000;
 const procs = new Processes();
 let cleanups: Array<() => void> = [];
 afterEach(async () => {
@@ -46,9 +48,20 @@ class Workload {
     this.#url = url;
     this.#db = db;
     this.#rand = rand;
-    const at = () => 20 + Math.floor(rand() * (total - 40));
-    this.#events = new Map([[at(), 'ddl'], [at(), 'vacuum'], [at(), 'create-extra'], [total - 10, 'vacuum']]);
-    this.#events.set(Math.max(...[...this.#events.entries()].filter(([, e]) => e === 'create-extra').map(([k]) => k)) + 5, 'drop-extra');
+    // Events at distinct random ops, at least 6 apart, so none replaces another (the table is dropped
+    // 5 ops after it is created).
+    const taken: number[] = [total - 10];
+    const at = () => {
+      for (;;) {
+        const op = 20 + Math.floor(rand() * (total - 40));
+        if (taken.every((t) => Math.abs(t - op) > 6)) {
+          taken.push(op, op + 5);
+          return op;
+        }
+      }
+    };
+    const extra = at();
+    this.#events = new Map([[at(), 'ddl'], [at(), 'vacuum'], [extra, 'create-extra'], [extra + 5, 'drop-extra'], [total - 10, 'vacuum']]);
   }
 
   static readonly schema = [
@@ -150,12 +163,13 @@ describe('replication between processes', () => {
     const r1 = await procs.replica(primary.url, join(root, 'r1'));
     const work = new Workload(primary.url, 'app', rand, total);
     // The second replica bootstraps halfway through, under load.
-    let r2: Awaited<ReturnType<Processes['replica']>> | null = null;
+    let r2: ReturnType<Processes['replica']> | null = null;
     await work.run(total, 3, async (op) => {
-      if (!r2 && op >= total / 2) r2 = await procs.replica(primary.url, join(root, 'r2'), ['--databases', 'app']);
+      if (!r2 && op >= total / 2) r2 = procs.replica(primary.url, join(root, 'r2'), ['--databases', 'app']);
     });
-    const replicas = [r1, r2!];
+    const replicas = [r1, await r2!];
     const context = `seed ${seed}`;
+    expect(work.counts, context).toMatchObject({ ddl: 1, vacuum: 2, 'create-extra': 1, 'drop-extra': 1, batch: expect.any(Number), blob: expect.any(Number) });
     const c = await converge(primary.url, replicas.map((r) => r.url), 'app');
     for (const [i, r] of replicas.entries()) {
       const file = join(root, `r${i + 1}`, 'app.db');
@@ -165,7 +179,7 @@ describe('replication between processes', () => {
       expect(logged(r, 'snapshot applied'), `${context}: one bootstrap snapshot, no re-snapshot`).toHaveLength(1);
     }
     console.log(`[replica-e2e] seed ${seed}: ${total} ops ${JSON.stringify(work.counts)}, txid ${c.txid}, converged ${c.ms} ms after the last write`);
-  });
+  }, TIMEOUT_MS);
 
   it('follows many databases on one stream, picks up a database created later, and honours --databases', async () => {
     const seed = seedFromEnv();
@@ -209,5 +223,5 @@ describe('replication between processes', () => {
     expect(listed).toEqual(['t2', 't4']);
     expect(readdirSync(join(root, 'some')).filter((f) => f.endsWith('.db')).sort()).toEqual(['t2.db', 't4.db']);
     console.log(`[replica-e2e tenants] seed ${seed}: 6 databases on one stream; snapshots ${logged(all, 'snapshot applied').length} ('*'), ${logged(some, 'snapshot applied').length} (list)`);
-  });
+  }, TIMEOUT_MS);
 });

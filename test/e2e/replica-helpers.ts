@@ -96,7 +96,11 @@ export async function converge(primaryUrl: string, replicaUrls: string[], db: st
   let last: Array<DbInfo | null> = [];
   try {
     await waitFor(async () => {
-      last = await Promise.all(replicaUrls.map((u) => info(u, db).catch(() => null)));
+      // A replica that is restarting refuses connections (fetch's TypeError): not there yet.
+      last = await Promise.all(replicaUrls.map((u) => info(u, db).catch((err: unknown) => {
+        if (err instanceof TypeError) return null;
+        throw err;
+      })));
       return last.every((r) => r && r.generation === want.generation && r.txid === want.txid && r.checksum === want.checksum);
     }, `replicas of ${db} to converge`, timeoutMs);
   } catch (err) {
