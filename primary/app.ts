@@ -115,7 +115,7 @@ function positionHeaders(p: Position, db: PrimaryDatabase): Record<string, strin
 }
 
 function parseSubscribe(body: unknown): SubscribeRequest {
-  const b = body as { databases?: unknown; positions?: unknown } | null;
+  const b = body as { databases?: unknown; positions?: unknown; deltas?: unknown } | null;
   if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
   let databases: string[] | '*';
   if (b.databases === '*' || b.databases === undefined) databases = '*';
@@ -129,7 +129,8 @@ function parseSubscribe(body: unknown): SubscribeRequest {
       positions[name] = p === null ? null : parsePosition(p, name);
     }
   }
-  return { databases, positions };
+  if (b.deltas !== undefined && typeof b.deltas !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"deltas" must be a boolean');
+  return { databases, positions, deltas: b.deltas === true };
 }
 
 function parsePosition(p: unknown, name: string): Position {

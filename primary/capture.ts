@@ -6,10 +6,13 @@
  */
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { encodeChangeSet } from '../shared/changeset.ts';
+import { encodeDeltaChangeSet } from '../shared/changeset-delta.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { ChangeSet, PageImage, Position } from '../shared/types.ts';
 import type { ChangeSetLog } from './log.ts';
+import type { PageCache } from './page-cache.ts';
 import type { ReadLock } from './read-lock.ts';
+import type { Connection, Stmt } from './sqlite.ts';
 import type { WalCursor, WalReader, WalTransaction } from './wal-reader.ts';
 
 /** Captured is one change set as it was logged: what the hub needs to fan it out. */
@@ -21,6 +24,8 @@ export interface Captured {
   timestamp: number;
   postChecksum: bigint;
   bytes: Uint8Array;
+  /** The same change set as deltas against the previous page images, when a subscriber wants them. */
+  deltaBytes: Uint8Array | null;
 }
 
 export interface CaptureState {
@@ -41,6 +46,10 @@ export interface CapturerOptions {
   state: CaptureState;
   compress: boolean;
   onCapture: (c: Captured) => void;
+  /** Recent page images for delta encoding; null disables deltas. */
+  pageCache: PageCache | null;
+  /** Whether anyone wants delta change sets right now (encoding them costs a diff per page). */
+  wantDeltas: () => boolean;
 }
 
 /** MAX_READ_BYTES bounds the frames one read pass holds in memory; capture loops until the end. */
@@ -122,11 +131,40 @@ export class Capturer {
     const last = transactions[transactions.length - 1]!;
     const pages = mergePages(transactions);
     const pre = this.#o.checksum.value;
+    // Delta bases are the images at the pre-apply position: look them up before applying.
+    const bases = this.#deltaBases(pages);
     this.#o.checksum.apply(pages, last.commit);
-    this.#logChangeSet(pages, last.commit, minTxid, minTxid + transactions.length - 1, pre, last.cursor);
+    this.#logChangeSet(pages, last.commit, minTxid, minTxid + transactions.length - 1, pre, last.cursor, bases);
+    this.#o.pageCache?.update(pages, last.commit);
   }
 
-  #logChangeSet(pages: PageImage[], commit: number, minTxid: number, maxTxid: number, pre: bigint, cursor: WalCursor): void {
+  #deltaBases(pages: PageImage[]): Map<number, Uint8Array> | null {
+    const cache = this.#o.pageCache;
+    if (!cache || !this.#o.wantDeltas()) return null;
+    const conn = this.#o.lock.held ? this.#o.lock.activeConnection : null;
+    const read = (pgno: number): Uint8Array | null => {
+      if (!conn) return null;
+      const row = pageStatement(conn).get(pgno);
+      return row instanceof Uint8Array ? row : null;
+    };
+    const bases = new Map<number, Uint8Array>();
+    for (const p of pages) {
+      if (p.pgno === 1) continue;
+      const b = cache.base(p.pgno, this.#o.checksum, read);
+      if (b) bases.set(p.pgno, b);
+    }
+    return bases;
+  }
+
+  #logChangeSet(
+    pages: PageImage[],
+    commit: number,
+    minTxid: number,
+    maxTxid: number,
+    pre: bigint,
+    cursor: WalCursor,
+    bases: Map<number, Uint8Array> | null = null,
+  ): void {
     const { state, log, checksum } = this.#o;
     const timestamp = Date.now();
     const cs: ChangeSet = {
@@ -162,8 +200,21 @@ export class Capturer {
       timestamp,
       postChecksum: cs.postChecksum,
       bytes,
+      deltaBytes: bases ? encodeDeltaChangeSet(cs, (pgno) => bases.get(pgno) ?? null) : null,
     });
   }
+}
+
+const pageStatements = new WeakMap<Connection, Stmt>();
+
+/** pageStatement is a cached `SELECT data FROM sqlite_dbpage WHERE pgno = ?` on `conn`. */
+function pageStatement(conn: Connection): Stmt {
+  let stmt = pageStatements.get(conn);
+  if (!stmt) {
+    stmt = conn.prepare<unknown[]>('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
+    pageStatements.set(conn, stmt);
+  }
+  return stmt;
 }
 
 /** mergePages merges transactions' pages: last image wins, pages above the final commit dropped. */

@@ -13,6 +13,7 @@ import { formatChecksum, parseChecksum, type Position } from '../shared/types.ts
 import { Capturer, decodeCursor, type Captured, type CaptureState } from './capture.ts';
 import { ChangeSetLog, type LogOptions } from './log.ts';
 import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
+import { PageCache } from './page-cache.ts';
 import { ReadLock } from './read-lock.ts';
 import { assertNoTransaction, checkStatement } from './statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type Stmt, type SynchronousMode } from './sqlite.ts';
@@ -26,6 +27,8 @@ export interface DatabaseOptions {
   checkpointFrames: number;
   log: Omit<LogOptions, 'sync'>;
   onCapture: (c: Captured) => void;
+  /** Whether any stream subscriber wants delta change sets (see page-cache.ts). */
+  wantDeltas?: () => boolean;
   logger: (event: Record<string, unknown>) => void;
 }
 
@@ -47,6 +50,7 @@ export class PrimaryDatabase {
   #meta: DatabaseMeta;
   #capturer: Capturer;
   #checkpointedAtFrame = -1;
+  readonly #pageCache = new PageCache();
   #closed = false;
 
   private constructor(name: string, path: string, dataDir: string, opts: DatabaseOptions) {
@@ -199,6 +203,8 @@ export class PrimaryDatabase {
       state,
       compress: this.#opts.compress,
       onCapture: this.#opts.onCapture,
+      pageCache: this.#pageCache,
+      wantDeltas: this.#opts.wantDeltas ?? (() => false),
     });
   }
 

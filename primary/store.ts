@@ -85,6 +85,7 @@ export class PrimaryStore implements StreamSource {
     const db = PrimaryDatabase.open(name, this.dataDir, {
       ...this.#opts,
       onCapture: (c) => this.hub.publish(c),
+      wantDeltas: () => this.hub.deltaSubscribers > 0,
     });
     this.#dbs.set(name, db);
     this.#opts.logger({ msg: 'database open', db: name, ...positionLog(db) });

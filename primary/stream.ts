@@ -37,9 +37,22 @@ export class StreamHub {
     return this.#subs.size;
   }
 
+  /** deltaSubscribers counts subscriptions that asked for delta change sets. */
+  get deltaSubscribers(): number {
+    let n = 0;
+    for (const s of this.#subs) if (s.deltas) n++;
+    return n;
+  }
+
+  /** publish encodes each form of a change set at most once and writes the same bytes to every subscriber. */
   publish(c: Captured): void {
     if (this.#subs.size === 0) return;
-    const frame = encodeFrame({ type: 'changeset', db: c.db, data: c.bytes });
+    let full: Uint8Array | null = null;
+    let delta: Uint8Array | null = null;
+    const frame = (wantDelta: boolean): Uint8Array => {
+      if (wantDelta && c.deltaBytes) return (delta ??= encodeFrame({ type: 'changeset', db: c.db, data: c.deltaBytes }));
+      return (full ??= encodeFrame({ type: 'changeset', db: c.db, data: c.bytes }));
+    };
     for (const s of this.#subs) s.offer(c, frame);
   }
 
@@ -61,6 +74,8 @@ export interface SubscribeRequest {
   /** Database names, or '*' for all (including ones created later). */
   databases: string[] | '*';
   positions: Record<string, Position | null>;
+  /** The subscriber can rebuild delta change sets (it holds the base pages); live frames may be deltas. */
+  deltas?: boolean;
 }
 
 /** Subscription is one replica's stream. Its body is `stream`. */
@@ -69,6 +84,7 @@ export class Subscription {
   readonly #source: StreamSource;
   readonly #hub: StreamHub;
   readonly #all: boolean;
+  readonly deltas: boolean;
   readonly #dbs = new Map<string, DbCursor>();
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
@@ -78,6 +94,7 @@ export class Subscription {
     this.#source = source;
     this.#hub = hub;
     this.#all = req.databases === '*';
+    this.deltas = req.deltas === true;
     const names = req.databases === '*' ? source.names() : req.databases;
     this.stream = new ReadableStream<Uint8Array>(
       {
@@ -136,6 +153,12 @@ export class Subscription {
       if ((this.#controller.desiredSize ?? 0) <= 0) return;
       const db = this.#source.get(name);
       if (!db) continue;
+      if (cur.generation === db.position.generation && cur.txid === db.position.txid) {
+        // Nothing to read from the log (it may hold nothing of this generation yet): go live.
+        cur.mode = 'live';
+        this.#send({ type: 'ready', db: name });
+        continue;
+      }
       const recs = db.log.iterateSince(cur.generation, cur.txid, CATCH_UP_BATCH_BYTES);
       if (recs === null) {
         cur.mode = 'snapshot';
@@ -155,7 +178,7 @@ export class Subscription {
   }
 
   /** offer is called by the hub for every captured change set. */
-  offer(c: Captured, frame: Uint8Array): void {
+  offer(c: Captured, frameFor: (delta: boolean) => Uint8Array): void {
     const cur = this.#dbs.get(c.db);
     if (!cur || cur.mode !== 'live' || this.#closed) return;
     if (c.generation !== cur.generation || c.minTxid !== cur.txid + 1 ||
@@ -165,7 +188,7 @@ export class Subscription {
       queueMicrotask(() => this.#pump());
       return;
     }
-    this.#enqueue(frame);
+    this.#enqueue(frameFor(this.deltas));
     cur.txid = c.maxTxid;
   }
 

@@ -149,6 +149,16 @@ export class ReplicaDatabase {
     return statements.map((s) => runRead(conn, s));
   }
 
+  /** readPage returns the local image of one page (a delta change set's base), or null if absent. */
+  readPage(pgno: number): Uint8Array | null {
+    if (!this.position) return null;
+    this.#pageRead ??= this.#queryConnection().prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
+    const row = this.#pageRead.get(pgno);
+    return row instanceof Uint8Array ? row : null;
+  }
+
+  #pageRead: Database.Statement | null = null;
+
   /** prepare returns a read-only statement on the local file (for in-process hot paths). */
   prepare(sql: string): Database.Statement {
     assertReplicaReadable(sql);
@@ -221,6 +231,7 @@ export class ReplicaDatabase {
       w.reject(new EdgeliteError('UNAVAILABLE', `database ${this.name} closed`));
     }
     this.#waiters = [];
+    this.#pageRead = null;
     this.#query?.close();
     this.#query = null;
     this.#applier.close();

@@ -5,6 +5,7 @@
  * backoff and jitter; a connection with no bytes for `heartbeatTimeoutMs` is treated as dead.
  */
 import { decodeChangeSet } from '../shared/changeset.ts';
+import { decodeDeltaChangeSet, isDeltaChangeSet } from '../shared/changeset-delta.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { FrameDecoder, type Frame } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
@@ -162,7 +163,7 @@ export class Follower {
     };
     for (const f of frames) {
       if (f.type === 'changeset') {
-        const cs = decodeChangeSet(f.data);
+        const cs = await this.#decode(f.db, f.data, batchDb === f.db ? batch : []);
         if (batchDb !== f.db || batch[batch.length - 1]!.maxTxid + 1 !== cs.minTxid) await flush();
         batchDb = f.db;
         batch.push(cs);
@@ -172,6 +173,31 @@ export class Follower {
       await this.#event(f);
     }
     await flush();
+  }
+
+  /**
+   * #decode decodes a change set; a delta one is rebuilt against the pages it changes, taken from the
+   * batch not yet applied (newest first) or else from the local file. A delta whose base is not ours
+   * means this replica is not where the primary thinks: re-snapshot.
+   */
+  async #decode(name: string, bytes: Uint8Array, pending: ChangeSet[]): Promise<ChangeSet> {
+    if (!isDeltaChangeSet(bytes)) return decodeChangeSet(bytes);
+    const db = this.#o.store.get(name);
+    const base = (pgno: number): Uint8Array | null => {
+      for (let i = pending.length - 1; i >= 0; i--) {
+        const hit = pending[i]!.pages.find((p) => p.pgno === pgno);
+        if (hit) return hit.data;
+      }
+      return db?.readPage(pgno) ?? null;
+    };
+    try {
+      return decodeDeltaChangeSet(bytes, base);
+    } catch (err) {
+      if (!(err instanceof EdgeliteError) || err.code !== 'CHECKSUM_MISMATCH') throw err;
+      this.#o.logger({ msg: 'delta change set does not fit the local pages; re-snapshotting', db: name, error: err.message });
+      await this.#snapshot(name, err.message);
+      throw new Restart();
+    }
   }
 
   async #apply(name: string, batch: ChangeSet[]): Promise<void> {

@@ -132,6 +132,7 @@ export class PrimaryClient {
   async openStream(databases: string[] | '*', positions: Record<string, Position | null>, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const body = JSON.stringify({
       databases,
+      deltas: true,
       positions: Object.fromEntries(
         Object.entries(positions).map(([k, p]) => [k, p && { generation: p.generation, txid: p.txid, checksum: formatChecksum(p.checksum) }]),
       ),

@@ -39,6 +39,8 @@ export const CHANGESET_MAGIC = 'ELCS';
 export const CHANGESET_VERSION = 1;
 /** FLAG_COMPRESSED is reserved: measured, per-change-set compression did not pay (docs/FORMAT.md). */
 export const FLAG_COMPRESSED = 0x0001;
+/** FLAG_DELTA: page entries may be deltas against the page's previous image (changeset-delta.ts). */
+export const FLAG_DELTA = 0x0002;
 export const HEADER_SIZE = 64;
 export const TRAILER_SIZE = 16;
 /** PAGE_ENTRY_OVERHEAD is the pgno in front of each page's data. */
@@ -138,11 +140,11 @@ function readU64(view: DataView, offset: number, what: string): number {
 }
 
 /** writeHeader writes a validated header into the first HEADER_SIZE bytes of `bytes`. */
-export function writeHeader(bytes: Uint8Array, h: ChangeSetHeader): void {
+export function writeHeader(bytes: Uint8Array, h: ChangeSetHeader, flags = 0): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_SIZE);
   bytes.set(MAGIC_BYTES, OFFSET.magic);
   view.setUint16(OFFSET.version, CHANGESET_VERSION);
-  view.setUint16(OFFSET.flags, 0);
+  view.setUint16(OFFSET.flags, flags);
   view.setUint32(OFFSET.pageSize, h.pageSize);
   view.setUint32(OFFSET.databaseId, h.databaseId);
   view.setUint32(OFFSET.generation, h.generation);
@@ -161,6 +163,17 @@ export function writeHeader(bytes: Uint8Array, h: ChangeSetHeader): void {
  * HEADER_SIZE bytes; it does not check the total length or the file checksum (decodeChangeSet does).
  */
 export function readChangeSetHeader(bytes: Uint8Array): ChangeSetHeader {
+  return readHeaderWithFlags(bytes, 0);
+}
+
+/** changeSetFlags reads the flags field (after checking the magic), to route a delta change set. */
+export function changeSetFlags(bytes: Uint8Array): number {
+  if (bytes.length < HEADER_SIZE) throw corrupt(`${bytes.length} bytes is shorter than the ${HEADER_SIZE}-byte header`);
+  return (bytes[OFFSET.flags]! << 8) | bytes[OFFSET.flags + 1]!;
+}
+
+/** readHeaderWithFlags is readChangeSetHeader for a caller that accepts the flags in `allowed`. */
+export function readHeaderWithFlags(bytes: Uint8Array, allowed: number): ChangeSetHeader {
   if (bytes.length < HEADER_SIZE) throw corrupt(`${bytes.length} bytes is shorter than the ${HEADER_SIZE}-byte header`);
   for (let i = 0; i < MAGIC_BYTES.length; i++) {
     if (bytes[OFFSET.magic + i] !== MAGIC_BYTES[i]) throw corrupt(`bad magic: not an ${CHANGESET_MAGIC} change set`);
@@ -170,7 +183,10 @@ export function readChangeSetHeader(bytes: Uint8Array): ChangeSetHeader {
   if (version !== CHANGESET_VERSION) throw corrupt(`unsupported format version ${version}, want ${CHANGESET_VERSION}`);
   const flags = view.getUint16(OFFSET.flags);
   if ((flags & FLAG_COMPRESSED) !== 0) throw corrupt('the compressed flag is reserved and not supported');
-  if (flags !== 0) throw corrupt(`unknown flags 0x${flags.toString(16)}`);
+  if ((flags & ~allowed) !== 0) {
+    if ((flags & FLAG_DELTA) !== 0) throw corrupt('a delta change set needs the base pages to decode: use decodeDeltaChangeSet');
+    throw corrupt(`unknown flags 0x${flags.toString(16)}`);
+  }
   if (view.getUint32(OFFSET.reserved) !== 0) throw corrupt('reserved header bytes are not zero');
   const header: ChangeSetHeader = {
     databaseId: view.getUint32(OFFSET.databaseId),

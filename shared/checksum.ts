@@ -245,6 +245,14 @@ export class DatabaseChecksum {
     this.#pageCount = pageCount;
   }
 
+  /** pageHashAt is the stored hash of one page, or null for a page not set (or above the size). */
+  pageHashAt(pgno: number): Checksum | null {
+    if (!Number.isInteger(pgno) || pgno < 1 || pgno > this.#pageCount || pgno >= this.#lo.length) return null;
+    const lo = this.#lo[pgno]!;
+    const hi = this.#hi[pgno]!;
+    return lo === 0 && hi === 0 ? null : toBigint(lo, hi);
+  }
+
   /** apply sets every page of a change set, then truncates to its commit size; returns the new value. */
   apply(pages: Iterable<PageImage>, commit: number): Checksum {
     for (const page of pages) this.setPage(page.pgno, page.data);
