@@ -73,7 +73,7 @@ describe('delta change sets', () => {
     const bytes = encodeDeltaChangeSet(changeSet([{ pgno: 2, data: edited(base, [[1, 1], [200, 2]]) }, { pgno: 4, data: new Uint8Array(PAGE).fill(8) }]), () => base);
     for (let i = 0; i < bytes.length; i++) {
       const bad = bytes.slice();
-      bad[i] ^= 0x10;
+      bad[i] = bad[i]! ^ 0x10;
       expect(() => decodeDeltaChangeSet(bad, () => base), `flip at ${i}`).toThrow(EdgeliteError);
     }
     for (let n = 0; n < bytes.length; n++) expect(() => decodeDeltaChangeSet(bytes.subarray(0, n), () => base)).toThrow(EdgeliteError);
