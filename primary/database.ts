@@ -15,7 +15,7 @@ import { ChangeSetLog, type LogOptions } from './log.ts';
 import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
 import { PageCache } from './page-cache.ts';
 import { ReadLock } from './read-lock.ts';
-import { assertNoTransaction, checkStatement } from './statement-policy.ts';
+import { assertNoTransaction, checkStatement } from '../shared/statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type Stmt, type SynchronousMode } from './sqlite.ts';
 import { WalReader, type WalCursor, type WalTransaction } from './wal-reader.ts';
 
@@ -244,7 +244,7 @@ export class PrimaryDatabase {
    */
   exec(statements: Statement[]): ExecOutcome {
     this.#assertOpen();
-    for (const s of statements) checkStatement(s.sql, true);
+    for (const s of statements) checkStatement(s.sql, 'write');
     let results: StatementResult[];
     if (statements.length === 1) {
       results = [runWrite(this.#writer, statements[0]!)];
@@ -273,7 +273,7 @@ export class PrimaryDatabase {
   /** query runs read-only statements on the primary's query connection. */
   query(statements: Statement[]): QueryResult[] {
     this.#assertOpen();
-    for (const s of statements) checkStatement(s.sql, false);
+    for (const s of statements) checkStatement(s.sql, 'read');
     return statements.map((s) => {
       const result = runRead(this.#query, s);
       assertNoTransaction(this.#query);

@@ -7,7 +7,8 @@ import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { QueryResult, Statement } from '../shared/protocol.ts';
-import { assertReplicaReadable, clearStatementCache, runRead } from '../shared/sql.ts';
+import { clearStatementCache, runRead } from '../shared/sql.ts';
+import { checkStatement } from '../shared/statement-policy.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
 import { PageApplier } from './apply.ts';
 import type { QueryPool } from './query-pool.ts';
@@ -141,8 +142,7 @@ export class ReplicaDatabase {
       throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is not replicated yet (bootstrapping)`);
     }
     for (const s of statements) {
-      assertReplicaReadable(s.sql);
-      assertPragmaOnlyReads(s.sql);
+      checkStatement(s.sql, 'read');
     }
     if (this.queryPool) return this.queryPool.run(this.path, statements);
     const conn = this.#queryConnection();
@@ -161,7 +161,7 @@ export class ReplicaDatabase {
 
   /** prepare returns a read-only statement on the local file (for in-process hot paths). */
   prepare(sql: string): Database.Statement {
-    assertReplicaReadable(sql);
+    checkStatement(sql, 'read');
     const stmt = this.#queryConnection().prepare(sql);
     if (!stmt.readonly) throw new EdgeliteError('READ_ONLY', 'a replica statement must be read-only; send writes through exec');
     return stmt;
@@ -236,35 +236,4 @@ export class ReplicaDatabase {
     this.#query = null;
     this.#applier.close();
   }
-}
-
-/** Pragmas that take an argument and still only read (introspection). */
-const READING_PRAGMAS = new Set([
-  'table_info', 'table_xinfo', 'table_list', 'index_info', 'index_xinfo', 'index_list',
-  'foreign_key_list', 'foreign_key_check', 'integrity_check', 'quick_check',
-]);
-const LEADING_COMMENTS = String.raw`(?:\s|--[^\n]*(?:\n|$)|/\*[\s\S]*?\*/)*`;
-/** A name as SQLite's tokenizer takes it: "x", 'x', [x], `x` or a bare word. */
-const NAME = String.raw`(?:"[^"]*"|'[^']*'|\[[^\]]*\]|\x60[^\x60]*\x60|[\w$]+)`;
-const PRAGMA_START = new RegExp(`^${LEADING_COMMENTS}PRAGMA(?![\\w$])`, 'i');
-const PRAGMA_NAME = new RegExp(`^${LEADING_COMMENTS}PRAGMA\\s*(?:${NAME}\\s*\\.\\s*)?(${NAME})`, 'i');
-const COMMENTS_SPACE_SEMICOLONS = /--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/|[\s;]/g;
-
-/**
- * assertPragmaOnlyReads refuses a PRAGMA that sets something, in every spelling SQLite accepts: quoted
- * names, `(x)` or `= x`, a trailing `;` or comment. The query connection is shared by every request, so
- * a setting changed by one (query_only off, writable_schema, a huge cache_size) would stay for all;
- * shared's assertReplicaReadable recognises only some spellings. Only introspection pragmas
- * (READING_PRAGMAS) may take an argument.
- */
-export function assertPragmaOnlyReads(sql: string): void {
-  if (!PRAGMA_START.test(sql)) return;
-  const m = PRAGMA_NAME.exec(sql);
-  if (m) {
-    const quoted = /^["'[\x60]/.test(m[1]!);
-    const name = (quoted ? m[1]!.slice(1, -1) : m[1]!).toLowerCase();
-    const argument = sql.slice(m[0].length).replace(COMMENTS_SPACE_SEMICOLONS, '');
-    if (argument === '' || READING_PRAGMAS.has(name)) return;
-  }
-  throw new EdgeliteError('FORBIDDEN', 'setting PRAGMAs is not allowed on a replica', { details: { sql: sql.slice(0, 200) } });
 }

@@ -130,22 +130,3 @@ export function sqliteError(err: unknown): EdgeliteError {
   }
   return new EdgeliteError('INTERNAL', message, { cause: err });
 }
-
-/**
- * assertReplicaReadable refuses what a read-only connection would still allow but a replica must not:
- * ATTACH/DETACH (SQLite counts them as read-only: they change the connection, not a file) and PRAGMA
- * assignments (e.g. `query_only = 0`). Extension loading is off in the engine itself.
- */
-export function assertReplicaReadable(sql: string): void {
-  const head = sql.replace(/^(\s|--[^\n]*\n|\/\*[\s\S]*?\*\/)*/, '');
-  if (/^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b/i.test(head)) {
-    // SQLite counts these as read-only too; a BEGIN would pin the shared connection to an old snapshot.
-    throw new EdgeliteError('BAD_REQUEST', 'transaction control statements are not allowed: each request runs on its own');
-  }
-  if (/^(ATTACH|DETACH)\b/i.test(head)) {
-    throw new EdgeliteError('FORBIDDEN', 'ATTACH and DETACH are not allowed on a replica');
-  }
-  if (/^PRAGMA\b[^;]*=/i.test(head) || /^PRAGMA\s+(\w+\.)?\w+\s*\(\s*[^)]*\)\s*$/i.test(head) && /^PRAGMA\s+(\w+\.)?(query_only|writable_schema|journal_mode|locking_mode|trusted_schema|cell_size_check|mmap_size|cache_size|temp_store)\b/i.test(head)) {
-    throw new EdgeliteError('FORBIDDEN', 'setting PRAGMAs is not allowed on a replica');
-  }
-}

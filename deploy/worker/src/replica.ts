@@ -8,7 +8,8 @@ import { DatabaseChecksum } from '../../../shared/checksum.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
 import type { StreamPosition } from '../../../shared/frames.ts';
 import type { QueryResult, Statement } from '../../../shared/protocol.ts';
-import { assertReplicaReadable, clearStatementCache, runRead } from '../../../shared/sql.ts';
+import { clearStatementCache, runRead } from '../../../shared/sql.ts';
+import { checkStatement } from '../../../shared/statement-policy.ts';
 import { type ChangeSet, formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
 import { verifyBatch } from './apply.ts';
 import type { Waitable } from './consistency.ts';
@@ -205,7 +206,7 @@ export class WorkerReplica implements Waitable {
     if (!this.#store.meta) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is not replicated yet (bootstrapping)`);
     const conn = this.#connection();
     return statements.map((s) => {
-      assertReplicaReadable(s.sql);
+      checkStatement(s.sql, 'read');
       return runRead(conn, s);
     });
   }

@@ -121,7 +121,7 @@ export class WaSqliteConnection implements SqlConnection {
       module._free(out);
     }
     // PRAGMAs count as reads, as sqlite3_stmt_readonly mostly has them: `PRAGMA x = y` is refused
-    // before it gets here (assertReplicaReadable), and a PRAGMA that writes fails on the read-only file.
+    // before it gets here (checkStatement in shared/statement-policy.ts), and a PRAGMA that writes fails on the read-only file.
     module.setAuthorizer(this.#db, (_u, action) => {
       if (action === SQLITE_ATTACH || action === SQLITE_DETACH) return SQLITE_DENY;
       if (WRITE_ACTIONS.has(action)) this.writesSeen = true;
