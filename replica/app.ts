@@ -12,7 +12,7 @@ import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRigh
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
-import { CONSISTENCY_HEADER, parseConsistency, satisfy } from './consistency.ts';
+import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../shared/consistency.ts';
 import { CONTACT_GRACE_MS, type ReplicaDatabase } from './database.ts';
 import type { Follower } from './follower.ts';
 import { forwardExec } from './forward.ts';
@@ -77,7 +77,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const db = store.get(name);
     try {
       if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
-      await satisfy(db, consistency, { timeoutMs: o.readWaitMs, primary });
+      await satisfy(db, consistency, o.readWaitMs, () => primary.position(name));
     } catch (err) {
       if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
         const r = await primary.forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));

@@ -202,6 +202,19 @@ export class ReplicaDatabase {
     });
   }
 
+  /** waitForLag resolves once lagMs ≤ maxLagMs, or rejects with REPLICA_BEHIND after `timeoutMs`. */
+  async waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.lagMs > maxLagMs) {
+      if (Date.now() >= deadline) {
+        throw new EdgeliteError('REPLICA_BEHIND', `replica lag ${Math.round(this.lagMs)} ms exceeds ${maxLagMs} ms`, {
+          details: { db: this.name, lagMs: Number.isFinite(this.lagMs) ? this.lagMs : null, maxLagMs },
+        });
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
   #reached(generation: number, txid: number): boolean {
     const p = this.position;
     return !!p && p.generation >= generation && p.txid >= txid;

@@ -21,7 +21,7 @@ import { jsonReplacer } from '../shared/http.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_READ_WAIT_MS, DEFAULT_WRITE_WAIT_MS } from './config.ts';
-import { parseConsistency, satisfy } from './consistency.ts';
+import { parseConsistency, satisfy } from '../shared/consistency.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS, Follower } from './follower.ts';
 import { forwardExec } from './forward.ts';
 import { PrimaryClient } from './primary-client.ts';
@@ -115,7 +115,7 @@ export class EmbeddedReplica {
 
   async queryMany(db: string, statements: Statement[], opts: ReadOptions = {}): Promise<QueryResult[]> {
     const local = this.#store.require(db);
-    await satisfy(local, parseConsistency(db, opts.consistency, opts.token), { timeoutMs: this.#readWaitMs, primary: this.#primary });
+    await satisfy(local, parseConsistency(db, opts.consistency, opts.token), this.#readWaitMs, () => this.#primary.position(db));
     return local.query(statements);
   }
 

@@ -21,7 +21,8 @@ function packageDefines(): string[] {
 
 describe('better-sqlite3 build', () => {
   const db = new Database(':memory:');
-  const reported = new Set(db.pragma('compile_options', { simple: false }).map((r) => (r as { compile_options: string }).compile_options.replace(/=.*/, '')));
+  const options = (db.pragma('compile_options', { simple: false }) as Array<{ compile_options: string }>).map((r) => r.compile_options);
+  const reported = new Set(options.map((o) => o.replace(/=.*/, '')));
 
   it('has the package usual ENABLE/OMIT options plus ENABLE_DBPAGE_VTAB, and nothing else', () => {
     const usual = packageDefines().filter((d) => /^(ENABLE|OMIT)_/.test(d));
@@ -32,7 +33,7 @@ describe('better-sqlite3 build', () => {
   });
 
   it('keeps the package defaults that change behaviour', () => {
-    const opts = db.pragma('compile_options', { simple: false }).map((r) => (r as { compile_options: string }).compile_options);
+    const opts = options;
     expect(opts).toContain('THREADSAFE=2');
     expect(opts).toContain('DQS=0');
     expect(opts).toContain('DEFAULT_WAL_SYNCHRONOUS=1');

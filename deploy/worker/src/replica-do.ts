@@ -21,7 +21,7 @@ import { parseStatementsBody } from '../../../shared/protocol.ts';
 import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../../../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
-import { CONSISTENCY_HEADER, parseConsistency, satisfy } from './consistency.ts';
+import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../../../shared/consistency.ts';
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, WorkerFollower } from './follower.ts';
 import { PageStore } from './page-store.ts';
 import { WorkerPrimaryClient } from './primary-client.ts';

@@ -12,7 +12,7 @@ import { clearStatementCache, runRead } from '../../../shared/sql.ts';
 import { checkStatement } from '../../../shared/statement-policy.ts';
 import { type ChangeSet, formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
 import { verifyBatch } from './apply.ts';
-import type { Waitable } from './consistency.ts';
+import type { Waitable } from '../../../shared/consistency.ts';
 import type { PageStore, ReplicaMeta } from './page-store.ts';
 import { WaSqliteConnection, type WasmModule } from './sqlite.ts';
 import { MAIN_FILE, PageMapVfs } from './vfs.ts';

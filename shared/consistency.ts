@@ -1,20 +1,23 @@
 /**
- * Consistency levels for reads on the Worker replica, with the Node replica's header syntax and errors
- * (replica/consistency.ts; that file is not imported because it is typed against the Node replica's
- * database class):
- * - eventual (default), read-your-writes (an `Edgelite-Token` header or `edgelite_token` cookie),
- *   `bounded:<ms>`, strong (ask the primary for its txid, then wait);
- * a wait is bounded by READ_WAIT_MS, then REPLICA_BEHIND (504).
+ * Consistency levels for reads on a replica (DESIGN.md §7), the same on the Node replica and the
+ * Worker, chosen per request:
+ * - eventual (default): serve what is applied locally;
+ * - read-your-writes: a token (header `Edgelite-Token`, one token or a comma-separated set, or the
+ *   `edgelite_token` cookie) names a txid; wait until applied;
+ * - bounded staleness (`bounded:<ms>`): serve only if the replica's lag is at most that;
+ * - strong: ask the primary for its current txid, then wait for it.
+ * A token counts under every level, so a session's reads never go backwards. A wait is bounded; past
+ * it the read fails with REPLICA_BEHIND (504), or the caller sends it to the primary.
  */
-import { EdgeliteError } from '../../../shared/errors.ts';
-import { decodeToken, TokenSet, type Token } from '../../../shared/token.ts';
-import type { Position } from '../../../shared/types.ts';
+import { EdgeliteError } from './errors.ts';
+import { decodeToken, TokenSet, type Token } from './token.ts';
+import type { Position } from './types.ts';
 
 export type Consistency =
   | { level: 'eventual' }
   | { level: 'read-your-writes'; token: Token }
-  | { level: 'bounded'; maxLagMs: number }
-  | { level: 'strong' };
+  | { level: 'bounded'; maxLagMs: number; token: Token | null }
+  | { level: 'strong'; token: Token | null };
 
 export const CONSISTENCY_HEADER = 'Edgelite-Consistency';
 
@@ -27,9 +30,9 @@ export function parseConsistency(db: string, level: string | undefined, tokenTex
     if (!token) throw new EdgeliteError('INVALID_TOKEN', 'read-your-writes needs an Edgelite-Token for this database');
     return { level: 'read-your-writes', token };
   }
-  if (l === 'strong') return { level: 'strong' };
+  if (l === 'strong') return { level: 'strong', token };
   const m = /^bounded[:=](\d+)$/.exec(l);
-  if (m) return { level: 'bounded', maxLagMs: Number(m[1]) };
+  if (m) return { level: 'bounded', maxLagMs: Number(m[1]), token };
   throw new EdgeliteError('BAD_REQUEST', `unknown consistency "${level}" (eventual, read-your-writes, bounded:<ms>, strong)`);
 }
 
@@ -54,17 +57,17 @@ export interface Waitable {
 
 /** satisfy returns once `db` may serve a read at `c`; REPLICA_BEHIND (or the primary's error) otherwise. */
 export async function satisfy(db: Waitable, c: Consistency, timeoutMs: number, primaryPosition: () => Promise<Position>): Promise<void> {
+  if (c.level !== 'eventual' && c.token) {
+    const id = db.databaseId;
+    if (id !== null && id !== c.token.databaseId) {
+      throw new EdgeliteError('TOKEN_DATABASE_MISMATCH', `the token is for another incarnation of ${db.name} (database id ${c.token.databaseId}, here ${id})`);
+    }
+    await db.waitFor(c.token.generation, c.token.txid, timeoutMs);
+  }
   switch (c.level) {
     case 'eventual':
+    case 'read-your-writes':
       return;
-    case 'read-your-writes': {
-      const id = db.databaseId;
-      if (id !== null && id !== c.token.databaseId) {
-        throw new EdgeliteError('TOKEN_DATABASE_MISMATCH', `the token is for another incarnation of ${db.name} (database id ${c.token.databaseId}, here ${id})`);
-      }
-      await db.waitFor(c.token.generation, c.token.txid, timeoutMs);
-      return;
-    }
     case 'strong': {
       const p = await primaryPosition();
       await db.waitFor(p.generation, p.txid, timeoutMs);
