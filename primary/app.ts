@@ -5,7 +5,7 @@
 import { Hono } from 'hono';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from '../shared/types.ts';
@@ -29,18 +29,9 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   const write = requireRight(auth, 'write');
   const replicate = requireRight(auth, 'replicate');
 
-  app.onError((err) => {
-    const res = errorResponse(err, o.logger);
-    // A body refused part-way is cancelled, which destroys the socket after this answer: tell the
-    // client so, or its keep-alive pool sends the next request into a closed connection.
-    if (err instanceof EdgeliteError && err.code === 'PAYLOAD_TOO_LARGE') res.headers.set('connection', 'close');
-    return res;
-  });
+  app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
-  app.use('*', async (c, next) => {
-    await next();
-    c.res.headers.set('Access-Control-Expose-Headers', EXPOSED_HEADERS.join(', '));
-  });
+  app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
   app.get('/metrics', read, () => new Response(renderMetrics(store), { headers: { 'content-type': 'text/plain; version=0.0.4' } }));
@@ -77,7 +68,6 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.post('/v1/stream', replicate, async (c) => {
     const req = parseSubscribe(await readJsonBody(c, o.maxBodyBytes));
-    for (const name of req.databases === '*' ? [] : req.databases) store.require(name);
     const sub = new Subscription(store, store.hub, req);
     return new Response(sub.stream, {
       headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store' },

@@ -84,6 +84,8 @@ export class Subscription {
   readonly #source: StreamSource;
   readonly #hub: StreamHub;
   readonly #all: boolean;
+  /** Names asked for (when not '*'): a listed database created later joins the stream. */
+  readonly #wanted: ReadonlySet<string>;
   readonly deltas: boolean;
   readonly #dbs = new Map<string, DbCursor>();
   #controller!: ReadableStreamDefaultController<Uint8Array>;
@@ -94,6 +96,7 @@ export class Subscription {
     this.#source = source;
     this.#hub = hub;
     this.#all = req.databases === '*';
+    this.#wanted = new Set(req.databases === '*' ? [] : req.databases);
     this.deltas = req.deltas === true;
     const names = req.databases === '*' ? source.names() : req.databases;
     this.stream = new ReadableStream<Uint8Array>(
@@ -123,7 +126,8 @@ export class Subscription {
   #open(name: string, pos: Position | null): void {
     const db = this.#source.get(name);
     if (!db) {
-      this.#send({ type: 'error', code: 'DATABASE_NOT_FOUND', message: `database ${name} not found` });
+      // Not an error for the whole stream: the database joins it when it is created (db-created).
+      this.#send({ type: 'error', code: 'DATABASE_NOT_FOUND', message: `database ${name} does not exist yet; it will follow once created` });
       return;
     }
     const reason = pos ? this.#resumeProblem(db, pos) : 'replica has no position';
@@ -195,7 +199,7 @@ export class Subscription {
   event(name: string, event: 'created' | 'dropped' | 'generation'): void {
     if (this.#closed) return;
     if (event === 'created') {
-      if (!this.#all || this.#dbs.has(name)) return;
+      if ((!this.#all && !this.#wanted.has(name)) || this.#dbs.has(name)) return;
       this.#send({ type: 'db-created', db: name });
       this.#open(name, null);
     } else if (event === 'dropped') {

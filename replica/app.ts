@@ -8,7 +8,7 @@ import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { EXPOSED_HEADERS, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
@@ -44,10 +44,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
 
   app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
-  app.use('*', async (c, next) => {
-    await next();
-    c.res.headers.set('Access-Control-Expose-Headers', EXPOSED_HEADERS.join(', '));
-  });
+  app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => {
     const lagging = store.names().filter((n) => store.get(n)!.lagMs > o.maxHealthyLagMs);
@@ -74,14 +71,20 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const body = await readJsonBody(c, o.maxBodyBytes);
     const statements = parseStatementsBody(body);
     const consistency = parseConsistency(name, c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'), tokenOf(c));
-    const db = store.get(name);
+    // A read that names a position (token, strong) may arrive before this replica has the database:
+    // wait for it like for any txid, bounded.
+    const db = consistency.level === 'eventual' ? store.get(name) : await waitForDatabase(store, name, o.readWaitMs);
     try {
       if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
       await satisfy(db, consistency, o.readWaitMs, () => primary.position(name));
     } catch (err) {
       if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
         const r = await primary.forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));
-        return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
+        const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
+        for (const h of ['edgelite-generation', 'edgelite-txid', 'edgelite-checksum', 'edgelite-database-id']) {
+          if (r.headers[h]) headers[h] = r.headers[h]!;
+        }
+        return jsonResponse(r.body, r.status, headers);
       }
       if (!db && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
         throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here`);
@@ -121,6 +124,12 @@ export function describe(db: ReplicaDatabase): Record<string, unknown> {
     ready: db.ready,
     needsSnapshot: db.needsSnapshot,
   };
+}
+
+async function waitForDatabase(store: ReplicaStore, name: string, timeoutMs: number): Promise<ReplicaDatabase | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (!store.get(name)?.position && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  return store.get(name);
 }
 
 function finite(n: number): number | null {

@@ -29,7 +29,8 @@ export interface SnapshotDownload {
   image: Uint8Array;
 }
 
-export const DEFAULT_PRIMARY_CONNECTIONS = 16;
+/** DEFAULT_PRIMARY_CONNECTIONS: forwarded writes run concurrently, one per connection. */
+export const DEFAULT_PRIMARY_CONNECTIONS = 64;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 export class PrimaryClient {
@@ -71,7 +72,10 @@ export class PrimaryClient {
         bodyTimeout: this.#timeout,
       });
     } catch (err) {
-      throw new EdgeliteError('PRIMARY_UNAVAILABLE', `primary ${this.url} unreachable: ${(err as Error).message}`, { cause: err });
+      // Whether the primary may have received it matters to a client deciding to resend a write.
+      const code = (err as { code?: string }).code ?? '';
+      const outcome = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT/.test(code) ? 'not-sent' : 'unknown';
+      throw new EdgeliteError('PRIMARY_UNAVAILABLE', `primary ${this.url} unreachable: ${(err as Error).message}`, { cause: err, details: { outcome } });
     }
     const text = await res.body.text();
     let parsed: unknown = null;

@@ -3,6 +3,7 @@
  * typed error responses, auth per route, bounded JSON bodies, results as JSON or msgpack.
  */
 import type { Context, MiddlewareHandler } from 'hono';
+import { cors } from 'hono/cors';
 import { authorize, type AuthConfig, type Right } from './auth.ts';
 import { EdgeliteError, toEdgeliteError } from './errors.ts';
 import { Packr } from 'msgpackr';
@@ -21,6 +22,32 @@ export const EXPOSED_HEADERS = [
   'Edgelite-Page-Size',
   'Edgelite-Served-By',
 ];
+
+/**
+ * corsMiddleware lets browser apps call any edgelite server: preflights are answered without auth,
+ * the request headers we read are allowed, and the position/token headers are readable.
+ */
+export function corsMiddleware(origin: string | string[] = '*'): MiddlewareHandler {
+  return cors({
+    origin,
+    allowMethods: ['GET', 'POST', 'PUT', 'OPTIONS'],
+    allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'Edgelite-Token', 'Edgelite-Consistency'],
+    exposeHeaders: EXPOSED_HEADERS,
+    maxAge: 600,
+  });
+}
+
+/**
+ * closeAfterRefusedBody marks a 413 answer `Connection: close`: a body refused part-way is cancelled,
+ * which ends the socket after the answer, and a keep-alive client would otherwise send its next request
+ * into the closed connection. Register it first, so it runs after every other middleware.
+ */
+export function closeAfterRefusedBody(): MiddlewareHandler {
+  return async (c, next) => {
+    await next();
+    if (c.res.status === 413) c.res.headers.set('connection', 'close');
+  };
+}
 
 /** errorResponse renders any thrown value as `{"error": {"code", "message"}}` with its status. */
 export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) => void): Response {

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AUTH_DISABLED } from '../../shared/auth.ts';
+import { AUTH_DISABLED, parseAuthConfig } from '../../shared/auth.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
@@ -161,6 +161,46 @@ describe('delta change sets on the stream', () => {
       expect(replica.store.get('d')!.position!.checksum).toBe(want.checksum);
     } finally {
       abort.abort();
+      await replica.close();
+      await primary.close();
+      t.cleanup();
+    }
+  });
+});
+
+describe('HTTP details', () => {
+  it('answers CORS preflights without auth and exposes position headers', async () => {
+    const t = tempDir('cors');
+    const primary = await startPrimary({ ...parsePrimaryConfig(['--data', t.dir, '--listen', '127.0.0.1:0'], {}), auth: parseAuthConfig('a-very-long-secret-token', undefined) }, silentLogger);
+    try {
+      const pre = await fetch(`${primary.url}/v1/db/x/query`, {
+        method: 'OPTIONS',
+        headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, edgelite-token, content-type' },
+      });
+      expect(pre.status).toBeLessThan(300);
+      expect(pre.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('edgelite-token');
+      const health = await fetch(`${primary.url}/v1/health`, { headers: { origin: 'https://app.example' } });
+      expect(health.headers.get('access-control-allow-origin')).toBe('*');
+      expect(health.headers.get('access-control-expose-headers')).toContain('Edgelite-Token');
+    } finally {
+      await primary.close();
+      t.cleanup();
+    }
+  });
+
+  it('follows a listed database that is created after the replica started, and a token read waits for it', async () => {
+    const t = tempDir('later');
+    const primary = await startPrimary({ ...parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0'], {}), auth: AUTH_DISABLED }, silentLogger);
+    await fetch(`${primary.url}/v1/db/a`, { method: 'PUT' });
+    const replica = await startReplica(parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0', '--databases', 'a,b'], {}), silentLogger);
+    try {
+      await waitFor(() => replica.store.get('a')?.position, 'a bootstraps although b does not exist');
+      await fetch(`${primary.url}/v1/db/b`, { method: 'PUT' });
+      const w = await post(`${primary.url}/v1/db/b/exec`, { sql: 'CREATE TABLE t (x)' });
+      const r = await post(`${replica.url}/v1/db/b/query`, { sql: "SELECT name FROM sqlite_schema WHERE type = 'table'" }, { 'Edgelite-Token': w.json.token });
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      expect(r.json.results[0].rows).toEqual([['t']]);
+    } finally {
       await replica.close();
       await primary.close();
       t.cleanup();

@@ -8,7 +8,7 @@
  */
 import { Hono, type Context } from 'hono';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
-import { EXPOSED_HEADERS, errorResponse, jsonResponse, requireRight } from '../../../shared/http.ts';
+import { corsMiddleware, errorResponse, jsonResponse, requireRight } from '../../../shared/http.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { WorkerPrimaryClient } from './primary-client.ts';
@@ -37,10 +37,10 @@ app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.r
 app.use('*', async (c, next) => {
   c.set('config', configOf(c.env));
   await next();
-  // A Durable Object's response has immutable headers: copy it before adding ours.
+  // A Durable Object's response has immutable headers: copy it so the CORS middleware can add its own.
   c.res = new Response(c.res.body, c.res);
-  c.res.headers.set('Access-Control-Expose-Headers', EXPOSED_HEADERS.join(', '));
 });
+app.use('*', corsMiddleware());
 
 /** right returns the auth middleware for `r`, with the configured grants. */
 function right(r: 'read' | 'write' | 'admin') {
