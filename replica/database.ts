@@ -11,6 +11,7 @@ import { clearStatementCache, runRead } from '../shared/sql.ts';
 import { checkStatement } from '../shared/statement-policy.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
 import { PageApplier } from './apply.ts';
+import { LagTracker, type PrimaryView } from '../shared/lag.ts';
 import type { QueryPool } from './query-pool.ts';
 
 interface Waiter {
@@ -21,21 +22,7 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/**
- * CONTACT_GRACE_MS: the primary sends a heartbeat every second. A replica holding everything the primary
- * reported at a heartbeat heard within this long counts as current (lag 0); past it, the silence itself
- * is the lag, since anything may have been committed meanwhile.
- */
-export const CONTACT_GRACE_MS = 2000;
-
-export interface PrimaryView {
-  generation: number;
-  txid: number;
-  /** Primary's commit time of its newest transaction (ms). */
-  timestamp: number;
-  /** When we heard it (ms, our clock). */
-  heardAt: number;
-}
+export { CONTACT_GRACE_MS, type PrimaryView } from '../shared/lag.ts';
 
 export class ReplicaDatabase {
   readonly name: string;
@@ -43,11 +30,7 @@ export class ReplicaDatabase {
   readonly #applier: PageApplier;
   #query: Database.Database | null = null;
   #waiters: Waiter[] = [];
-  /** Commit time (primary clock) of the newest transaction applied here. */
-  #appliedTimestamp = 0;
-  #primary: PrimaryView | null = null;
-  /** Our clock's time as of which we are known to hold everything the primary had (a heartbeat's heardAt). */
-  #caughtUpAt = 0;
+  readonly #lag = new LagTracker();
   /** Set while a snapshot is needed; reads keep being served from the last good state. */
   needsSnapshot: string | null = null;
   ready = false;
@@ -78,46 +61,27 @@ export class ReplicaDatabase {
   }
 
   get primary(): PrimaryView | null {
-    return this.#primary;
+    return this.#lag.primary;
   }
 
   /** lagTxids is how many txids the primary had (at its last heartbeat) that we have not applied. */
   get lagTxids(): number {
-    const p = this.position;
-    if (!this.#primary || !p) return 0;
-    return Math.max(0, this.#primary.txid - p.txid);
+    return this.#lag.lagTxids(this.position);
   }
 
-  /**
-   * lagMs bounds how stale our data may be: 0 when we hold everything the primary reported in a
-   * heartbeat heard within CONTACT_GRACE_MS; otherwise the time since our data was last known current:
-   * the later of the last heartbeat we had caught up with and the primary's commit time of the newest
-   * transaction we applied. Infinite when neither is known (nothing heard or applied since start).
-   */
+  /** lagMs bounds how stale our data may be (shared/lag.ts). */
   get lagMs(): number {
-    if (!this.position) return Number.POSITIVE_INFINITY;
-    const now = Date.now();
-    const view = this.#primary;
-    if (view && this.#reached(view.generation, view.txid) && now - view.heardAt <= CONTACT_GRACE_MS) return 0;
-    const currentAsOf = Math.max(this.#caughtUpAt, this.#appliedTimestamp);
-    return currentAsOf === 0 ? Number.POSITIVE_INFINITY : Math.max(0, now - currentAsOf);
+    return this.#lag.lagMs(this.position);
   }
 
   notePrimary(view: PrimaryView): void {
-    this.#primary = view;
-    this.#noteCaughtUp();
-  }
-
-  #noteCaughtUp(): void {
-    const view = this.#primary;
-    if (view && this.#reached(view.generation, view.txid)) this.#caughtUpAt = Math.max(this.#caughtUpAt, view.heardAt);
+    this.#lag.notePrimary(view, this.position);
   }
 
   /** apply applies consecutive change sets in one transaction, then wakes the reads waiting for them. */
   apply(changeSets: ChangeSet[]): Position {
     const pos = this.#applier.apply(changeSets);
-    this.#appliedTimestamp = changeSets[changeSets.length - 1]!.timestamp;
-    this.#noteCaughtUp();
+    this.#lag.noteApplied(changeSets[changeSets.length - 1]!.timestamp, pos);
     this.#wake();
     return pos;
   }
@@ -125,10 +89,9 @@ export class ReplicaDatabase {
   /** restore replaces the database with a snapshot image (bootstrap or re-snapshot). */
   restore(image: Uint8Array, position: Position, databaseId: number, timestamp: number): Position {
     const pos = this.#applier.restoreSnapshot(image, position, databaseId);
-    this.#appliedTimestamp = timestamp;
+    this.#lag.noteApplied(timestamp, pos);
     this.needsSnapshot = null;
     if (this.#query) clearStatementCache(this.#query);
-    this.#noteCaughtUp();
     this.#wake();
     return pos;
   }

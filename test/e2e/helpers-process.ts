@@ -146,6 +146,11 @@ export function runProcess(command: string, args: string[], input = '', timeoutM
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
+    // A child that exits without reading all of its input closes the pipe: that is its business (its
+    // exit code and output say what happened), not an error of ours.
+    proc.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     proc.stdin.end(input);
   });
 }

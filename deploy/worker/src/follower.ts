@@ -42,6 +42,8 @@ export class WorkerFollower {
   #loop: Promise<void> | null = null;
   #abort: AbortController | null = null;
   #lastBytesAt = 0;
+  /** When the primary last answered (not when we last tried): what health reports. */
+  #lastContactAt = 0;
   state: FollowerState = 'idle';
   connects = 0;
   /** Change sets or frames refused (corrupt, or failing verification): never applied. */
@@ -58,7 +60,7 @@ export class WorkerFollower {
   }
 
   get lastContactMs(): number {
-    return this.#lastBytesAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#lastBytesAt;
+    return this.#lastContactAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#lastContactAt;
   }
 
   /** start runs the follow loop unless it is running. */
@@ -109,6 +111,7 @@ export class WorkerFollower {
     try {
       const body = await client.openStream(replica.name, replica.position, abort.signal);
       this.connects++;
+      this.#lastContactAt = Date.now();
       this.state = 'streaming';
       const decoder = new FrameDecoder();
       const reader = body.getReader();
@@ -117,6 +120,7 @@ export class WorkerFollower {
           const { done, value } = await reader.read();
           if (done) break;
           this.#lastBytesAt = Date.now();
+          this.#lastContactAt = this.#lastBytesAt;
           await this.#handle(decoder.push(value));
         }
       } finally {
@@ -226,6 +230,7 @@ export class WorkerFollower {
         const { done, value } = await reader.read();
         if (done) break;
         this.#lastBytesAt = Date.now();
+        this.#lastContactAt = this.#lastBytesAt;
         assembler.push(value, (pgno, data) => {
           pages.push([pgno, data]);
           bytes += data.length;

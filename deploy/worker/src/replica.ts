@@ -13,6 +13,7 @@ import { checkStatement } from '../../../shared/statement-policy.ts';
 import { type ChangeSet, formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
 import { verifyBatch } from './apply.ts';
 import type { Waitable } from '../../../shared/consistency.ts';
+import { LagTracker, type PrimaryView } from '../../../shared/lag.ts';
 import type { PageStore, ReplicaMeta } from './page-store.ts';
 import { WaSqliteConnection, type WasmModule } from './sqlite.ts';
 import { MAIN_FILE, PageMapVfs } from './vfs.ts';
@@ -25,9 +26,6 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
-interface PrimaryView extends StreamPosition {
-  heardAt: number;
-}
 
 /** ApplyStats are timings measured inside the object (workerd's clock; coarse in production). */
 export interface ApplyStats {
@@ -47,7 +45,7 @@ export class WorkerReplica implements Waitable {
   readonly #vfs: PageMapVfs;
   #conn: WaSqliteConnection | null = null;
   #sum: DatabaseChecksum | null = null;
-  #primary: PrimaryView | null = null;
+  readonly #lag = new LagTracker();
   #waiters: Waiter[] = [];
   /** Set while a snapshot is needed; reads keep being served from the last good state. */
   needsSnapshot: string | null = null;
@@ -109,21 +107,16 @@ export class WorkerReplica implements Waitable {
   }
 
   get primary(): PrimaryView | null {
-    return this.#primary;
+    return this.#lag.primary;
   }
 
   get lagTxids(): number {
-    const p = this.position;
-    return p && this.#primary ? Math.max(0, this.#primary.txid - p.txid) : 0;
+    return this.#lag.lagTxids(this.position);
   }
 
-  /** lagMs bounds how stale the data may be, exactly as the Node replica measures it. */
+  /** lagMs bounds how stale the data may be, exactly as the Node replica measures it (shared/lag.ts). */
   get lagMs(): number {
-    const p = this.position;
-    if (!p) return Number.POSITIVE_INFINITY;
-    if (!this.#primary) return 0;
-    if (this.#primary.generation === p.generation && p.txid >= this.#primary.txid) return 0;
-    return Math.max(0, Date.now() - Math.max(this.#store.meta?.appliedTimestamp ?? 0, this.#primary.heardAt - 1));
+    return this.#lag.lagMs(this.position);
   }
 
   /**
@@ -142,7 +135,7 @@ export class WorkerReplica implements Waitable {
   }
 
   notePrimary(p: StreamPosition): void {
-    this.#primary = { ...p, heardAt: Date.now() };
+    this.#lag.notePrimary({ ...p, heardAt: Date.now() }, this.position);
   }
 
   /**
@@ -169,6 +162,7 @@ export class WorkerReplica implements Waitable {
       pageCount: batch.pageCount,
       appliedTimestamp: batch.timestamp,
     });
+    this.#lag.noteApplied(batch.timestamp, batch.position);
     const ms = performance.now() - started;
     this.stats.applies++;
     this.stats.changeSets += changeSets.length;
@@ -194,6 +188,7 @@ export class WorkerReplica implements Waitable {
     });
     this.#sum = sum;
     this.needsSnapshot = null;
+    this.#lag.noteApplied(appliedTimestamp, position);
     this.#vfs.attach(this.#store);
     // An unrelated image may carry the same schema cookie as the old one, and then an open connection
     // would keep the old schema (DESIGN §5): a snapshot always gets a fresh connection.
