@@ -123,7 +123,7 @@ export class PrimaryDatabase {
     try {
       this.#lock.advance();
       const pageSize = Number(this.#writer.pragma('page_size', { simple: true }));
-      const checksum = DatabaseChecksum.fromPages(pageSize, readPages(this.#lock.activeConnection));
+      const checksum = DatabaseChecksum.fromPages(pageSize, readPages(this.#lock.activeConnection, pageSize));
       const last = this.#log.last();
       const fromLog = last && last.generation >= this.#meta.generation;
       const logged = fromLog
@@ -227,7 +227,7 @@ export class PrimaryDatabase {
       this.#writer.exec('BEGIN IMMEDIATE');
       try {
         this.#lock.advance();
-        const checksum = DatabaseChecksum.fromPages(this.pageSize, readPages(this.#lock.activeConnection));
+        const checksum = DatabaseChecksum.fromPages(this.pageSize, readPages(this.#lock.activeConnection, this.pageSize));
         const state = { ...this.#capturer.state };
         this.#capturer = this.#newCapturer(checksum, state);
         this.#startGeneration(this.#capturer, err.message);
@@ -356,14 +356,18 @@ export class SnapshotView {
     readonly pageCount: number,
   ) {
     this.#conn = conn;
-    this.#stmt = conn.prepare<unknown[]>('SELECT data FROM sqlite_dbpage WHERE pgno BETWEEN ? AND ? ORDER BY pgno').pluck();
+    this.#stmt = conn.prepare<unknown[]>('SELECT pgno, data FROM sqlite_dbpage WHERE pgno BETWEEN ? AND ?');
   }
 
-  /** readPages returns pages first..last (inclusive) concatenated. */
+  /**
+   * readPages returns pages first..last (inclusive) as one file range; a page SQLite does not return
+   * (the lock page of a database past 1 GiB) stays zero-filled, as it is in a database file.
+   */
   readPages(first: number, last: number): Uint8Array {
-    const rows = this.#stmt.all(first, last) as Uint8Array[];
-    const out = new Uint8Array(rows.length * this.pageSize);
-    rows.forEach((r, i) => out.set(r, i * this.pageSize));
+    const out = new Uint8Array((last - first + 1) * this.pageSize);
+    for (const row of this.#stmt.iterate(first, last) as Iterable<{ pgno: number; data: Uint8Array }>) {
+      out.set(row.data, (row.pgno - first) * this.pageSize);
+    }
     return out;
   }
 
@@ -375,8 +379,10 @@ export class SnapshotView {
   }
 }
 
-function* readPages(conn: Connection): Generator<{ pgno: number; data: Uint8Array }> {
-  for (const row of conn.prepare('SELECT pgno, data FROM sqlite_dbpage').iterate()) {
+/** readPages yields every page of the database but SQLite's lock page (never stored, never hashed). */
+function* readPages(conn: Connection, pageSize: number): Generator<{ pgno: number; data: Uint8Array }> {
+  const lock = lockPageNumber(pageSize);
+  for (const row of conn.prepare('SELECT pgno, data FROM sqlite_dbpage WHERE pgno != ?').iterate(lock)) {
     yield row as { pgno: number; data: Uint8Array };
   }
 }

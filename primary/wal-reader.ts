@@ -93,6 +93,8 @@ export interface WalReadOptions {
 
 /** READ_CHUNK_BYTES bounds one readSync: big enough to amortise the call, small enough not to hold a large WAL. */
 const READ_CHUNK_BYTES = 4 << 20;
+/** FIRST_CHUNK_FRAMES: frames read first in a scan; later reads grow 4x up to READ_CHUNK_BYTES. */
+const FIRST_CHUNK_FRAMES = 8;
 
 /** PendingPage is a page of the transaction being read: still in the read buffer (an offset) or copied out. */
 type PendingPage = number | Uint8Array;
@@ -203,12 +205,17 @@ export class WalReader {
     let firstFrame = frame + 1;
     let pending = new Map<number, PendingPage>();
     let consumedBytes = 0;
+    // Start small and grow: after a restart the file keeps its old length, and most of what follows
+    // the new frames is stale (old salts), which the first invalid frame ends. Sizing the first read by
+    // the file length read up to 4 MiB per capture (measured: 0.12x raw write throughput).
+    let chunkFrames = Math.min(FIRST_CHUNK_FRAMES, framesPerChunk);
 
     for (;;) {
       const offset = walFrameOffset(frame + 1, pageSize);
       const whole = Math.floor((size - offset) / frameSize);
       if (whole <= 0) return { transactions, stoppedBy: size > offset ? 'uncommitted-tail' : 'end' };
-      const want = Math.min(whole, framesPerChunk) * frameSize;
+      const want = Math.min(whole, chunkFrames) * frameSize;
+      chunkFrames = Math.min(chunkFrames * 4, framesPerChunk);
       const buf = this.#buffer(want);
       const got = Math.floor(this.#pread(buf, want, offset) / frameSize);
       if (got === 0) return { transactions, stoppedBy: 'uncommitted-tail' }; // the file shrank under us

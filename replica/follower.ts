@@ -27,6 +27,9 @@ export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 5000;
 export const DEFAULT_BACKOFF_MIN_MS = 50;
 export const DEFAULT_BACKOFF_MAX_MS = 5000;
 
+/** MIN_FRAME_BYTES_PER_SEC: below this rate, bytes without a whole frame count as a stalled stream. */
+const MIN_FRAME_BYTES_PER_SEC = 64 * 1024;
+
 export type FollowerState = 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
 /** Restart ends a stream session on purpose (after a snapshot) so the next one resumes from new positions. */
@@ -39,6 +42,11 @@ export class Follower {
   #loop: Promise<void> | null = null;
   /** When the current session last received bytes: the session's watchdog clock, reset per attempt. */
   #lastBytesAt = 0;
+  /** When the current session last decoded a whole frame, and the bytes received since. */
+  #lastFrameAt = 0;
+  #bytesSinceFrame = 0;
+  /** Whether the current session got a valid heartbeat, ready or apply (see the backoff in #run). */
+  #progress = false;
   /** When the primary last answered at all (any session): what lastContactMs reports. */
   #lastContactAt = 0;
   #connects = 0;
@@ -84,7 +92,7 @@ export class Follower {
     let attempt = 0;
     while (this.#state !== 'stopped') {
       const started = Date.now();
-      const connects = this.#connects;
+      this.#progress = false;
       try {
         await this.#session();
       } catch (err) {
@@ -92,9 +100,10 @@ export class Follower {
         if (!(err instanceof Restart)) {
           this.#lastError = err instanceof Error ? err.message : String(err);
           this.#o.logger({ msg: 'stream ended', error: this.#lastError });
-          // A stream that was open (the primary answered) ends a run of failures: after a primary
-          // restart the first retry comes at the shortest backoff, not where the last outage left off.
-          if (this.#connects > connects || Date.now() - started > 10_000) attempt = 0;
+          // A session that made progress (a heartbeat, a ready, an apply) ends a run of failures: after
+          // a primary restart the first retry comes at the shortest backoff. One that failed at once
+          // (an undecodable frame, a full disk) keeps backing off instead of retrying in a tight loop.
+          if (this.#progress || Date.now() - started > 10_000) attempt = 0;
           const base = Math.min(this.#o.backoffMaxMs, this.#o.backoffMinMs * 2 ** Math.min(attempt, 20));
           attempt++;
           this.#state = 'waiting';
@@ -125,9 +134,18 @@ export class Follower {
     const abort = new AbortController();
     this.#abort = abort;
     const watchdog = setInterval(() => {
-      if (Date.now() - this.#lastBytesAt > this.#o.heartbeatTimeoutMs) abort.abort(new Error('no heartbeat from the primary'));
+      const now = Date.now();
+      if (now - this.#lastBytesAt > this.#o.heartbeatTimeoutMs) abort.abort(new Error('no heartbeat from the primary'));
+      // Bytes but no whole frame: a length prefix corrupted upwards makes the decoder wait for bytes
+      // that never form the frame while heartbeats keep trickling in. A real large frame flows fast.
+      const sinceFrame = now - this.#lastFrameAt;
+      if (sinceFrame > this.#o.heartbeatTimeoutMs && this.#bytesSinceFrame < (MIN_FRAME_BYTES_PER_SEC * sinceFrame) / 1000) {
+        abort.abort(new Error(`no whole frame from the primary for ${sinceFrame} ms`));
+      }
     }, Math.max(50, Math.floor(this.#o.heartbeatTimeoutMs / 4)));
     this.#lastBytesAt = Date.now();
+    this.#lastFrameAt = this.#lastBytesAt;
+    this.#bytesSinceFrame = 0;
     try {
       const body = await client.openStream(this.#o.databases, store.positions(this.#o.databases), abort.signal);
       this.#connects++;
@@ -137,7 +155,14 @@ export class Follower {
       for await (const chunk of body) {
         this.#lastBytesAt = Date.now();
         this.#lastContactAt = this.#lastBytesAt;
-        await this.#handle(decoder.push(chunk));
+        const frames = decoder.push(chunk);
+        if (frames.length > 0) {
+          this.#lastFrameAt = this.#lastBytesAt;
+          this.#bytesSinceFrame = 0;
+        } else {
+          this.#bytesSinceFrame += chunk.byteLength;
+        }
+        await this.#handle(frames);
       }
       decoder.end();
       throw new EdgeliteError('PRIMARY_UNAVAILABLE', 'the primary closed the stream');
@@ -205,6 +230,7 @@ export class Follower {
     if (!db || db.needsSnapshot) return;
     try {
       db.apply(batch);
+      this.#progress = true;
     } catch (err) {
       if (!(err instanceof EdgeliteError) || !['CHECKSUM_MISMATCH', 'POSITION_MISMATCH'].includes(err.code)) throw err;
       this.#o.logger({ msg: 'apply rejected; re-snapshotting', db: name, code: err.code, error: err.message });
@@ -227,9 +253,11 @@ export class Follower {
         logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
         return;
       case 'heartbeat':
+        this.#progress = true;
         store.noteHeartbeat(f.time, f.positions);
         return;
       case 'ready': {
+        this.#progress = true;
         const db = store.get(f.db);
         if (db) db.ready = true;
         return;
@@ -247,13 +275,21 @@ export class Follower {
     const db = store.ensure(name);
     db.needsSnapshot = reason;
     const started = Date.now();
-    const dl = await client.snapshot(name, this.#abort?.signal);
+    // Snapshot bytes count as contact: the session's watchdog must not abort a download that is
+    // flowing just because it takes longer than the heartbeat timeout (a large database).
+    const alive = () => {
+      this.#lastBytesAt = Date.now();
+      this.#lastContactAt = this.#lastBytesAt;
+      this.#lastFrameAt = this.#lastBytesAt;
+    };
+    const dl = await client.snapshot(name, this.#abort?.signal, alive);
     try {
       db.restore(dl.image, dl.position, dl.databaseId, Date.now());
     } catch (err) {
       if (!(err instanceof EdgeliteError) || err.details?.reason !== 'page-size') throw err;
       store.recreate(name).restore(dl.image, dl.position, dl.databaseId, Date.now());
     }
+    alive(); // the restore blocked the event loop; the watchdog must not count that time
     logger({ msg: 'snapshot applied', db: name, reason, txid: dl.position.txid, generation: dl.position.generation, bytes: dl.image.length, ms: Date.now() - started });
   }
 }

@@ -55,7 +55,9 @@ export class PrimaryClient {
 
   #headers(extra: Record<string, string> = {}): Record<string, string> {
     const h: Record<string, string> = { ...extra };
-    if (this.#token) h.authorization = `Bearer ${this.#token}`;
+    // A client's own credentials go through (the primary is the authority for its rights); the
+    // replica's token is used for its own requests and for clients that sent none.
+    if (this.#token && !h.authorization) h.authorization = `Bearer ${this.#token}`;
     return h;
   }
 
@@ -98,7 +100,8 @@ export class PrimaryClient {
   }
 
   /** snapshot downloads a consistent image of a database with its position. */
-  async snapshot(db: string, signal?: AbortSignal): Promise<SnapshotDownload> {
+  /** `onProgress` is called for every chunk received (a large download is alive while bytes flow). */
+  async snapshot(db: string, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotDownload> {
     let res: Dispatcher.ResponseData;
     try {
       res = await this.#streamPool.request({ method: 'GET', path: `/v1/db/${encodeURIComponent(db)}/snapshot`, headers: this.#headers(), signal });
@@ -118,6 +121,7 @@ export class PrimaryClient {
       if (off + c.byteLength > length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${db} is longer than announced`);
       image.set(c, off);
       off += c.byteLength;
+      onProgress?.();
     }
     if (off !== length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${db} was cut at ${off} of ${length} bytes`);
     return {
