@@ -3,6 +3,7 @@
  * range from a pinned read transaction, so writers are never blocked and memory stays bounded. Any tool
  * (sqlite3 CLI, DuckDB) can open the result; the position travels in response headers.
  */
+import { SNAPSHOT_DIGEST_HEADER, snapshotDigest } from '../shared/protocol.ts';
 import { formatChecksum } from '../shared/types.ts';
 import type { PrimaryDatabase } from './database.ts';
 
@@ -49,6 +50,14 @@ export function snapshotResponse(db: PrimaryDatabase): Response {
       'Edgelite-Checksum': formatChecksum(p.checksum),
       'Edgelite-Database-Id': String(view.databaseId),
       'Edgelite-Page-Size': String(view.pageSize),
+      [SNAPSHOT_DIGEST_HEADER]: snapshotDigest({
+        generation: p.generation,
+        txid: p.txid,
+        checksum: formatChecksum(p.checksum),
+        databaseId: view.databaseId,
+        pageSize: view.pageSize,
+        length: view.pageCount * view.pageSize,
+      }),
     },
   });
 }

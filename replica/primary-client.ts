@@ -5,6 +5,7 @@
  */
 import { Pool, type Dispatcher } from 'undici';
 import { EdgeliteError, errorFromBody } from '../shared/errors.ts';
+import { SNAPSHOT_DIGEST_HEADER, verifySnapshotDigest } from '../shared/protocol.ts';
 import { formatChecksum, parseChecksum, type Position } from '../shared/types.ts';
 
 export interface PrimaryClientOptions {
@@ -114,6 +115,22 @@ export class PrimaryClient {
     }
     const h = flatHeaders(res.headers);
     const length = Number(h['content-length']);
+    try {
+      verifySnapshotDigest(
+        {
+          generation: Number(h['edgelite-generation']),
+          txid: Number(h['edgelite-txid']),
+          checksum: h['edgelite-checksum'] ?? '',
+          databaseId: Number(h['edgelite-database-id']),
+          pageSize: Number(h['edgelite-page-size']),
+          length,
+        },
+        h[SNAPSHOT_DIGEST_HEADER.toLowerCase()],
+      );
+    } catch (err) {
+      res.body.destroy();
+      throw err;
+    }
     const image = new Uint8Array(length);
     let off = 0;
     for await (const chunk of res.body) {

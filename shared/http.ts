@@ -21,6 +21,7 @@ export const EXPOSED_HEADERS = [
   'Edgelite-Database-Id',
   'Edgelite-Page-Size',
   'Edgelite-Served-By',
+  'Edgelite-Snapshot-Digest',
 ];
 
 /**

@@ -2,6 +2,7 @@
  * The JSON shapes of the public HTTP API (DESIGN.md §10), validated once on the way in. Same on the
  * primary, the Node replica and the Worker replica.
  */
+import { hash64 } from './checksum.ts';
 import { EdgeliteError } from './errors.ts';
 
 /** SqlValue is what a parameter or a result cell may hold. Blobs travel as `{"base64": "..."}` in JSON. */
@@ -139,4 +140,33 @@ export function base64ToBytes(text: string, where = 'base64'): Uint8Array {
     if (o < out.length) out[o++] = n & 255;
   }
   return out;
+}
+
+/** SNAPSHOT_DIGEST_HEADER carries snapshotDigest(...) of a snapshot's position headers. */
+export const SNAPSHOT_DIGEST_HEADER = 'Edgelite-Snapshot-Digest';
+
+export interface SnapshotPositionFields {
+  generation: number;
+  txid: number;
+  checksum: string;
+  databaseId: number;
+  pageSize: number;
+  length: number;
+}
+
+/**
+ * snapshotDigest covers a snapshot's position headers, which nothing else checks: the image's own
+ * checksum proves the pages, not the txid they are at. A flipped bit in a header (still a number) would
+ * otherwise install the image at a position the primary never had.
+ */
+export function snapshotDigest(f: SnapshotPositionFields): string {
+  const text = `${f.generation}:${f.txid}:${f.checksum}:${f.databaseId}:${f.pageSize}:${f.length}`;
+  return hash64(new TextEncoder().encode(text)).toString(16).padStart(16, '0');
+}
+
+/** verifySnapshotDigest throws CORRUPT_CHANGESET unless `digest` matches the fields. */
+export function verifySnapshotDigest(f: SnapshotPositionFields, digest: string | null | undefined): void {
+  if (digest !== snapshotDigest(f)) {
+    throw new EdgeliteError('CORRUPT_CHANGESET', 'snapshot position headers do not match their digest', { details: { ...f, digest } });
+  }
 }

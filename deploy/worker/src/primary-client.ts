@@ -3,6 +3,7 @@
  * the replication stream, snapshots, forwarded writes and position look-ups. Errors are EdgeliteError
  * (PRIMARY_UNAVAILABLE when the primary cannot be reached, the primary's own code otherwise).
  */
+import { SNAPSHOT_DIGEST_HEADER, verifySnapshotDigest } from '../../../shared/protocol.ts';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
 import { formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
 
@@ -64,6 +65,12 @@ export class WorkerPrimaryClient {
     if (!Number.isSafeInteger(length) || !Number.isSafeInteger(position.txid) || !Number.isSafeInteger(position.generation) || !Number.isSafeInteger(databaseId)) {
       await res.body.cancel();
       throw new EdgeliteError('PRIMARY_UNAVAILABLE', `snapshot of ${db} came without its position headers`);
+    }
+    try {
+      verifySnapshotDigest({ generation: position.generation, txid: position.txid, checksum, databaseId, pageSize, length }, h.get(SNAPSHOT_DIGEST_HEADER));
+    } catch (err) {
+      await res.body.cancel();
+      throw err;
     }
     return { position, databaseId, pageSize, length, body: res.body };
   }
