@@ -1,0 +1,311 @@
+/**
+ * What every benchmark scenario shares: the run context (sizes for full and quick runs, a cleanup
+ * stack that also runs on SIGINT), per-operation statistics, precise pacing, TypeScript worker threads,
+ * child-process CPU from /proc, and small HTTP helpers. Nothing here asserts timing: scenarios measure,
+ * the report judges.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { request } from 'undici';
+
+/** Row is one line of the result table. `ratio` is oriented so that higher is better for edgelite. */
+export interface Row {
+  id: string;
+  scenario: string;
+  unit: string;
+  edgelite: number | null;
+  baseline: number | null;
+  baselineLabel: string;
+  ratio: number | null;
+  goal: string;
+  met: boolean | null;
+  notes: string[];
+}
+
+export interface BenchContext {
+  quick: boolean;
+  /** Repetitions per scenario; figures are medians over them. */
+  runs: number;
+  cleanup: Cleanup;
+  log(msg: string): void;
+}
+
+/** Cleanup runs registered stoppers last-in first-out, once, even if one of them throws. */
+export class Cleanup {
+  #fns: Array<{ what: string; fn: () => Promise<void> | void }> = [];
+
+  add(what: string, fn: () => Promise<void> | void): () => Promise<void> {
+    const entry = { what, fn };
+    this.#fns.push(entry);
+    return async () => {
+      const i = this.#fns.indexOf(entry);
+      if (i < 0) return;
+      this.#fns.splice(i, 1);
+      await entry.fn();
+    };
+  }
+
+  async run(log: (msg: string) => void): Promise<void> {
+    while (this.#fns.length > 0) {
+      const { what, fn } = this.#fns.pop()!;
+      try {
+        await fn();
+      } catch (err) {
+        log(`cleanup of ${what} failed: ${String(err)}`);
+      }
+    }
+  }
+}
+
+/** tempDir makes a directory removed by the cleanup stack. */
+export function tempDir(ctx: BenchContext, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `edgelite-bench-${prefix}-`));
+  ctx.cleanup.add(`temp dir ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** percentile is the nearest-rank percentile of an ascending array (NaN when empty). */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}
+
+export interface Summary {
+  n: number;
+  p50: number;
+  p99: number;
+  mean: number;
+  max: number;
+}
+
+export function summarize(samples: ArrayLike<number>): Summary {
+  const sorted = Float64Array.from(samples).sort();
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  return {
+    n: sorted.length,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    mean: sorted.length ? sum / sorted.length : Number.NaN,
+    max: sorted.length ? sorted[sorted.length - 1]! : Number.NaN,
+  };
+}
+
+export function median(values: number[]): number {
+  const finite = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (finite.length === 0) return Number.NaN;
+  const mid = Math.floor(finite.length / 2);
+  return finite.length % 2 ? finite[mid]! : (finite[mid - 1]! + finite[mid]!) / 2;
+}
+
+/** nowMs is a monotonic clock in milliseconds with sub-microsecond resolution, shared by all threads. */
+export function nowMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** sleepSync blocks this thread for `ms` (fractions allowed) without spinning: pacing below setTimeout's 1 ms. */
+export function sleepSync(ms: number): void {
+  if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * startTsWorker runs a TypeScript module in a worker thread. Node 20 does not pass the tsx loader to
+ * workers, so the worker registers it itself before importing the module.
+ */
+export function startTsWorker(module: URL, workerData: unknown): Worker {
+  const api = import.meta.resolve('tsx/esm/api');
+  const code = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(module.href)}); });`;
+  return new Worker(code, { eval: true, workerData });
+}
+
+/**
+ * WorkerInbox keeps every message a worker posts (none is lost between two awaits) and hands them out
+ * in order; a worker error or early exit rejects the waiting `next()`.
+ */
+export class WorkerInbox<T> {
+  readonly worker: Worker;
+  readonly #what: string;
+  #queue: T[] = [];
+  #failure: Error | null = null;
+  #waiter: { resolve: (m: T) => void; reject: (e: Error) => void } | null = null;
+
+  constructor(worker: Worker, what: string) {
+    this.worker = worker;
+    this.#what = what;
+    worker.on('message', (m: T) => {
+      if (this.#waiter) {
+        this.#waiter.resolve(m);
+        this.#waiter = null;
+      } else {
+        this.#queue.push(m);
+      }
+    });
+    const fail = (err: Error) => {
+      this.#failure ??= err;
+      this.#waiter?.reject(err);
+      this.#waiter = null;
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`${what} exited (${code})`)));
+  }
+
+  /** next resolves with the next message, or rejects after `timeoutMs` (and terminates the worker). */
+  next(timeoutMs: number): Promise<T> {
+    const queued = this.#queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiter = null;
+        void this.worker.terminate();
+        reject(new Error(`${this.#what} posted nothing within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#waiter = {
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+    });
+  }
+}
+
+let clockTicks: number | null = null;
+
+/** cpuSeconds is the user+system CPU a process has used so far, from /proc/PID/stat. */
+export function cpuSeconds(pid: number): number {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/** freePort asks the kernel for an unused loopback port (bind to 0, read it, release it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** postJson sends one JSON request and returns status and parsed body; throws on a non-2xx answer. */
+export async function postJson(url: string, body: unknown, method: 'POST' | 'PUT' = 'POST'): Promise<unknown> {
+  const res = await request(url, {
+    method,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+  });
+  const text = await res.body.text();
+  if (res.statusCode >= 300) throw new Error(`${method} ${url} answered ${res.statusCode}: ${text.slice(0, 300)}`);
+  return text ? (JSON.parse(text) as unknown) : null;
+}
+
+export async function getJson(url: string): Promise<Record<string, unknown>> {
+  const res = await request(url);
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`GET ${url} answered ${res.statusCode}: ${text.slice(0, 300)}`);
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
+/** waitUntil polls `fn` until it returns true; throws naming `what` after `timeoutMs`. */
+export async function waitUntil(fn: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000, everyMs = 10): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** fmt prints a figure with sensible precision for the table. */
+export function fmt(n: number | null, digits = 3): string {
+  if (n === null || !Number.isFinite(n)) return '—';
+  const abs = Math.abs(n);
+  if (abs >= 1000) return Math.round(n).toLocaleString('en-US');
+  if (abs >= 100) return n.toFixed(0);
+  return Number(n.toPrecision(digits)).toString();
+}
+
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export interface ServerProcess {
+  url: string;
+  pid: number;
+  /** stop asks for a clean shutdown (SIGTERM), kills by PID after 10 s, and resolves once it exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * spawnServer runs `node ARGV...` and resolves once it prints a JSON line `{"msg": "... listening",
+ * "url": ...}` (what `edgelite primary|replica` and bare-server.ts print). Stopped by PID through the
+ * cleanup stack; rejects with its output if it exits first or does not listen within `startTimeoutMs`.
+ */
+export function spawnServer(ctx: BenchContext, argv: string[], startTimeoutMs = 120_000): Promise<ServerProcess> {
+  const proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const what = `${argv.map((a) => a.replace(`${REPO_ROOT}/`, '')).slice(0, 3).join(' ')} (pid ${proc.pid})`;
+  const stop = ctx.cleanup.add(what, async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  });
+  let out = '';
+  return new Promise<ServerProcess>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`${what} did not start within ${startTimeoutMs} ms: ${out}`));
+    }, startTimeoutMs);
+    proc.stderr!.setEncoding('utf8').on('data', (t: string) => (out += t.slice(0, 10_000)));
+    let partial = '';
+    proc.stdout!.setEncoding('utf8').on('data', (t: string) => {
+      partial += t;
+      const lines = partial.split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) {
+        if (out.length < 10_000) out += `${line}\n`;
+        const m = /^\{.*"msg":"[^"]*listening".*\}$/.test(line) ? (JSON.parse(line) as { url?: unknown }) : null;
+        if (m && typeof m.url === 'string') {
+          clearTimeout(timer);
+          resolve({ url: m.url, pid: proc.pid!, stop });
+        }
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited before listening: ${out}`));
+    });
+  });
+}
+
+/** spawnBareServer runs bare-server.ts (through bin/run-ts.mjs) in its own process. */
+export function spawnBareServer(ctx: BenchContext, args: string[]): Promise<ServerProcess> {
+  return spawnServer(ctx, [join(REPO_ROOT, 'bin', 'run-ts.mjs'), join(REPO_ROOT, 'test', 'bench', 'scenarios', 'bare-server.ts'), ...args]);
+}
+
+/** spawnEdgelite runs the real CLI, `node bin/edgelite.mjs ROLE ...`. */
+export function spawnEdgelite(ctx: BenchContext, args: string[]): Promise<ServerProcess> {
+  return spawnServer(ctx, [join(REPO_ROOT, 'bin', 'edgelite.mjs'), ...args]);
+}
