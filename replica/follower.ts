@@ -100,7 +100,7 @@ export class Follower {
         if (!(err instanceof Restart)) {
           this.#lastError = err instanceof Error ? err.message : String(err);
           this.#o.logger({ msg: 'stream ended', error: this.#lastError });
-          // A session that made progress (a heartbeat, a ready, an apply) ends a run of failures: after
+          // A session that made progress (an apply, a snapshot installed) ends a run of failures: after
           // a primary restart the first retry comes at the shortest backoff. One that failed at once
           // (an undecodable frame, a full disk) keeps backing off instead of retrying in a tight loop.
           if (this.#progress || Date.now() - started > 10_000) attempt = 0;
@@ -253,11 +253,9 @@ export class Follower {
         logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
         return;
       case 'heartbeat':
-        this.#progress = true;
         store.noteHeartbeat(f.time, f.positions);
         return;
       case 'ready': {
-        this.#progress = true;
         const db = store.get(f.db);
         if (db) db.ready = true;
         return;
@@ -290,6 +288,7 @@ export class Follower {
       store.recreate(name).restore(dl.image, dl.position, dl.databaseId, Date.now());
     }
     alive(); // the restore blocked the event loop; the watchdog must not count that time
+    this.#progress = true;
     logger({ msg: 'snapshot applied', db: name, reason, txid: dl.position.txid, generation: dl.position.generation, bytes: dl.image.length, ms: Date.now() - started });
   }
 }

@@ -186,6 +186,24 @@ describe.skipIf(MOUNT_REFUSED !== null)('disk faults (tmpfs)', () => {
     expect(tableDigests(c.replicaFile)).toEqual(tableDigests(c.primaryFile));
   });
 
+  // Was a bug: a heartbeat or ready counted as progress, so a session whose first apply always failed reset the backoff.
+  it('a persistent apply failure (full disk) is retried with growing backoff, not in a tight loop', async () => {
+    const dir = tmpfs(4 * MB);
+    const c = await Cluster.start({ seed: seedFromEnv(), replicaDir: join(dir, 'r'), replica: { backoffMinMs: 50, backoffMaxMs: 5000 } });
+    cleanups.push(() => c.stop());
+    await c.startReplica();
+    await waitFor(() => c.caughtUp(), 'bootstrap');
+    // Small change sets, so a failing attempt is cheap and the count measures the backoff, not the load.
+    const history = new PositionHistory();
+    for (let i = 0; i < 12 && c.failures().length === 0; i++) await bigRows(c.primary.url, 10, 64 * 1024, history, 1 + i * 10);
+    await waitFor(() => c.failures().some((l) => /full/i.test(String(l.error))), 'the first failed apply');
+    const first = c.failures().length;
+    await new Promise((r) => setTimeout(r, 3000));
+    const retries = c.failures().length - first;
+    console.log(`full disk: ${retries} failed sessions in 3 s (doubling from 50 ms allows about 7)`);
+    expect(retries).toBeLessThanOrEqual(10);
+  });
+
   it('a replica file on a read-only filesystem: a typed error, the file unchanged, usable again once writable', async () => {
     const c = await start(seedFromEnv());
     const dir = tmpfs(16 * MB);
