@@ -13,12 +13,12 @@ import { converge, exec, http, info, integrityCheck, Load, logged, Processes, qu
 
 const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
-const TIMEOUT_MS = LONG ? 900_000 : 240_000;
+const TIMEOUT_MS = LONG ? 900_000 : 300_000;
 /**
- * 20 rounds take 60-110 s on the 2-core machine (a restart is 1-4 s of tsx start-up under load), so
- * the normal run does 10 and EDGELITE_LONG=1 does 40.
+ * The issue asks for at least 20 kills: the normal run does 20 (about 40-110 s on the 2-core machine,
+ * a restart being 1-4 s of tsx start-up under load) and EDGELITE_LONG=1 does 40.
  */
-const ROUNDS = LONG ? 40 : 10;
+const ROUNDS = LONG ? 40 : 20;
 /** Every BIG_EVERY-th round kills the replica while it applies one change set of BIG_ROWS pages. */
 const BIG_EVERY = 3;
 const BIG_ROWS = 3000;
