@@ -15,8 +15,9 @@ import { ChangeSetLog, type LogOptions } from './log.ts';
 import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
 import { PageCache } from './page-cache.ts';
 import { ReadLock } from './read-lock.ts';
+import { SnapshotView } from './snapshot.ts';
 import { assertNoTransaction, checkStatement } from '../shared/statement-policy.ts';
-import { openQueryConnection, openReader, openWriter, type Connection, type Stmt, type SynchronousMode } from './sqlite.ts';
+import { openQueryConnection, openReader, openWriter, type Connection, type SynchronousMode } from './sqlite.ts';
 import { WalReader, type WalCursor, type WalTransaction } from './wal-reader.ts';
 
 export interface DatabaseOptions {
@@ -341,41 +342,6 @@ export class PrimaryDatabase {
 
   #assertOpen(): void {
     if (this.#closed) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is closed`);
-  }
-}
-
-/** SnapshotView is a read transaction pinned at `position`; read its pages in ranges, then end it. */
-export class SnapshotView {
-  readonly #conn: Connection;
-  readonly #stmt: Stmt;
-  constructor(
-    conn: Connection,
-    readonly position: Position,
-    readonly databaseId: number,
-    readonly pageSize: number,
-    readonly pageCount: number,
-  ) {
-    this.#conn = conn;
-    this.#stmt = conn.prepare<unknown[]>('SELECT pgno, data FROM sqlite_dbpage WHERE pgno BETWEEN ? AND ?');
-  }
-
-  /**
-   * readPages returns pages first..last (inclusive) as one file range; a page SQLite does not return
-   * (the lock page of a database past 1 GiB) stays zero-filled, as it is in a database file.
-   */
-  readPages(first: number, last: number): Uint8Array {
-    const out = new Uint8Array((last - first + 1) * this.pageSize);
-    for (const row of this.#stmt.iterate(first, last) as Iterable<{ pgno: number; data: Uint8Array }>) {
-      out.set(row.data, (row.pgno - first) * this.pageSize);
-    }
-    return out;
-  }
-
-  end(): void {
-    if (this.#conn.open) {
-      if (this.#conn.inTransaction) this.#conn.exec('COMMIT');
-      this.#conn.close();
-    }
   }
 }
 

@@ -4,8 +4,9 @@
  * (sqlite3 CLI, DuckDB) can open the result; the position travels in response headers.
  */
 import { SNAPSHOT_DIGEST_HEADER, snapshotDigest } from '../shared/protocol.ts';
-import { formatChecksum } from '../shared/types.ts';
+import { formatChecksum, type Position } from '../shared/types.ts';
 import type { PrimaryDatabase } from './database.ts';
+import type { Connection, Stmt } from './sqlite.ts';
 
 /** SNAPSHOT_CHUNK_BYTES is how much one pull reads from SQLite. */
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
@@ -60,4 +61,39 @@ export function snapshotResponse(db: PrimaryDatabase): Response {
       }),
     },
   });
+}
+
+/** SnapshotView is a read transaction pinned at `position`; read its pages in ranges, then end it. */
+export class SnapshotView {
+  readonly #conn: Connection;
+  readonly #stmt: Stmt;
+  constructor(
+    conn: Connection,
+    readonly position: Position,
+    readonly databaseId: number,
+    readonly pageSize: number,
+    readonly pageCount: number,
+  ) {
+    this.#conn = conn;
+    this.#stmt = conn.prepare<unknown[]>('SELECT pgno, data FROM sqlite_dbpage WHERE pgno BETWEEN ? AND ?');
+  }
+
+  /**
+   * readPages returns pages first..last (inclusive) as one file range; a page SQLite does not return
+   * (the lock page of a database past 1 GiB) stays zero-filled, as it is in a database file.
+   */
+  readPages(first: number, last: number): Uint8Array {
+    const out = new Uint8Array((last - first + 1) * this.pageSize);
+    for (const row of this.#stmt.iterate(first, last) as Iterable<{ pgno: number; data: Uint8Array }>) {
+      out.set(row.data, (row.pgno - first) * this.pageSize);
+    }
+    return out;
+  }
+
+  end(): void {
+    if (this.#conn.open) {
+      if (this.#conn.inTransaction) this.#conn.exec('COMMIT');
+      this.#conn.close();
+    }
+  }
 }

@@ -11,16 +11,10 @@ import { clearStatementCache, runRead } from '../shared/sql.ts';
 import { checkStatement } from '../shared/statement-policy.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
 import { PageApplier } from './apply.ts';
+import { PositionWaiters } from '../shared/waiters.ts';
 import { LagTracker, type PrimaryView } from '../shared/lag.ts';
 import type { QueryPool } from './query-pool.ts';
 
-interface Waiter {
-  txid: number;
-  generation: number;
-  resolve: () => void;
-  reject: (err: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
-}
 
 export { CONTACT_GRACE_MS, type PrimaryView } from '../shared/lag.ts';
 
@@ -29,7 +23,7 @@ export class ReplicaDatabase {
   readonly path: string;
   readonly #applier: PageApplier;
   #query: Database.Database | null = null;
-  #waiters: Waiter[] = [];
+  readonly #waiters: PositionWaiters;
   readonly #lag = new LagTracker();
   /** Set while a snapshot is needed; reads keep being served from the last good state. */
   needsSnapshot: string | null = null;
@@ -40,6 +34,7 @@ export class ReplicaDatabase {
 
   constructor(name: string, path: string, busyTimeoutMs: number, queryPool: QueryPool | null = null) {
     this.name = name;
+    this.#waiters = new PositionWaiters(name, () => this.position, () => this.lagMs);
     this.path = path;
     this.queryPool = queryPool;
     this.#applier = PageApplier.open(path);
@@ -82,7 +77,7 @@ export class ReplicaDatabase {
   apply(changeSets: ChangeSet[]): Position {
     const pos = this.#applier.apply(changeSets);
     this.#lag.noteApplied(changeSets[changeSets.length - 1]!.timestamp, pos);
-    this.#wake();
+    this.#waiters.wake();
     return pos;
   }
 
@@ -92,7 +87,7 @@ export class ReplicaDatabase {
     this.#lag.noteApplied(timestamp, pos);
     this.needsSnapshot = null;
     if (this.#query) clearStatementCache(this.#query);
-    this.#wake();
+    this.#waiters.wake();
     return pos;
   }
 
@@ -141,72 +136,23 @@ export class ReplicaDatabase {
     return this.#query;
   }
 
-  /**
-   * waitFor resolves once this replica has applied `txid` (in `generation` or a later one: txids keep
-   * increasing across generations), or rejects with REPLICA_BEHIND after `timeoutMs`.
-   */
+  /** waitFor resolves once this replica has applied `txid` (shared/waiters.ts), or REPLICA_BEHIND. */
   waitFor(generation: number, txid: number, timeoutMs: number): Promise<void> {
-    if (this.#reached(generation, txid)) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        txid,
-        generation,
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          const p = this.position;
-          reject(new EdgeliteError('REPLICA_BEHIND', `replica has not reached txid ${txid} within ${timeoutMs} ms`, {
-            details: { db: this.name, wantTxid: txid, haveTxid: p?.txid ?? null, generation: p?.generation ?? null },
-          }));
-        }, timeoutMs),
-      };
-      this.#waiters.push(waiter);
-    });
+    return this.#waiters.waitFor(generation, txid, timeoutMs);
   }
 
   /** waitForLag resolves once lagMs ≤ maxLagMs, or rejects with REPLICA_BEHIND after `timeoutMs`. */
-  async waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.lagMs > maxLagMs) {
-      if (Date.now() >= deadline) {
-        throw new EdgeliteError('REPLICA_BEHIND', `replica lag ${Math.round(this.lagMs)} ms exceeds ${maxLagMs} ms`, {
-          details: { db: this.name, lagMs: Number.isFinite(this.lagMs) ? this.lagMs : null, maxLagMs },
-        });
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
+  waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
+    return this.#waiters.waitForLag(maxLagMs, timeoutMs);
   }
 
-  #reached(generation: number, txid: number): boolean {
-    const p = this.position;
-    return !!p && p.generation >= generation && p.txid >= txid;
-  }
-
-  #wake(): void {
-    if (this.#waiters.length === 0) return;
-    const still: Waiter[] = [];
-    for (const w of this.#waiters) {
-      if (this.#reached(w.generation, w.txid)) {
-        clearTimeout(w.timer);
-        w.resolve();
-      } else {
-        still.push(w);
-      }
-    }
-    this.#waiters = still;
-  }
 
   checkpoint(): void {
     this.#applier.checkpoint();
   }
 
   close(): void {
-    for (const w of this.#waiters) {
-      clearTimeout(w.timer);
-      w.reject(new EdgeliteError('UNAVAILABLE', `database ${this.name} closed`));
-    }
-    this.#waiters = [];
+    this.#waiters.rejectAll(new EdgeliteError('UNAVAILABLE', `database ${this.name} closed`));
     this.#pageRead = null;
     this.#query?.close();
     this.#query = null;

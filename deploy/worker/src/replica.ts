@@ -14,17 +14,11 @@ import { type ChangeSet, formatChecksum, parseChecksum, type Position } from '..
 import { verifyBatch } from './apply.ts';
 import type { Waitable } from '../../../shared/consistency.ts';
 import { LagTracker, type PrimaryView } from '../../../shared/lag.ts';
+import { PositionWaiters } from '../../../shared/waiters.ts';
 import type { PageStore, ReplicaMeta } from './page-store.ts';
 import { WaSqliteConnection, type WasmModule } from './sqlite.ts';
 import { MAIN_FILE, PageMapVfs } from './vfs.ts';
 
-interface Waiter {
-  generation: number;
-  txid: number;
-  resolve: () => void;
-  reject: (err: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
-}
 
 
 /** ApplyStats are timings measured inside the object (workerd's clock; coarse in production). */
@@ -46,7 +40,7 @@ export class WorkerReplica implements Waitable {
   #conn: WaSqliteConnection | null = null;
   #sum: DatabaseChecksum | null = null;
   readonly #lag = new LagTracker();
-  #waiters: Waiter[] = [];
+  readonly #waiters: PositionWaiters;
   /** Set while a snapshot is needed; reads keep being served from the last good state. */
   needsSnapshot: string | null = null;
   ready = false;
@@ -54,6 +48,7 @@ export class WorkerReplica implements Waitable {
 
   constructor(name: string, store: PageStore, module: WasmModule) {
     this.name = name;
+    this.#waiters = new PositionWaiters(name, () => this.position, () => this.lagMs);
     this.#store = store;
     this.#module = module;
     this.#vfs = new PageMapVfs(`edgelite-${++vfsCounter}`);
@@ -169,7 +164,7 @@ export class WorkerReplica implements Waitable {
     this.stats.pagesWritten += batch.pages.size;
     this.stats.applyMsTotal += ms;
     this.stats.applyMsMax = Math.max(this.stats.applyMsMax, ms);
-    this.#wake();
+    this.#waiters.wake();
     return batch.position;
   }
 
@@ -193,7 +188,7 @@ export class WorkerReplica implements Waitable {
     // An unrelated image may carry the same schema cookie as the old one, and then an open connection
     // would keep the old schema (DESIGN §5): a snapshot always gets a fresh connection.
     this.#closeConnection();
-    this.#wake();
+    this.#waiters.wake();
   }
 
   /** query runs read-only statements over the page map. */
@@ -220,54 +215,14 @@ export class WorkerReplica implements Waitable {
     this.#conn = null;
   }
 
+  /** waitFor resolves once this replica has applied `txid` (shared/waiters.ts), or REPLICA_BEHIND. */
   waitFor(generation: number, txid: number, timeoutMs: number): Promise<void> {
-    if (this.#reached(generation, txid)) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        generation,
-        txid,
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          const p = this.position;
-          reject(new EdgeliteError('REPLICA_BEHIND', `replica has not reached txid ${txid} within ${timeoutMs} ms`, {
-            details: { db: this.name, wantTxid: txid, haveTxid: p?.txid ?? null, generation: p?.generation ?? null },
-          }));
-        }, timeoutMs),
-      };
-      this.#waiters.push(waiter);
-    });
+    return this.#waiters.waitFor(generation, txid, timeoutMs);
   }
 
-  async waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.lagMs > maxLagMs) {
-      if (Date.now() >= deadline) {
-        throw new EdgeliteError('REPLICA_BEHIND', `replica lag ${Math.round(this.lagMs)} ms exceeds ${maxLagMs} ms`, {
-          details: { db: this.name, lagMs: this.lagMs, maxLagMs },
-        });
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
+  /** waitForLag resolves once lagMs ≤ maxLagMs, or rejects with REPLICA_BEHIND after `timeoutMs`. */
+  waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
+    return this.#waiters.waitForLag(maxLagMs, timeoutMs);
   }
 
-  #reached(generation: number, txid: number): boolean {
-    const p = this.position;
-    return !!p && p.generation >= generation && p.txid >= txid;
-  }
-
-  #wake(): void {
-    if (this.#waiters.length === 0) return;
-    const still: Waiter[] = [];
-    for (const w of this.#waiters) {
-      if (this.#reached(w.generation, w.txid)) {
-        clearTimeout(w.timer);
-        w.resolve();
-      } else {
-        still.push(w);
-      }
-    }
-    this.#waiters = still;
-  }
 }
