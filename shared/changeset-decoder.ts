@@ -12,6 +12,7 @@ import { hash64 } from './checksum.ts';
 import {
   type ChangeSetHeader,
   changeSetByteLength,
+  changeSetOf,
   corrupt,
   HEADER_SIZE,
   PAGE_ENTRY_OVERHEAD,
@@ -89,16 +90,5 @@ export function decodeChangeSet(bytes: Uint8Array): ChangeSet {
   const h = decoder.header();
   const pages: PageImage[] = [];
   for (let page = decoder.next(); page !== null; page = decoder.next()) pages.push(page);
-  return {
-    databaseId: h.databaseId,
-    pageSize: h.pageSize,
-    generation: h.generation,
-    minTxid: h.minTxid,
-    maxTxid: h.maxTxid,
-    commit: h.commit,
-    timestamp: h.timestamp,
-    preChecksum: h.preChecksum,
-    postChecksum: decoder.postChecksum,
-    pages,
-  };
+  return changeSetOf(h, decoder.postChecksum, pages);
 }

@@ -26,8 +26,9 @@
  */
 import { hash64, lockPageNumber, pageHash } from './checksum.ts';
 import {
-  type ChangeSetHeader,
+  changeSetOf,
   corrupt,
+  headerOf,
   FLAG_DELTA,
   HEADER_SIZE,
   readHeaderWithFlags,
@@ -90,17 +91,7 @@ function deltaSize(runs: Run[]): number {
  * smaller than the page, and whole otherwise (no base, page 1, or a page that changed too much).
  */
 export function encodeDeltaChangeSet(cs: ChangeSet, base: BaseLookup): Uint8Array {
-  const header: ChangeSetHeader = {
-    databaseId: cs.databaseId,
-    pageSize: cs.pageSize,
-    generation: cs.generation,
-    minTxid: cs.minTxid,
-    maxTxid: cs.maxTxid,
-    commit: cs.commit,
-    pageCount: cs.pages.length,
-    timestamp: cs.timestamp,
-    preChecksum: cs.preChecksum,
-  };
+  const header = headerOf(cs);
   validateHeader(header);
   validateChecksum(cs.postChecksum, 'post-apply checksum');
   const entries: Array<{ pgno: number; data: Uint8Array; runs: Run[] | null; baseHash: bigint }> = [];
@@ -212,16 +203,5 @@ export function decodeDeltaChangeSet(bytes: Uint8Array, base: BaseLookup): Chang
   }
   if (o !== limit) throw corrupt(`${limit - o} unexpected bytes after the page entries`);
   if (pages.some((p) => p.pgno === lockPageNumber(h.pageSize))) throw corrupt('lock page in a change set');
-  return {
-    databaseId: h.databaseId,
-    pageSize: h.pageSize,
-    generation: h.generation,
-    minTxid: h.minTxid,
-    maxTxid: h.maxTxid,
-    commit: h.commit,
-    timestamp: h.timestamp,
-    preChecksum: h.preChecksum,
-    postChecksum: view.getBigUint64(end - TRAILER_SIZE),
-    pages,
-  };
+  return changeSetOf(h, view.getBigUint64(end - TRAILER_SIZE), pages);
 }

@@ -11,6 +11,7 @@ import {
   PAGE_ENTRY_OVERHEAD,
   TRAILER_SIZE,
   validateChecksum,
+  headerOf,
   validateHeader,
   validatePageNumber,
   writeHeader,
@@ -93,17 +94,7 @@ export function encodeChangeSet(cs: ChangeSet, opts: EncodeOptions = {}): Uint8A
     throw new EdgeliteError('INTERNAL', 'change-set compression is reserved in format version 1 and not supported');
   }
   const encoder = new ChangeSetEncoder();
-  encoder.header({
-    databaseId: cs.databaseId,
-    pageSize: cs.pageSize,
-    generation: cs.generation,
-    minTxid: cs.minTxid,
-    maxTxid: cs.maxTxid,
-    commit: cs.commit,
-    pageCount: cs.pages.length,
-    timestamp: cs.timestamp,
-    preChecksum: cs.preChecksum,
-  });
+  encoder.header(headerOf(cs));
   for (const page of cs.pages) encoder.page(page.pgno, page.data);
   return encoder.finish(cs.postChecksum);
 }

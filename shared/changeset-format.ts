@@ -33,7 +33,7 @@
  */
 import { EdgeliteError } from './errors.ts';
 import { lockPageNumber } from './checksum.ts';
-import type { Checksum, Generation, Txid } from './types.ts';
+import type { ChangeSet, Checksum, Generation, PageImage, Txid } from './types.ts';
 
 export const CHANGESET_MAGIC = 'ELCS';
 export const CHANGESET_VERSION = 1;
@@ -79,6 +79,37 @@ export interface ChangeSetHeader {
   pageCount: number;
   timestamp: number;
   preChecksum: Checksum;
+}
+
+/** headerOf is the header a change set's fields make (the page count from its pages). */
+export function headerOf(cs: ChangeSet): ChangeSetHeader {
+  return {
+    databaseId: cs.databaseId,
+    pageSize: cs.pageSize,
+    generation: cs.generation,
+    minTxid: cs.minTxid,
+    maxTxid: cs.maxTxid,
+    commit: cs.commit,
+    pageCount: cs.pages.length,
+    timestamp: cs.timestamp,
+    preChecksum: cs.preChecksum,
+  };
+}
+
+/** changeSetOf assembles a decoded change set from its header, trailer checksum and pages. */
+export function changeSetOf(h: ChangeSetHeader, postChecksum: Checksum, pages: PageImage[]): ChangeSet {
+  return {
+    databaseId: h.databaseId,
+    pageSize: h.pageSize,
+    generation: h.generation,
+    minTxid: h.minTxid,
+    maxTxid: h.maxTxid,
+    commit: h.commit,
+    timestamp: h.timestamp,
+    preChecksum: h.preChecksum,
+    postChecksum,
+    pages,
+  };
 }
 
 export function corrupt(message: string): EdgeliteError {
