@@ -25,6 +25,7 @@ import { runP5 } from './scenarios/p5-forward.ts';
 import { runP6 } from './scenarios/p6-fanout.ts';
 import { runP7 } from './scenarios/p7-bootstrap.ts';
 import { runP8 } from './scenarios/p8-wire.ts';
+import { runP9 } from './scenarios/p9-worker.ts';
 
 interface Shared {
   cluster(): Promise<Cluster>;
@@ -43,6 +44,7 @@ const SCENARIOS: Array<[string, string, Scenario]> = [
   ['P8', 'bytes on the wire per update', async (ctx, s) => runP8(ctx, await s.cluster(), await s.postgres())],
   ['P6', 'stream fan-out', async (ctx, s) => runP6(ctx, await s.cluster())],
   ['P7', 'bootstrap by snapshot', async (ctx) => runP7(ctx)],
+  ['P9', 'Worker replica beside the Node replica', async (ctx) => runP9(ctx)],
 ];
 
 export interface BenchResult {
