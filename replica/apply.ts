@@ -22,53 +22,17 @@
  *   snapshot, see HeaderOverride), and hashed as the primary sent it, so checksums stay the primary's.
  */
 import type Database from 'better-sqlite3';
-import { DatabaseChecksum, imagePages, lockPageNumber } from '../shared/checksum.ts';
+import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { type ChangeSet, formatChecksum, type PageImage, type Position } from '../shared/types.ts';
-import {
-  formatOf,
-  type HeaderOverride,
-  isPageSize,
-  NO_OVERRIDE,
-  openWriter,
-  pageSizeOf,
-  readFromScratch,
-  schemaCookieOf,
-  setWalMode,
-  sqliteError,
-  toLocalPage1,
-  toPrimaryPage1,
-  WAL_FORMAT,
-} from './page-source.ts';
-import {
-  type PositionRecord,
-  PositionWriter,
-  positionFilePath,
-  type Reconciled,
-  readPositionFile,
-  reconcile,
-  type ReplicaState,
-} from './position-file.ts';
+import { formatOf, type HeaderOverride, NO_OVERRIDE, openWriter, readFromScratch, schemaCookieOf, setWalMode, sqliteError, toLocalPage1, toPrimaryPage1 } from './page-source.ts';
+import { type PositionRecord, PositionWriter, positionFilePath, type Reconciled, readPositionFile, reconcile, type ReplicaState } from './position-file.ts';
+import { type ApplierOptions, checkApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
+import { checkChangeSet, mismatch, needsOverride, preChecksumMismatch, snapshotInput } from './apply-checks.ts';
 
-export interface ApplierOptions {
-  /** Page size for a replica file created empty, so it can be put in WAL mode at once. */
-  pageSizeHint?: number;
-  /**
-   * fsync the position sidecar (and run SQLite with synchronous=FULL). Off by default: a process crash
-   * loses nothing either way, and after an OS crash a replica whose file matches no recorded position
-   * re-snapshots. Measured cost in the bench (test/bench/apply.bench.ts).
-   */
-  durable?: boolean;
-  /** How long a write waits for a lock another connection holds (ms). Default WRITER_BUSY_TIMEOUT_MS. */
-  busyTimeoutMs?: number;
-  /** Where open() reports why it could not restore a position. Default console.warn. */
-  log?: (message: string) => void;
-}
-
-export const DEFAULT_DURABLE = false;
-export const WRITER_BUSY_TIMEOUT_MS = 5000;
-const KNOWN_OPTIONS = ['pageSizeHint', 'durable', 'busyTimeoutMs', 'log'];
 const PAGES_FUNCTION = 'edgelite_pages';
+
+export { type ApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
 
 /** A row for sqlite_dbpage: a page image, or `[n, null]` to truncate the file to n - 1 pages. */
 type Row = [number, Uint8Array | null];
@@ -145,17 +109,7 @@ export class PageApplier {
    * null (a snapshot is needed; `recovery.reason` says why).
    */
   static open(path: string, options: ApplierOptions = {}): PageApplier {
-    for (const key of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.includes(key)) throw new EdgeliteError('BAD_REQUEST', `unknown PageApplier option "${key}"`);
-    }
-    const hint = options.pageSizeHint;
-    if (hint !== undefined && !isPageSize(hint)) {
-      throw new EdgeliteError('BAD_REQUEST', `invalid pageSizeHint ${hint}: want a power of two in 512..65536`);
-    }
-    const timeout = options.busyTimeoutMs ?? WRITER_BUSY_TIMEOUT_MS;
-    if (!Number.isSafeInteger(timeout) || timeout < 0) {
-      throw new EdgeliteError('BAD_REQUEST', `invalid busyTimeoutMs ${timeout}: want a non-negative integer`);
-    }
+    const { hint, timeout } = checkApplierOptions(options);
     const writer = openWriter(path, { busyTimeoutMs: timeout, durable: options.durable ?? DEFAULT_DURABLE, pageSizeHint: hint });
     try {
       return new PageApplier(path, writer, options);
@@ -277,26 +231,7 @@ export class PageApplier {
    */
   restoreSnapshot(image: Uint8Array | Iterable<PageImage>, position: Position, databaseId: number): Position {
     this.#checkOpen();
-    if (!Number.isInteger(databaseId) || databaseId <= 0 || databaseId > 0xffffffff) {
-      throw new EdgeliteError('BAD_REQUEST', `invalid database id ${databaseId}: want a non-zero u32`);
-    }
-    if (![position.generation, position.txid].every((n) => Number.isSafeInteger(n) && n >= 0)) {
-      throw new EdgeliteError('BAD_REQUEST', `invalid snapshot position ${JSON.stringify({ ...position, checksum: undefined })}`);
-    }
-    let pages: Iterable<PageImage> = image as Iterable<PageImage>;
-    let pageSize: number | null = null;
-    if (image instanceof Uint8Array) {
-      pageSize = image.length >= 100 ? pageSizeOf(image) : 0;
-      if (!isPageSize(pageSize) || image.length % pageSize !== 0) {
-        throw new EdgeliteError('BAD_REQUEST', `snapshot of ${image.length} bytes is not a database file`);
-      }
-      pages = imagePages(image, pageSize);
-    }
-    const iterator = pages[Symbol.iterator]();
-    const first = iterator.next();
-    if (first.done) throw new EdgeliteError('BAD_REQUEST', 'snapshot has no pages');
-    pageSize ??= first.value.data.length;
-    if (!isPageSize(pageSize)) throw new EdgeliteError('BAD_REQUEST', `snapshot page of ${pageSize} bytes`);
+    const { pageSize, first, iterator } = snapshotInput(image, position, databaseId);
     if (this.#pageSize === null) {
       setWalMode(this.#writer, pageSize);
       this.#pageSize = pageSize;
@@ -461,45 +396,4 @@ export class PageApplier {
   #checkOpen(): void {
     if (this.#closed) throw new EdgeliteError('UNAVAILABLE', `replica ${this.path} is closed`);
   }
-}
-
-function preChecksumMismatch(cs: ChangeSet, actual: bigint): EdgeliteError {
-  const message = `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(actual)}`;
-  return new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'pre-checksum', txid: cs.minTxid } });
-}
-
-/** checkChangeSet checks what needs no checksum; returns the txid the change set ends at. */
-function checkChangeSet(cs: ChangeSet, state: ReplicaState, txid: number): number {
-  if (cs.databaseId !== state.databaseId) {
-    throw mismatch('database-id', `change set is for database ${cs.databaseId}, replica follows ${state.databaseId}`);
-  }
-  if (cs.generation !== state.position.generation) {
-    throw mismatch('generation', `change set is from generation ${cs.generation}, replica is at ${state.position.generation}`);
-  }
-  if (cs.pageSize !== state.pageSize) {
-    throw mismatch('page-size', `change set has page size ${cs.pageSize}, replica ${state.pageSize}`);
-  }
-  if (cs.minTxid !== txid + 1 || cs.maxTxid < cs.minTxid) {
-    throw mismatch('txid', `change set ${cs.minTxid}..${cs.maxTxid} does not follow txid ${txid}`);
-  }
-  const lockPage = lockPageNumber(cs.pageSize);
-  if (!Number.isInteger(cs.commit) || cs.commit < 1) throw corrupt(cs, `commit ${cs.commit}`);
-  for (const { pgno, data } of cs.pages) {
-    if (!Number.isInteger(pgno) || pgno < 1 || pgno > cs.commit || pgno === lockPage || data.length !== cs.pageSize) {
-      throw corrupt(cs, `page ${pgno} of ${data.length} bytes (commit ${cs.commit})`);
-    }
-  }
-  return cs.maxTxid;
-}
-
-function corrupt(cs: ChangeSet, what: string): EdgeliteError {
-  return new EdgeliteError('CORRUPT_CHANGESET', `change set ${cs.minTxid}..${cs.maxTxid} has an invalid ${what}`);
-}
-
-function mismatch(reason: string, message: string): EdgeliteError {
-  return new EdgeliteError('POSITION_MISMATCH', message, { details: { reason } });
-}
-
-function needsOverride(page1: Uint8Array, header: HeaderOverride): boolean {
-  return header.cookieDelta !== 0 || formatOf(page1) !== WAL_FORMAT;
 }

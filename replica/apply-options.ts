@@ -1,0 +1,38 @@
+/** PageApplier's options: defaults as named constants, validated once with messages naming the option. */
+import { EdgeliteError } from '../shared/errors.ts';
+import { isPageSize } from './page-source.ts';
+
+export interface ApplierOptions {
+  /** Page size for a replica file created empty, so it can be put in WAL mode at once. */
+  pageSizeHint?: number;
+  /**
+   * fsync the position sidecar (and run SQLite with synchronous=FULL). Off by default: a process crash
+   * loses nothing either way, and after an OS crash a replica whose file matches no recorded position
+   * re-snapshots. Measured cost in the bench (test/bench/apply.bench.ts).
+   */
+  durable?: boolean;
+  /** How long a write waits for a lock another connection holds (ms). Default WRITER_BUSY_TIMEOUT_MS. */
+  busyTimeoutMs?: number;
+  /** Where open() reports why it could not restore a position. Default console.warn. */
+  log?: (message: string) => void;
+}
+
+export const DEFAULT_DURABLE = false;
+export const WRITER_BUSY_TIMEOUT_MS = 5000;
+const KNOWN_OPTIONS = ['pageSizeHint', 'durable', 'busyTimeoutMs', 'log'];
+
+/** checkApplierOptions validates options up front; returns the page size hint and busy timeout to use. */
+export function checkApplierOptions(options: ApplierOptions): { hint: number | undefined; timeout: number } {
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.includes(key)) throw new EdgeliteError('BAD_REQUEST', `unknown PageApplier option "${key}"`);
+  }
+  const hint = options.pageSizeHint;
+  if (hint !== undefined && !isPageSize(hint)) {
+    throw new EdgeliteError('BAD_REQUEST', `invalid pageSizeHint ${hint}: want a power of two in 512..65536`);
+  }
+  const timeout = options.busyTimeoutMs ?? WRITER_BUSY_TIMEOUT_MS;
+  if (!Number.isSafeInteger(timeout) || timeout < 0) {
+    throw new EdgeliteError('BAD_REQUEST', `invalid busyTimeoutMs ${timeout}: want a non-negative integer`);
+  }
+  return { hint, timeout };
+}
