@@ -48,7 +48,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.post('/v1/db/:name/query', read, async (c) => {
     const db = store.require(c.req.param('name'));
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
-    const results = db.query(statements);
+    const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db));
   });
 

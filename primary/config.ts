@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { DEFAULT_HOST, parseListen, positiveInt } from '../shared/config.ts';
+import { DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import type { SynchronousMode } from './sqlite.ts';
 
@@ -25,11 +25,13 @@ export interface PrimaryConfig {
   checkpointFrames: number;
   pollIntervalMs: number;
   maxBodyBytes: number;
+  /** Time limit of an API read (ms): it runs in a query process, killed at the limit; 0 runs reads in-process with none. */
+  queryTimeoutMs: number;
   auth: AuthConfig;
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
 }
 
-export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full]
+export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")`;
 
 export function parsePrimaryConfig(argv: string[], env: Record<string, string | undefined>): PrimaryConfig {
@@ -41,6 +43,7 @@ export function parsePrimaryConfig(argv: string[], env: Record<string, string | 
       synchronous: { type: 'string' },
       'checkpoint-frames': { type: 'string' },
       'max-body-bytes': { type: 'string' },
+      'query-timeout-ms': { type: 'string' },
       compress: { type: 'boolean' },
     },
     strict: true,
@@ -62,6 +65,7 @@ export function parsePrimaryConfig(argv: string[], env: Record<string, string | 
     checkpointFrames: positiveInt(values['checkpoint-frames'], DEFAULT_CHECKPOINT_FRAMES, '--checkpoint-frames'),
     pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
     maxBodyBytes: positiveInt(values['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, '--max-body-bytes'),
+    queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     retention: {},
   };

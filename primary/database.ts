@@ -6,9 +6,9 @@ import { closeSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import type { Statement } from '../shared/protocol.ts';
+import type { QueryPool } from '../shared/node/query-pool.ts';
+import type { QueryResult, Statement } from '../shared/protocol.ts';
 import { runRead, runWrite, sqliteError, type StatementResult } from '../shared/sql.ts';
-import type { QueryResult } from '../shared/protocol.ts';
 import { formatChecksum, parseChecksum, type Position } from '../shared/types.ts';
 import { Capturer, decodeCursor, type Captured, type CaptureState } from './capture.ts';
 import { ChangeSetLog, type LogOptions } from './log.ts';
@@ -30,6 +30,8 @@ export interface DatabaseOptions {
   onCapture: (c: Captured) => void;
   /** Whether any stream subscriber wants delta change sets (see page-cache.ts). */
   wantDeltas?: () => boolean;
+  /** Where API reads run, time-limited (shared/node/query-pool.ts); absent: on this thread, unlimited. */
+  queryPool?: QueryPool | null;
   logger: (event: Record<string, unknown>) => void;
 }
 
@@ -271,10 +273,15 @@ export class PrimaryDatabase {
     if (this.#opts.synchronous === 'full') await this.#log.sync();
   }
 
-  /** query runs read-only statements on the primary's query connection. */
-  query(statements: Statement[]): QueryResult[] {
+  /**
+   * query runs read-only statements: in the query pool when there is one, so that a runaway read is
+   * stopped at the time limit (QUERY_TIMEOUT) and never blocks this thread, where captures, writes and
+   * the stream run; else on the primary's own read-only connection.
+   */
+  async query(statements: Statement[]): Promise<QueryResult[]> {
     this.#assertOpen();
     for (const s of statements) checkStatement(s.sql, 'read');
+    if (this.#opts.queryPool) return this.#opts.queryPool.run(this.path, statements);
     return statements.map((s) => {
       const result = runRead(this.#query, s);
       assertNoTransaction(this.#query);

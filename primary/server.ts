@@ -8,6 +8,7 @@ import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
+import { QueryPool } from '../shared/node/query-pool.ts';
 import { createPrimaryApp } from './app.ts';
 import type { PrimaryConfig } from './config.ts';
 import { PrimaryStore } from './store.ts';
@@ -23,6 +24,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
+  const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
   const store = new PrimaryStore(config.dataDir, {
     synchronous: config.synchronous,
     busyTimeoutMs: config.busyTimeoutMs,
@@ -30,8 +32,10 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     checkpointFrames: config.checkpointFrames,
     pollIntervalMs: config.pollIntervalMs,
     log: { retention: config.retention },
+    queryPool,
     logger,
   }).open();
+  queryPool?.warm(1);
   const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, logger });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
@@ -44,12 +48,14 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     url,
     port,
     store,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };
         s.close(() => resolve());
         s.closeAllConnections?.();
-        store.close();
-      }),
+      });
+      await queryPool?.close();
+      store.close();
+    },
   };
 }

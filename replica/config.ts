@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
-import { DEFAULT_HOST, parseListen, positiveInt } from '../shared/config.ts';
+import { DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { validateDatabaseName } from '../shared/types.ts';
@@ -15,8 +15,6 @@ export const DEFAULT_READ_WAIT_MS = 5000;
 export const DEFAULT_WRITE_WAIT_MS = 5000;
 export const DEFAULT_MAX_HEALTHY_LAG_MS = 10_000;
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
-/** DEFAULT_QUERY_TIMEOUT_MS: a read running longer is stopped (its query process killed), answering 408. */
-export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
 export interface ReplicaConfig {
   primaryUrl: string;
@@ -95,6 +93,6 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
     backoffMinMs: DEFAULT_BACKOFF_MIN_MS,
     backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
     busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
-    queryTimeoutMs: values['query-timeout-ms'] === '0' ? 0 : positiveInt(values['query-timeout-ms'], DEFAULT_QUERY_TIMEOUT_MS, '--query-timeout-ms'),
+    queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
   };
 }

@@ -13,7 +13,7 @@ import type { ChangeSet, Position } from '../shared/types.ts';
 import { PageApplier } from './apply.ts';
 import { PositionWaiters } from '../shared/waiters.ts';
 import { LagTracker, type PrimaryView } from '../shared/lag.ts';
-import type { QueryPool } from './query-pool.ts';
+import type { QueryPool } from '../shared/node/query-pool.ts';
 
 
 export { CONTACT_GRACE_MS, type PrimaryView } from '../shared/lag.ts';

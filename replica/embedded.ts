@@ -25,7 +25,7 @@ import { parseConsistency, satisfy } from '../shared/consistency.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS, Follower } from './follower.ts';
 import { forwardExec } from './forward.ts';
 import { PrimaryClient } from './primary-client.ts';
-import { QueryPool } from './query-pool.ts';
+import { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaStore } from './store.ts';
 
 export interface OpenReplicaOptions {

@@ -12,7 +12,7 @@ import { createReplicaApp } from './app.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
 import { PrimaryClient } from './primary-client.ts';
-import { QueryPool } from './query-pool.ts';
+import { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaStore } from './store.ts';
 
 export interface ReplicaHandle {

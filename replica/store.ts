@@ -9,7 +9,7 @@ import type { Logger } from '../shared/log.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { ReplicaDatabase } from './database.ts';
 import { positionFilePath } from './position-file.ts';
-import type { QueryPool } from './query-pool.ts';
+import type { QueryPool } from '../shared/node/query-pool.ts';
 
 export interface ReplicaStoreOptions {
   busyTimeoutMs: number;

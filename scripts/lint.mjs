@@ -1,4 +1,5 @@
-// lint checks the import rules of STYLE.md that the compiler cannot: shared/ imports nothing Node-only;
+// lint checks the import rules of STYLE.md that the compiler cannot: shared/ imports nothing Node-only,
+// except shared/node/ (Node-only code common to primary and replica), which nothing Worker-bound imports;
 // primary/ and replica/ never import each other; only the network modules import undici. Exit 1 with
 // one line per violation.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -6,6 +7,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const NODE_ONLY_SHARED = join('shared', 'node') + '/';
 const UNDICI_ALLOWED = new Set(['replica/primary-client.ts']);
 
 function files(dir) {
@@ -26,9 +28,14 @@ function imports(file) {
 export function lint() {
   const problems = [];
   for (const f of files('shared')) {
+    if (f.startsWith(NODE_ONLY_SHARED)) continue;
     for (const spec of imports(f)) {
       if (/^node:|^(better-sqlite3|undici|@hono\/node-server)$/.test(spec)) problems.push(`${f}: shared/ must not import ${spec}`);
+      if (/(^|\/)node\//.test(spec) && spec.startsWith('.')) problems.push(`${f}: Worker-safe shared/ must not import shared/node/ (${spec})`);
     }
+  }
+  for (const f of files('deploy/worker/src')) {
+    for (const spec of imports(f)) if (spec.includes('shared/node/')) problems.push(`${f}: the Worker must not import shared/node/ (${spec})`);
   }
   for (const [from, to] of [['primary', 'replica'], ['replica', 'primary']]) {
     for (const f of files(from)) {

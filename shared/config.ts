@@ -2,6 +2,8 @@
 import { EdgeliteError } from './errors.ts';
 
 export const DEFAULT_HOST = '127.0.0.1';
+/** DEFAULT_QUERY_TIMEOUT_MS: a read running longer is stopped (its query process killed), answering 408. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
 /** parseListen reads HOST:PORT (or :PORT, or PORT); the host defaults to loopback. */
 export function parseListen(text: string, defaultPort: number): { host: string; port: number } {
@@ -18,6 +20,11 @@ export function positiveInt(text: string | undefined, fallback: number, name: st
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n <= 0) throw new EdgeliteError('BAD_REQUEST', `${name} must be a positive integer`);
   return n;
+}
+
+/** queryTimeout reads `--query-timeout-ms`: a positive limit in ms, or 0 to run reads in-process with none. */
+export function queryTimeout(text: string | undefined): number {
+  return text === '0' ? 0 : positiveInt(text, DEFAULT_QUERY_TIMEOUT_MS, '--query-timeout-ms');
 }
 
 /** isLoopback tells whether a bind address only accepts local connections. */

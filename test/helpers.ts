@@ -73,3 +73,12 @@ export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeout
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/** RUNAWAY_SQL never ends on its own: a query time limit must stop it. */
+export const RUNAWAY_SQL = 'SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c)';
+
+/** postJson POSTs a JSON body and returns the status with the parsed JSON reply. */
+export async function postJson(url: string, body: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+  return { status: res.status, json: await res.json() };
+}

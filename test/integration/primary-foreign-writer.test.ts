@@ -334,7 +334,7 @@ describe('primary with foreign writers', () => {
     expect(db.position.txid).toBe(start.txid + commits);
     expect(db.position.generation).toBe(start.generation);
     expect(db.position.checksum).toBe(currentChecksum(file));
-    expect(db.query(parseStatementsBody({ sql: 'SELECT count(*) FROM cli' }))[0]!.rows).toEqual([[20]]);
+    expect((await db.query(parseStatementsBody({ sql: 'SELECT count(*) FROM cli' })))[0]!.rows).toEqual([[20]]);
     verifyReplay(db, start, startImage, t.dir, 0);
   });
 });

@@ -21,11 +21,11 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { openReplica } from '../../replica/embedded.ts';
-import { QueryPool } from '../../replica/query-pool.ts';
+import { QueryPool } from '../../shared/node/query-pool.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import { prng, seedFromEnv, tempDir, waitFor, postJson, RUNAWAY_SQL } from '../helpers.ts';
 
-const RUNAWAY = 'SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c)';
+const RUNAWAY = RUNAWAY_SQL;
 const LIMIT_MS = 1500;
 
 const stops: Array<() => Promise<void> | void> = [];
@@ -34,10 +34,7 @@ afterEach(async () => {
   stops.length = 0;
 });
 
-async function post(url: string, body: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
-  return { status: res.status, json: await res.json() };
-}
+const post = postJson;
 
 /** failure resolves with the error `p` rejects with (handled at once), and fails if it resolves. */
 function failure(p: Promise<unknown>): Promise<EdgeliteError> {
@@ -281,7 +278,7 @@ describe('QueryPool', () => {
   it('leaves no process behind when its parent is killed during a runaway query', async () => {
     const path = fixture();
     const script = join(path, '..', 'parent.mts');
-    const poolUrl = pathToFileURL(join(import.meta.dirname, '../../replica/query-pool.ts')).href;
+    const poolUrl = pathToFileURL(join(import.meta.dirname, '../../shared/node/query-pool.ts')).href;
     writeFileSync(script, `
       import { QueryPool } from ${JSON.stringify(poolUrl)};
       const pool = new QueryPool({ timeoutMs: 600_000, size: 1 });

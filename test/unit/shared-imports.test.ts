@@ -1,5 +1,7 @@
 /**
- * shared/ is bundled into the Cloudflare Worker, so it may use Web APIs only. This test parses every
+ * shared/ is bundled into the Cloudflare Worker, so it may use Web APIs only; shared/node/ holds the
+ * Node-only code common to primary and replica (the query process pool), which no Worker-safe file
+ * imports. This test parses every
  * .ts file under shared/ with the TypeScript compiler (not regexes, so comments and strings that
  * mention `node:fs` or "process" do not count) and fails on any Node-only import or global.
  */
@@ -97,10 +99,12 @@ function findViolations(source: string, fileName = 'sample.ts'): string[] {
   return found;
 }
 
+const NODE_ONLY_DIR = path.join(SHARED_DIR, 'node');
+
 function listTsFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
     const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) return entry.name === 'node_modules' ? [] : listTsFiles(full);
+    if (entry.isDirectory()) return entry.name === 'node_modules' || full === NODE_ONLY_DIR ? [] : listTsFiles(full);
     return entry.name.endsWith('.ts') ? [full] : [];
   });
 }
@@ -111,6 +115,16 @@ describe('shared/ stays Worker-safe', () => {
     expect(files.map((f) => path.basename(f))).toContain('types.ts');
     const violations = files.flatMap((f) => findViolations(fs.readFileSync(f, 'utf8'), path.relative(SHARED_DIR, f)));
     expect(violations).toEqual([]);
+  });
+
+  it('no Worker-safe shared/ file imports shared/node/', () => {
+    const found = listTsFiles(SHARED_DIR).flatMap((f) => {
+      const text = fs.readFileSync(f, 'utf8');
+      return [...text.matchAll(/(?:from\s+|import\s*\(\s*)['"](\.[^'"]*)['"]/g)]
+        .filter((m) => path.resolve(path.dirname(f), m[1]!).startsWith(NODE_ONLY_DIR + path.sep))
+        .map((m) => `${path.relative(SHARED_DIR, f)}: ${m[1]}`);
+    });
+    expect(found).toEqual([]);
   });
 });
 

@@ -16,9 +16,9 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { EdgeliteError, isErrorCode } from '../shared/errors.ts';
-import { silentLogger, type Logger } from '../shared/log.ts';
-import type { QueryResult, Statement } from '../shared/protocol.ts';
+import { EdgeliteError, isErrorCode } from '../errors.ts';
+import { silentLogger, type Logger } from '../log.ts';
+import type { QueryResult, Statement } from '../protocol.ts';
 import { CHANNEL_FD, FrameDecoder, encodeFrame, type WorkerReply, type WorkerRequest } from './query-worker.ts';
 
 export const DEFAULT_QUERY_POOL_SIZE = Math.max(2, Math.min(4, availableParallelism()));

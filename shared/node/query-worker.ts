@@ -19,9 +19,10 @@ import { Packr, Unpackr } from 'msgpackr';
 import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { toEdgeliteError, type ErrorBody } from '../shared/errors.ts';
-import type { QueryResult, Statement } from '../shared/protocol.ts';
-import { clearStatementCache, runRead, sqliteError } from '../shared/sql.ts';
+import { toEdgeliteError, type ErrorBody } from '../errors.ts';
+import type { QueryResult, Statement } from '../protocol.ts';
+import { clearStatementCache, runRead, sqliteError } from '../sql.ts';
+import { assertNoTransaction } from '../statement-policy.ts';
 
 export const FRAME_HEADER_BYTES = 4;
 /** The child's end of the channel (stdio index in the parent's `spawn`). */
@@ -110,7 +111,13 @@ export class QueryServer {
     }
     try {
       const conn = this.#connection(req.path);
-      const results = req.statements.map((s) => runRead(conn, s));
+      const results = req.statements.map((s) => {
+        const result = runRead(conn, s);
+        // The policy refuses transaction control before a request is sent; this is the backstop, since
+        // a read transaction left open here would pin the WAL for as long as the process lives.
+        assertNoTransaction(conn);
+        return result;
+      });
       return { id: req.id, results };
     } catch (err) {
       return { id: req.id, error: sqliteError(err).toBody().error };

@@ -1,0 +1,112 @@
+/**
+ * The primary's own API reads are time-limited like a replica's (DESIGN.md §11): a runaway read is
+ * answered 408 QUERY_TIMEOUT at the limit and its query process is killed, while writes, other reads
+ * and the replication stream keep going, because reads never run on the thread that captures and
+ * streams. A primary and a replica in one process over loopback; the query processes are real.
+ */
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AUTH_DISABLED } from '../../shared/auth.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { parsePrimaryConfig } from '../../primary/config.ts';
+import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
+import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
+import { tempDir, waitFor, postJson, RUNAWAY_SQL } from '../helpers.ts';
+
+const RUNAWAY = RUNAWAY_SQL;
+const LIMIT_MS = 1500;
+
+const stops: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const s of stops.reverse()) await s();
+  stops.length = 0;
+});
+
+const post = postJson;
+
+async function setup(flags: string[], withReplica: boolean): Promise<{ primary: PrimaryHandle; replica: ReplicaHandle | null }> {
+  const t = tempDir('primary-query-timeout');
+  stops.push(t.cleanup);
+  const config = parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0', ...flags], {});
+  const primary = await startPrimary({ ...config, auth: AUTH_DISABLED }, silentLogger);
+  stops.push(() => primary.close());
+  await fetch(`${primary.url}/v1/db/app`, { method: 'PUT' });
+  await post(`${primary.url}/v1/db/app/exec`, { sql: 'CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)' });
+  await post(`${primary.url}/v1/db/app/exec`, { statements: Array.from({ length: 100 }, (_, i) => ({ sql: 'INSERT INTO kv VALUES (?, ?)', params: [i, `v${i}`] })) });
+  if (!withReplica) return { primary, replica: null };
+  const replica = await startReplica(parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], {}), silentLogger);
+  stops.push(() => replica.close());
+  const want = primary.store.get('app')!.position.txid;
+  await waitFor(() => (replica.store.get('app')?.position?.txid ?? -1) >= want, 'replica catch-up');
+  return { primary, replica };
+}
+
+describe('a runaway query on the primary', () => {
+  it('answers 408 at the limit while writes, other reads and the stream go on', async () => {
+    const { primary, replica } = await setup(['--query-timeout-ms', String(LIMIT_MS)], true);
+    // A first read starts a query process; the runaway must not be what pays for it.
+    expect((await post(`${primary.url}/v1/db/app/query`, { sql: 'SELECT 1' })).status).toBe(200);
+
+    let runawayDone = false;
+    const t0 = performance.now();
+    const runaway = post(`${primary.url}/v1/db/app/query`, { sql: RUNAWAY }).then((r) => {
+      runawayDone = true;
+      return { ...r, ms: performance.now() - t0 };
+    });
+    const rdb = replica!.store.get('app')!;
+    const startTxid = rdb.position!.txid;
+    let writes = 0;
+    let reads = 0;
+    let replicatedDuring = startTxid;
+    for (let i = 1000; !runawayDone; i++) {
+      const w = await post(`${primary.url}/v1/db/app/exec`, { sql: 'INSERT INTO kv VALUES (?, ?)', params: [i, 'during'] });
+      expect(w.status, JSON.stringify(w.json)).toBe(200);
+      const r = await post(`${primary.url}/v1/db/app/query`, { sql: 'SELECT v FROM kv WHERE k = ?', params: [i] });
+      // Read-your-writes on the primary holds through the query processes: a fresh read sees the commit.
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      expect(r.json.results[0].rows).toEqual([['during']]);
+      if (!runawayDone) {
+        writes++;
+        reads++;
+        replicatedDuring = Math.max(replicatedDuring, rdb.position!.txid);
+      }
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    const r = await runaway;
+    console.log(`primary runaway answered ${r.status} after ${r.ms.toFixed(0)} ms (limit ${LIMIT_MS}); ${writes} writes and ${reads} reads meanwhile; replica txid ${startTxid} -> ${replicatedDuring}`);
+    expect(r.status).toBe(408);
+    expect(r.json.error.code).toBe('QUERY_TIMEOUT');
+    expect(writes).toBeGreaterThan(0);
+    expect(replicatedDuring).toBeGreaterThan(startTxid);
+  });
+
+  it('gives the same results and typed errors as the in-process path', async () => {
+    const pooled = (await setup([], false)).primary;
+    const inProcess = (await setup(['--query-timeout-ms', '0'], false)).primary;
+    const requests: unknown[] = [
+      { sql: 'SELECT k, v, typeof(v), length(v) FROM kv WHERE k < ? ORDER BY k', params: [5] },
+      { sql: "SELECT x'00ff', 1.5, NULL, 9007199254740991" },
+      { statements: [{ sql: 'SELECT count(*) AS n FROM kv' }, { sql: 'SELECT max(k) FROM kv' }] },
+      { sql: 'SELECT * FROM no_such_table' },
+      { sql: 'SELECT (' },
+      { sql: "INSERT INTO kv VALUES (500, 'x')" },
+      { sql: 'BEGIN' },
+      { sql: "ATTACH 'other.db' AS o" },
+      { sql: 'PRAGMA query_only = 0' },
+    ];
+    for (const body of requests) {
+      const a = await post(`${pooled.url}/v1/db/app/query`, body);
+      const b = await post(`${inProcess.url}/v1/db/app/query`, body);
+      expect({ body, status: a.status, json: a.json }).toEqual({ body, status: b.status, json: b.json });
+    }
+    expect(pooled.store.get('app')!.position.txid).toBe(inProcess.store.get('app')!.position.txid);
+  });
+
+  it('rejects a bad --query-timeout-ms, and defaults to 5000', () => {
+    expect(() => parsePrimaryConfig(['--data', '/tmp/x', '--query-timeout-ms', '-5'], {})).toThrow(/query-timeout-ms/);
+    expect(() => parsePrimaryConfig(['--data', '/tmp/x', '--query-timeout-ms', 'soon'], {})).toThrow(/query-timeout-ms/);
+    expect(parsePrimaryConfig(['--data', '/tmp/x'], {}).queryTimeoutMs).toBe(5000);
+    expect(parsePrimaryConfig(['--data', '/tmp/x', '--query-timeout-ms', '0'], {}).queryTimeoutMs).toBe(0);
+  });
+});
