@@ -15,6 +15,7 @@ import { ChangeSetLog, type LogOptions } from './log.ts';
 import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
 import { PageCache } from './page-cache.ts';
 import { ReadLock } from './read-lock.ts';
+import { WriteQueue } from './write-queue.ts';
 import { SnapshotView } from './snapshot.ts';
 import { assertNoTransaction, checkStatement } from '../shared/statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type SynchronousMode } from './sqlite.ts';
@@ -54,12 +55,18 @@ export class PrimaryDatabase {
   #capturer: Capturer;
   #checkpointedAtFrame = -1;
   readonly #pageCache = new PageCache();
+  /** The API writes, when they run in query processes (write-queue.ts); null: exec on this thread. */
+  readonly #writes: WriteQueue | null;
   #closed = false;
 
   private constructor(name: string, path: string, dataDir: string, opts: DatabaseOptions) {
     this.name = name;
     this.path = path;
     this.#opts = opts;
+    const pool = opts.queryPool;
+    this.#writes = pool
+      ? new WriteQueue({ pool, path, sync: opts.synchronous, waitMs: pool.timeoutMs, onCommitted: () => this.capture() })
+      : null;
     const stateDir = join(dataDir, '.edgelite', name);
     mkdirSync(stateDir, { recursive: true });
     this.#metaPath = join(stateDir, 'meta.json');
@@ -220,13 +227,16 @@ export class PrimaryDatabase {
     try {
       const n = this.#capturer.capture();
       const cursor = this.#capturer.state.cursor;
-      if (cursor && cursor.frame >= this.#opts.checkpointFrames && cursor.frame !== this.#checkpointedAtFrame) {
+      // Never while a query process may hold the write lock: it would block this thread (write-gate.ts).
+      // The capture after that write comes back does it.
+      if (cursor && cursor.frame >= this.#opts.checkpointFrames && cursor.frame !== this.#checkpointedAtFrame && !this.#writes?.busy) {
         this.checkpoint();
         this.#checkpointedAtFrame = cursor.frame;
       }
       return n;
     } catch (err) {
       if (!(err instanceof EdgeliteError) || err.code !== 'WAL_INVALID') throw err;
+      if (this.#writes?.busy) return 0; // the barrier below must wait; the capture after the write retries
       this.#writer.exec('BEGIN IMMEDIATE');
       try {
         this.#lock.advance();
@@ -262,6 +272,24 @@ export class PrimaryDatabase {
     }
     this.capture();
     return { results, position: this.position };
+  }
+
+  /**
+   * write is the API's exec: with a query pool, the statements run in a query process under the time
+   * limit (QUERY_TIMEOUT: not committed), group-committed with the writes queued alongside
+   * (write-queue.ts), and captured here when they come back; without one, exec on this thread.
+   */
+  async write(statements: Statement[]): Promise<ExecOutcome> {
+    if (!this.#writes) return this.exec(statements);
+    this.#assertOpen();
+    for (const s of statements) checkStatement(s.sql, 'write');
+    const results = await this.#writes.submit(statements);
+    return { results, position: this.position };
+  }
+
+  /** openSnapshot is beginSnapshot in turn with the API writes (its barrier must not wait on theirs). */
+  openSnapshot(): Promise<SnapshotView> {
+    return this.#writes ? this.#writes.barrier(() => this.beginSnapshot()) : Promise.resolve().then(() => this.beginSnapshot());
   }
 
   /**
@@ -334,6 +362,7 @@ export class PrimaryDatabase {
   /** close captures what is left, makes the log durable and closes every connection. */
   close(): void {
     if (this.#closed) return;
+    this.#writes?.close();
     try {
       this.capture();
       this.#log.syncNow();

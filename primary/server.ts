@@ -17,6 +17,8 @@ export interface PrimaryHandle {
   url: string;
   port: number;
   store: PrimaryStore;
+  /** Where API reads and writes run, time-limited; null with `--query-timeout-ms 0`. */
+  queryPool: QueryPool | null;
   close(): Promise<void>;
 }
 
@@ -48,6 +50,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     url,
     port,
     store,
+    queryPool,
     close: async () => {
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };

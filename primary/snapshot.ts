@@ -11,8 +11,8 @@ import type { Connection, Stmt } from './sqlite.ts';
 /** SNAPSHOT_CHUNK_BYTES is how much one pull reads from SQLite. */
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 
-export function snapshotResponse(db: PrimaryDatabase): Response {
-  const view = db.beginSnapshot();
+export async function snapshotResponse(db: PrimaryDatabase): Promise<Response> {
+  const view = await db.openSnapshot();
   const pagesPerChunk = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / view.pageSize));
   let next = 1;
   const body = new ReadableStream<Uint8Array>(

@@ -1,43 +1,14 @@
 /**
  * Opening the primary's SQLite connections. The only primary module that imports better-sqlite3's
- * constructor; everything else receives connections.
+ * constructor; everything else receives connections. The writer's settings live in
+ * shared/node/sqlite-writer.ts, because the query processes open writers the same way.
  */
 import Database from 'better-sqlite3';
 
 export type Connection = Database.Database;
 export type Stmt = Database.Statement<unknown[], unknown>;
 
-export type SynchronousMode = 'full' | 'normal';
-
-export interface WriterPragmas {
-  synchronous: SynchronousMode;
-  busyTimeoutMs: number;
-}
-
-/**
- * openWriter opens the connection the primary writes through. WAL mode; `wal_autocheckpoint=0`
- * because only the primary checkpoints, and only frames it has captured (DESIGN.md §2);
- * `journal_size_limit` so a restarted WAL is truncated back instead of staying at its largest size.
- */
-export function openWriter(path: string, pragmas: WriterPragmas): Connection {
-  const db = new Database(path);
-  try {
-    db.pragma(`busy_timeout = ${pragmas.busyTimeoutMs}`);
-    const mode = db.pragma('journal_mode = WAL', { simple: true });
-    if (String(mode).toLowerCase() !== 'wal') throw new Error(`could not put ${path} in WAL mode (got ${String(mode)})`);
-    db.pragma('wal_autocheckpoint = 0');
-    db.pragma(`synchronous = ${pragmas.synchronous.toUpperCase()}`);
-    db.pragma('foreign_keys = ON');
-    db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
-    return db;
-  } catch (err) {
-    db.close();
-    throw err;
-  }
-}
-
-/** JOURNAL_SIZE_LIMIT: the WAL is truncated back to this size when it restarts. */
-export const JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024;
+export { JOURNAL_SIZE_LIMIT, openWriter, type SynchronousMode, type WriterPragmas } from '../shared/node/sqlite-writer.ts';
 
 /**
  * openReader opens a connection used to hold read transactions or read pages (`sqlite_dbpage`). It

@@ -1,8 +1,10 @@
 /**
- * QueryPool runs a replica's reads in a few child processes so that a runaway query never stalls the
- * event loop (and with it the apply loop, the stream and every other read), and so that it can be
- * stopped: when a query has run for `timeoutMs` the reply is QUERY_TIMEOUT at once, and the process
- * running it is killed with SIGKILL and replaced. Why processes and not worker threads: query-worker.ts.
+ * QueryPool runs API reads (replica and primary) and the primary's API writes in a few child processes
+ * so that a runaway statement never stalls the event loop (and with it captures, the apply loop, the
+ * stream and every other request), and so that it can be stopped: when a request has run for
+ * `timeoutMs` the reply is QUERY_TIMEOUT at once, and the process running it is killed with SIGKILL and
+ * replaced. A write that times out is never committed (the two steps in query-wire.ts). Why processes
+ * and not worker threads: query-worker.ts.
  *
  * Each process runs one request at a time; requests wait in a bounded FIFO, and are refused with BUSY
  * when it is full or when no process took them within `timeoutMs` (so a client waits at most about
@@ -19,7 +21,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { EdgeliteError, isErrorCode } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { QueryResult, Statement } from '../protocol.ts';
-import { CHANNEL_FD, FrameDecoder, encodeFrame, type WorkerReply, type WorkerRequest } from './query-worker.ts';
+import { CHANNEL_FD, FrameDecoder, encodeFrame, type QueryRequest, type WireError, type WorkerReply, type WriteOutcome, type WriteRequest, type WriteSync } from './query-wire.ts';
+
+export type { WriteOutcome, WriteSync } from './query-wire.ts';
 
 export const DEFAULT_QUERY_POOL_SIZE = Math.max(2, Math.min(4, availableParallelism()));
 export const DEFAULT_QUERY_QUEUE = 1000;
@@ -40,6 +44,8 @@ export interface QueryPoolOptions {
 export interface QueryPoolStats {
   /** Processes alive and usable (starting or ready). */
   live: number;
+  /** Processes that said they are ready. */
+  ready: number;
   busy: number;
   queued: number;
   /** Killed processes whose exit has not been seen yet. */
@@ -51,14 +57,21 @@ export interface QueryPoolStats {
   pids: number[];
 }
 
+/** BatchOutcome: a write's outcome, its error rebuilt (query-wire.ts's WriteOutcome on this side). */
+export type BatchOutcome = { results: QueryResult[] } | { error: EdgeliteError } | { alone: true };
+
 interface Job {
   id: number;
-  path: string;
-  statements: Statement[];
+  /** The request as sent, without its id. */
+  request: Omit<QueryRequest, 'id'> | Omit<WriteRequest, 'id'>;
+  /** How many writes of a batch have run (progress replies), for the QUERY_TIMEOUT details. */
+  completed: number;
   timeoutMs: number;
+  /** When the running request's time is up (performance.now()). */
+  deadline: number;
   timer: ReturnType<typeof setTimeout>;
   member: Member | null;
-  resolve: (results: QueryResult[]) => void;
+  resolve: (value: QueryResult[] | BatchOutcome[]) => void;
   reject: (err: EdgeliteError) => void;
 }
 
@@ -107,6 +120,24 @@ export class QueryPool {
    * `timeoutMs`), UNAVAILABLE when its process dies or the pool is closed.
    */
   run(path: string, statements: Statement[], timeoutMs = this.timeoutMs): Promise<QueryResult[]> {
+    return this.#submit({ path, statements }, timeoutMs) as Promise<QueryResult[]>;
+  }
+
+  /**
+   * writeBatch runs a batch of writes (each a list of statements) as one transaction on the database
+   * file at `path`, each write in its own savepoint (query-wire.ts), on a writer connection set up as
+   * the primary's with `synchronous` = `sync`, and resolves once it is committed with one outcome per
+   * write: its results (as runWrite's), its error (that write alone was rolled back), or `alone` (it
+   * must be sent again in a batch of its own). Rejects as run does, for the whole batch; QUERY_TIMEOUT
+   * means nothing of it was committed, and its `details.completed` says how many writes had run. The
+   * caller makes sure one batch per file is in flight (another would wait on SQLite's lock in its
+   * process).
+   */
+  writeBatch(path: string, batch: Statement[][], sync: WriteSync, timeoutMs = this.timeoutMs): Promise<BatchOutcome[]> {
+    return this.#submit({ path, batch, sync }, timeoutMs) as Promise<BatchOutcome[]>;
+  }
+
+  #submit(request: Job['request'], timeoutMs: number): Promise<QueryResult[] | BatchOutcome[]> {
     if (this.#closed) return Promise.reject(new EdgeliteError('UNAVAILABLE', 'query pool is closed'));
     checkInt(timeoutMs, 'timeoutMs', 1);
     if (this.#queue.length >= this.maxQueue && !this.#idleMember()) {
@@ -115,8 +146,8 @@ export class QueryPool {
         details: { queued: this.#queue.length, processes: this.size },
       }));
     }
-    return new Promise<QueryResult[]>((resolve, reject) => {
-      const job: Job = { id: this.#nextId++, path, statements, timeoutMs, member: null, resolve, reject, timer: undefined! };
+    return new Promise<QueryResult[] | BatchOutcome[]>((resolve, reject) => {
+      const job: Job = { id: this.#nextId++, request, completed: 0, timeoutMs, deadline: 0, member: null, resolve, reject, timer: undefined! };
       job.timer = setTimeout(() => this.#giveUp(job), timeoutMs);
       this.#queue.push(job);
       this.#pump();
@@ -141,6 +172,7 @@ export class QueryPool {
     const members = [...this.#members];
     return {
       live: members.length,
+      ready: members.filter((m) => m.ready).length,
       busy: members.filter((m) => m.job).length,
       queued: this.#queue.length,
       dying: this.#processes.size - members.length,
@@ -174,8 +206,9 @@ export class QueryPool {
       job.member = m;
       m.job = job;
       clearTimeout(job.timer);
+      job.deadline = performance.now() + job.timeoutMs;
       job.timer = setTimeout(() => this.#expire(job), job.timeoutMs);
-      m.channel.write(encodeFrame({ id: job.id, path: job.path, statements: job.statements }));
+      m.channel.write(encodeFrame({ id: job.id, ...job.request }));
     }
     const starting = [...this.#members].filter((m) => !m.ready).length;
     let wanted = Math.min(this.#queue.length - starting, this.size - this.#members.size);
@@ -231,8 +264,23 @@ export class QueryPool {
       this.#logger({ msg: 'query process replied out of turn', pid: member.child.pid, id: reply.id });
       return;
     }
+    if ('done' in reply) {
+      job.completed = reply.done + 1;
+      return;
+    }
+    if ('prepared' in reply) {
+      // The statements ran; commit only within the limit (a due timer may not have fired yet).
+      if (performance.now() >= job.deadline) {
+        this.#expire(job);
+        return;
+      }
+      clearTimeout(job.timer);
+      member.channel.write(encodeFrame({ id: job.id, commit: true }));
+      return;
+    }
     member.job = null;
     if ('results' in reply) this.#settle(job, null, reply.results);
+    else if ('outcomes' in reply) this.#settle(job, null, reply.outcomes.map(outcomeFromReply));
     else this.#settle(job, errorFromReply(reply.error));
     this.#pump();
   }
@@ -259,10 +307,13 @@ export class QueryPool {
   #expire(job: Job): void {
     const m = job.member!;
     this.#timeouts++;
-    const err = new EdgeliteError('QUERY_TIMEOUT', `query exceeded the time limit of ${job.timeoutMs} ms`, {
-      details: { timeoutMs: job.timeoutMs },
+    const r = job.request;
+    const write = 'batch' in r;
+    const err = new EdgeliteError('QUERY_TIMEOUT', `${write ? 'write' : 'query'} exceeded the time limit of ${job.timeoutMs} ms${write ? '; nothing of it was committed' : ''}`, {
+      details: write ? { timeoutMs: job.timeoutMs, completed: job.completed } : { timeoutMs: job.timeoutMs },
     });
-    this.#logger({ msg: 'query timed out; killing its process', pid: m.child.pid, timeoutMs: job.timeoutMs, sql: job.statements[0]?.sql.slice(0, 200) });
+    const sql = write ? r.batch[job.completed]?.[0]?.sql : r.statements[0]?.sql;
+    this.#logger({ msg: 'query timed out; killing its process', pid: m.child.pid, timeoutMs: job.timeoutMs, sql: sql?.slice(0, 200) });
     m.job = null;
     this.#settle(job, err);
     this.#kill(m);
@@ -291,7 +342,7 @@ export class QueryPool {
     if (!this.#closed) this.#pump();
   }
 
-  #settle(job: Job, err: EdgeliteError | null, results?: QueryResult[]): void {
+  #settle(job: Job, err: EdgeliteError | null, results?: QueryResult[] | BatchOutcome[]): void {
     clearTimeout(job.timer);
     job.member = null;
     if (err) job.reject(err);
@@ -299,8 +350,12 @@ export class QueryPool {
   }
 }
 
+function outcomeFromReply(o: WriteOutcome): BatchOutcome {
+  return 'error' in o ? { error: errorFromReply(o.error) } : o;
+}
+
 /** errorFromReply rebuilds the EdgeliteError the process mapped (sqliteError) on its side. */
-function errorFromReply(e: { code: unknown; message: unknown; details?: Record<string, unknown> }): EdgeliteError {
+function errorFromReply(e: WireError): EdgeliteError {
   const message = typeof e.message === 'string' ? e.message : 'query failed';
   if (!isErrorCode(e.code)) return new EdgeliteError('INTERNAL', `query process sent an unknown error code: ${message}`);
   return new EdgeliteError(e.code, message, e.details === undefined ? {} : { details: e.details });

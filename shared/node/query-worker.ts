@@ -1,32 +1,27 @@
 /**
- * query-worker is the body of one query process of the QueryPool (query-pool.ts) and the wire both
- * sides speak. A process, not a worker thread, because SQLite cannot be stopped from JS here: the build
- * omits the progress callback, better-sqlite3 exposes no sqlite3_interrupt, and `worker.terminate()`
- * only takes effect when control returns to JS, never inside `sqlite3_step` (measured: a worker in an
- * endless `count(*)` kept burning CPU after terminate). SIGKILL always works.
+ * query-worker is the body of one query process of the QueryPool (query-pool.ts). A process, not a
+ * worker thread, because SQLite cannot be stopped from JS here: the build omits the progress callback,
+ * better-sqlite3 exposes no sqlite3_interrupt, and `worker.terminate()` only takes effect when control
+ * returns to JS, never inside `sqlite3_step` (measured: a worker in an endless `count(*)` kept burning
+ * CPU after terminate). SIGKILL always works.
  *
- * The process runs one request at a time, on read-only connections it opens lazily (one per database
- * file, `query_only`, busy timeout as the replica's), through the same code as the in-process path
- * (runRead, and sqliteError for every error), so results and errors are the same. Checks on the SQL text
- * (ATTACH, PRAGMA settings) stay with the caller, in the parent, before a request is sent.
- *
- * Wire: over the child's fd 3, frames of `u32le length ‖ msgpack body`.
- *   parent → child  {id, path, statements} (a query) | {id: 0, forget: path} (close that file)
- *   child → parent  {id: 0, ready: pid} once, then {id, results} | {id, error: {code, message, details}}
+ * The process runs one request at a time, through the same code as the in-process paths (runRead and
+ * runWrite, and sqliteError for every error), so results and errors are the same. Reads go to read-only
+ * connections (`query_only`), writes to writer connections opened as the primary opens its own
+ * (sqlite-writer.ts), both opened lazily, one per database file. Checks on the SQL text (ATTACH, PRAGMA
+ * settings) stay with the caller, in the parent, before a request is sent. The wire: query-wire.ts.
  */
 import Database from 'better-sqlite3';
-import { Packr, Unpackr } from 'msgpackr';
 import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { toEdgeliteError, type ErrorBody } from '../errors.ts';
-import type { QueryResult, Statement } from '../protocol.ts';
-import { clearStatementCache, runRead, sqliteError } from '../sql.ts';
+import { EdgeliteError, toEdgeliteError } from '../errors.ts';
+import type { Statement } from '../protocol.ts';
+import { clearStatementCache, runRead, runWrite, sqliteError } from '../sql.ts';
 import { assertNoTransaction } from '../statement-policy.ts';
+import { CHANNEL_FD, encodeFrame, FrameDecoder, type WorkerReply, type WorkerRequest, type WriteOutcome, type WriteRequest } from './query-wire.ts';
+import { openWriter } from './sqlite-writer.ts';
 
-export const FRAME_HEADER_BYTES = 4;
-/** The child's end of the channel (stdio index in the parent's `spawn`). */
-export const CHANNEL_FD = 3;
 /** MAX_OPEN_FILES bounds the connections one process keeps (database-per-tenant replicas have many). */
 export const MAX_OPEN_FILES = 64;
 /** PARENT_CHECK_MS: how often the watchdog thread checks that the parent process is still there. */
@@ -44,73 +39,41 @@ setInterval(() => {
 }, workerData.everyMs);
 `;
 
-export interface QueryRequest {
-  id: number;
-  path: string;
-  statements: Statement[];
-}
+/** NOT_IN_TRANSACTION: SQLite's message for a statement that must run on its own (VACUUM). */
+const NOT_IN_TRANSACTION = /from within a transaction/;
 
-export interface ForgetRequest {
-  id: 0;
-  forget: string;
-}
-
-export type WorkerRequest = QueryRequest | ForgetRequest;
-
-export type WorkerReply =
-  | { id: 0; ready: number }
-  | { id: number; results: QueryResult[] }
-  | { id: number; error: ErrorBody['error'] };
-
-// Records off: every message is a plain object, and both ends must agree without shared state.
-const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false });
-
-/** encodeFrame packs one message with its length prefix. */
-export function encodeFrame(message: WorkerRequest | WorkerReply): Buffer {
-  const body = packr.pack(message);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
-  frame.writeUInt32LE(body.length, 0);
-  body.copy(frame, FRAME_HEADER_BYTES);
-  return frame;
-}
-
-/** FrameDecoder reassembles frames from stream chunks (a pipe splits and merges writes freely). */
-export class FrameDecoder {
-  #pending: Buffer = Buffer.alloc(0);
-
-  push(chunk: Buffer): unknown[] {
-    let buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
-    const out: unknown[] = [];
-    while (buf.length >= FRAME_HEADER_BYTES) {
-      const size = buf.readUInt32LE(0);
-      if (buf.length < FRAME_HEADER_BYTES + size) break;
-      out.push(unpackr.unpack(buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + size)));
-      buf = buf.subarray(FRAME_HEADER_BYTES + size);
-    }
-    // Copy the leftover, so a retained tail does not pin the whole chunk.
-    this.#pending = buf.length === 0 ? Buffer.alloc(0) : Buffer.from(buf);
-    return out;
-  }
-}
-
-/** QueryServer answers requests on its own read-only connections; one per query process. */
+/** QueryServer answers requests on its own connections; one per query process. */
 export class QueryServer {
   readonly #busyTimeoutMs: number;
+  /** Connections by `r:path` (read-only) or `w:sync:path` (writer), least recently used first. */
   readonly #conns = new Map<string, Database.Database>();
+  /** The batch waiting for its commit (query-wire.ts), if any. */
+  #prepared: { id: number; conn: Database.Database; outcomes: WriteOutcome[] } | null = null;
 
   constructor(busyTimeoutMs: number) {
     this.#busyTimeoutMs = busyTimeoutMs;
   }
 
-  /** handle runs one request to its reply; it never throws (errors become error replies). */
-  handle(req: WorkerRequest): WorkerReply | null {
+  /**
+   * handle runs one request to its reply; it never throws (errors become error replies). `progress`
+   * receives the interim replies of a batch (query-wire.ts).
+   */
+  handle(req: WorkerRequest, progress: (reply: WorkerReply) => void = () => {}): WorkerReply | null {
     if ('forget' in req) {
-      this.#close(req.forget);
+      this.#close(`r:${req.forget}`);
+      for (const sync of ['normal', 'full']) this.#close(`w:${sync}:${req.forget}`);
       return null;
     }
+    if ('commit' in req) return this.#commit(req.id);
+    this.#abandon();
     try {
-      const conn = this.#connection(req.path);
+      if ('batch' in req) return this.#write(req, progress);
+      const conn = this.#connection(`r:${req.path}`, () => {
+        const c = new Database(req.path, { readonly: true, fileMustExist: true });
+        c.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+        c.pragma('query_only = ON');
+        return c;
+      });
       const results = req.statements.map((s) => {
         const result = runRead(conn, s);
         // The policy refuses transaction control before a request is sent; this is the backstop, since
@@ -125,30 +88,109 @@ export class QueryServer {
   }
 
   close(): void {
-    for (const path of [...this.#conns.keys()]) this.#close(path);
+    this.#abandon();
+    for (const key of [...this.#conns.keys()]) this.#close(key);
   }
 
-  #connection(path: string): Database.Database {
-    const hit = this.#conns.get(path);
+  /**
+   * #write runs a batch of writes in one write transaction, each in its own savepoint, and leaves the
+   * transaction open for the commit, so that the parent decides, at the time limit, whether it happens.
+   * A batch of one that SQLite will not run inside a transaction (VACUUM) runs on its own, at once.
+   */
+  #write(req: WriteRequest, progress: (reply: WorkerReply) => void): WorkerReply {
+    const conn = this.#connection(`w:${req.sync}:${req.path}`, () =>
+      openWriter(req.path, { synchronous: req.sync, busyTimeoutMs: this.#busyTimeoutMs }, { fileMustExist: true }));
+    conn.exec('BEGIN IMMEDIATE');
+    let outcomes: WriteOutcome[];
+    try {
+      outcomes = req.batch.map((statements, i) => {
+        const outcome = savepoint(conn, statements);
+        if (req.batch.length > 1) progress({ id: req.id, done: i });
+        return outcome;
+      });
+      if (!conn.inTransaction) throw new EdgeliteError('BAD_REQUEST', 'a statement ended the write transaction; it was not committed');
+    } catch (err) {
+      if (conn.inTransaction) conn.exec('ROLLBACK');
+      throw err;
+    }
+    if (req.batch.length === 1 && 'alone' in outcomes[0]!) {
+      conn.exec('ROLLBACK');
+      const results = req.batch[0]!.map((s) => runWrite(conn, s));
+      assertNoTransaction(conn);
+      return { id: req.id, outcomes: [{ results }] };
+    }
+    if (!outcomes.some((o) => 'results' in o)) {
+      // Nothing to keep: a COMMIT would still write the pages a rolled-back savepoint touched.
+      conn.exec('ROLLBACK');
+      return { id: req.id, outcomes };
+    }
+    this.#prepared = { id: req.id, conn, outcomes };
+    return { id: req.id, prepared: true };
+  }
+
+  #commit(id: number): WorkerReply {
+    const prepared = this.#prepared;
+    this.#prepared = null;
+    if (!prepared || prepared.id !== id) {
+      this.#abandon();
+      return { id, error: new EdgeliteError('INTERNAL', `query process ${process.pid}: commit for request ${id}, which is not prepared`).toBody().error };
+    }
+    try {
+      prepared.conn.exec('COMMIT');
+      return { id, outcomes: prepared.outcomes };
+    } catch (err) {
+      if (prepared.conn.inTransaction) prepared.conn.exec('ROLLBACK');
+      return { id, error: sqliteError(err).toBody().error };
+    }
+  }
+
+  /** #abandon rolls back a prepared write whose commit never came (the parent moved on). */
+  #abandon(): void {
+    const prepared = this.#prepared;
+    this.#prepared = null;
+    if (prepared?.conn.inTransaction) prepared.conn.exec('ROLLBACK');
+  }
+
+  #connection(key: string, open: () => Database.Database): Database.Database {
+    const hit = this.#conns.get(key);
     if (hit) {
-      this.#conns.delete(path);
-      this.#conns.set(path, hit);
+      this.#conns.delete(key);
+      this.#conns.set(key, hit);
       return hit;
     }
-    const conn = new Database(path, { readonly: true, fileMustExist: true });
-    conn.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
-    conn.pragma('query_only = ON');
-    this.#conns.set(path, conn);
+    const conn = open();
+    this.#conns.set(key, conn);
     if (this.#conns.size > MAX_OPEN_FILES) this.#close(this.#conns.keys().next().value!);
     return conn;
   }
 
-  #close(path: string): void {
-    const conn = this.#conns.get(path);
+  #close(key: string): void {
+    const conn = this.#conns.get(key);
     if (!conn) return;
-    this.#conns.delete(path);
+    if (this.#prepared?.conn === conn) this.#abandon();
+    this.#conns.delete(key);
     clearStatementCache(conn);
     conn.close();
+  }
+}
+
+/**
+ * savepoint runs one write of a batch inside its own savepoint: its error rolls back this write only,
+ * as its own transaction would have.
+ */
+function savepoint(conn: Database.Database, statements: Statement[]): WriteOutcome {
+  conn.exec('SAVEPOINT edgelite_write');
+  try {
+    const results = statements.map((s) => runWrite(conn, s));
+    conn.exec('RELEASE edgelite_write');
+    return { results };
+  } catch (err) {
+    // Some errors end the whole transaction (ON CONFLICT ROLLBACK, a full disk): the batch fails.
+    if (!conn.inTransaction) throw err;
+    conn.exec('ROLLBACK TO edgelite_write');
+    conn.exec('RELEASE edgelite_write');
+    const e = sqliteError(err);
+    return NOT_IN_TRANSACTION.test(e.message) ? { alone: true } : { error: e.toBody().error };
   }
 }
 
@@ -160,15 +202,16 @@ function serve(busyTimeoutMs: number): void {
   const decoder = new FrameDecoder();
   channel.on('data', (chunk: Buffer) => {
     for (const req of decoder.push(chunk)) {
-      const reply = server.handle(req as WorkerRequest);
+      const reply = server.handle(req as WorkerRequest, (interim) => channel.write(encodeFrame(interim)));
       if (reply) channel.write(encodeFrame(reply));
     }
   });
-  // The parent closed the channel (pool closed, or parent died): nothing more will come.
-  channel.on('close', () => {
-    server.close();
-    process.exit(0);
-  });
+  // The parent closed the channel (pool closed, or parent died): nothing more will come. Die without
+  // closing any connection: if the parent is gone, a writer connection closing last would checkpoint
+  // frames the primary never captured into the database and delete the WAL (a new generation on its
+  // restart, measured in test/e2e/primary-kill.test.ts); and process.exit would close them too (the
+  // driver's cleanup hook). SIGKILL leaves the files as they are, like the parent's own kill -9.
+  channel.on('close', () => process.kill(process.pid, 'SIGKILL'));
   channel.on('error', (err) => {
     process.stderr.write(`edgelite query process ${process.pid}: channel error: ${toEdgeliteError(err).message}\n`);
   });

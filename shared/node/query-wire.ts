@@ -1,0 +1,105 @@
+/**
+ * query-wire is what the QueryPool (query-pool.ts) and its processes (query-worker.ts) say to each other,
+ * over the child's fd 3, as frames of `u32le length ‖ msgpack body`:
+ *
+ *   parent → child  {id, path, statements}          a read
+ *                   {id, path, batch, sync}         a batch of writes (group commit, see below)
+ *                   {id, commit: true}              go ahead with a prepared batch
+ *                   {id: 0, forget: path}           close that file's connections
+ *   child → parent  {id: 0, ready: pid} once, then per request
+ *                   {id, results} | {id, error}     a read's answer
+ *                   {id, done: i}                   batch write i has run (progress, not committed)
+ *                   {id, prepared: true}            every write of the batch has run
+ *                   {id, outcomes} | {id, error}    the batch's answer, after its commit
+ *
+ * A batch holds the writes (each a list of statements, each its own transaction to its client) that
+ * queued for one database while the previous batch ran: one SQLite transaction for all of them, each
+ * inside its own SAVEPOINT, so one write's error rolls back that write only. It runs in two steps so
+ * that QUERY_TIMEOUT always means "not applied": the process runs the writes inside BEGIN IMMEDIATE
+ * and answers `prepared`; the parent sends `commit` only if the time limit has not passed (otherwise
+ * it kills the process, which rolls everything back), and the process commits and answers with one
+ * outcome per write. A write SQLite refuses to run inside a transaction (VACUUM) comes back as
+ * `{alone: true}` when it shared its batch (the parent sends it again on its own), and runs in one step
+ * when alone. A failed COMMIT (a deferred constraint) fails the batch; the parent retries each write
+ * of it alone, so the error reaches only the write that caused it.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import type { ErrorBody } from '../errors.ts';
+import type { QueryResult, Statement } from '../protocol.ts';
+
+export const FRAME_HEADER_BYTES = 4;
+/** The child's end of the channel (stdio index in the parent's `spawn`). */
+export const CHANNEL_FD = 3;
+
+export type WriteSync = 'normal' | 'full';
+
+export interface QueryRequest {
+  id: number;
+  path: string;
+  statements: Statement[];
+}
+
+export interface WriteRequest {
+  id: number;
+  path: string;
+  batch: Statement[][];
+  /** The writer connection's `synchronous`, as the primary's own writer. */
+  sync: WriteSync;
+}
+
+export interface CommitRequest {
+  id: number;
+  commit: true;
+}
+
+export interface ForgetRequest {
+  id: 0;
+  forget: string;
+}
+
+export type WorkerRequest = QueryRequest | WriteRequest | CommitRequest | ForgetRequest;
+
+export type WireError = ErrorBody['error'];
+
+/** What became of one write of a batch. */
+export type WriteOutcome = { results: QueryResult[] } | { error: WireError } | { alone: true };
+
+export type WorkerReply =
+  | { id: 0; ready: number }
+  | { id: number; results: QueryResult[] }
+  | { id: number; error: WireError }
+  | { id: number; done: number }
+  | { id: number; prepared: true }
+  | { id: number; outcomes: WriteOutcome[] };
+
+// Records off: every message is a plain object, and both ends must agree without shared state.
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false });
+
+/** encodeFrame packs one message with its length prefix. */
+export function encodeFrame(message: WorkerRequest | WorkerReply): Buffer {
+  const body = packr.pack(message);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
+  frame.writeUInt32LE(body.length, 0);
+  body.copy(frame, FRAME_HEADER_BYTES);
+  return frame;
+}
+
+/** FrameDecoder reassembles frames from stream chunks (a pipe splits and merges writes freely). */
+export class FrameDecoder {
+  #pending: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): unknown[] {
+    let buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    const out: unknown[] = [];
+    while (buf.length >= FRAME_HEADER_BYTES) {
+      const size = buf.readUInt32LE(0);
+      if (buf.length < FRAME_HEADER_BYTES + size) break;
+      out.push(unpackr.unpack(buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + size)));
+      buf = buf.subarray(FRAME_HEADER_BYTES + size);
+    }
+    // Copy the leftover, so a retained tail does not pin the whole chunk.
+    this.#pending = buf.length === 0 ? Buffer.alloc(0) : Buffer.from(buf);
+    return out;
+  }
+}
