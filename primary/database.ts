@@ -1,10 +1,11 @@
 /**
  * PrimaryDatabase owns one writable database: its connections, the read lock, capture, the change-set
- * log and the generation metadata. Everything here is synchronous SQLite work; the HTTP layer calls it.
+ * log and the generation metadata. Its SQLite work is synchronous; API writes and reads may instead run
+ * in query processes (write-queue.ts, shared/node/query-pool.ts). The HTTP layer calls it.
  */
-import { closeSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
+import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import type { QueryResult, Statement } from '../shared/protocol.ts';
@@ -14,12 +15,13 @@ import { Capturer, decodeCursor, type Captured, type CaptureState } from './capt
 import { ChangeSetLog, type LogOptions } from './log.ts';
 import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
 import { PageCache } from './page-cache.ts';
+import { fileChecksum, readAll, readPages } from './db-read.ts';
 import { ReadLock } from './read-lock.ts';
 import { WriteQueue } from './write-queue.ts';
 import { SnapshotView } from './snapshot.ts';
 import { assertNoTransaction, checkStatement } from '../shared/statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type SynchronousMode } from './sqlite.ts';
-import { WalReader, type WalCursor, type WalTransaction } from './wal-reader.ts';
+import { WalReader } from './wal-reader.ts';
 
 export interface DatabaseOptions {
   synchronous: SynchronousMode;
@@ -381,46 +383,3 @@ export class PrimaryDatabase {
   }
 }
 
-/** readPages yields every page of the database but SQLite's lock page (never stored, never hashed). */
-function* readPages(conn: Connection, pageSize: number): Generator<{ pgno: number; data: Uint8Array }> {
-  const lock = lockPageNumber(pageSize);
-  for (const row of conn.prepare('SELECT pgno, data FROM sqlite_dbpage WHERE pgno != ?').iterate(lock)) {
-    yield row as { pgno: number; data: Uint8Array };
-  }
-}
-
-/**
- * fileChecksum is the checksum of the database file itself, without its WAL: the pages SQLite would
- * see with no WAL frames (size from the header when it is valid, else from the file length).
- */
-function fileChecksum(path: string, pageSize: number): bigint {
-  const fd = openSync(path, 'r');
-  try {
-    const page = new Uint8Array(pageSize);
-    if (readSync(fd, page, 0, pageSize, 0) < pageSize) return -1n;
-    const header = new DataView(page.buffer);
-    const counterValid = header.getUint32(24) === header.getUint32(92);
-    const pages = counterValid ? header.getUint32(28) : Math.floor(fstatSync(fd).size / pageSize);
-    const sum = new DatabaseChecksum(pageSize);
-    const lock = lockPageNumber(pageSize);
-    for (let pgno = 1; pgno <= pages; pgno++) {
-      if (pgno === lock) continue;
-      if (readSync(fd, page, 0, pageSize, (pgno - 1) * pageSize) < pageSize) return -1n;
-      sum.setPage(pgno, page);
-    }
-    return sum.value;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** readAll reads the WAL to its end from `cursor`, appending to `transactions`. */
-function readAll(wal: WalReader, transactions: WalTransaction[], cursor: WalCursor | null): { transactions: WalTransaction[]; cursor: WalCursor | null } {
-  for (;;) {
-    const res = wal.read(cursor);
-    if (res.start === 'mismatch') return { transactions, cursor };
-    transactions.push(...res.transactions);
-    cursor = res.cursor ?? cursor;
-    if (res.transactions.length === 0) return { transactions, cursor };
-  }
-}

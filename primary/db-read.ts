@@ -1,0 +1,52 @@
+/**
+ * Reading a primary database's pages and WAL whole, for recovery and new generations (database.ts):
+ * the checksum of the file on its own, every page through `sqlite_dbpage`, the WAL to its end.
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
+import type { Connection } from './sqlite.ts';
+import type { WalCursor, WalReader, WalTransaction } from './wal-reader.ts';
+
+/** readPages yields every page of the database but SQLite's lock page (never stored, never hashed). */
+export function* readPages(conn: Connection, pageSize: number): Generator<{ pgno: number; data: Uint8Array }> {
+  const lock = lockPageNumber(pageSize);
+  for (const row of conn.prepare('SELECT pgno, data FROM sqlite_dbpage WHERE pgno != ?').iterate(lock)) {
+    yield row as { pgno: number; data: Uint8Array };
+  }
+}
+
+/**
+ * fileChecksum is the checksum of the database file itself, without its WAL: the pages SQLite would
+ * see with no WAL frames (size from the header when it is valid, else from the file length).
+ */
+export function fileChecksum(path: string, pageSize: number): bigint {
+  const fd = openSync(path, 'r');
+  try {
+    const page = new Uint8Array(pageSize);
+    if (readSync(fd, page, 0, pageSize, 0) < pageSize) return -1n;
+    const header = new DataView(page.buffer);
+    const counterValid = header.getUint32(24) === header.getUint32(92);
+    const pages = counterValid ? header.getUint32(28) : Math.floor(fstatSync(fd).size / pageSize);
+    const sum = new DatabaseChecksum(pageSize);
+    const lock = lockPageNumber(pageSize);
+    for (let pgno = 1; pgno <= pages; pgno++) {
+      if (pgno === lock) continue;
+      if (readSync(fd, page, 0, pageSize, (pgno - 1) * pageSize) < pageSize) return -1n;
+      sum.setPage(pgno, page);
+    }
+    return sum.value;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** readAll reads the WAL to its end from `cursor`, appending to `transactions`. */
+export function readAll(wal: WalReader, transactions: WalTransaction[], cursor: WalCursor | null): { transactions: WalTransaction[]; cursor: WalCursor | null } {
+  for (;;) {
+    const res = wal.read(cursor);
+    if (res.start === 'mismatch') return { transactions, cursor };
+    transactions.push(...res.transactions);
+    cursor = res.cursor ?? cursor;
+    if (res.transactions.length === 0) return { transactions, cursor };
+  }
+}
