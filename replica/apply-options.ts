@@ -15,16 +15,25 @@ export interface ApplierOptions {
   busyTimeoutMs?: number;
   /** Where open() reports why it could not restore a position. Default console.warn. */
   log?: (message: string) => void;
+  /**
+   * Closes the owner's other connections to the file in this process (they reopen when next used).
+   * Called before a writer that could not write is reopened: SQLite shares one read-only shared memory
+   * per file among a process's connections, so with them open the new writer is read-only too.
+   */
+  closeReaders?: () => void;
 }
 
 export const DEFAULT_DURABLE = false;
 export const WRITER_BUSY_TIMEOUT_MS = 5000;
-const KNOWN_OPTIONS = ['pageSizeHint', 'durable', 'busyTimeoutMs', 'log'];
+const KNOWN_OPTIONS = ['pageSizeHint', 'durable', 'busyTimeoutMs', 'log', 'closeReaders'];
 
 /** checkApplierOptions validates options up front; returns the page size hint and busy timeout to use. */
 export function checkApplierOptions(options: ApplierOptions): { hint: number | undefined; timeout: number } {
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.includes(key)) throw new EdgeliteError('BAD_REQUEST', `unknown PageApplier option "${key}"`);
+  }
+  for (const key of ['log', 'closeReaders'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'function') throw new EdgeliteError('BAD_REQUEST', `invalid ${key}: want a function`);
   }
   const hint = options.pageSizeHint;
   if (hint !== undefined && !isPageSize(hint)) {

@@ -20,97 +20,68 @@
  *   a page written after the truncation row cancels it.
  * - Page 1 is written as toLocalPage1 makes it (bytes 18–19 = 2 for WAL; schema cookie raised after a
  *   snapshot, see HeaderOverride), and hashed as the primary sent it, so checksums stay the primary's.
+ * - The writer may be unable to write: SQLite opens a file it may not write read-only without a word,
+ *   and the connection stays so (page-writer.ts). Every write first reopens such a writer (#writable).
  */
-import type Database from 'better-sqlite3';
 import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { type ChangeSet, formatChecksum, type PageImage, type Position } from '../shared/types.ts';
-import { formatOf, type HeaderOverride, NO_OVERRIDE, openWriter, readFromScratch, schemaCookieOf, setWalMode, sqliteError, toLocalPage1, toPrimaryPage1 } from './page-source.ts';
+import { formatOf, type HeaderOverride, NO_OVERRIDE, readFromScratch, schemaCookieOf, toLocalPage1, toPrimaryPage1 } from './page-source.ts';
 import { type PositionRecord, PositionWriter, positionFilePath, type Reconciled, readPositionFile, reconcile, type ReplicaState } from './position-file.ts';
-import { type ApplierOptions, checkApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
+import { type ApplierOptions, checkApplierOptions, DEFAULT_DURABLE } from './apply-options.ts';
 import { checkChangeSet, mismatch, needsOverride, preChecksumMismatch, snapshotInput } from './apply-checks.ts';
-
-const PAGES_FUNCTION = 'edgelite_pages';
+import { type CheckpointResult, PageWriter, type Row } from './page-writer.ts';
 
 export { type ApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
-
-/** A row for sqlite_dbpage: a page image, or `[n, null]` to truncate the file to n - 1 pages. */
-type Row = [number, Uint8Array | null];
-
-export interface CheckpointResult {
-  /** True when a reader kept the checkpoint from finishing (it never waits for readers). */
-  busy: boolean;
-  walFrames: number;
-  checkpointedFrames: number;
-}
+export type { CheckpointResult } from './page-writer.ts';
 
 export class PageApplier {
   readonly path: string;
-  readonly #writer: Database.Database;
-  readonly #write: Database.Statement;
+  readonly #writer: PageWriter;
   readonly #sidecar: PositionWriter;
-  readonly #busyTimeoutMs: number;
   readonly #log: (message: string) => void;
-  #rows: Iterable<Row> = [];
-  #state: ReplicaState | null;
-  #sum: DatabaseChecksum | null;
-  #pageSize: number | null;
-  #pageCount: number;
+  readonly #closeReaders: () => void;
+  #state: ReplicaState | null = null;
+  #sum: DatabaseChecksum | null = null;
+  #pageSize: number | null = null;
+  #pageCount = 0;
   /** The schema cookie of the page 1 in the file (after HeaderOverride). */
-  #localCookie: number;
-  #recovery: Reconciled;
+  #localCookie = 0;
+  #recovery: Reconciled = { state: null, source: 'none', reason: 'not read yet' };
   #closed = false;
 
-  private constructor(path: string, writer: Database.Database, options: ApplierOptions) {
+  private constructor(path: string, writer: PageWriter, options: ApplierOptions) {
     this.path = path;
     this.#writer = writer;
     this.#sidecar = new PositionWriter(positionFilePath(path), { durable: options.durable ?? DEFAULT_DURABLE });
-    this.#busyTimeoutMs = options.busyTimeoutMs ?? WRITER_BUSY_TIMEOUT_MS;
-    const rows = () => this.#rows;
-    writer.table(PAGES_FUNCTION, { columns: ['pgno', 'data'], rows: function* () { yield* rows(); } });
-    this.#write = writer.prepare(`INSERT INTO sqlite_dbpage(pgno, data) SELECT pgno, data FROM ${PAGES_FUNCTION}()`);
-    const local = readFromScratch(path);
-    let record: PositionRecord | null = null;
     const log = options.log ?? ((message: string) => console.warn(message));
     this.#log = log;
+    this.#closeReaders = options.closeReaders ?? (() => {});
+    let record: PositionRecord | null = null;
     try {
       record = readPositionFile(this.#sidecar.file);
     } catch (err) {
       log(`edgelite: ${path}: ignoring position file: ${(err as Error).message}`);
     }
-    const page1 = local.page1;
-    const sum = local.sum;
-    this.#recovery = reconcile(record, {
-      pageSize: local.pageSize,
-      pageCount: local.pageCount,
-      checksumWith(header) {
-        if (!sum || !page1) return 0n;
-        sum.setPage(1, toPrimaryPage1(page1, header));
-        return sum.value;
-      },
-    });
-    this.#state = this.#recovery.state;
-    if (sum && page1) sum.setPage(1, toPrimaryPage1(page1, this.#state?.header ?? NO_OVERRIDE));
-    this.#sum = sum;
-    this.#pageSize = local.pageSize;
-    this.#pageCount = local.pageCount;
-    this.#localCookie = page1 ? schemaCookieOf(page1) : 0;
-    if (this.#recovery.source === 'none' && (record !== null || local.pageCount > 0)) {
+    this.#load(record);
+    if (this.#recovery.source === 'none' && (record !== null || this.#pageCount > 0)) {
       log(`edgelite: ${path}: no position, a snapshot is needed: ${this.#recovery.reason}`);
     }
-    if (record !== null && (this.#recovery.source !== 'committed' || record.pending !== null)) {
-      this.#persist({ committed: this.#state, pending: null });
-    }
+    // Not fatal: a stale record reconciles to the same position on the next open (see #clearPending),
+    // and a replica restarted on files it may not write must still open and serve reads.
+    if (record !== null && (this.#recovery.source !== 'committed' || record.pending !== null)) this.#clearPending(this.#state);
+    if (writer.readOnly) log(`edgelite: ${path}: applies will fail until the file can be written: ${writer.readOnly.message}`);
   }
 
   /**
    * open opens (creating if absent) the replica database at `path` and reconciles its from-scratch
    * checksum with the position sidecar: the position is the recorded one the file really matches, or
-   * null (a snapshot is needed; `recovery.reason` says why).
+   * null (a snapshot is needed; `recovery.reason` says why). A file this process may not write opens
+   * read-only: reads work, writes fail IO_ERROR until it can be written (see #writable).
    */
   static open(path: string, options: ApplierOptions = {}): PageApplier {
     const { hint, timeout } = checkApplierOptions(options);
-    const writer = openWriter(path, { busyTimeoutMs: timeout, durable: options.durable ?? DEFAULT_DURABLE, pageSizeHint: hint });
+    const writer = new PageWriter(path, { busyTimeoutMs: timeout, durable: options.durable ?? DEFAULT_DURABLE, pageSizeHint: hint });
     try {
       return new PageApplier(path, writer, options);
     } catch (err) {
@@ -146,7 +117,7 @@ export class PageApplier {
     return this.#state?.header ?? NO_OVERRIDE;
   }
 
-  /** recovery tells how open() found the position. */
+  /** recovery tells how open() (or the last reopen of the writer) found the position. */
   get recovery(): Reconciled {
     return this.#recovery;
   }
@@ -156,10 +127,12 @@ export class PageApplier {
    * pages above the final commit dropped) and returns the new position. Before anything is written it
    * checks database id, generation, page size and txid continuity (POSITION_MISMATCH), then each
    * change set's pre- and post-apply checksum (CHECKSUM_MISMATCH); `details.reason` says which check
-   * failed. On any error the file, the position and the checksum are as before.
+   * failed. On any error the file, the position and the checksum are as before, except that a writer
+   * reopened first (#writable) may find the file no longer at the position: then it has none.
    */
   apply(changeSets: readonly ChangeSet[]): Position {
     this.#checkOpen();
+    this.#writable();
     const state = this.#state;
     const sum = this.#sum;
     if (state === null || sum === null) throw mismatch('no-position', 'replica has no position: it needs a snapshot');
@@ -197,7 +170,7 @@ export class PageApplier {
       to = { ...state, header, position: { generation: state.position.generation, txid, checksum: sum.value } };
       this.#persist({ committed: state, pending: { from: state.position, to } });
       try {
-        this.#run(rows);
+        this.#writer.run(rows);
       } catch (err) {
         this.#clearPending(state);
         throw err;
@@ -206,7 +179,7 @@ export class PageApplier {
       this.#pageCount = commit;
       if (localPage1 && schemaCookieOf(localPage1) !== this.#localCookie) {
         this.#localCookie = schemaCookieOf(localPage1);
-        this.#dropWriterCache();
+        this.#writer.dropCache();
       }
     } catch (err) {
       this.#restoreChecksum();
@@ -232,8 +205,9 @@ export class PageApplier {
   restoreSnapshot(image: Uint8Array | Iterable<PageImage>, position: Position, databaseId: number): Position {
     this.#checkOpen();
     const { pageSize, first, iterator } = snapshotInput(image, position, databaseId);
+    this.#writable();
     if (this.#pageSize === null) {
-      setWalMode(this.#writer, pageSize);
+      this.#writer.setWalMode(pageSize);
       this.#pageSize = pageSize;
       this.#pageCount = 1;
     } else if (this.#pageSize !== pageSize) {
@@ -279,7 +253,7 @@ export class PageApplier {
       if (count < oldCount) yield [count + 1, null];
     }
     try {
-      this.#run(rows());
+      this.#writer.run(rows());
     } catch (err) {
       if (out.next) this.#clearPending(previous);
       throw err;
@@ -290,7 +264,7 @@ export class PageApplier {
     this.#sum = sum;
     this.#pageCount = done.count;
     this.#localCookie = done.cookie;
-    this.#dropWriterCache();
+    this.#writer.dropCache();
     this.#persist({ committed: done.state, pending: null });
     return done.state.position;
   }
@@ -301,15 +275,8 @@ export class PageApplier {
    */
   checkpoint(): CheckpointResult {
     this.#checkOpen();
-    try {
-      this.#writer.pragma('busy_timeout = 0');
-      const [row] = this.#writer.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number; log: number; checkpointed: number }>;
-      return { busy: row?.busy === 1, walFrames: row?.log ?? 0, checkpointedFrames: row?.checkpointed ?? 0 };
-    } catch (err) {
-      throw sqliteError(err, `checkpointing ${this.path}`);
-    } finally {
-      this.#writer.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
-    }
+    this.#writable();
+    return this.#writer.checkpoint();
   }
 
   /**
@@ -331,26 +298,49 @@ export class PageApplier {
     this.#sidecar.close();
   }
 
-  #run(rows: Iterable<Row>): void {
-    this.#rows = rows;
+  /**
+   * writable reopens a writer that cannot write (opened on a file it may not write, or its last write
+   * failed SQLITE_READONLY*), before anything is touched. The owner's read connections are closed first,
+   * or the new writer shares their read-only shared memory (page-writer.ts). While the file is still
+   * read-only this costs one open and fails IO_ERROR. Once the writer can write, the file is read from
+   * scratch and checked against the position, as open() does: the new handle may be to another file
+   * (moved or replaced meanwhile), and no change set is applied to a file not checked to be at its position.
+   */
+  #writable(): void {
+    if (!this.#writer.readOnly) return;
+    this.#closeReaders();
+    this.#writer.reopen();
     try {
-      this.#write.run();
+      this.#load({ committed: this.#state, pending: null });
     } catch (err) {
-      throw err instanceof EdgeliteError ? err : sqliteError(err, `writing pages to ${this.path}`);
-    } finally {
-      this.#rows = [];
+      this.#writer.close(); // unverified: the next write reopens and checks again
+      throw err;
     }
+    this.#log(`edgelite: ${this.path}: the file can be written again; writer reopened (${this.#recovery.reason})`);
   }
 
   /**
-   * dropWriterCache empties the writer's page cache after the schema cookie changed. The writer's next
-   * statement then reloads the schema (SQLite does so on a cookie change, for any statement), and it
-   * must read the pages fresh: the cached ones still carry the b-tree parse of their old content,
-   * which sqlite_dbpage overwrote underneath, and reading the schema through them failed with
-   * SQLITE_CORRUPT ("malformed database schema") in test/unit/apply.test.ts.
+   * load reads the file from scratch and takes the position in `record` it really matches (reconcile),
+   * with the file's page size, page count and schema cookie. Nothing changes if it throws.
    */
-  #dropWriterCache(): void {
-    this.#writer.pragma('shrink_memory');
+  #load(record: PositionRecord | null): void {
+    const { pageSize, pageCount, sum, page1 } = readFromScratch(this.path);
+    const recovery = reconcile(record, {
+      pageSize,
+      pageCount,
+      checksumWith(header) {
+        if (!sum || !page1) return 0n;
+        sum.setPage(1, toPrimaryPage1(page1, header));
+        return sum.value;
+      },
+    });
+    if (sum && page1) sum.setPage(1, toPrimaryPage1(page1, recovery.state?.header ?? NO_OVERRIDE));
+    this.#recovery = recovery;
+    this.#state = recovery.state;
+    this.#sum = sum;
+    this.#pageSize = pageSize;
+    this.#pageCount = pageCount;
+    this.#localCookie = page1 ? schemaCookieOf(page1) : 0;
   }
 
   /**

@@ -37,7 +37,7 @@ export class ReplicaDatabase {
     this.#waiters = new PositionWaiters(name, () => this.position, () => this.lagMs);
     this.path = path;
     this.queryPool = queryPool;
-    this.#applier = PageApplier.open(path);
+    this.#applier = PageApplier.open(path, { closeReaders: () => this.#closeReads() });
     this.#busyTimeoutMs = busyTimeoutMs;
   }
 
@@ -153,9 +153,14 @@ export class ReplicaDatabase {
 
   close(): void {
     this.#waiters.rejectAll(new EdgeliteError('UNAVAILABLE', `database ${this.name} closed`));
+    this.#closeReads();
+    this.#applier.close();
+  }
+
+  /** closeReads closes the read connection (the next read reopens it); see ApplierOptions.closeReaders. */
+  #closeReads(): void {
     this.#pageRead = null;
     this.#query?.close();
     this.#query = null;
-    this.#applier.close();
   }
 }

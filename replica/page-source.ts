@@ -211,6 +211,9 @@ const SQLITE_CODES: Array<[prefix: string, code: ErrorCode]> = [
   ['SQLITE_CANTOPEN', 'IO_ERROR'],
   ['SQLITE_CORRUPT', 'IO_ERROR'],
   ['SQLITE_NOTADB', 'IO_ERROR'],
+  // A file this process may not write (SQLite opened it read-only): a disk fault like EACCES on the
+  // sidecar, not READ_ONLY, which tells a client its statement writes (HTTP 400).
+  ['SQLITE_READONLY', 'IO_ERROR'],
 ];
 
 export function sqliteError(err: unknown, op: string): EdgeliteError {
