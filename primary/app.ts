@@ -6,6 +6,8 @@ import { Hono } from 'hono';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import type { QueryPool } from '../shared/node/query-pool.ts';
+import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from '../shared/types.ts';
@@ -19,6 +21,8 @@ export interface PrimaryAppOptions {
   store: PrimaryStore;
   auth: AuthConfig;
   maxBodyBytes: number;
+  /** The store's query pool, if any: its figures go into /metrics. */
+  queryPool?: QueryPool | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -34,7 +38,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store), { headers: { 'content-type': 'text/plain; version=0.0.4' } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 

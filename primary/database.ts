@@ -17,7 +17,7 @@ import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts
 import { PageCache } from './page-cache.ts';
 import { fileChecksum, readAll, readPages } from './db-read.ts';
 import { ReadLock } from './read-lock.ts';
-import { WriteQueue } from './write-queue.ts';
+import { WriteQueue, type WriteQueueStats } from './write-queue.ts';
 import { SnapshotView } from './snapshot.ts';
 import { assertNoTransaction, checkStatement } from '../shared/statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type SynchronousMode } from './sqlite.ts';
@@ -118,6 +118,11 @@ export class PrimaryDatabase {
 
   get log(): ChangeSetLog {
     return this.#log;
+  }
+
+  /** writeStats: the group commit's figures (write-queue.ts), for /metrics; null without a query pool. */
+  get writeStats(): WriteQueueStats | null {
+    return this.#writes?.stats() ?? null;
   }
 
   /** generationStart is the position a replica may hold at the start of the current generation. */

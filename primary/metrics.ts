@@ -1,22 +1,43 @@
-/** Prometheus text for GET /metrics: per-database position, size and log figures, and stream fan-out. */
+/**
+ * Prometheus text for the primary's GET /metrics: per-database position, size and log figures, stream
+ * fan-out, and, when API reads and writes run in a query pool, the pool's figures and each database's
+ * group commit (write-queue.ts). The names of the first six metrics are scraped by users: keep them.
+ */
+import type { QueryPool } from '../shared/node/query-pool.ts';
+import { queryPoolMetrics } from '../shared/node/query-pool-metrics.ts';
+import { MetricsText } from '../shared/prometheus.ts';
 import type { PrimaryStore } from './store.ts';
 
-export function renderMetrics(store: PrimaryStore): string {
-  const lines: string[] = [
-    '# HELP edgelite_txid Newest captured txid per database.',
-    '# TYPE edgelite_txid gauge',
-  ];
-  const rows = store.names().map((name) => ({ name, db: store.get(name)! }));
-  for (const { name, db } of rows) lines.push(`edgelite_txid{db="${name}"} ${db.position.txid}`);
-  lines.push('# HELP edgelite_generation Current generation per database.', '# TYPE edgelite_generation gauge');
-  for (const { name, db } of rows) lines.push(`edgelite_generation{db="${name}"} ${db.position.generation}`);
-  lines.push('# HELP edgelite_db_pages Database size in pages.', '# TYPE edgelite_db_pages gauge');
-  for (const { name, db } of rows) lines.push(`edgelite_db_pages{db="${name}"} ${db.pageCount}`);
-  lines.push('# HELP edgelite_log_records Change sets retained in the log.', '# TYPE edgelite_log_records gauge');
-  for (const { name, db } of rows) lines.push(`edgelite_log_records{db="${name}"} ${db.log.stats().records}`);
-  lines.push('# HELP edgelite_log_bytes Bytes retained in the log.', '# TYPE edgelite_log_bytes gauge');
-  for (const { name, db } of rows) lines.push(`edgelite_log_bytes{db="${name}"} ${db.log.stats().bytes}`);
-  lines.push('# HELP edgelite_stream_subscribers Open replication streams.', '# TYPE edgelite_stream_subscribers gauge');
-  lines.push(`edgelite_stream_subscribers ${store.hub.size}`);
-  return `${lines.join('\n')}\n`;
+export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null): string {
+  const m = new MetricsText();
+  const txid = m.gauge('edgelite_txid', 'Newest captured txid per database.');
+  const generation = m.gauge('edgelite_generation', 'Current generation per database.');
+  const pages = m.gauge('edgelite_db_pages', 'Database size in pages.');
+  const logRecords = m.gauge('edgelite_log_records', 'Change sets retained in the log.');
+  const logBytes = m.gauge('edgelite_log_bytes', 'Bytes retained in the log.');
+  m.gauge('edgelite_stream_subscribers', 'Open replication streams.')(store.hub.size);
+  const dbs = store.names().map((name) => ({ name, db: store.get(name)! }));
+  for (const { name, db } of dbs) {
+    const labels = { db: name };
+    const log = db.log.stats();
+    txid(db.position.txid, labels);
+    generation(db.position.generation, labels);
+    pages(db.pageCount, labels);
+    logRecords(log.records, labels);
+    logBytes(log.bytes, labels);
+  }
+  if (queryPool) {
+    queryPoolMetrics(m, queryPool);
+    const batches = m.counter('edgelite_write_batches_total', 'Group-committed write batches (one transaction each) with at least one write committed.');
+    const writes = m.counter('edgelite_writes_total', 'API writes committed; writes_total / write_batches_total is the mean batch size.');
+    const waiting = m.gauge('edgelite_writes_waiting', 'API writes queued for the next batch.');
+    for (const { name, db } of dbs) {
+      const s = db.writeStats;
+      if (!s) continue;
+      batches(s.batches, { db: name });
+      writes(s.writes, { db: name });
+      waiting(s.waiting, { db: name });
+    }
+  }
+  return m.toString();
 }

@@ -38,7 +38,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     logger,
   }).open();
   queryPool?.warm(1);
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, logger });
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, logger });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));

@@ -46,12 +46,26 @@ interface Barrier {
   run: () => void;
 }
 
+/** WriteQueueStats: what the queue has committed so far and what waits now, for /metrics. */
+export interface WriteQueueStats {
+  /** Batches that came back with at least one write committed (one transaction each). */
+  batches: number;
+  /** Writes answered as committed; `writes / batches` is the mean batch size. */
+  writes: number;
+  /** Writes queued now (barriers not counted). */
+  waiting: number;
+  /** Whether a batch is in a query process now. */
+  busy: boolean;
+}
+
 export class WriteQueue {
   readonly #o: WriteQueueOptions;
   readonly #maxWaiting: number;
   readonly #queue: Array<Write | Barrier> = [];
   #inFlight = false;
   #closed = false;
+  #batches = 0;
+  #writes = 0;
 
   constructor(o: WriteQueueOptions) {
     this.#o = o;
@@ -65,6 +79,12 @@ export class WriteQueue {
 
   get waiting(): number {
     return this.#queue.length;
+  }
+
+  stats(): WriteQueueStats {
+    let waiting = 0;
+    for (const item of this.#queue) if ('statements' in item) waiting++;
+    return { batches: this.#batches, writes: this.#writes, waiting, busy: this.#inFlight };
   }
 
   /** submit queues one write (its statements are one transaction) and resolves once it is committed. */
@@ -154,6 +174,9 @@ export class WriteQueue {
       else if ('error' in o) w.reject(o.error);
       else again.push({ ...w, alone: true });
     });
+    const committed = outcomes.filter((o) => 'results' in o).length;
+    this.#writes += committed;
+    if (committed > 0) this.#batches++;
     this.#queue.unshift(...again);
     this.#pump();
   }

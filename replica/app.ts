@@ -9,13 +9,16 @@ import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import type { QueryPool } from '../shared/node/query-pool.ts';
+import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../shared/consistency.ts';
 import { CONTACT_GRACE_MS, type ReplicaDatabase } from './database.ts';
 import type { Follower } from './follower.ts';
-import { forwardExec } from './forward.ts';
+import { forwardExec, newForwardCounts } from './forward.ts';
+import { renderReplicaMetrics } from './metrics.ts';
 import type { PrimaryClient } from './primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
@@ -33,6 +36,8 @@ export interface ReplicaAppOptions {
   onBehind: 'error' | 'primary';
   /** Health fails when lag passes this (ms). */
   maxHealthyLagMs: number;
+  /** The store's query pool, if any: its figures go into /metrics. */
+  queryPool?: QueryPool | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -41,6 +46,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   const app = new Hono();
   const read = requireRight(auth, 'read');
   const write = requireRight(auth, 'write');
+  const forwarded = newForwardCounts();
 
   app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
@@ -55,6 +61,11 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded' },
       ok ? 200 : 503,
     );
+  });
+
+  app.get('/metrics', read, () => {
+    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null });
+    return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.get(n)!)) }));
@@ -99,7 +110,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const name = validateDatabaseName(c.req.param('name'));
     const body = await readJsonBody(c, o.maxBodyBytes);
     parseStatementsBody(body);
-    const w = await forwardExec(primary, store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c));
+    const w = await forwardExec(primary, store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c), forwarded);
     const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': String(w.applied) };
     if (w.token) headers[TOKEN_HEADER] = w.token;
     return jsonResponse(w.body, 200, headers);

@@ -51,6 +51,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     writeWaitMs: config.writeWaitMs,
     onBehind: config.onBehind,
     maxHealthyLagMs: config.maxHealthyLagMs,
+    queryPool,
     logger,
   });
   let server: ServerType;

@@ -51,6 +51,7 @@ const PRIMARY_ROUTES: Route[] = [
 /** Every route of the replica (replica/app.ts): the same API, minus what only a primary serves. */
 const REPLICA_ROUTES: Route[] = [
   { method: 'GET', path: '/v1/health', right: null },
+  { method: 'GET', path: '/metrics', right: 'read' },
   { method: 'GET', path: '/v1/db', right: 'read' },
   { method: 'GET', path: `/v1/db/${DB}`, right: 'read' },
   { method: 'PUT', path: '/v1/db/walk-created-by-replica', right: 'write' },

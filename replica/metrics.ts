@@ -1,0 +1,66 @@
+/**
+ * Prometheus text for the replica's GET /metrics. Per database: where it stands (the same figures as
+ * GET /v1/db/{name}, read from the same getters, so the two never disagree) and whether it waits for a
+ * snapshot; replica-wide: the follower's stream, forwarded writes and the query pool. Position and
+ * size metrics carry the primary's names (edgelite_txid, edgelite_generation, edgelite_db_pages) so a
+ * dashboard compares a replica with its primary by instance. Lag is in seconds, Prometheus's base
+ * unit (+Inf while unknown, where the JSON says null).
+ */
+import type { QueryPool } from '../shared/node/query-pool.ts';
+import { queryPoolMetrics } from '../shared/node/query-pool-metrics.ts';
+import { MetricsText } from '../shared/prometheus.ts';
+import type { Follower, FollowerState } from './follower.ts';
+import type { ForwardCounts } from './forward.ts';
+import type { ReplicaStore } from './store.ts';
+
+export interface ReplicaMetricsSources {
+  store: ReplicaStore;
+  /** null: no stream of its own (the follower metrics are left out). */
+  follower: Follower | null;
+  forwarded: ForwardCounts;
+  queryPool: QueryPool | null;
+}
+
+/** FOLLOWER_STATES lists every state, so each gets a 0/1 sample (a Record: a new state fails to compile). */
+const FOLLOWER_STATES = Object.keys({ connecting: 0, streaming: 0, waiting: 0, stopped: 0 } satisfies Record<FollowerState, 0>) as FollowerState[];
+
+export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
+  const m = new MetricsText();
+  const txid = m.gauge('edgelite_txid', 'Applied txid per database (absent until a first snapshot is in).');
+  const generation = m.gauge('edgelite_generation', 'Applied generation per database.');
+  const pages = m.gauge('edgelite_db_pages', 'Local database size in pages.');
+  const lagSeconds = m.gauge('edgelite_lag_seconds', 'How stale the local copy may be, as GET /v1/db lagMs (+Inf: unknown).');
+  const lagTxids = m.gauge('edgelite_lag_txids', "Txids the primary's last heartbeat had that are not applied here.");
+  const primaryTxid = m.gauge('edgelite_primary_txid', "Newest txid per database in the primary's last heartbeat.");
+  const bootstrapping = m.gauge('edgelite_bootstrapping', '1 while a database has no local copy yet (its first snapshot is not in).');
+  const needsSnapshot = m.gauge('edgelite_needs_snapshot', '1 while a database waits for a (re-)snapshot; reads are served from the last good state.');
+  for (const name of o.store.names()) {
+    const db = o.store.get(name);
+    if (!db) continue;
+    const labels = { db: name };
+    const p = db.position;
+    if (p) {
+      txid(p.txid, labels);
+      generation(p.generation, labels);
+    }
+    pages(db.pageCount, labels);
+    lagSeconds(db.lagMs / 1000, labels);
+    lagTxids(db.lagTxids, labels);
+    if (db.primary) primaryTxid(db.primary.txid, labels);
+    bootstrapping(p === null, labels);
+    needsSnapshot(db.needsSnapshot !== null, labels);
+  }
+  if (o.follower) {
+    const f = o.follower;
+    const state = m.gauge('edgelite_follower_state', "1 for the follower's current state (streaming: connected to the primary).");
+    for (const s of FOLLOWER_STATES) state(f.state === s, { state: s });
+    m.counter('edgelite_follower_connects_total', 'Replication streams opened to the primary.')(f.connects);
+    m.gauge('edgelite_primary_last_contact_seconds', 'Time since the primary last sent anything (+Inf: never).')(f.lastContactMs / 1000);
+  }
+  const forwarded = m.counter('edgelite_forwarded_writes_total', 'Writes forwarded to the primary, by result (committed, failed).');
+  forwarded(o.forwarded.committed, { result: 'committed' });
+  forwarded(o.forwarded.failed, { result: 'failed' });
+  m.counter('edgelite_forwarded_writes_unapplied_total', 'Committed forwarded writes answered before this replica applied them.')(o.forwarded.unapplied);
+  if (o.queryPool) queryPoolMetrics(m, o.queryPool);
+  return m.toString();
+}
