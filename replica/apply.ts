@@ -193,7 +193,8 @@ export class PageApplier {
    * restoreSnapshot replaces the whole database with `image` (a database file's bytes, or its pages in
    * ascending order) at `position`, in one sqlite_dbpage transaction on the existing file, so readers
    * that have it open (in any process) go from the old database to the new one. The image's checksum
-   * must equal `position.checksum` (else CHECKSUM_MISMATCH, nothing changes).
+   * must equal `position.checksum` (else CHECKSUM_MISMATCH, nothing changes). Pages may be views into a
+   * buffer the iterable reuses (snapshot-file.ts): each is hashed and copied by SQLite before the next.
    *
    * The schema cookie: an unrelated image may carry a schema cookie at or below the file's, and then
    * connections that cached the old schema keep it. So the file gets the image's cookie plus a

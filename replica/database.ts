@@ -9,7 +9,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import type { QueryResult, Statement } from '../shared/protocol.ts';
 import { clearStatementCache, runRead } from '../shared/sql.ts';
 import { checkStatement } from '../shared/statement-policy.ts';
-import type { ChangeSet, Position } from '../shared/types.ts';
+import type { ChangeSet, PageImage, Position } from '../shared/types.ts';
 import { PageApplier } from './apply.ts';
 import { PositionWaiters } from '../shared/waiters.ts';
 import { LagTracker, type PrimaryView } from '../shared/lag.ts';
@@ -81,8 +81,11 @@ export class ReplicaDatabase {
     return pos;
   }
 
-  /** restore replaces the database with a snapshot image (bootstrap or re-snapshot). */
-  restore(image: Uint8Array, position: Position, databaseId: number, timestamp: number): Position {
+  /**
+   * restore replaces the database with a snapshot (bootstrap or re-snapshot): a file image, or its pages
+   * in ascending order (read from a downloaded file, so the image is never in memory whole).
+   */
+  restore(image: Uint8Array | Iterable<PageImage>, position: Position, databaseId: number, timestamp: number): Position {
     const pos = this.#applier.restoreSnapshot(image, position, databaseId);
     this.#lag.noteApplied(timestamp, pos);
     this.needsSnapshot = null;

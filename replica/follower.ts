@@ -11,6 +11,7 @@ import { FrameDecoder, type Frame } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet } from '../shared/types.ts';
 import type { PrimaryClient } from './primary-client.ts';
+import { downloadSnapshot, snapshotTempPath } from './snapshot-file.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface FollowerOptions {
@@ -268,6 +269,11 @@ export class Follower {
     }
   }
 
+  /**
+   * #snapshot downloads a snapshot to a temp file (verified against its position as it arrives), applies
+   * it from there and removes the file, whatever happens. A file of another page size takes a new
+   * local file (store.recreate), fed from the same download.
+   */
   async #snapshot(name: string, reason: string): Promise<void> {
     const { client, store, logger } = this.#o;
     const db = store.ensure(name);
@@ -280,16 +286,23 @@ export class Follower {
       this.#lastContactAt = this.#lastBytesAt;
       this.#lastFrameAt = this.#lastBytesAt;
     };
-    const dl = await client.snapshot(name, this.#abort?.signal, alive);
+    const file = await downloadSnapshot(client, name, snapshotTempPath(db.path), { signal: this.#abort?.signal, onProgress: alive, logger });
+    const downloaded = Date.now();
+    const { position, databaseId, length } = file.head;
     try {
-      db.restore(dl.image, dl.position, dl.databaseId, Date.now());
-    } catch (err) {
-      if (!(err instanceof EdgeliteError) || err.details?.reason !== 'page-size') throw err;
-      store.recreate(name).restore(dl.image, dl.position, dl.databaseId, Date.now());
+      try {
+        db.restore(file.pages(), position, databaseId, Date.now());
+      } catch (err) {
+        if (!(err instanceof EdgeliteError) || err.details?.reason !== 'page-size') throw err;
+        store.recreate(name).restore(file.pages(), position, databaseId, Date.now());
+      }
+    } finally {
+      file.remove();
     }
     alive(); // the restore blocked the event loop; the watchdog must not count that time
     this.#progress = true;
-    logger({ msg: 'snapshot applied', db: name, reason, txid: dl.position.txid, generation: dl.position.generation, bytes: dl.image.length, ms: Date.now() - started });
+    const done = Date.now();
+    logger({ msg: 'snapshot applied', db: name, reason, txid: position.txid, generation: position.generation, bytes: length, ms: done - started, downloadMs: downloaded - started, applyMs: done - downloaded });
   }
 }
 

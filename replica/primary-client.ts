@@ -23,11 +23,25 @@ export interface ForwardResult {
   headers: Record<string, string>;
 }
 
-export interface SnapshotDownload {
+/** SnapshotHead is what a snapshot's headers say, checked against their digest. */
+export interface SnapshotHead {
   position: Position;
   databaseId: number;
   pageSize: number;
-  image: Uint8Array;
+  /** The image's length in bytes (Content-Length, covered by the digest). */
+  length: number;
+}
+
+/**
+ * SnapshotSink receives a snapshot as it arrives (replica/snapshot-file.ts writes it to a file), so the
+ * image is never held in memory whole. The download waits for each call (back-pressure); a call that
+ * throws ends the download with that error.
+ */
+export interface SnapshotSink {
+  /** open is called once, with the verified headers, before any byte of the body. */
+  open(head: SnapshotHead): Promise<void>;
+  /** write takes the next chunk of the body; it may keep no reference to `chunk` after it resolves. */
+  write(chunk: Uint8Array): Promise<void>;
 }
 
 /** DEFAULT_PRIMARY_CONNECTIONS: forwarded writes run concurrently, one per connection. */
@@ -100,9 +114,13 @@ export class PrimaryClient {
     return { generation: b.generation, txid: b.txid, checksum: parseChecksum(b.checksum) };
   }
 
-  /** snapshot downloads a consistent image of a database with its position. */
-  /** `onProgress` is called for every chunk received (a large download is alive while bytes flow). */
-  async snapshot(db: string, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotDownload> {
+  /**
+   * snapshot downloads a consistent image of a database into `sink`, and returns what its headers say
+   * (position, database id, page size, length). The position headers must match their digest and the body its announced length (else
+   * CORRUPT_CHANGESET); the body is left unread and closed on any error, `sink`'s included.
+   * `onProgress` is called for every chunk received (a large download is alive while bytes flow).
+   */
+  async snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead> {
     let res: Dispatcher.ResponseData;
     try {
       res = await this.#streamPool.request({ method: 'GET', path: `/v1/db/${encodeURIComponent(db)}/snapshot`, headers: this.#headers(), signal });
@@ -115,6 +133,10 @@ export class PrimaryClient {
     }
     const h = flatHeaders(res.headers);
     const length = Number(h['content-length']);
+    let off = 0;
+    /** The sink's own error, passed on as it is (only network errors become PRIMARY_UNAVAILABLE). */
+    let sinkError: unknown = null;
+    const toSink = (p: Promise<void>) => p.catch((err: unknown) => Promise.reject((sinkError = err)));
     try {
       verifySnapshotDigest(
         {
@@ -127,30 +149,31 @@ export class PrimaryClient {
         },
         h[SNAPSHOT_DIGEST_HEADER.toLowerCase()],
       );
+      const head: SnapshotHead = {
+        position: {
+          generation: Number(h['edgelite-generation']),
+          txid: Number(h['edgelite-txid']),
+          checksum: parseChecksum(h['edgelite-checksum'] ?? ''),
+        },
+        databaseId: Number(h['edgelite-database-id']),
+        pageSize: Number(h['edgelite-page-size']),
+        length,
+      };
+      await toSink(sink.open(head));
+      for await (const chunk of res.body) {
+        const c = chunk as Uint8Array;
+        if (off + c.byteLength > length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${db} is longer than announced`);
+        await toSink(sink.write(c));
+        off += c.byteLength;
+        onProgress?.();
+      }
+      if (off !== length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${db} was cut at ${off} of ${length} bytes`);
+      return head;
     } catch (err) {
       res.body.destroy();
-      throw err;
+      if (err === sinkError || err instanceof EdgeliteError || signal?.aborted) throw err;
+      throw new EdgeliteError('PRIMARY_UNAVAILABLE', `snapshot of ${db} failed at ${off} of ${length} bytes: ${(err as Error).message}`, { cause: err });
     }
-    const image = new Uint8Array(length);
-    let off = 0;
-    for await (const chunk of res.body) {
-      const c = chunk as Uint8Array;
-      if (off + c.byteLength > length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${db} is longer than announced`);
-      image.set(c, off);
-      off += c.byteLength;
-      onProgress?.();
-    }
-    if (off !== length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${db} was cut at ${off} of ${length} bytes`);
-    return {
-      position: {
-        generation: Number(h['edgelite-generation']),
-        txid: Number(h['edgelite-txid']),
-        checksum: parseChecksum(h['edgelite-checksum'] ?? ''),
-      },
-      databaseId: Number(h['edgelite-database-id']),
-      pageSize: Number(h['edgelite-page-size']),
-      image,
-    };
   }
 
   /** openStream posts positions and returns the never-ending frame body. */

@@ -1,6 +1,7 @@
 /**
  * ReplicaStore holds the replica's databases in its data directory (one `<name>.db` each, plus the
- * applier's position sidecar) and what the primary's heartbeats said about them.
+ * applier's position sidecar, and `<name>.db.snapshot-tmp` while a snapshot downloads: see
+ * snapshot-file.ts) and what the primary's heartbeats said about them.
  */
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import type { Logger } from '../shared/log.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { ReplicaDatabase } from './database.ts';
 import { positionFilePath } from './position-file.ts';
+import { removeLeftoverSnapshots } from './snapshot-file.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 
 export interface ReplicaStoreOptions {
@@ -28,6 +30,9 @@ export class ReplicaStore {
     this.dataDir = dataDir;
     this.#opts = opts;
     mkdirSync(dataDir, { recursive: true });
+    // No download runs yet: a snapshot temp file here was left by a process that was killed.
+    const leftovers = removeLeftoverSnapshots(dataDir);
+    if (leftovers.length > 0) opts.logger({ msg: 'removed snapshot temp files left by an earlier run', files: leftovers });
     for (const file of readdirSync(dataDir)) {
       if (!file.endsWith('.db')) continue;
       const name = file.slice(0, -3);

@@ -1,0 +1,309 @@
+/**
+ * A snapshot on its way into a replica: downloaded to a temporary file next to the database (never held
+ * in memory whole), its checksum verified against the position while it arrives, then read back page
+ * by page for the apply (PageApplier.restoreSnapshot, which verifies it once more) and removed.
+ *
+ * Memory stays bounded by CHUNK_BYTES on each side: the download collects the network's chunks into one
+ * staging buffer of whole pages, hashes them and writes them out; the apply reads the file back into one
+ * reused buffer. Disk needs room for the image twice while it is applied (the temp file, and the WAL
+ * the restore transaction writes before it is checkpointed into the database).
+ *
+ * The temp file is `<name>.db.snapshot-tmp`: the store opens only `*.db` files and removes every
+ * `*.snapshot-tmp` when it starts (removeLeftoverSnapshots), so a file left by a killed process does
+ * not accumulate. Every failure of a download (cut, abort, corrupt, checksum mismatch, full disk)
+ * removes its file before it is reported.
+ */
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import { formatChecksum, type PageImage } from '../shared/types.ts';
+import { isPageSize } from './page-source.ts';
+import type { SnapshotHead, SnapshotSink } from './primary-client.ts';
+
+export const SNAPSHOT_TEMP_SUFFIX = '.snapshot-tmp';
+
+/** CHUNK_BYTES is how much is staged before a write, and read per read: a multiple of every page size. */
+const CHUNK_BYTES = 1024 * 1024;
+/** PROGRESS_MIN_BYTES: smaller snapshots take well under a second here and log no progress. */
+export const PROGRESS_MIN_BYTES = 8 * 1024 * 1024;
+/** A progress line at every 1/PROGRESS_STEPS of the bytes, and at least every PROGRESS_MAX_INTERVAL_MS. */
+const PROGRESS_STEPS = 10;
+const PROGRESS_MAX_INTERVAL_MS = 10_000;
+
+/** SnapshotSource is the part of PrimaryClient a download needs (a test may serve it another way). */
+export interface SnapshotSource {
+  snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead>;
+}
+
+export interface DownloadOptions {
+  signal?: AbortSignal;
+  /** Called for every chunk received: the follower's watchdog counts it as contact. */
+  onProgress?: () => void;
+  logger: Logger;
+}
+
+/** snapshotTempPath is where the snapshot of the database file at `dbPath` is downloaded. */
+export function snapshotTempPath(dbPath: string): string {
+  return `${dbPath}${SNAPSHOT_TEMP_SUFFIX}`;
+}
+
+/**
+ * removeLeftoverSnapshots deletes the temp files of downloads that a killed process left in `dir`, and
+ * returns their names. Only for a directory no running download uses (the store calls it at start).
+ */
+export function removeLeftoverSnapshots(dir: string): string[] {
+  const removed: string[] = [];
+  for (const file of fs.readdirSync(dir)) {
+    if (!file.endsWith(SNAPSHOT_TEMP_SUFFIX)) continue;
+    fs.rmSync(join(dir, file), { force: true });
+    removed.push(file);
+  }
+  return removed;
+}
+
+/**
+ * downloadSnapshot downloads database `name` from `source` to the temp file `path` and verifies it:
+ * length, and the checksum of its pages against the position (CHECKSUM_MISMATCH). Large downloads log
+ * their progress. On any failure the file is removed before the error is thrown.
+ */
+export async function downloadSnapshot(source: SnapshotSource, name: string, path: string, options: DownloadOptions): Promise<SnapshotFile> {
+  const sink = new FileSink(name, path, options.logger);
+  try {
+    const head = await source.snapshot(name, sink, options.signal, options.onProgress);
+    await sink.finish();
+    return new SnapshotFile(path, head, options.logger);
+  } catch (err) {
+    await sink.discard();
+    throw err;
+  }
+}
+
+/**
+ * SnapshotFile is a downloaded, verified snapshot: its position and its pages, read from the file on
+ * demand. remove() deletes it; call it once the pages are applied (or will not be).
+ */
+export class SnapshotFile {
+  readonly path: string;
+  readonly head: SnapshotHead;
+  readonly #logger: Logger;
+  #fd: number | null;
+
+  constructor(path: string, head: SnapshotHead, logger: Logger) {
+    this.path = path;
+    this.head = head;
+    this.#logger = logger;
+    this.#fd = fs.openSync(path, 'r');
+  }
+
+  /**
+   * pages yields the image's pages in ascending order, skipping the lock page, read CHUNK_BYTES at a
+   * time. Each page's `data` is a view into a buffer that is reused: it holds the page only until the
+   * next page is pulled (copy it to keep it). Each call starts again from page 1.
+   */
+  *pages(): Generator<PageImage> {
+    const { pageSize, length } = this.head;
+    const lockPage = lockPageNumber(pageSize);
+    const buffer = new Uint8Array(Math.min(CHUNK_BYTES, length));
+    for (let offset = 0; offset < length; ) {
+      const n = Math.min(buffer.length, length - offset);
+      this.#read(buffer, n, offset);
+      for (let at = 0; at < n; at += pageSize) {
+        const pgno = (offset + at) / pageSize + 1;
+        if (pgno !== lockPage) yield { pgno, data: buffer.subarray(at, at + pageSize) };
+      }
+      offset += n;
+    }
+  }
+
+  /** remove closes and deletes the file. A failure is logged, not thrown: the next start removes it. */
+  remove(): void {
+    try {
+      if (this.#fd !== null) fs.closeSync(this.#fd);
+      this.#fd = null;
+      fs.rmSync(this.path, { force: true });
+    } catch (err) {
+      this.#logger({ msg: 'could not remove a snapshot temp file; the next start removes it', path: this.path, error: (err as Error).message });
+    }
+  }
+
+  #read(buffer: Uint8Array, n: number, offset: number): void {
+    if (this.#fd === null) throw new EdgeliteError('UNAVAILABLE', `snapshot file ${this.path} was removed`);
+    let got = 0;
+    while (got < n) {
+      let read: number;
+      try {
+        read = fs.readSync(this.#fd, buffer, got, n - got, offset + got);
+      } catch (err) {
+        throw new EdgeliteError('IO_ERROR', `reading snapshot file ${this.path}: ${(err as Error).message}`, { cause: err });
+      }
+      if (read === 0) throw new EdgeliteError('IO_ERROR', `snapshot file ${this.path} ends at ${offset + got} of ${this.head.length} bytes`);
+      got += read;
+    }
+  }
+}
+
+/**
+ * FileSink writes a download to its temp file through one staging buffer of whole pages, hashing each
+ * page on the way (lock page excluded, as everywhere), so the checksum is known when the last byte is.
+ */
+class FileSink implements SnapshotSink {
+  readonly #name: string;
+  readonly #path: string;
+  readonly #logger: Logger;
+  #file: FileHandle | null = null;
+  #head: SnapshotHead | null = null;
+  #sum: DatabaseChecksum | null = null;
+  #staging = new Uint8Array(0);
+  #fill = 0;
+  /** Bytes written to the file so far (whole pages). */
+  #written = 0;
+  #progress: DownloadProgress | null = null;
+
+  constructor(name: string, path: string, logger: Logger) {
+    this.#name = name;
+    this.#path = path;
+    this.#logger = logger;
+  }
+
+  async open(head: SnapshotHead): Promise<void> {
+    const { pageSize, length, databaseId } = head;
+    if (!isPageSize(pageSize) || !Number.isSafeInteger(length) || length <= 0 || length % pageSize !== 0) {
+      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name}: ${length} bytes is not a whole number of ${pageSize}-byte pages`);
+    }
+    if (!Number.isInteger(databaseId) || databaseId <= 0) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} has database id ${databaseId}`);
+    this.#head = head;
+    this.#sum = new DatabaseChecksum(pageSize);
+    this.#staging = new Uint8Array(Math.min(CHUNK_BYTES, length));
+    try {
+      this.#file = await open(this.#path, 'w');
+    } catch (err) {
+      throw ioError(`creating snapshot file ${this.#path}`, err);
+    }
+    this.#progress = new DownloadProgress(this.#name, length, this.#logger);
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    for (let at = 0; at < chunk.byteLength; ) {
+      const n = Math.min(this.#staging.length - this.#fill, chunk.byteLength - at);
+      this.#staging.set(chunk.subarray(at, at + n), this.#fill);
+      this.#fill += n;
+      at += n;
+      if (this.#fill === this.#staging.length) await this.#flush();
+    }
+    this.#progress?.note(this.#written + this.#fill);
+  }
+
+  /** finish writes what is staged, closes the file and checks the checksum against the position. */
+  async finish(): Promise<void> {
+    const head = this.#head;
+    if (this.#file === null || this.#sum === null || head === null) throw new EdgeliteError('INTERNAL', `snapshot of ${this.#name} finished before it opened`);
+    await this.#flush();
+    const file = this.#file;
+    this.#file = null;
+    try {
+      await file.close();
+    } catch (err) {
+      throw ioError(`closing snapshot file ${this.#path}`, err);
+    }
+    if (this.#written !== head.length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} has ${this.#written} of ${head.length} bytes`);
+    if (this.#sum.value !== head.position.checksum) {
+      const message = `snapshot of ${this.#name} has checksum ${formatChecksum(this.#sum.value)}, position says ${formatChecksum(head.position.checksum)}`;
+      throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'snapshot-checksum' } });
+    }
+    this.#progress?.done();
+  }
+
+  /**
+   * discard closes and deletes the file after a failed download. Its own failures are logged, not
+   * thrown, so that the download's error is the one reported (the next start removes a file left).
+   */
+  async discard(): Promise<void> {
+    const file = this.#file;
+    this.#file = null;
+    const failed = (err: unknown) =>
+      this.#logger({ msg: 'could not remove a snapshot temp file; the next start removes it', path: this.#path, error: (err as Error).message });
+    await file?.close().catch(failed);
+    try {
+      fs.rmSync(this.#path, { force: true });
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  async #flush(): Promise<void> {
+    const { pageSize } = this.#head!;
+    const sum = this.#sum!;
+    const lockPage = lockPageNumber(pageSize);
+    if (this.#fill % pageSize !== 0) {
+      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} ends inside a page (${this.#written + this.#fill} bytes)`);
+    }
+    for (let at = 0; at < this.#fill; at += pageSize) {
+      const pgno = (this.#written + at) / pageSize + 1;
+      if (pgno !== lockPage) sum.setPage(pgno, this.#staging.subarray(at, at + pageSize));
+    }
+    try {
+      for (let at = 0; at < this.#fill; ) {
+        const { bytesWritten } = await this.#file!.write(this.#staging, at, this.#fill - at, this.#written + at);
+        at += bytesWritten;
+      }
+    } catch (err) {
+      throw ioError(`writing snapshot file ${this.#path}`, err);
+    }
+    this.#written += this.#fill;
+    this.#fill = 0;
+  }
+}
+
+function ioError(what: string, err: unknown): EdgeliteError {
+  const code = (err as { code?: unknown }).code;
+  return new EdgeliteError(code === 'ENOSPC' ? 'DISK_FULL' : 'IO_ERROR', `${what}: ${(err as Error).message}`, { cause: err });
+}
+
+/**
+ * DownloadProgress logs a large download's progress: a line when it starts, at every tenth of its
+ * bytes (so even a fast download shows it) and at least every PROGRESS_MAX_INTERVAL_MS (so a slow
+ * one never looks stuck), with its rate and an estimate of the time left. The replica's "progress bar".
+ */
+class DownloadProgress {
+  readonly #db: string;
+  readonly #total: number;
+  readonly #logger: Logger;
+  readonly #enabled: boolean;
+  readonly #started = Date.now();
+  #lastAt = this.#started;
+  #lastStep = 0;
+
+  constructor(db: string, total: number, logger: Logger) {
+    this.#db = db;
+    this.#total = total;
+    this.#logger = logger;
+    this.#enabled = total >= PROGRESS_MIN_BYTES;
+    if (this.#enabled) logger({ msg: 'snapshot download started', db, total });
+  }
+
+  note(bytes: number): void {
+    if (!this.#enabled || bytes >= this.#total) return; // the last line is done()'s
+    const now = Date.now();
+    const step = Math.floor((bytes * PROGRESS_STEPS) / this.#total);
+    if (step <= this.#lastStep && now - this.#lastAt < PROGRESS_MAX_INTERVAL_MS) return;
+    this.#lastStep = step;
+    this.#lastAt = now;
+    this.#log(bytes, now);
+  }
+
+  done(): void {
+    if (this.#enabled) this.#log(this.#total, Date.now());
+  }
+
+  #log(bytes: number, now: number): void {
+    const elapsedMs = now - this.#started;
+    const bytesPerSec = elapsedMs > 0 ? Math.round((bytes * 1000) / elapsedMs) : null;
+    const etaMs = bytesPerSec ? Math.round(((this.#total - bytes) * 1000) / bytesPerSec) : null;
+    const percent = Math.floor((bytes * 1000) / this.#total) / 10;
+    this.#logger({ msg: 'snapshot download', db: this.#db, bytes, total: this.#total, percent, bytesPerSec, elapsedMs, etaMs });
+  }
+}
