@@ -29,13 +29,18 @@ export const EXPOSED_HEADERS = [
  * the request headers we read are allowed, and the position/token headers are readable.
  */
 export function corsMiddleware(origin: string | string[] = '*'): MiddlewareHandler {
-  return cors({
+  const inner = cors({
     origin,
     allowMethods: ['GET', 'POST', 'PUT', 'OPTIONS'],
     allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'Edgelite-Token', 'Edgelite-Consistency'],
     exposeHeaders: EXPOSED_HEADERS,
     maxAge: 600,
   });
+  // Only a request with an Origin header (every cross-origin browser request, every preflight) needs
+  // CORS headers. Skipping the rest matters for speed: hono's cors sets headers before the handler
+  // runs, which makes hono rebuild the handler's Response around a web stream, and on Node the server
+  // then leaves its fast path for a string body (measured: ~20% of a point read's CPU).
+  return (c, next) => (c.req.header('origin') === undefined ? next() : inner(c, next));
 }
 
 /**
@@ -79,6 +84,73 @@ export async function readJsonBody(c: Context, maxBytes: number): Promise<unknow
   }
   const declared = Number(c.req.header('content-length') ?? '0');
   if (declared > maxBytes) throw tooLarge(maxBytes);
+  const incoming = nodeIncoming(c);
+  return parseJson(incoming ? await readIncoming(incoming, maxBytes) : await readWebBody(c, maxBytes));
+}
+
+/**
+ * NodeIncoming is the part of Node's IncomingMessage readIncoming uses, typed here so that this file
+ * stays free of Node imports (the Worker bundles it).
+ */
+interface NodeIncoming {
+  on(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
+  on(event: 'end', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  off(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
+  off(event: 'end', listener: () => void): unknown;
+  off(event: 'error', listener: (err: Error) => void): unknown;
+  pause(): unknown;
+}
+
+/**
+ * nodeIncoming returns the Node request under @hono/node-server (`c.env.incoming`), or null elsewhere.
+ * Reading it directly skips the web ReadableStream the server would otherwise build around it.
+ */
+function nodeIncoming(c: Context): NodeIncoming | null {
+  const incoming = (c.env as { incoming?: Partial<NodeIncoming> } | undefined)?.incoming;
+  return incoming && typeof incoming.on === 'function' && typeof incoming.off === 'function' && typeof incoming.pause === 'function' ? (incoming as NodeIncoming) : null;
+}
+
+/**
+ * readIncoming collects a Node request body of at most `maxBytes`. Past the limit it stops listening
+ * and pauses the request rather than destroying it: destroying would close the socket before the 413
+ * is written (the answer then carries `Connection: close`, see closeAfterRefusedBody).
+ */
+function readIncoming(incoming: NodeIncoming, maxBytes: number): Promise<Uint8Array> {
+  return new Promise<Uint8Array>((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const stop = () => {
+      // Only our own listeners: the server keeps its own (it marks the request ended on 'end').
+      incoming.off('data', onData);
+      incoming.off('end', onEnd);
+      incoming.off('error', onError);
+    };
+    const onData = (chunk: Uint8Array) => {
+      size += chunk.byteLength;
+      if (size > maxBytes) {
+        stop();
+        incoming.pause();
+        reject(tooLarge(maxBytes));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      stop();
+      resolve(concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      stop();
+      reject(new EdgeliteError('BAD_REQUEST', `request body could not be read: ${err.message}`, { cause: err }));
+    };
+    incoming.on('data', onData);
+    incoming.on('end', onEnd);
+    incoming.on('error', onError);
+  });
+}
+
+async function readWebBody(c: Context, maxBytes: number): Promise<Uint8Array> {
   const body = c.req.raw.body;
   if (!body) throw new EdgeliteError('BAD_REQUEST', 'request body is empty');
   const reader = body.getReader();
@@ -94,12 +166,21 @@ export async function readJsonBody(c: Context, maxBytes: number): Promise<unknow
     }
     chunks.push(value);
   }
+  return concat(chunks, size);
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
   const bytes = new Uint8Array(size);
   let off = 0;
   for (const ch of chunks) {
     bytes.set(ch, off);
     off += ch.byteLength;
   }
+  return bytes;
+}
+
+function parseJson(bytes: Uint8Array): unknown {
   try {
     return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (err) {

@@ -142,7 +142,11 @@ describe('primary HTTP API', () => {
       { columns: ['name'], rows: [['B']] },
     ]);
     expect(q.headers.get('edgelite-served-by')).toBe('primary');
-    expect(q.headers.get('access-control-expose-headers')).toContain('Edgelite-Token');
+    // CORS headers go to browser requests (they carry Origin), and only to them.
+    expect(q.headers.get('access-control-expose-headers')).toBeNull();
+    const cross = await call(app, 'POST', '/v1/db/d/query', { sql: 'SELECT 1' }, { origin: 'https://app.example' });
+    expect(cross.headers.get('access-control-allow-origin')).toBe('*');
+    expect(cross.headers.get('access-control-expose-headers')).toContain('Edgelite-Token');
   });
 
   it('refuses writes on /query, forbidden PRAGMAs, and reports SQL errors', async () => {
