@@ -11,13 +11,14 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
-import { parseStatementsBody } from '../shared/protocol.ts';
+import { parseStatementsBody, type Statement } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
-import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../shared/consistency.ts';
+import { CONSISTENCY_HEADER, parseConsistency, satisfy, type Consistency } from '../shared/consistency.ts';
 import { CONTACT_GRACE_MS, type ReplicaDatabase } from './database.ts';
 import type { Follower } from './follower.ts';
 import { forwardExec, newForwardCounts } from './forward.ts';
+import type { LazyDatabases, Release } from './lazy.ts';
 import { renderReplicaMetrics } from './metrics.ts';
 import type { PrimaryClient } from './primary-client.ts';
 import type { ReplicaStore } from './store.ts';
@@ -36,6 +37,8 @@ export interface ReplicaAppOptions {
   onBehind: 'error' | 'primary';
   /** Health fails when lag passes this (ms). */
   maxHealthyLagMs: number;
+  /** Lazy mode: databases fetched on first use and evicted under an LRU limit (replica/lazy.ts). */
+  lazy?: LazyDatabases | null;
   /** The store's query pool, if any: its figures go into /metrics. */
   queryPool?: QueryPool | null;
   logger: (e: Record<string, unknown>) => void;
@@ -47,13 +50,24 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   const read = requireRight(auth, 'read');
   const write = requireRight(auth, 'write');
   const forwarded = newForwardCounts();
+  const lazy = o.lazy ?? null;
+  /** using runs a request's work with its database held (lazy mode: fetched if absent, not evicted meanwhile). */
+  const using = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    const release: Release | null = lazy ? await lazy.acquire(name) : null;
+    try {
+      return await work();
+    } finally {
+      release?.();
+    }
+  };
 
   app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
   app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => {
-    const lagging = store.names().filter((n) => store.get(n)!.lagMs > o.maxHealthyLagMs);
+    // A lazy replica's database still bootstrapping for its first request is not lagging: it is arriving.
+    const lagging = store.names().filter((n) => store.get(n)!.lagMs > o.maxHealthyLagMs && !(lazy && !store.get(n)!.position));
     // Heartbeats come every second: silence shorter than CONTACT_GRACE_MS is normal, whatever the limit.
     const contact = o.follower ? o.follower.lastContactMs : 0;
     const ok = lagging.length === 0 && contact <= Math.max(o.maxHealthyLagMs, CONTACT_GRACE_MS);
@@ -69,7 +83,14 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   });
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.get(n)!)) }));
-  app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
+  app.get('/v1/db/:name', read, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    if (!lazy) return jsonResponse(describe(store.require(name)));
+    return using(name, async () => {
+      await waitForDatabase(store, name, o.readWaitMs);
+      return jsonResponse(describe(store.require(name)));
+    });
+  });
 
   app.put('/v1/db/:name', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
@@ -82,9 +103,15 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const body = await readJsonBody(c, o.maxBodyBytes);
     const statements = parseStatementsBody(body);
     const consistency = parseConsistency(name, c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'), tokenOf(c));
+    return using(name, () => query(c, name, body, statements, consistency));
+  });
+
+  async function query(c: Context, name: string, body: unknown, statements: Statement[], consistency: Consistency): Promise<Response> {
     // A read that names a position (token, strong) may arrive before this replica has the database:
-    // wait for it like for any txid, bounded.
-    const db = consistency.level === 'eventual' ? store.get(name) : await waitForDatabase(store, name, o.readWaitMs);
+    // wait for it like for any txid, bounded. So does a lazy replica's first read of a database, unless
+    // the primary may serve it meanwhile.
+    const wait = consistency.level !== 'eventual' || (lazy !== null && o.onBehind === 'error');
+    const db = wait ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
     try {
       if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
       await satisfy(db, consistency, o.readWaitMs, () => primary.position(name));
@@ -104,13 +131,13 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     }
     const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db));
-  });
+  }
 
   app.post('/v1/db/:name/exec', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
     const body = await readJsonBody(c, o.maxBodyBytes);
     parseStatementsBody(body);
-    const w = await forwardExec(primary, store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c), forwarded);
+    const w = await using(name, () => forwardExec(primary, store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c), forwarded));
     const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': String(w.applied) };
     if (w.token) headers[TOKEN_HEADER] = w.token;
     return jsonResponse(w.body, 200, headers);

@@ -15,6 +15,8 @@ export const DEFAULT_READ_WAIT_MS = 5000;
 export const DEFAULT_WRITE_WAIT_MS = 5000;
 export const DEFAULT_MAX_HEALTHY_LAG_MS = 10_000;
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+/** DEFAULT_MAX_DATABASES: how many databases a lazy replica keeps on disk before evicting the least recently used. */
+export const DEFAULT_MAX_DATABASES = 100;
 
 export interface ReplicaConfig {
   primaryUrl: string;
@@ -23,7 +25,12 @@ export interface ReplicaConfig {
   dataDir: string;
   host: string;
   port: number;
+  /** What the stream follows from the start: all, a list; in lazy mode the list the replica starts from is found on disk. */
   databases: '*' | string[];
+  /** Lazy mode (`--lazy`): a database is fetched on its first request and evicted under `maxDatabases` (replica/lazy.ts). */
+  lazy: boolean;
+  /** Most databases a lazy replica keeps on disk (least recently used evicted first). */
+  maxDatabases: number;
   auth: AuthConfig;
   maxBodyBytes: number;
   readWaitMs: number;
@@ -38,7 +45,7 @@ export interface ReplicaConfig {
   queryTimeoutMs: number;
 }
 
-export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|*]
+export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|* | --lazy [--max-databases N]]
   [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
@@ -57,6 +64,8 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
       data: { type: 'string' },
       listen: { type: 'string' },
       databases: { type: 'string' },
+      lazy: { type: 'boolean' },
+      'max-databases': { type: 'string' },
       'read-wait-ms': { type: 'string' },
       'write-wait-ms': { type: 'string' },
       'on-behind': { type: 'string' },
@@ -76,13 +85,26 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
   if (onBehind !== 'error' && onBehind !== 'primary') {
     throw new EdgeliteError('BAD_REQUEST', `--on-behind must be error or primary, got "${onBehind}"`);
   }
+  const lazyEnv = env.EDGELITE_LAZY;
+  if (lazyEnv !== undefined && !['0', '1', 'true', 'false', ''].includes(lazyEnv)) {
+    throw new EdgeliteError('BAD_REQUEST', `EDGELITE_LAZY must be 1/true or 0/false, got "${lazyEnv}"`);
+  }
+  const lazy = values.lazy === true || lazyEnv === '1' || lazyEnv === 'true';
+  const databasesText = values.databases ?? env.EDGELITE_DATABASES;
+  if (lazy && databasesText !== undefined) {
+    throw new EdgeliteError('BAD_REQUEST', '--lazy fetches databases on demand: drop --databases (or EDGELITE_DATABASES)');
+  }
+  const maxText = values['max-databases'] ?? env.EDGELITE_MAX_DATABASES;
+  if (!lazy && maxText !== undefined) throw new EdgeliteError('BAD_REQUEST', '--max-databases only applies with --lazy (nothing is evicted otherwise)');
   return {
     primaryUrl,
     primaryToken: env.EDGELITE_PRIMARY_TOKEN ?? env.EDGELITE_TOKEN,
     dataDir,
     host,
     port,
-    databases: parseDatabases(values.databases ?? env.EDGELITE_DATABASES ?? '*'),
+    databases: lazy ? [] : parseDatabases(databasesText ?? '*'),
+    lazy,
+    maxDatabases: positiveInt(maxText, DEFAULT_MAX_DATABASES, '--max-databases'),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     maxBodyBytes: positiveInt(values['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, '--max-body-bytes'),
     readWaitMs: positiveInt(values['read-wait-ms'], DEFAULT_READ_WAIT_MS, '--read-wait-ms'),

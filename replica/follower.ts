@@ -10,6 +10,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { FrameDecoder, type Frame } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet } from '../shared/types.ts';
+import type { ReplicaDatabase } from './database.ts';
 import type { PrimaryClient } from './primary-client.ts';
 import { downloadSnapshot, snapshotTempPath } from './snapshot-file.ts';
 import type { ReplicaStore } from './store.ts';
@@ -17,6 +18,7 @@ import type { ReplicaStore } from './store.ts';
 export interface FollowerOptions {
   client: PrimaryClient;
   store: ReplicaStore;
+  /** What the stream follows at the start; a list can be changed later with follow(). */
   databases: '*' | string[];
   heartbeatTimeoutMs: number;
   backoffMinMs: number;
@@ -33,7 +35,10 @@ const MIN_FRAME_BYTES_PER_SEC = 64 * 1024;
 
 export type FollowerState = 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
-/** Restart ends a stream session on purpose (after a snapshot) so the next one resumes from new positions. */
+/**
+ * Restart ends a stream session on purpose (after a snapshot, or when the followed set changed) so the
+ * next one resumes from new positions.
+ */
 class Restart extends Error {}
 
 export class Follower {
@@ -53,9 +58,47 @@ export class Follower {
   #connects = 0;
   #lastError: string | null = null;
   #wakeSleep: (() => void) | null = null;
+  /** The followed set: the option's, until follow() changes it (lazy replicas). */
+  #databases: '*' | string[];
+  #followed: ReadonlySet<string> | null;
+  /** Whether a session runs, whether it is inside a snapshot, and who waits for it to end (follow()). */
+  #inSession = false;
+  #snapshotting = false;
+  #sessionEnded: Array<() => void> = [];
 
   constructor(options: FollowerOptions) {
     this.#o = options;
+    this.#databases = options.databases;
+    this.#followed = options.databases === '*' ? null : new Set(options.databases);
+  }
+
+  /** databases is the followed set as the next session will ask for it. */
+  get databases(): '*' | readonly string[] {
+    return this.#databases;
+  }
+
+  /**
+   * follow replaces the followed list and restarts the stream with it: the next session posts every
+   * listed database's position, so the ones already here resume where they are and a new one (no
+   * position) gets its snapshot. A snapshot in progress is not cut: its session ends right after it.
+   * Resolves once no session that may still write to a database left out is running, so its files
+   * can then be deleted.
+   */
+  follow(names: string[]): Promise<void> {
+    if (this.#databases === '*') throw new EdgeliteError('INTERNAL', 'a follower of every database cannot change its list');
+    this.#databases = [...names];
+    this.#followed = new Set(names);
+    if (!this.#inSession) {
+      this.#wakeSleep?.(); // waiting to reconnect: do it now, with the new list
+      return Promise.resolve();
+    }
+    const ended = new Promise<void>((resolve) => this.#sessionEnded.push(resolve));
+    if (!this.#snapshotting) this.#abort?.abort(new Restart('followed databases changed'));
+    return ended;
+  }
+
+  #follows(name: string): boolean {
+    return this.#followed === null || this.#followed.has(name);
   }
 
   get state(): FollowerState {
@@ -95,7 +138,13 @@ export class Follower {
       const started = Date.now();
       this.#progress = false;
       try {
-        await this.#session();
+        try {
+          this.#inSession = true;
+          await this.#session();
+        } finally {
+          this.#inSession = false;
+          for (const resolve of this.#sessionEnded.splice(0)) resolve();
+        }
       } catch (err) {
         if ((this.#state as FollowerState) === 'stopped') break;
         if (!(err instanceof Restart)) {
@@ -148,7 +197,8 @@ export class Follower {
     this.#lastFrameAt = this.#lastBytesAt;
     this.#bytesSinceFrame = 0;
     try {
-      const body = await client.openStream(this.#o.databases, store.positions(this.#o.databases), abort.signal);
+      const databases = this.#databases === '*' ? '*' : [...this.#databases];
+      const body = await client.openStream(databases, store.positions(databases), abort.signal);
       this.#connects++;
       this.#state = 'streaming';
       this.#lastContactAt = Date.now();
@@ -245,6 +295,8 @@ export class Follower {
     switch (f.type) {
       case 'snapshot-needed':
       case 'new-generation':
+        // A database just left out of the list (evicted) while this session ends: not worth a download.
+        if (!this.#follows(f.db)) return;
         await this.#snapshot(f.db, f.type === 'snapshot-needed' ? f.reason : `new generation ${f.generation}`);
         throw new Restart();
       case 'db-created':
@@ -275,9 +327,20 @@ export class Follower {
    * local file (store.recreate), fed from the same download.
    */
   async #snapshot(name: string, reason: string): Promise<void> {
-    const { client, store, logger } = this.#o;
+    const { store } = this.#o;
+    if (!this.#follows(name)) throw new Restart(`${name} is no longer followed`);
     const db = store.ensure(name);
     db.needsSnapshot = reason;
+    this.#snapshotting = true;
+    try {
+      await this.#download(db, name, reason);
+    } finally {
+      this.#snapshotting = false;
+    }
+  }
+
+  async #download(db: ReplicaDatabase, name: string, reason: string): Promise<void> {
+    const { client, store, logger } = this.#o;
     const started = Date.now();
     // Snapshot bytes count as contact: the session's watchdog must not abort a download that is
     // flowing just because it takes longer than the heartbeat timeout (a large database).

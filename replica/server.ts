@@ -11,6 +11,7 @@ import type { Logger } from '../shared/log.ts';
 import { createReplicaApp } from './app.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
+import { LazyDatabases } from './lazy.ts';
 import { PrimaryClient } from './primary-client.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaStore } from './store.ts';
@@ -20,6 +21,8 @@ export interface ReplicaHandle {
   port: number;
   store: ReplicaStore;
   follower: Follower;
+  /** Lazy mode's followed set (fetch on first use, LRU eviction); null otherwise. */
+  lazy: LazyDatabases | null;
   close(): Promise<void>;
 }
 
@@ -31,10 +34,19 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
   if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
   const primary = new PrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
+  const lazy: LazyDatabases | null = config.lazy
+    ? new LazyDatabases({
+        store,
+        primaryHas: (name) => primary.position(name),
+        follow: (names): Promise<void> => follower.follow(names),
+        maxDatabases: config.maxDatabases,
+        logger,
+      })
+    : null;
   const follower = new Follower({
     client: primary,
     store,
-    databases: config.databases,
+    databases: lazy ? lazy.followed : config.databases,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     backoffMinMs: config.backoffMinMs,
     backoffMaxMs: config.backoffMaxMs,
@@ -51,6 +63,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     writeWaitMs: config.writeWaitMs,
     onBehind: config.onBehind,
     maxHealthyLagMs: config.maxHealthyLagMs,
+    lazy,
     queryPool,
     logger,
   });
@@ -61,12 +74,13 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   queryPool?.warm(1);
-  logger({ msg: 'replica listening', url, primary: config.primaryUrl, data: config.dataDir, databases: config.databases });
+  logger({ msg: 'replica listening', url, primary: config.primaryUrl, data: config.dataDir, databases: lazy ? 'lazy' : config.databases, ...(lazy ? { local: lazy.followed.length, maxDatabases: config.maxDatabases } : {}) });
   return {
     url,
     port,
     store,
     follower,
+    lazy,
     close: async () => {
       await follower.stop();
       await new Promise<void>((resolve) => {

@@ -10,7 +10,7 @@ import type { Logger } from '../shared/log.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { ReplicaDatabase } from './database.ts';
 import { positionFilePath } from './position-file.ts';
-import { removeLeftoverSnapshots } from './snapshot-file.ts';
+import { removeLeftoverSnapshots, snapshotTempPath } from './snapshot-file.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 
 export interface ReplicaStoreOptions {
@@ -80,16 +80,31 @@ export class ReplicaStore {
    * reading the old inode until they reopen.
    */
   recreate(name: string): ReplicaDatabase {
-    const db = this.#dbs.get(name);
-    if (db) {
-      db.close();
-      this.#opts.queryPool?.forget(db.path);
-      this.#dbs.delete(name);
-      for (const suffix of ['', '-wal', '-shm']) rmSync(`${db.path}${suffix}`, { force: true });
-      rmSync(positionFilePath(db.path), { force: true });
-      this.#opts.logger({ msg: 'local copy dropped to take a snapshot it cannot hold', db: name });
-    }
+    if (this.#remove(name)) this.#opts.logger({ msg: 'local copy dropped to take a snapshot it cannot hold', db: name });
     return this.ensure(name);
+  }
+
+  /**
+   * drop closes a database and deletes its local files (a lazy replica's eviction). The caller makes
+   * sure nothing writes to it any more (the follower no longer follows it). Returns whether it was here.
+   */
+  drop(name: string): boolean {
+    const path = this.#dbs.get(name)?.path;
+    if (!this.#remove(name)) return false;
+    rmSync(snapshotTempPath(path!), { force: true }); // not while recreate's snapshot reads it: only here
+    return true;
+  }
+
+  /** #remove closes a database, makes the query pool forget it, and deletes its file, WAL, SHM and sidecar. */
+  #remove(name: string): boolean {
+    const db = this.#dbs.get(name);
+    if (!db) return false;
+    db.close();
+    this.#opts.queryPool?.forget(db.path);
+    this.#dbs.delete(name);
+    for (const suffix of ['', '-wal', '-shm']) rmSync(`${db.path}${suffix}`, { force: true });
+    rmSync(positionFilePath(db.path), { force: true });
+    return true;
   }
 
   /** positions lists where each followed database stands, for the stream request. */
