@@ -2,8 +2,8 @@
 import { EdgeliteError } from '../shared/errors.ts';
 
 const USAGE = `usage:
-  edgelite primary --data DIR [--listen 127.0.0.1:PORT]
-  edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases NAMES|*]
+  edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--query-timeout-ms N]
+  edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases NAMES|* | --lazy [--max-databases N]]
   edgelite status URL
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
