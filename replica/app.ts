@@ -78,7 +78,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   });
 
   app.get('/metrics', read, () => {
-    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null });
+    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy });
     return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
 

@@ -58,6 +58,11 @@ export class Follower {
   #connects = 0;
   #lastError: string | null = null;
   #wakeSleep: (() => void) | null = null;
+  /**
+   * Change sets and snapshots applied per database since start, for /metrics. Kept here, not on the
+   * database, because store.recreate replaces the database object.
+   */
+  readonly #applied = new Map<string, { changeSets: number; snapshots: number }>();
   /** The followed set: the option's, until follow() changes it (lazy replicas). */
   #databases: '*' | string[];
   #followed: ReadonlySet<string> | null;
@@ -99,6 +104,17 @@ export class Follower {
 
   #follows(name: string): boolean {
     return this.#followed === null || this.#followed.has(name);
+  }
+
+  /** applied says how many change sets and snapshots this follower applied to `name` since start. */
+  applied(name: string): { changeSets: number; snapshots: number } {
+    return { ...(this.#applied.get(name) ?? { changeSets: 0, snapshots: 0 }) };
+  }
+
+  #count(name: string): { changeSets: number; snapshots: number } {
+    let c = this.#applied.get(name);
+    if (!c) this.#applied.set(name, (c = { changeSets: 0, snapshots: 0 }));
+    return c;
   }
 
   get state(): FollowerState {
@@ -281,6 +297,7 @@ export class Follower {
     if (!db || db.needsSnapshot) return;
     try {
       db.apply(batch);
+      this.#count(name).changeSets += batch.length;
       this.#progress = true;
     } catch (err) {
       if (!(err instanceof EdgeliteError) || !['CHECKSUM_MISMATCH', 'POSITION_MISMATCH'].includes(err.code)) throw err;
@@ -364,6 +381,7 @@ export class Follower {
     }
     alive(); // the restore blocked the event loop; the watchdog must not count that time
     this.#progress = true;
+    this.#count(name).snapshots++;
     const done = Date.now();
     logger({ msg: 'snapshot applied', db: name, reason, txid: position.txid, generation: position.generation, bytes: length, ms: done - started, downloadMs: downloaded - started, applyMs: done - downloaded });
   }

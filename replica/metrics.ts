@@ -11,6 +11,7 @@ import { queryPoolMetrics } from '../shared/node/query-pool-metrics.ts';
 import { MetricsText } from '../shared/prometheus.ts';
 import type { Follower, FollowerState } from './follower.ts';
 import type { ForwardCounts } from './forward.ts';
+import type { LazyDatabases } from './lazy.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface ReplicaMetricsSources {
@@ -19,6 +20,8 @@ export interface ReplicaMetricsSources {
   follower: Follower | null;
   forwarded: ForwardCounts;
   queryPool: QueryPool | null;
+  /** Lazy mode's fetches and evictions; null when the replica follows all or a list. */
+  lazy?: LazyDatabases | null;
 }
 
 /** FOLLOWER_STATES lists every state, so each gets a 0/1 sample (a Record: a new state fails to compile). */
@@ -56,6 +59,17 @@ export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
     for (const s of FOLLOWER_STATES) state(f.state === s, { state: s });
     m.counter('edgelite_follower_connects_total', 'Replication streams opened to the primary.')(f.connects);
     m.gauge('edgelite_primary_last_contact_seconds', 'Time since the primary last sent anything (+Inf: never).')(f.lastContactMs / 1000);
+    const changeSets = m.counter('edgelite_changesets_applied_total', 'Change sets applied per database since start.');
+    const snapshots = m.counter('edgelite_snapshots_applied_total', 'Snapshots installed per database since start (bootstrap and re-snapshots).');
+    for (const name of o.store.names()) {
+      const a = f.applied(name);
+      changeSets(a.changeSets, { db: name });
+      snapshots(a.snapshots, { db: name });
+    }
+  }
+  if (o.lazy) {
+    m.counter('edgelite_lazy_fetches_total', 'Databases fetched on their first request (lazy mode).')(o.lazy.fetches);
+    m.counter('edgelite_lazy_evictions_total', 'Databases evicted under --max-databases (lazy mode).')(o.lazy.evictions);
   }
   const forwarded = m.counter('edgelite_forwarded_writes_total', 'Writes forwarded to the primary, by result (committed, failed).');
   forwarded(o.forwarded.committed, { result: 'committed' });

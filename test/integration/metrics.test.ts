@@ -154,6 +154,16 @@ describe('GET /metrics', () => {
     expect(rm.get('edgelite_primary_last_contact_seconds')).toBeLessThan(Infinity);
     expect(rm.types.get('edgelite_follower_connects_total')).toBe('counter');
     expect(rm.types.get('edgelite_lag_seconds')).toBe('gauge');
+    // The bootstrap was one snapshot; the five writes after it arrived as change sets (group commit may
+    // have put several in one).
+    expect(rm.get('edgelite_snapshots_applied_total', { db: DB })).toBe(1);
+    const before = rm.get('edgelite_changesets_applied_total', { db: DB })!;
+    expect(before).toBeGreaterThanOrEqual(1);
+    for (let i = 0; i < 3; i++) expect((await postJson(`${primary.url}/v1/db/${DB}/exec`, { sql: 'INSERT INTO t (v) VALUES (?)', params: [`w${i}`] })).status).toBe(200);
+    await caughtUp();
+    const after = await scrape(replica.url);
+    expect(after.get('edgelite_changesets_applied_total', { db: DB })! - before).toBe(3);
+    expect(after.get('edgelite_snapshots_applied_total', { db: DB })).toBe(1);
   });
 
   it('a database the replica follows but has no copy of yet is reported bootstrapping, without a position', async () => {
