@@ -7,13 +7,32 @@
  *   must refuse it: CORRUPT_CHANGESET).
  * - 'consistent': one page byte flipped AND the change set's file checksum recomputed, so it decodes;
  *   only the replica's post-apply database checksum can refuse it (CHECKSUM_MISMATCH).
+ * - 'base': in a delta change set, the first delta entry's base hash flipped and the file checksum
+ *   recomputed: to the replica this is exactly a stored page that is not the base the primary encoded
+ *   against, which only the delta decoder's base check can refuse (CHECKSUM_MISMATCH, `delta-base`).
+ *   A frame without a delta entry passes untouched and the proxy stays armed.
+ * It also records every change-set frame it passes (size, and whether it is a delta change set), so a
+ * test can measure what a replica receives per write.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isDeltaChangeSet } from '../../shared/changeset-delta.ts';
+import { HEADER_SIZE, OFFSET } from '../../shared/changeset-format.ts';
 import { hash64 } from '../../shared/checksum.ts';
 import { encodeFrame, FrameDecoder, type Frame } from '../../shared/frames.ts';
 
-export type Damage = 'byte' | 'consistent';
+export type Damage = 'byte' | 'consistent' | 'base';
+
+/** A change-set frame as it passed through (before any damage). */
+export interface PassedChangeSet {
+  /** Bytes of the whole frame on the wire (frame header included). */
+  frameBytes: number;
+  /** Bytes of the change set inside it. */
+  bytes: number;
+  delta: boolean;
+  /** The change set's last txid (from its header). */
+  maxTxid: number;
+}
 
 export interface CorruptingProxy {
   url: string;
@@ -23,6 +42,8 @@ export interface CorruptingProxy {
   readonly streams: number;
   /** Change sets damaged so far. */
   readonly damaged: number;
+  /** Every change-set frame passed on a stream so far, in order. */
+  readonly changeSets: readonly PassedChangeSet[];
   /** arm damages the next change-set frame that passes through (one frame). */
   arm(damage: Damage): void;
   close(): Promise<void>;
@@ -39,6 +60,30 @@ export function damageChangeSet(data: Uint8Array, damage: Damage): Uint8Array {
   return out;
 }
 
+/**
+ * damageDeltaBase flips a bit of the first delta entry's base hash and recomputes the file checksum;
+ * null if the change set has no delta entry.
+ */
+export function damageDeltaBase(data: Uint8Array): Uint8Array | null {
+  if (!isDeltaChangeSet(data)) return null;
+  const out = data.slice();
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const pageSize = view.getUint32(OFFSET.pageSize);
+  const entries = view.getUint32(OFFSET.pageCount);
+  let o = HEADER_SIZE;
+  for (let k = 0; k < entries; k++) {
+    const kind = out[o + 4];
+    if (kind === 1) {
+      out[o + 5] = out[o + 5]! ^ 0x01;
+      view.setBigUint64(out.length - 8, hash64(out.subarray(0, out.length - 8)));
+      return out;
+    }
+    if (kind !== 0) throw new Error(`entry ${k} has kind ${kind}`);
+    o += 5 + pageSize;
+  }
+  return null;
+}
+
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'host', 'content-encoding']);
 
 export async function startCorruptingProxy(target: string): Promise<CorruptingProxy> {
@@ -47,12 +92,20 @@ export async function startCorruptingProxy(target: string): Promise<CorruptingPr
   let damaged = 0;
   let armed: Damage | null = null;
 
+  const changeSets: PassedChangeSet[] = [];
+
   const rewrite = (f: Frame): Frame => {
-    if (f.type !== 'changeset' || armed === null) return f;
+    if (f.type !== 'changeset') return f;
+    const frameBytes = encodeFrame(f).length;
+    const view = new DataView(f.data.buffer, f.data.byteOffset, f.data.byteLength);
+    changeSets.push({ frameBytes, bytes: f.data.length, delta: isDeltaChangeSet(f.data), maxTxid: Number(view.getBigUint64(OFFSET.maxTxid)) });
+    if (armed === null) return f;
     const damage = armed;
+    const data = damage === 'base' ? damageDeltaBase(f.data) : damageChangeSet(f.data, damage);
+    if (!data) return f;
     armed = null;
     damaged++;
-    return { ...f, data: damageChangeSet(f.data, damage) };
+    return { ...f, data };
   };
 
   const server = http.createServer((req, res) => {
@@ -106,6 +159,9 @@ export async function startCorruptingProxy(target: string): Promise<CorruptingPr
     },
     get damaged() {
       return damaged;
+    },
+    get changeSets() {
+      return changeSets;
     },
     arm(damage) {
       armed = damage;

@@ -1,7 +1,7 @@
 /// <reference path="../../deploy/worker/src/worker-env.d.ts" />
 /**
  * The Worker replica's parts that do not need workerd, run in Node on real SQLite images: change-set
- * verification (apply.ts), snapshot assembly, wa-sqlite over the page-map VFS (an apply seen by the
+ * verification (apply.ts), delta change sets rebuilt from stored pages, snapshot assembly, wa-sqlite over the page-map VFS (an apply seen by the
  * same open connection, read-only classification, errors), configuration and consistency parsing.
  */
 import fs from 'node:fs';
@@ -10,12 +10,14 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import factory from 'wa-sqlite/dist/wa-sqlite.mjs';
+import { encodeChangeSet } from '../../shared/changeset.ts';
+import { encodeDeltaChangeSet, isDeltaChangeSet } from '../../shared/changeset-delta.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { runRead } from '../../shared/sql.ts';
 import { encodeToken } from '../../shared/token.ts';
 import type { ChangeSet, PageImage } from '../../shared/types.ts';
-import { SnapshotAssembler, verifyBatch, type ReplicaPosition } from '../../deploy/worker/src/apply.ts';
+import { decodeStreamChangeSet, SnapshotAssembler, verifyBatch, type ReplicaPosition } from '../../deploy/worker/src/apply.ts';
 import { parseWorkerConfig, type Env } from '../../deploy/worker/src/config.ts';
 import { parseConsistency } from '../../shared/consistency.ts';
 import { WaSqliteConnection, type WasmModule } from '../../deploy/worker/src/sqlite.ts';
@@ -112,6 +114,63 @@ describe('verifyBatch', () => {
       expect(err.details?.reason).toBe(reason);
     }
     expectCode(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), []), 'BAD_REQUEST');
+  });
+});
+
+describe('decodeStreamChangeSet', () => {
+  /** stored is what the Worker's page store answers: the image's pages, null past its end. */
+  const stored = (img: Uint8Array) => (pgno: number): Uint8Array | null =>
+    pgno * PAGE_SIZE <= img.length ? img.slice((pgno - 1) * PAGE_SIZE, pgno * PAGE_SIZE) : null;
+  const deltaOf = (cs: ChangeSet, base: Uint8Array) => encodeDeltaChangeSet(cs, stored(base));
+
+  it('rebuilds a delta change set from the stored pages into what verifyBatch accepts', () => {
+    const a = image();
+    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('updated', 150);
+    const b = image();
+    const cs = changeSet(a, b, 11);
+    const bytes = deltaOf(cs, a);
+    expect(isDeltaChangeSet(bytes)).toBe(true);
+    // This file is in rollback mode, so page 1 (its change counter) changes and goes whole; the leaf is a delta.
+    expect(cs.pages.length).toBe(2);
+    expect(encodeChangeSet(cs).length).toBeGreaterThan(2 * PAGE_SIZE);
+    expect(bytes.length).toBeLessThan(PAGE_SIZE + 512);
+    const decoded = decodeStreamChangeSet(bytes, [], stored(a));
+    expect(decoded.pages.map((p) => p.pgno)).toEqual(cs.pages.map((p) => p.pgno));
+    decoded.pages.forEach((p, i) => expect(p.data).toEqual(cs.pages[i]!.data));
+    const sum = DatabaseChecksum.fromFile(a);
+    expect(verifyBatch(sum, at(a, 10), [decoded]).position.checksum).toBe(DatabaseChecksum.fromFile(b).value);
+    // A plain change set still decodes without touching the store.
+    expect(decodeStreamChangeSet(encodeChangeSet(cs), [], () => { throw new Error('read the store'); }).pages.length).toBe(cs.pages.length);
+  });
+
+  it('takes a base from the batch not yet applied before the store', () => {
+    const a = image();
+    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('first', 151);
+    const b = image();
+    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('second', 151);
+    const c = image();
+    const first = changeSet(a, b, 11);
+    const second = changeSet(b, c, 12);
+    const decodedFirst = decodeStreamChangeSet(deltaOf(first, a), [], stored(a));
+    const decodedSecond = decodeStreamChangeSet(deltaOf(second, b), [decodedFirst], stored(a));
+    const batch = verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), [decodedFirst, decodedSecond]);
+    expect(batch.position.checksum).toBe(DatabaseChecksum.fromFile(c).value);
+    // Against the store alone (the first not yet applied) the second delta's bases do not match.
+    expect(expectCode(() => decodeStreamChangeSet(deltaOf(second, b), [], stored(a)), 'CHECKSUM_MISMATCH').details?.reason).toBe('delta-base');
+  });
+
+  it('refuses a delta when a stored page is not its base (one byte flipped): nothing to apply', () => {
+    const a = image();
+    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('changed', 152);
+    const b = image();
+    const cs = changeSet(a, b, 11);
+    const bytes = deltaOf(cs, a);
+    const target = cs.pages.find((p) => p.pgno !== 1)!.pgno;
+    const damaged = a.slice();
+    damaged[(target - 1) * PAGE_SIZE + PAGE_SIZE - 1]! ^= 0xff;
+    const err = expectCode(() => decodeStreamChangeSet(bytes, [], stored(damaged)), 'CHECKSUM_MISMATCH');
+    expect(err.details).toMatchObject({ reason: 'delta-base', pgno: target });
+    expect(expectCode(() => decodeStreamChangeSet(bytes, [], () => null), 'CHECKSUM_MISMATCH').details?.reason).toBe('delta-base');
   });
 });
 

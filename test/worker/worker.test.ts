@@ -2,9 +2,10 @@
  * The Cloudflare Worker replica (deploy/worker) in wrangler's local runtime (workerd, via unstable_dev)
  * against a real primary on 127.0.0.1, through a proxy that can damage the replication stream. It shows:
  * reads of primary writes, forwarded writes read back with their token, auth and typed errors, a
- * restart that resumes from the Durable Object's stored pages without a snapshot, and damaged change
- * sets refused (by the change-set checksum, and by the post-apply database checksum, which heals by
- * re-snapshot) the same way the Node replica refuses them. It also prints in-Worker timings.
+ * restart that resumes from the Durable Object's stored pages without a snapshot, small writes received
+ * as delta change sets (bytes measured at the proxy), and damaged change sets refused (by the
+ * change-set checksum, by the post-apply database checksum, and by a delta's base hash, the last two
+ * healing by re-snapshot) the same way the Node replica refuses them. It also prints in-Worker timings.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -14,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unstable_dev, type Unstable_DevWorker } from 'wrangler';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
+import { isDeltaChangeSet } from '../../shared/changeset-delta.ts';
+import { FrameDecoder } from '../../shared/frames.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { formatChecksum } from '../../shared/types.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
@@ -94,6 +97,30 @@ describe.skipIf(!runtime.ok)('Worker replica in workerd (wrangler unstable_dev)'
 
   function primaryChecksum(): string {
     return formatChecksum(primary.store.get('app')!.position.checksum);
+  }
+
+  /** plainChangeSetBytes reads `count` change sets after `from` from the primary as plain change sets (no deltas). */
+  async function plainChangeSetBytes(from: { generation: number; txid: number; checksum: string }, count: number): Promise<number[]> {
+    const abort = new AbortController();
+    const res = await fetch(`${primary.url}/v1/stream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ databases: ['app'], positions: { app: from } }),
+      signal: abort.signal,
+    });
+    const reader = res.body!.getReader();
+    const decoder = new FrameDecoder();
+    const sizes: number[] = [];
+    try {
+      while (sizes.length < count) {
+        const { done, value } = await reader.read();
+        if (done) throw new Error('the primary closed the stream');
+        for (const f of decoder.push(value)) if (f.type === 'changeset' && !isDeltaChangeSet(f.data)) sizes.push(f.data.length);
+      }
+    } finally {
+      abort.abort();
+    }
+    return sizes.slice(0, count);
   }
 
   beforeAll(async () => {
@@ -215,6 +242,63 @@ describe.skipIf(!runtime.ok)('Worker replica in workerd (wrangler unstable_dev)'
     const all = await query('SELECT count(*) FROM kv');
     const onPrimary = await fetch(`${primary.url}/v1/db/app/query`, { method: 'POST', body: JSON.stringify({ sql: 'SELECT count(*) FROM kv' }), headers: { 'content-type': 'application/json' } });
     expect(all.json.results[0].rows).toEqual(((await onPrimary.json()) as Json).results[0].rows);
+  });
+
+  it('receives single-row UPDATEs as delta change sets and ends at the primary\'s checksum', async () => {
+    // One write read back through the Worker first: its change set came on a live stream session, so
+    // the UPDATEs below are live frames (catch-up after a reconnect is plain, from the primary's log).
+    const n = 20;
+    let warm = '';
+    for (let i = 0; i < n; i++) warm = await primaryExec('INSERT INTO kv VALUES (?, ?)', [`d${i}`, `original-${i}`]);
+    expect((await query('SELECT 1', [], { 'Edgelite-Token': warm })).status).toBe(200);
+    const before = await describeApp();
+    const mark = proxy.changeSets.length;
+    let token = '';
+    for (let i = 0; i < n; i++) token = await primaryExec('UPDATE kv SET v = ? WHERE k = ?', [`updated-${i}`, `d${i}`]);
+    const r = await query("SELECT k, v FROM kv WHERE v LIKE 'updated-%' ORDER BY k", [], { 'Edgelite-Token': token });
+    expect(r.json.results[0].rows).toHaveLength(n);
+    const d = await describeApp();
+    expect(d.checksum).toBe(primaryChecksum());
+    expect([d.snapshots, d.rejected]).toEqual([before.snapshots, before.rejected]);
+    expect(d.apply.changeSets - before.apply.changeSets).toBe(n);
+    const received = proxy.changeSets.slice(mark).filter((c) => c.maxTxid > before.txid);
+    expect(received).toHaveLength(n);
+    expect(received.every((c) => c.delta)).toBe(true);
+    const plain = await plainChangeSetBytes({ generation: before.generation, txid: before.txid, checksum: before.checksum }, n);
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const deltaMedian = median(received.map((c) => c.bytes));
+    expect(deltaMedian).toBeLessThan(d.pageSize / 4);
+    expect(median(plain)).toBeGreaterThan(d.pageSize);
+    console.log(JSON.stringify({
+      figure: 'worker-stream-bytes-per-single-row-update',
+      updates: n,
+      deltaChangeSetMedianBytes: deltaMedian,
+      deltaFrameMedianBytes: median(received.map((c) => c.frameBytes)),
+      deltaChangeSetMaxBytes: Math.max(...received.map((c) => c.bytes)),
+      plainChangeSetMedianBytes: median(plain),
+      pageSize: d.pageSize,
+    }));
+  });
+
+  it('refuses a delta whose base is not its stored page, applies nothing and heals by re-snapshot, as the Node replica does', async () => {
+    const before = await describeApp();
+    const snapshots = [proxy.snapshots, nodeProxy.snapshots];
+    const damaged = [proxy.damaged, nodeProxy.damaged];
+    proxy.arm('base');
+    nodeProxy.arm('base');
+    const token = await primaryExec("UPDATE kv SET v = 'after-base' WHERE k = 'd3'");
+    const r = await query('SELECT v FROM kv WHERE k = ?', ['d3'], { 'Edgelite-Token': token });
+    expect(r.json.results[0].rows).toEqual([['after-base']]);
+    expect([proxy.damaged, nodeProxy.damaged]).toEqual([damaged[0]! + 1, damaged[1]! + 1]);
+    const d = await describeApp();
+    expect(d.rejected).toBe(before.rejected + 1);
+    expect(d.lastError).toMatch(/CHECKSUM_MISMATCH: page \d+: the delta's base is not this replica's page/);
+    expect(d.apply.changeSets).toBe(before.apply.changeSets); // the refused one was never applied: the snapshot brought its write
+    expect(d.snapshots).toBe(before.snapshots + 1);
+    expect(d.checksum).toBe(primaryChecksum());
+    await waitFor(() => node.store.get('app')?.position?.txid === d.txid, 'the Node replica to catch up');
+    expect(formatChecksum(node.store.get('app')!.position!.checksum)).toBe(primaryChecksum());
+    expect([proxy.snapshots, nodeProxy.snapshots]).toEqual([snapshots[0]! + 1, snapshots[1]! + 1]);
   });
 
   it('measures point reads and applies inside the Worker (figures printed, not asserted)', async () => {

@@ -1,16 +1,16 @@
 /**
  * WorkerFollower keeps one Durable Object's database current, as the Node replica's Follower does: one
  * long-lived streaming fetch to the primary, resumed from the stored position; consecutive change sets
- * applied in batches; a snapshot when the primary asks for one or when an apply fails verification;
- * reconnects with exponential backoff and jitter; a stream with no bytes for `heartbeatTimeoutMs` is
- * dead. The object's alarm calls `start()` periodically, so a loop that ended (eviction, an exception)
+ * applied in batches; delta change sets rebuilt against the stored pages (a delta whose base is not the
+ * stored page is refused like a failed apply); a snapshot when the primary asks for one or when an
+ * apply fails verification; reconnects with exponential backoff and jitter; a stream with no bytes for
+ * `heartbeatTimeoutMs` is dead. The object's alarm calls `start()` periodically, so a loop that ended (eviction, an exception)
  * is started again.
  */
-import { decodeChangeSet } from '../../../shared/changeset.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
 import { FrameDecoder, type Frame } from '../../../shared/frames.ts';
 import type { ChangeSet } from '../../../shared/types.ts';
-import { SnapshotAssembler } from './apply.ts';
+import { decodeStreamChangeSet, SnapshotAssembler } from './apply.ts';
 import type { WorkerPrimaryClient } from './primary-client.ts';
 import type { WorkerReplica } from './replica.ts';
 
@@ -147,13 +147,7 @@ export class WorkerFollower {
     for (const f of frames) {
       if (f.type === 'changeset') {
         if (f.db !== this.#o.replica.name) continue;
-        let cs: ChangeSet;
-        try {
-          cs = decodeChangeSet(f.data);
-        } catch (err) {
-          this.rejected++;
-          throw err;
-        }
+        const cs = await this.#decode(f.data, batch);
         if (batch.length > 0 && batch[batch.length - 1]!.maxTxid + 1 !== cs.minTxid) await flush();
         batch.push(cs);
         continue;
@@ -162,6 +156,26 @@ export class WorkerFollower {
       await this.#event(f);
     }
     await flush();
+  }
+
+  /**
+   * #decode decodes a change set, a delta one against the batch not yet applied or else the stored
+   * pages. A corrupt one ends the session (the stream resumes from the stored position). A delta whose
+   * base is not our page means this replica is not where the primary thinks: nothing is applied and
+   * it re-snapshots, as after a failed apply (the Node replica's Follower does the same).
+   */
+  async #decode(bytes: Uint8Array, pending: readonly ChangeSet[]): Promise<ChangeSet> {
+    const { replica, log } = this.#o;
+    try {
+      return decodeStreamChangeSet(bytes, pending, (pgno) => replica.store.current(pgno));
+    } catch (err) {
+      this.rejected++;
+      if (!(err instanceof EdgeliteError) || err.code !== 'CHECKSUM_MISMATCH') throw err;
+      log({ msg: 'delta change set does not fit the stored pages; re-snapshotting', db: replica.name, code: err.code, error: err.message });
+      this.lastError = `${err.code}: ${err.message}`;
+      await this.#snapshot(err.message, this.#abort?.signal);
+      throw new Restart();
+    }
   }
 
   async #apply(batch: ChangeSet[]): Promise<void> {

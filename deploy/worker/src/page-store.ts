@@ -106,6 +106,19 @@ export class PageStore implements PageSource {
     return data;
   }
 
+  /**
+   * current returns the committed image of a page, or null if storage has none (a delta's base). Unlike
+   * page() it leaves the cache order and the hit counters alone: those describe the VFS's reads, and
+   * the commit that follows caches the page's new image anyway.
+   */
+  current(pgno: number): Uint8Array | null {
+    if (pgno < 1 || pgno > this.pageCount) return null;
+    const hit = this.#cache.get(pgno);
+    if (hit) return hit;
+    const row = this.#sql.exec<PageRow>('SELECT data FROM pages WHERE pgno = ?', pgno).toArray()[0];
+    return row ? new Uint8Array(row.data) : null;
+  }
+
   /** scan yields every stored page in page order, without filling the cache (boot-time checksum). */
   *scan(): Generator<{ pgno: number; data: Uint8Array }> {
     for (const row of this.#sql.exec<{ pgno: number; data: ArrayBuffer }>('SELECT pgno, data FROM pages ORDER BY pgno')) {

@@ -41,10 +41,15 @@ export class WorkerPrimaryClient {
     }
   }
 
-  /** openStream posts this replica's position and returns the never-ending frame body. */
+  /**
+   * openStream posts this replica's position and returns the never-ending frame body. It asks for delta
+   * change sets (live change sets carry only the bytes changed since each page's previous image; the
+   * follower rebuilds them from its stored pages), as the Node replica does.
+   */
   async openStream(db: string, position: Position | null, signal: AbortSignal): Promise<ReadableStream<Uint8Array>> {
     const body = JSON.stringify({
       databases: [db],
+      deltas: true,
       positions: { [db]: position && { generation: position.generation, txid: position.txid, checksum: formatChecksum(position.checksum) } },
     });
     const res = await this.#fetch('/v1/stream', { method: 'POST', body, headers: this.#headers({ 'content-type': 'application/json' }), signal }, 'stream');
