@@ -12,10 +12,10 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PageApplier } from '../../replica/apply.ts';
 import { sqliteError } from '../../replica/page-source.ts';
-import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
-import type { ChangeSet, PageImage, Position } from '../../shared/types.ts';
+import type { ChangeSet, Position } from '../../shared/types.ts';
 import { tempDir } from '../helpers.ts';
+import { Source } from './source-db.ts';
 
 const NOBODY = 65534;
 const IS_ROOT = process.geteuid?.() === 0;
@@ -23,48 +23,16 @@ const PAGE_SIZE = 4096;
 const DATABASE_ID = 9;
 const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3');
 
-/** Source is a tiny primary: each commit's change set is the pages that differ afterwards. */
-class Source {
-  readonly db: Database.Database;
-  readonly sum = new DatabaseChecksum(PAGE_SIZE);
-  txid = 0;
-  #pages = new Map<number, Buffer>();
-
-  constructor(file: string) {
-    this.db = new Database(file);
-    this.db.pragma(`page_size = ${PAGE_SIZE}`);
-    this.db.pragma('journal_mode = WAL');
-    this.db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)');
-    this.sum.apply(this.#diff(), this.#pages.size);
-  }
-
-  get position(): Position {
-    return { generation: 1, txid: this.txid, checksum: this.sum.value };
-  }
-
-  image(): Uint8Array {
-    return Buffer.concat([...this.#pages.values()]);
-  }
-
-  /** commit inserts `rows` rows of 3000 bytes and returns the change set. */
-  commit(rows: number): ChangeSet {
-    const pre = this.sum.value;
-    const insert = this.db.prepare('INSERT INTO t (body) VALUES (randomblob(3000))');
-    this.db.transaction(() => { for (let i = 0; i < rows; i++) insert.run(); })();
-    const pages = this.#diff();
-    this.txid++;
-    const commit = this.#pages.size;
-    const postChecksum = this.sum.apply(pages, commit);
-    return { databaseId: DATABASE_ID, pageSize: PAGE_SIZE, generation: 1, minTxid: this.txid, maxTxid: this.txid, commit, timestamp: Date.now(), preChecksum: pre, postChecksum, pages };
-  }
-
-  #diff(): PageImage[] {
-    const after = new Map<number, Buffer>();
-    for (const row of this.db.prepare('SELECT pgno, data FROM sqlite_dbpage').iterate() as Iterable<{ pgno: number; data: Buffer }>) after.set(row.pgno, row.data);
-    const changed = [...after].filter(([pgno, data]) => !this.#pages.get(pgno)?.equals(data)).map(([pgno, data]) => ({ pgno, data }));
-    this.#pages = after;
-    return changed;
-  }
+/** newSource is a tiny primary: one table of 3000-byte rows; `insert(n)` commits n rows as one change set. */
+function newSource(file: string): Source & { insert(rows: number): ChangeSet } {
+  const src = new Source(file, PAGE_SIZE, 'WAL', DATABASE_ID);
+  src.commit('CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)');
+  return Object.assign(src, {
+    insert: (rows: number) => src.commit((db) => {
+      const insert = db.prepare('INSERT INTO t (body) VALUES (randomblob(3000))');
+      for (let i = 0; i < rows; i++) insert.run();
+    }),
+  });
 }
 
 /** asNobody runs `fn` with the effective uid and gid of nobody: the file system checks permissions again. */
@@ -98,12 +66,12 @@ function errorOf(fn: () => unknown): EdgeliteError {
 }
 
 let t: ReturnType<typeof tempDir>;
-let src: Source;
+let src: ReturnType<typeof newSource>;
 let dir: string;
 let file: string;
 beforeEach(() => {
   t = tempDir('apply-readonly');
-  src = new Source(path.join(t.dir, 'src.db'));
+  src = newSource(path.join(t.dir, 'src.db'));
   fs.chmodSync(t.dir, 0o755); // mkdtemp makes it 0700: nobody could not reach the replica's directory
   dir = path.join(t.dir, 'replica');
   fs.mkdirSync(dir);
@@ -124,7 +92,7 @@ afterEach(() => {
 function restartedReadOnly(closeReaders: () => void, log: string[]): { replica: PageApplier; sets: ChangeSet[]; before: Position } {
   const image = src.image();
   const snapshot = src.position;
-  const sets = [src.commit(3), src.commit(3), src.commit(3)];
+  const sets = [src.insert(3), src.insert(3), src.insert(3)];
   const replica = asNobody(() => {
     const first = PageApplier.open(file, { log: () => {} });
     first.restoreSnapshot(image, snapshot, DATABASE_ID);
@@ -170,7 +138,7 @@ describe.skipIf(!IS_ROOT)('a replica file it may not write (as nobody; needs roo
         expect(replica.apply(sets)).toEqual(src.position);
         expect(log.at(-1)).toMatch(/can be written again; writer reopened \(file matches committed position\)/);
         expect(replica.fileChecksum()).toBe(src.position.checksum);
-        expect(replica.apply([src.commit(1)])).toEqual(src.position);
+        expect(replica.apply([src.insert(1)])).toEqual(src.position);
         replica.checkpoint();
         expect(replica.fileChecksum()).toBe(src.position.checksum);
         replica.close();
