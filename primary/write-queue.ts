@@ -44,6 +44,7 @@ interface Write {
 
 interface Barrier {
   run: () => void;
+  cancel: (err: EdgeliteError) => void;
 }
 
 /** WriteQueueStats: what the queue has committed so far and what waits now, for /metrics. */
@@ -98,7 +99,8 @@ export class WriteQueue {
     return new Promise<StatementResult[]>((resolve, reject) => {
       const write: Write = { statements, alone: false, timer: undefined, resolve, reject };
       write.timer = setTimeout(() => {
-        this.#queue.splice(this.#queue.indexOf(write), 1);
+        const i = this.#queue.indexOf(write);
+        if (i >= 0) this.#queue.splice(i, 1);
         reject(new EdgeliteError('BUSY', `the database was busy with other writes for ${this.#o.waitMs} ms; try again later`, {
           details: { waitMs: this.#o.waitMs },
         }));
@@ -120,6 +122,7 @@ export class WriteQueue {
             reject(err);
           }
         },
+        cancel: reject,
       });
       this.#pump();
     });
@@ -134,7 +137,7 @@ export class WriteQueue {
         clearTimeout(item.timer);
         item.reject(closed);
       } else {
-        item.run = () => {};
+        item.cancel(closed);
       }
     }
   }

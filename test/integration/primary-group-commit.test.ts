@@ -112,6 +112,17 @@ describe('group commit of API writes', () => {
     await expect(db.write(s(RUNAWAY_SQL))).rejects.toMatchObject({ code: 'QUERY_TIMEOUT' });
   });
 
+  it('closing the database fails what waits behind a batch (writes and a snapshot) with UNAVAILABLE', async () => {
+    const { db } = await open();
+    const running = db.write(s(RUNAWAY_SQL)).catch((e: EdgeliteError) => e.code);
+    await new Promise((r) => setTimeout(r, 50));
+    const queuedWrite = db.write(s("INSERT INTO kv (k, v) VALUES (30, 'late')")).then(() => 'committed', (e: EdgeliteError) => e.code);
+    const queuedSnapshot = db.openSnapshot().then((v) => (v.end(), 'opened'), (e: EdgeliteError) => e.code);
+    db.close();
+    expect(await Promise.all([queuedWrite, queuedSnapshot])).toEqual(['UNAVAILABLE', 'UNAVAILABLE']);
+    expect(['QUERY_TIMEOUT', 'UNAVAILABLE']).toContain(await running);
+  });
+
   it('a snapshot waits for the batch in flight instead of blocking the thread', async () => {
     const { db } = await open();
     const slow = db.write(s("INSERT INTO kv (k, v) SELECT x, 'bulk' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) SELECT x FROM c)"));
