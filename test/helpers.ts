@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach } from 'vitest';
 import { decodeChangeSet } from '../shared/changeset.ts';
 import type { ChangeSet } from '../shared/types.ts';
 
@@ -81,4 +82,16 @@ export const RUNAWAY_SQL = 'SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT
 export async function postJson(url: string, body: unknown): Promise<{ status: number; json: any }> {
   const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
   return { status: res.status, json: await res.json() };
+}
+
+/**
+ * stopsAfterEach registers an afterEach that runs the returned list's cleanups, last added first, and
+ * empties it: push a stop (server close, temp dir removal) as soon as the thing exists.
+ */
+export function stopsAfterEach(): Array<() => Promise<void> | void> {
+  const stops: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    for (const s of stops.splice(0).reverse()) await s();
+  });
+  return stops;
 }

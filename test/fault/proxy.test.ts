@@ -5,15 +5,11 @@
 import http from 'node:http';
 import net from 'node:net';
 import { Pool } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
-import { waitFor } from '../helpers.ts';
+import { describe, expect, it } from 'vitest';
+import { waitFor, stopsAfterEach } from '../helpers.ts';
 import { FaultProxy } from './proxy.ts';
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 /** echoServer sends back every byte it receives. */
 async function echoServer(): Promise<{ port: number; sockets: Set<net.Socket> }> {

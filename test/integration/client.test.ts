@@ -7,7 +7,7 @@
 import { createServer as createHttpServer } from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import { connect, type Client } from '../../shared/client.ts';
 import { certainlyNotSent } from '../../shared/client-http.ts';
@@ -19,17 +19,13 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
 const DB = 'app';
 /** READ_WAIT_MS: how long the replicas here hold a read for a token before REPLICA_BEHIND. */
 const READ_WAIT_MS = 1500;
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 interface Cluster {
   primary: PrimaryHandle;

@@ -7,13 +7,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica } from '../../replica/server.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DEPLOY = join(ROOT, 'deploy');
@@ -36,11 +36,7 @@ function whichOrNull(cmd: string): string | null {
 }
 
 describe('deploy/', () => {
-  const stops: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    for (const s of stops.reverse()) await s();
-    stops.length = 0;
-  });
+  const stops = stopsAfterEach();
 
   it('container file: base image matches engines, COPY sources exist, the default command parses', () => {
     const text = readFileSync(join(DEPLOY, 'container', 'Dockerfile'), 'utf8');

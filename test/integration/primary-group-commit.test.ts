@@ -6,21 +6,17 @@
  * store and real query processes.
  */
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { QueryPool } from '../../shared/node/query-pool.ts';
 import type { Statement } from '../../shared/protocol.ts';
 import { PrimaryStore } from '../../primary/store.ts';
 import type { PrimaryDatabase } from '../../primary/database.ts';
-import { RUNAWAY_SQL, tempDir, waitFor } from '../helpers.ts';
+import { RUNAWAY_SQL, tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
 const LIMIT_MS = 1500;
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 async function open(): Promise<{ db: PrimaryDatabase; pool: QueryPool; captured: number[] }> {
   const t = tempDir('group-commit');

@@ -5,23 +5,19 @@
  * streams. A primary and a replica in one process over loopback; the query processes are real.
  */
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor, postJson, RUNAWAY_SQL } from '../helpers.ts';
+import { tempDir, waitFor, postJson, RUNAWAY_SQL, stopsAfterEach } from '../helpers.ts';
 
 const RUNAWAY = RUNAWAY_SQL;
 const LIMIT_MS = 1500;
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 const post = postJson;
 

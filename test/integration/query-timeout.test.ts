@@ -11,7 +11,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { silentLogger } from '../../shared/log.ts';
@@ -23,16 +23,12 @@ import { parseReplicaConfig } from '../../replica/config.ts';
 import { openReplica } from '../../replica/embedded.ts';
 import { QueryPool } from '../../shared/node/query-pool.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { prng, seedFromEnv, tempDir, waitFor, postJson, RUNAWAY_SQL } from '../helpers.ts';
+import { prng, seedFromEnv, tempDir, waitFor, postJson, RUNAWAY_SQL, stopsAfterEach } from '../helpers.ts';
 
 const RUNAWAY = RUNAWAY_SQL;
 const LIMIT_MS = 1500;
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 const post = postJson;
 

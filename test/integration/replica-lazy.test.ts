@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import type { Logger } from '../../shared/log.ts';
 import { silentLogger } from '../../shared/log.ts';
@@ -15,7 +15,7 @@ import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { DEFAULT_MAX_DATABASES, parseReplicaConfig } from '../../replica/config.ts';
 import { positionFilePath } from '../../replica/position-file.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { postJson, tempDir, waitFor } from '../helpers.ts';
+import { postJson, tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
 interface Cluster {
   primary: PrimaryHandle;
@@ -23,11 +23,7 @@ interface Cluster {
   start(flags?: string[]): Promise<{ replica: ReplicaHandle; logs: Array<Record<string, unknown>> }>;
 }
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 /** cluster starts a primary with databases `names` (table kv, one row naming the database). */
 async function cluster(names: string[]): Promise<Cluster> {

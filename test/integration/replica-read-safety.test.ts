@@ -8,7 +8,7 @@
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { silentLogger } from '../../shared/log.ts';
@@ -18,13 +18,9 @@ import { parseReplicaConfig } from '../../replica/config.ts';
 import { CONTACT_GRACE_MS, ReplicaDatabase } from '../../replica/database.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { freePort, http } from '../e2e/replica-helpers.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 async function primaryOn(dir: string, port: number): Promise<PrimaryHandle> {
   const p = await startPrimary({ ...parsePrimaryConfig(['--data', dir, '--listen', `127.0.0.1:${port}`], {}), auth: AUTH_DISABLED }, silentLogger);

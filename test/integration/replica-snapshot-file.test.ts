@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
@@ -30,7 +30,7 @@ import { downloadSnapshot, PROGRESS_MIN_BYTES, SNAPSHOT_TEMP_SUFFIX, type Snapsh
 import { ReplicaStore } from '../../replica/store.ts';
 import { integrityCheck } from '../e2e/replica-helpers.ts';
 import { differingPages } from '../fault/verify.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
 /** BIG_BYTES: tens of MB of incompressible rows, well above the progress threshold. */
 const BIG_BYTES = 48 * 1000 * 1000;
@@ -48,11 +48,7 @@ function gc(): void {
   collect();
 }
 
-const stops: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const s of stops.reverse()) await s();
-  stops.length = 0;
-});
+const stops = stopsAfterEach();
 
 /** buildDatabase writes `bytes` of random rows into a new database file in one statement. */
 function buildDatabase(file: string, bytes: number, pageSize = 4096): void {

@@ -3,14 +3,14 @@
  * stream, forwarded writes with read-your-writes, and equal checksums at the end.
  */
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED, parseAuthConfig } from '../../shared/auth.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any; headers: Headers }> {
   const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
@@ -18,11 +18,7 @@ async function post(url: string, body: unknown, headers: Record<string, string> 
 }
 
 describe('replication in one process', () => {
-  const stops: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    for (const s of stops.reverse()) await s();
-    stops.length = 0;
-  });
+  const stops = stopsAfterEach();
 
   async function setup(): Promise<{ primary: PrimaryHandle; replica: ReplicaHandle }> {
     const t = tempDir('replicate');
