@@ -1,5 +1,5 @@
 /**
- * The primary's HTTP API (DESIGN.md §10), as a hono app so tests can call `app.request()` without a
+ * The primary's HTTP API (README.md#http-api), as a hono app so tests can call `app.request()` without a
  * socket. Handlers are thin: parse, authorize, call the store, render.
  */
 import { Hono } from 'hono';

@@ -2,7 +2,7 @@
  * Capture turns the WAL's committed transactions into change sets: one per transaction, numbered with
  * consecutive txids, checksummed against the in-memory per-page checksum, appended to the durable log,
  * and handed to the stream hub. It runs synchronously right after each write the primary executes, and
- * on a watch/poll for writes made by other processes (DESIGN.md §2).
+ * on a watch/poll for writes made by other processes (docs/ARCHITECTURE.md#capture-rules).
  */
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { encodeChangeSet } from '../shared/changeset.ts';

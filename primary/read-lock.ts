@@ -1,6 +1,6 @@
 /**
  * ReadLock keeps a read transaction open on the database at all times, so that no checkpoint by any
- * process can restart the WAL past frames the primary has not captured yet (DESIGN.md §2). A WAL
+ * process can restart the WAL past frames the primary has not captured yet (docs/ARCHITECTURE.md#capture-rules). A WAL
  * restart needs every reader off the WAL; holding a read mark prevents it.
  *
  * Moving the mark forward uses two connections: begin the new read transaction, then end the old one,

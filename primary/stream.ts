@@ -1,5 +1,5 @@
 /**
- * The replication stream (DESIGN.md §6): a replica posts its positions, the primary answers with a
+ * The replication stream (docs/ARCHITECTURE.md#the-stream-protocol): a replica posts its positions, the primary answers with a
  * never-ending body of frames. Per database a subscription is either catching up (reading the durable
  * log in bounded batches, paced by the client's reads) or live (fed by the hub the moment a change set
  * is captured, the same encoded bytes for every subscriber). A live subscriber that falls behind its

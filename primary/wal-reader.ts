@@ -1,5 +1,5 @@
 /**
- * WalReader reads a database's `-wal` file and cuts it into committed transactions (DESIGN.md §2), the way
+ * WalReader reads a database's `-wal` file and cuts it into committed transactions (docs/ARCHITECTURE.md#capture-rules), the way
  * SQLite's own recovery reads it: a frame counts only if its salts equal the header's and its cumulative
  * checksum matches; reading stops at the first frame that does not; frames after the last commit frame
  * (a transaction still being written, or torn by a crash) are left for a later read.

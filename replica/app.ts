@@ -1,5 +1,5 @@
 /**
- * The replica's HTTP API: the same routes as the primary (DESIGN.md §10). Reads are served from the
+ * The replica's HTTP API: the same routes as the primary (README.md#http-api). Reads are served from the
  * local file at the requested consistency; writes and database creation are forwarded to the primary,
  * and a forwarded write is answered once this replica has applied it (so the client's next read here
  * sees it), bounded by `writeWaitMs`.

@@ -1,6 +1,6 @@
 /**
  * PageApplier applies change sets and snapshots to a replica's SQLite file through `sqlite_dbpage`
- * (DESIGN §5), verifying checksums before and after, and keeps the replica's position crash-safe in a
+ * (docs/ARCHITECTURE.md#apply-rules), verifying checksums before and after, and keeps the replica's position crash-safe in a
  * sidecar (position-file.ts).
  *
  * How a write is done, and why (each fact measured on this machine, see test/unit/apply.test.ts):

@@ -1,5 +1,5 @@
 /**
- * LazyDatabases is the followed set of a lazy replica (`--lazy`, DESIGN.md §8): a database is fetched
+ * LazyDatabases is the followed set of a lazy replica (`--lazy`, docs/ARCHITECTURE.md#many-databases): a database is fetched
  * on its first request, kept while used, and evicted from disk under an LRU limit.
  *
  * - Fetch: the primary is asked whether it has the database (GET /v1/db/{name}; its 404 is this

@@ -24,7 +24,7 @@ export const WAL_FORMAT = (WAL_FORMAT_VERSION << 8) | WAL_FORMAT_VERSION;
  *
  * - `cookieDelta`: the replica's schema cookie (offset 40) is the primary's plus this (mod 2^32). A
  *   snapshot restored over an existing replica must raise the cookie above the file's current one, or
- *   connections that cached the old schema keep using it (DESIGN §5). The primary's cookie may be lower
+ *   connections that cached the old schema keep using it (docs/ARCHITECTURE.md#apply-rules). The primary's cookie may be lower
  *   than ours, so we add a constant instead of writing the primary's value: the local cookie then moves
  *   whenever the primary's does and never returns to a value some reader may still hold.
  * - `format`: the primary's bytes 18–19 (as a big-endian u16). The replica's file is always WAL (2, 2);

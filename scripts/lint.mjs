@@ -1,4 +1,4 @@
-// lint checks the import rules of STYLE.md that the compiler cannot: shared/ imports nothing Node-only,
+// lint checks the import rules of docs/ARCHITECTURE.md#the-folder-map that the compiler cannot: shared/ imports nothing Node-only,
 // except shared/node/ (Node-only code common to primary and replica), which nothing Worker-bound imports;
 // primary/ and replica/ never import each other; only the network modules import undici. Exit 1 with
 // one line per violation.

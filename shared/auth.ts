@@ -1,5 +1,5 @@
 /**
- * Bearer-token auth with separate rights (DESIGN.md §11). Worker-safe: pure JS, constant-time compare.
+ * Bearer-token auth with separate rights (docs/ARCHITECTURE.md#security). Worker-safe: pure JS, constant-time compare.
  *
  * Configuration text (env `EDGELITE_TOKENS` or a file): entries separated by `;`, commas or newlines,
  * each `rights=token` where rights are `+`-joined names, e.g. `read=r1; read+write=w1; replicate=p1`.

@@ -1,6 +1,6 @@
 /**
  * The change set codec: one committed transaction, or a run of them, as a versioned binary blob of page
- * images (DESIGN §3). Import from here. The offset table is in changeset-format.ts and docs/FORMAT.md;
+ * images (docs/FORMAT.md). Import from here. The offset table is in changeset-format.ts and docs/FORMAT.md;
  * the encoder and decoder state machines are in their own files.
  */
 export {

@@ -1,5 +1,5 @@
 /**
- * Checksums: a fast 64-bit hash, the page hash and the rolling database checksum (DESIGN §3).
+ * Checksums: a fast 64-bit hash, the page hash and the rolling database checksum (docs/FORMAT.md).
  *
  * The database checksum is the XOR over every page p of the database, except the lock page, of
  * `pageHash(p, data(p))`. XOR makes it incremental: applying a change set XORs out the old hash of each
@@ -155,7 +155,7 @@ function pageHashParts(pgno: number, data: Uint8Array): void {
 /**
  * pageHash is the 64-bit hash of (pgno ‖ data): hash64 of the page with the page number as seed. For
  * page 1, bytes 24–27 (file change counter) and 92–99 (version-valid-for, SQLite version) are hashed as
- * if zero, because each SQLite library that writes page 1 rewrites them with its own values (DESIGN §3).
+ * if zero, because each SQLite library that writes page 1 rewrites them with its own values (docs/FORMAT.md).
  * `data` is never modified.
  */
 export function pageHash(pgno: number, data: Uint8Array): bigint {

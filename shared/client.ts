@@ -1,5 +1,5 @@
 /**
- * `edgelite/client`: the fetch-based client for edgelite replicas (DESIGN.md §7). Runs in Node,
+ * `edgelite/client`: the fetch-based client for edgelite replicas (docs/ARCHITECTURE.md#tokens-and-consistency). Runs in Node,
  * browsers and Workers (Web APIs only).
  *
  * - Reads go to the nearest healthy replica, measured by periodic `GET /v1/health` probes and by real

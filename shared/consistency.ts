@@ -1,5 +1,5 @@
 /**
- * Consistency levels for reads on a replica (DESIGN.md §7), the same on the Node replica and the
+ * Consistency levels for reads on a replica (docs/ARCHITECTURE.md#tokens-and-consistency), the same on the Node replica and the
  * Worker, chosen per request:
  * - eventual (default): serve what is applied locally;
  * - read-your-writes: a token (header `Edgelite-Token`, one token or a comma-separated set, or the

@@ -47,7 +47,38 @@ export interface ErrorBody {
 export interface EdgeliteErrorOptions {
   cause?: unknown;
   details?: Record<string, unknown>;
+  /** divergence marks an error that means "this replica's copy is not where the stream is" (below). */
+  divergence?: Divergence;
 }
+
+/**
+ * Divergence says why a replica's copy cannot take the next change set and only a new snapshot can put
+ * it right (docs/ARCHITECTURE.md#failure-rules). It is internal, never on the wire: the follower decides
+ * to re-snapshot on `divergenceOf(err)`, not by matching wire codes, so a storage failure (IO_ERROR,
+ * DISK_FULL) or a corrupt frame (reconnect and resume) can never be mistaken for one.
+ */
+export type Divergence =
+  | 'database-id'
+  | 'generation'
+  | 'page-size'
+  | 'txid'
+  | 'pre-checksum'
+  | 'post-checksum'
+  | 'delta-base'
+  | 'no-position';
+
+/** divergenceOf returns the divergence an error carries, or null for every other failure. */
+export function divergenceOf(err: unknown): Divergence | null {
+  return err instanceof EdgeliteError ? err.divergence : null;
+}
+
+/**
+ * AppliedOutcome answers "may this failed write have been applied?", the one vocabulary for it, carried
+ * as `details.outcome` by every error of a write that did not get an answer: `not-applied` (it never
+ * reached the primary, or was refused before it could commit: safe to send again) or `unknown` (it may
+ * have committed: sending it again may apply it twice).
+ */
+export type AppliedOutcome = 'not-applied' | 'unknown';
 
 /**
  * EdgeliteError is the error base: a stable `code`, a message for people, optional `details` for
@@ -57,11 +88,13 @@ export class EdgeliteError extends Error {
   override readonly name = 'EdgeliteError';
   readonly code: ErrorCode;
   readonly details: Record<string, unknown> | undefined;
+  readonly divergence: Divergence | null;
 
   constructor(code: ErrorCode, message: string, options: EdgeliteErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.details = options.details;
+    this.divergence = options.divergence ?? null;
   }
 
   get status(): number {

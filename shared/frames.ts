@@ -1,6 +1,6 @@
 /**
  * Replication stream frames: what a primary writes on the long-lived stream response and a replica reads
- * (DESIGN §6). Each frame is length-prefixed and checksummed, so a byte flipped or a stream cut anywhere
+ * (docs/ARCHITECTURE.md#the-stream-protocol). Each frame is length-prefixed and checksummed, so a byte flipped or a stream cut anywhere
  * is detected before anything is applied.
  *
  * Wire layout of one frame (integers big-endian):

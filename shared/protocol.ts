@@ -1,5 +1,5 @@
 /**
- * The JSON shapes of the public HTTP API (DESIGN.md §10), validated once on the way in. Same on the
+ * The JSON shapes of the public HTTP API (README.md#http-api), validated once on the way in. Same on the
  * primary, the Node replica and the Worker replica.
  */
 import { hash64 } from './checksum.ts';

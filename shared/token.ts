@@ -1,5 +1,5 @@
 /**
- * Read-your-writes tokens (DESIGN §7). A token says "this client has seen database `db` (incarnation
+ * Read-your-writes tokens (docs/ARCHITECTURE.md#tokens-and-consistency). A token says "this client has seen database `db` (incarnation
  * `databaseId`) at `txid`": a replica holding a read with a token waits until it has applied that far.
  * Clients treat it as opaque; it uses only characters safe in HTTP headers and cookie values.
  *

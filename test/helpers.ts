@@ -41,7 +41,7 @@ export function applyEncoded(image: Uint8Array, bytes: Uint8Array): Uint8Array {
   return applyToImage(image, decodeChangeSet(bytes));
 }
 
-/** NORMALISED_PAGE1_RANGES: header bytes each SQLite connection rewrites on its own (DESIGN.md §3). */
+/** NORMALISED_PAGE1_RANGES: header bytes each SQLite connection rewrites on its own (docs/FORMAT.md). */
 const NORMALISED = [
   [24, 28],
   [92, 100],

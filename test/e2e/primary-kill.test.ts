@@ -1,5 +1,5 @@
 /**
- * kill -9 loses nothing (DESIGN.md §4): a real primary process under a concurrent HTTP write workload is
+ * kill -9 loses nothing (docs/ARCHITECTURE.md#the-log-and-snapshots): a real primary process under a concurrent HTTP write workload is
  * SIGKILLed at a random moment and restarted on the same data directory. Every acknowledged write must
  * be there, the log must hold consecutive txids whose checksums chain from the generation start to the
  * database as it is, replaying the log onto the generation's start image must give the database page

@@ -1,5 +1,5 @@
 /**
- * Replicas across primary restarts (DESIGN.md §4, §6): the primary is killed (SIGKILL) or stopped
+ * Replicas across primary restarts (docs/ARCHITECTURE.md#the-log-and-snapshots, docs/ARCHITECTURE.md#the-stream-protocol): the primary is killed (SIGKILL) or stopped
  * (SIGTERM) under write load and started again on the same port; replicas reconnect on their own
  * (backoff) and converge, and the generation does not change, so no replica needs a snapshot. Then a
  * primary whose data directory is put back to an older copy: replicas that are ahead of it, or whose

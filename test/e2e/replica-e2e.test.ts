@@ -1,5 +1,5 @@
 /**
- * Replication end to end with real processes (DESIGN.md §3, §5, §6): a primary and replicas started
+ * Replication end to end with real processes (docs/FORMAT.md, docs/ARCHITECTURE.md#apply-rules, docs/ARCHITECTURE.md#the-stream-protocol): a primary and replicas started
  * through the `edgelite` CLI, a random write workload through the primary's HTTP API, and then each
  * replica must report the primary's generation, txid and checksum, pass PRAGMA integrity_check on its
  * file (opened read-only while it runs) and hold the same rows. Also database-per-tenant: many

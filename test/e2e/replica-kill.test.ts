@@ -1,6 +1,6 @@
 /**
  * A replica killed with SIGKILL at any moment resumes from its persisted position, without a new
- * snapshot, and converges (DESIGN.md §5: "a crash at any point recovers without a new snapshot").
+ * snapshot, and converges (docs/ARCHITECTURE.md#apply-rules: "a crash at any point recovers without a new snapshot").
  * The primary takes a steady write load, so the replica is applying nearly all the time and most kills
  * land mid-apply; some rounds kill it while it applies one change set of thousands of pages.
  */

@@ -1,6 +1,6 @@
 /**
  * A replica's file is a plain SQLite database that another process, with another SQLite version, may
- * read at any moment (DESIGN.md §1, §5): Python's sqlite3 opens it read-only (`file:...?mode=ro`) and
+ * read at any moment (docs/ARCHITECTURE.md#the-data-path, docs/ARCHITECTURE.md#apply-rules): Python's sqlite3 opens it read-only (`file:...?mode=ro`) and
  * sums the balances of `accounts` in a tight loop while a bank-transfer workload runs on the primary.
  * Every transfer keeps the total constant, so any read that sees part of an apply (a torn change set, a
  * truncation without its page 1, a stale schema after CREATE INDEX or VACUUM) shows a different sum.

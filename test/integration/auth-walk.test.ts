@@ -35,7 +35,7 @@ interface Route {
   body?: unknown;
 }
 
-/** Every route of the primary (DESIGN §10 and primary/app.ts), with the right it needs. */
+/** Every route of the primary (README.md#http-api and primary/app.ts), with the right it needs. */
 const PRIMARY_ROUTES: Route[] = [
   { method: 'GET', path: '/v1/health', right: null },
   { method: 'GET', path: '/metrics', right: 'read' },

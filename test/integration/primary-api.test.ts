@@ -1,5 +1,5 @@
 /**
- * The primary's public HTTP API (DESIGN.md §10), driven through `app.request()` with no socket, plus a
+ * The primary's public HTTP API (README.md#http-api), driven through `app.request()` with no socket, plus a
  * real-socket pass for what only a socket shows (chunked bodies, keep-alive after an error).
  */
 import Database from 'better-sqlite3';

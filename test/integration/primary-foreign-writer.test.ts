@@ -1,5 +1,5 @@
 /**
- * Other processes writing the primary's database file directly (DESIGN.md §2): Python's sqlite3 module
+ * Other processes writing the primary's database file directly (docs/ARCHITECTURE.md#capture-rules): Python's sqlite3 module
  * (SQLite 3.40.1, a different build from better-sqlite3's) commits thousands of small random
  * transactions — DDL, blobs, deletes, VACUUM — with its own auto-checkpoint left on, while the primary
  * writes through its API at the same time. The read lock must make the foreign checkpoints harmless:

@@ -1,5 +1,5 @@
 /**
- * The primary's own API reads are time-limited like a replica's (DESIGN.md §11): a runaway read is
+ * The primary's own API reads are time-limited like a replica's (docs/ARCHITECTURE.md#security): a runaway read is
  * answered 408 QUERY_TIMEOUT at the limit and its query process is killed, while writes, other reads
  * and the replication stream keep going, because reads never run on the thread that captures and
  * streams. A primary and a replica in one process over loopback; the query processes are real.

@@ -1,5 +1,5 @@
 /**
- * The replication stream (DESIGN.md §6) on a real socket: positions decide between snapshot-needed and
+ * The replication stream (docs/ARCHITECTURE.md#the-stream-protocol) on a real socket: positions decide between snapshot-needed and
  * catch-up, catch-up hands over to the live tail, heartbeats carry the txid, every subscriber gets the
  * same bytes, a subscriber that stops reading is demoted to catch-up and still gets every txid in order,
  * and a closed client is forgotten.

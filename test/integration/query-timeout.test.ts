@@ -1,5 +1,5 @@
 /**
- * Query time limits (DESIGN.md §11): a runaway read through the replica's HTTP API is answered 408
+ * Query time limits (docs/ARCHITECTURE.md#security): a runaway read through the replica's HTTP API is answered 408
  * QUERY_TIMEOUT at the limit and its query process is really gone, while other reads keep answering and
  * the follower keeps applying; the query pool gives exactly runRead's results and errors; its queue is
  * bounded and its failures are typed. A primary and a replica in one process over loopback; the query

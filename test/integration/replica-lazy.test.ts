@@ -1,5 +1,5 @@
 /**
- * Lazy replicas (`--lazy`, DESIGN.md §8) against a real primary over loopback HTTP: a database is
+ * Lazy replicas (`--lazy`, docs/ARCHITECTURE.md#many-databases) against a real primary over loopback HTTP: a database is
  * fetched on its first request (one snapshot however many requests ask at once), followed from then
  * on, evicted from disk under --max-databases (least recently used first) and fetched again on its
  * next use; an unknown database is a 404 that leaves nothing behind; a restart resumes what is on disk.

@@ -1,5 +1,5 @@
 /**
- * A replica is read-only to its users (DESIGN.md §5, §7, §11): through its HTTP API no statement may
+ * A replica is read-only to its users (docs/ARCHITECTURE.md#apply-rules, docs/ARCHITECTURE.md#tokens-and-consistency, docs/ARCHITECTURE.md#security): through its HTTP API no statement may
  * write, attach another file, change the query connection's settings or load an extension; unknown and
  * not-yet-replicated databases answer with typed errors; and health (and bounded-staleness reads) stop
  * vouching for the data once the primary has been silent for longer than the configured lag.

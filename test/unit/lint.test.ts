@@ -1,4 +1,4 @@
-/** The import rules of STYLE.md hold (scripts/lint.mjs, also `npm run lint`). */
+/** The import rules of docs/ARCHITECTURE.md#the-folder-map hold (scripts/lint.mjs, also `npm run lint`). */
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain .mjs script without type declarations
 import { lint } from '../../scripts/lint.mjs';

@@ -1,5 +1,5 @@
 /**
- * The edgelite Worker replica: the same HTTP API as the Node replica (DESIGN §10), served at the edge.
+ * The edgelite Worker replica: the same HTTP API as the Node replica (README.md#http-api), served at the edge.
  * This entry authenticates (bearer tokens from the EDGELITE_TOKEN / EDGELITE_TOKENS secrets, the same
  * rights as everywhere), validates the database name, and hands the request to the database's Durable
  * Object (replica-do.ts), which holds the pages, follows the primary and runs the SQL. Database creation

@@ -186,7 +186,7 @@ export class WorkerReplica implements Waitable {
     this.#lag.noteApplied(appliedTimestamp, position);
     this.#vfs.attach(this.#store);
     // An unrelated image may carry the same schema cookie as the old one, and then an open connection
-    // would keep the old schema (DESIGN §5): a snapshot always gets a fresh connection.
+    // would keep the old schema (docs/ARCHITECTURE.md#apply-rules): a snapshot always gets a fresh connection.
     this.#closeConnection();
     this.#waiters.wake();
   }
