@@ -27,14 +27,13 @@
  *       24  page  page data
  */
 import { EdgeliteError } from '../shared/errors.ts';
+import { isPageSize, pageSizeOf } from '../shared/page-size.ts';
 
 export const WAL_HEADER_SIZE = 32;
 export const WAL_FRAME_HEADER_SIZE = 24;
 export const WAL_MAGIC_LE = 0x377f0682;
 export const WAL_MAGIC_BE = 0x377f0683;
 export const WAL_VERSION = 3007000;
-export const MIN_PAGE_SIZE = 512;
-export const MAX_PAGE_SIZE = 65536;
 
 export interface WalHeader {
   bigEndianChecksums: boolean;
@@ -105,7 +104,7 @@ export function parseWalHeader(buf: Uint8Array): WalHeader {
   const version = view.getUint32(4);
   if (version !== WAL_VERSION) throw invalid(`unsupported WAL format version ${version}, want ${WAL_VERSION}`);
   const pageSize = view.getUint32(8);
-  if (!isValidPageSize(pageSize)) throw invalid(`bad WAL page size ${pageSize}`);
+  if (!isPageSize(pageSize)) throw invalid(`bad WAL page size ${pageSize}`);
   const bigEndianChecksums = magic === WAL_MAGIC_BE;
   const header: WalHeader = {
     bigEndianChecksums,
@@ -135,20 +134,11 @@ export function parseFrameHeader(buf: Uint8Array, offset = 0): WalFrameHeader {
   };
 }
 
-/** isValidPageSize: a power of two from 512 to 65536, as stored in the WAL header. */
-export function isValidPageSize(n: number): boolean {
-  return Number.isInteger(n) && n >= MIN_PAGE_SIZE && n <= MAX_PAGE_SIZE && (n & (n - 1)) === 0;
-}
-
-/**
- * dbHeaderPageSize reads the page size from a database file's header (offset 16, 2 bytes big-endian),
- * where 65536 is stored as 1.
- */
+/** dbHeaderPageSize reads the page size from a database file's header; WAL_INVALID if it has none. */
 export function dbHeaderPageSize(page1: Uint8Array): number {
   if (page1.byteLength < 18) throw invalid(`database header is ${page1.byteLength} bytes, want at least 18`);
-  const raw = (page1[16]! << 8) | page1[17]!;
-  const pageSize = raw === 1 ? MAX_PAGE_SIZE : raw;
-  if (!isValidPageSize(pageSize)) throw invalid(`bad database page size ${raw}`);
+  const pageSize = pageSizeOf(page1);
+  if (!isPageSize(pageSize)) throw invalid(`bad database page size ${pageSize}`);
   return pageSize;
 }
 

@@ -164,9 +164,9 @@ export function describe(db: ReplicaDatabase): Record<string, unknown> {
   };
 }
 
+/** waitForDatabase waits (bounded) for `name` to have a position: opened and bootstrapped. */
 async function waitForDatabase(store: ReplicaStore, name: string, timeoutMs: number): Promise<ReplicaDatabase | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  while (!store.get(name)?.position && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await store.until(() => !!store.get(name)?.position, timeoutMs);
   return store.get(name);
 }
 

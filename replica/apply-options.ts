@@ -1,6 +1,6 @@
 /** PageApplier's options: defaults as named constants, validated once with messages naming the option. */
 import { EdgeliteError } from '../shared/errors.ts';
-import { isPageSize } from './page-source.ts';
+import { isPageSize, PAGE_SIZE_RULE } from '../shared/page-size.ts';
 
 export interface ApplierOptions {
   /** Page size for a replica file created empty, so it can be put in WAL mode at once. */
@@ -37,7 +37,7 @@ export function checkApplierOptions(options: ApplierOptions): { hint: number | u
   }
   const hint = options.pageSizeHint;
   if (hint !== undefined && !isPageSize(hint)) {
-    throw new EdgeliteError('BAD_REQUEST', `invalid pageSizeHint ${hint}: want a power of two in 512..65536`);
+    throw new EdgeliteError('BAD_REQUEST', `invalid pageSizeHint ${hint}: want ${PAGE_SIZE_RULE}`);
   }
   const timeout = options.busyTimeoutMs ?? WRITER_BUSY_TIMEOUT_MS;
   if (!Number.isSafeInteger(timeout) || timeout < 0) {

@@ -23,13 +23,16 @@
  * - The writer may be unable to write: SQLite opens a file it may not write read-only without a word,
  *   and the connection stays so (page-writer.ts). Every write first reopens such a writer (#writable).
  */
-import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
+import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import { lockPageNumber } from '../shared/page-size.ts';
 import { type ChangeSet, formatChecksum, type PageImage, type Position } from '../shared/types.ts';
-import { formatOf, type HeaderOverride, NO_OVERRIDE, readFromScratch, schemaCookieOf, toLocalPage1, toPrimaryPage1 } from './page-source.ts';
+import { advanceBatch, checkBatch, noPosition, positionMismatch } from '../shared/verify.ts';
+import { formatOf, type HeaderOverride, needsOverride, NO_OVERRIDE, schemaCookieOf, toLocalPage1, toPrimaryPage1 } from './page1-header.ts';
+import { readFromScratch } from './page-reader.ts';
 import { type PositionRecord, PositionWriter, positionFilePath, type Reconciled, readPositionFile, reconcile, type ReplicaState } from './position-file.ts';
 import { type ApplierOptions, checkApplierOptions, DEFAULT_DURABLE } from './apply-options.ts';
-import { checkChangeSet, mismatch, needsOverride, preChecksumMismatch, snapshotInput } from './apply-checks.ts';
+import { snapshotInput } from './apply-checks.ts';
 import { type CheckpointResult, PageWriter, type Row } from './page-writer.ts';
 
 export { type ApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
@@ -124,42 +127,25 @@ export class PageApplier {
 
   /**
    * apply applies consecutive change sets in one write transaction (pages merged: last image wins,
-   * pages above the final commit dropped) and returns the new position. Before anything is written it
-   * checks database id, generation, page size and txid continuity (POSITION_MISMATCH), then each
-   * change set's pre- and post-apply checksum (CHECKSUM_MISMATCH); `details.reason` says which check
-   * failed. On any error the file, the position and the checksum are as before, except that a writer
-   * reopened first (#writable) may find the file no longer at the position: then it has none.
+   * pages above the final commit dropped) and returns the new position. Before anything is written the
+   * shared verifier (shared/verify.ts) checks database id, generation, page size and txid continuity
+   * (POSITION_MISMATCH), the change sets' structure (CORRUPT_CHANGESET) and each pre- and post-apply
+   * checksum (CHECKSUM_MISMATCH); `details.reason` says which check failed. On any error the file, the
+   * position and the checksum are as before, except that a writer reopened first (#writable) may find
+   * the file no longer at the position: then it has none.
    */
   apply(changeSets: readonly ChangeSet[]): Position {
     this.#checkOpen();
     this.#writable();
     const state = this.#state;
     const sum = this.#sum;
-    if (state === null || sum === null) throw mismatch('no-position', 'replica has no position: it needs a snapshot');
-    if (changeSets.length === 0) throw new EdgeliteError('BAD_REQUEST', 'apply needs at least one change set');
-    let txid = state.position.txid;
-    for (const cs of changeSets) txid = checkChangeSet(cs, state, txid);
-    const first = changeSets[0]!;
-    if (first.preChecksum !== sum.value) throw preChecksumMismatch(first, sum.value);
+    if (state === null || sum === null) throw noPosition('replica has no position: it needs a snapshot');
+    const at = { databaseId: state.databaseId, pageSize: state.pageSize, pageCount: this.#pageCount, position: state.position };
+    checkBatch(at, sum.value, changeSets);
     // From here the in-memory checksum moves ahead of the file; any failure puts it back (restoreChecksum).
     let to: ReplicaState;
     try {
-      const merged = new Map<number, Uint8Array>();
-      let commit = this.#pageCount;
-      for (const cs of changeSets) {
-        if (cs.preChecksum !== sum.value) throw preChecksumMismatch(cs, sum.value);
-        for (const page of cs.pages) {
-          sum.setPage(page.pgno, page.data);
-          merged.set(page.pgno, page.data);
-        }
-        sum.truncate(cs.commit);
-        if (sum.value !== cs.postChecksum) {
-          const message = `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`;
-          throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'post-checksum', txid: cs.maxTxid } });
-        }
-        if (cs.commit < commit) for (const pgno of merged.keys()) if (pgno > cs.commit) merged.delete(pgno);
-        commit = cs.commit;
-      }
+      const { pages: merged, pageCount: commit, position } = advanceBatch(sum, at, changeSets);
       const primaryPage1 = merged.get(1);
       const header = primaryPage1 ? { cookieDelta: state.header.cookieDelta, format: formatOf(primaryPage1) } : state.header;
       const localPage1 = primaryPage1 && needsOverride(primaryPage1, header) ? toLocalPage1(primaryPage1, header) : primaryPage1;
@@ -167,7 +153,7 @@ export class PageApplier {
       for (const pgno of [...merged.keys()].sort((a, b) => a - b)) if (pgno !== 1) rows.push([pgno, merged.get(pgno)!]);
       if (localPage1) rows.push([1, localPage1]);
       if (commit < this.#pageCount) rows.push([commit + 1, null]);
-      to = { ...state, header, position: { generation: state.position.generation, txid, checksum: sum.value } };
+      to = { ...state, header, position };
       this.#persist({ committed: state, pending: { from: state.position, to } });
       try {
         this.#writer.run(rows);
@@ -213,7 +199,7 @@ export class PageApplier {
       this.#pageCount = 1;
     } else if (this.#pageSize !== pageSize) {
       const message = `snapshot has ${pageSize}-byte pages, the replica file ${this.#pageSize}: a new replica file is needed`;
-      throw mismatch('page-size', message);
+      throw positionMismatch('page-size', message);
     }
     const sum = new DatabaseChecksum(pageSize);
     const lockPage = lockPageNumber(pageSize);

@@ -1,7 +1,7 @@
 /**
- * ReplicaDatabase is one followed database on a replica: the page applier (the only writer), a
- * read-only query connection, what the primary last said about its position (for lag), and the reads
- * waiting for a txid (read-your-writes).
+ * ReplicaDatabase is one followed database on a replica: the page applier (the only writer) and a
+ * read-only query connection, over the facade both replicas share (shared/replica-facade.ts: lag, the
+ * reads waiting for a txid, the follower's flags and change events).
  */
 import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
@@ -10,31 +10,22 @@ import type { QueryResult, Statement } from '../shared/protocol.ts';
 import { clearStatementCache, runRead } from '../shared/sql.ts';
 import { checkStatement } from '../shared/statement-policy.ts';
 import type { ChangeSet, PageImage, Position } from '../shared/types.ts';
-import { PageApplier } from './apply.ts';
-import { PositionWaiters } from '../shared/waiters.ts';
-import { LagTracker, type PrimaryView } from '../shared/lag.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
-
+import { ReplicaFacade } from '../shared/replica-facade.ts';
+import { PageApplier } from './apply.ts';
 
 export { CONTACT_GRACE_MS, type PrimaryView } from '../shared/lag.ts';
 
-export class ReplicaDatabase {
-  readonly name: string;
+export class ReplicaDatabase extends ReplicaFacade {
   readonly path: string;
   readonly #applier: PageApplier;
   #query: Database.Database | null = null;
-  readonly #waiters: PositionWaiters;
-  readonly #lag = new LagTracker();
-  /** Set while a snapshot is needed; reads keep being served from the last good state. */
-  needsSnapshot: string | null = null;
-  ready = false;
 
   /** Where query() runs, time-limited; null runs it on this thread (queryTimeoutMs 0). */
   readonly queryPool: QueryPool | null;
 
   constructor(name: string, path: string, busyTimeoutMs: number, queryPool: QueryPool | null = null) {
-    this.name = name;
-    this.#waiters = new PositionWaiters(name, () => this.position, () => this.lagMs);
+    super(name);
     this.path = path;
     this.queryPool = queryPool;
     this.#applier = PageApplier.open(path, { closeReaders: () => this.#closeReads() });
@@ -55,29 +46,10 @@ export class ReplicaDatabase {
     return this.#applier.pageCount;
   }
 
-  get primary(): PrimaryView | null {
-    return this.#lag.primary;
-  }
-
-  /** lagTxids is how many txids the primary had (at its last heartbeat) that we have not applied. */
-  get lagTxids(): number {
-    return this.#lag.lagTxids(this.position);
-  }
-
-  /** lagMs bounds how stale our data may be (shared/lag.ts). */
-  get lagMs(): number {
-    return this.#lag.lagMs(this.position);
-  }
-
-  notePrimary(view: PrimaryView): void {
-    this.#lag.notePrimary(view, this.position);
-  }
-
   /** apply applies consecutive change sets in one transaction, then wakes the reads waiting for them. */
   apply(changeSets: ChangeSet[]): Position {
     const pos = this.#applier.apply(changeSets);
-    this.#lag.noteApplied(changeSets[changeSets.length - 1]!.timestamp, pos);
-    this.#waiters.wake();
+    this.noteApplied(changeSets[changeSets.length - 1]!.timestamp, pos);
     return pos;
   }
 
@@ -87,10 +59,9 @@ export class ReplicaDatabase {
    */
   restore(image: Uint8Array | Iterable<PageImage>, position: Position, databaseId: number, timestamp: number): Position {
     const pos = this.#applier.restoreSnapshot(image, position, databaseId);
-    this.#lag.noteApplied(timestamp, pos);
     this.needsSnapshot = null;
     if (this.#query) clearStatementCache(this.#query);
-    this.#waiters.wake();
+    this.noteApplied(timestamp, pos);
     return pos;
   }
 
@@ -139,23 +110,12 @@ export class ReplicaDatabase {
     return this.#query;
   }
 
-  /** waitFor resolves once this replica has applied `txid` (shared/waiters.ts), or REPLICA_BEHIND. */
-  waitFor(generation: number, txid: number, timeoutMs: number): Promise<void> {
-    return this.#waiters.waitFor(generation, txid, timeoutMs);
-  }
-
-  /** waitForLag resolves once lagMs ≤ maxLagMs, or rejects with REPLICA_BEHIND after `timeoutMs`. */
-  waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
-    return this.#waiters.waitForLag(maxLagMs, timeoutMs);
-  }
-
-
   checkpoint(): void {
     this.#applier.checkpoint();
   }
 
   close(): void {
-    this.#waiters.rejectAll(new EdgeliteError('UNAVAILABLE', `database ${this.name} closed`));
+    this.closeWaits(new EdgeliteError('UNAVAILABLE', `database ${this.name} closed`));
     this.#closeReads();
     this.#applier.close();
   }

@@ -93,15 +93,12 @@ export class EmbeddedReplica {
 
   /** ready resolves once `db` is bootstrapped and has caught up with the primary once. */
   async ready(db: string, timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
+    const isReady = (): boolean => {
       const d = this.#store.get(db);
-      if (d?.ready && d.position) return;
-      if (Date.now() > deadline) {
-        throw new EdgeliteError('REPLICA_BEHIND', `database ${db} not ready after ${timeoutMs} ms (${this.#follower.lastError ?? this.#follower.state})`);
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
+      return !!(d?.ready && d.position);
+    };
+    if (await this.#store.until(isReady, timeoutMs)) return;
+    throw new EdgeliteError('REPLICA_BEHIND', `database ${db} not ready after ${timeoutMs} ms (${this.#follower.lastError ?? this.#follower.state})`);
   }
 
   position(db: string): Position | null {

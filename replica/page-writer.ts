@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import type Database from 'better-sqlite3';
 import { EdgeliteError } from '../shared/errors.ts';
-import { openWriter, setWalMode, sqliteError, type WriterOptions } from './page-source.ts';
+import { openWriter, setWalMode, sqliteError, type WriterOptions } from './sqlite-file.ts';
 
 const PAGES_FUNCTION = 'edgelite_pages';
 /** PROBE_SQL starts a write transaction and, on a file with pages, writes none (the WAL does not grow). */

@@ -33,7 +33,7 @@ import {
   positionFromJSON,
   positionToJSON,
 } from '../shared/types.ts';
-import type { HeaderOverride } from './page-source.ts';
+import type { HeaderOverride } from './page1-header.ts';
 
 export const POSITION_FILE_VERSION = 1;
 export const POSITION_FILE_SUFFIX = '-edgelite.json';

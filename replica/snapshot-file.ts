@@ -21,7 +21,7 @@ import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { formatChecksum, type PageImage } from '../shared/types.ts';
-import { isPageSize } from './page-source.ts';
+import { isPageSize } from '../shared/page-size.ts';
 import type { SnapshotHead, SnapshotSink } from './primary-client.ts';
 
 export const SNAPSHOT_TEMP_SUFFIX = '.snapshot-tmp';

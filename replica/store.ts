@@ -12,6 +12,7 @@ import { ReplicaDatabase } from './database.ts';
 import { positionFilePath } from './position-file.ts';
 import { removeLeftoverSnapshots, snapshotTempPath } from './snapshot-file.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
+import { Conditions } from '../shared/waiters.ts';
 
 export interface ReplicaStoreOptions {
   busyTimeoutMs: number;
@@ -24,6 +25,8 @@ export class ReplicaStore {
   readonly dataDir: string;
   readonly #opts: ReplicaStoreOptions;
   readonly #dbs = new Map<string, ReplicaDatabase>();
+  /** Waits on the store's databases, woken when one opens or changes (see until). */
+  readonly #changes = new Conditions();
   #heartbeatAt = 0;
 
   constructor(dataDir: string, opts: ReplicaStoreOptions) {
@@ -68,6 +71,8 @@ export class ReplicaStore {
     if (!db) {
       db = new ReplicaDatabase(name, join(this.dataDir, `${name}.db`), this.#opts.busyTimeoutMs, this.#opts.queryPool ?? null);
       this.#dbs.set(name, db);
+      db.onChange(() => this.#changes.wake());
+      this.#changes.wake();
       const p = db.position;
       this.#opts.logger({ msg: 'database open', db: name, txid: p?.txid ?? null, generation: p?.generation ?? null });
     }
@@ -105,6 +110,15 @@ export class ReplicaStore {
     for (const suffix of ['', '-wal', '-shm']) rmSync(`${db.path}${suffix}`, { force: true });
     rmSync(positionFilePath(db.path), { force: true });
     return true;
+  }
+
+  /**
+   * until resolves true once `holds()` is true, checked now, whenever a database opens (ensure,
+   * recreate) and after every change of one (apply, snapshot, heartbeat, ready), or false after
+   * `timeoutMs`: how a caller waits for a database that may not be here yet, with no polling.
+   */
+  until(holds: () => boolean, timeoutMs: number): Promise<boolean> {
+    return this.#changes.until(holds, timeoutMs);
   }
 
   /** positions lists where each followed database stands, for the stream request. */

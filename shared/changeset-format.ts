@@ -32,7 +32,7 @@
  * import cycle through the entry point that re-exports them.
  */
 import { EdgeliteError } from './errors.ts';
-import { lockPageNumber } from './checksum.ts';
+import { isPageSize, lockPageNumber, PAGE_SIZE_RULE } from './page-size.ts';
 import type { ChangeSet, Checksum, Generation, PageImage, Txid } from './types.ts';
 
 export const CHANGESET_MAGIC = 'ELCS';
@@ -135,9 +135,7 @@ function isU64(c: unknown): c is bigint {
  */
 export function validateHeader(h: ChangeSetHeader): void {
   const { pageSize } = h;
-  if (!Number.isInteger(pageSize) || pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) {
-    throw corrupt(`page size ${pageSize} is not a power of two in 512..65536`);
-  }
+  if (!isPageSize(pageSize)) throw corrupt(`page size ${pageSize} is not ${PAGE_SIZE_RULE}`);
   if (!isU32(h.databaseId) || h.databaseId === 0) throw corrupt(`database id ${h.databaseId} is not a non-zero u32`);
   if (!isU32(h.generation)) throw corrupt(`generation ${h.generation} is not a u32`);
   if (!Number.isSafeInteger(h.minTxid) || h.minTxid < 1) throw corrupt(`min txid ${h.minTxid} is not a safe integer ≥ 1`);

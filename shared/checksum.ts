@@ -18,15 +18,10 @@
  * is not a cryptographic hash: it guards against bugs, corruption and divergence, not an adversary.
  */
 import { EdgeliteError } from './errors.ts';
+import { isPageSize, lockPageNumber, PAGE_SIZE_RULE, pageSizeOf } from './page-size.ts';
 import type { Checksum, PageImage } from './types.ts';
 
-/** LOCK_PAGE_OFFSET is SQLite's PENDING_BYTE: the page holding it is never written by SQLite. */
-const LOCK_PAGE_OFFSET = 0x40000000;
-
-/** lockPageNumber is the page at byte offset 1 GiB, which SQLite reserves for locks and never writes. */
-export function lockPageNumber(pageSize: number): number {
-  return Math.floor(LOCK_PAGE_OFFSET / pageSize) + 1;
-}
+export { lockPageNumber } from './page-size.ts';
 
 const P1 = 0x9e3779b1 | 0;
 const P2 = 0x85ebca77 | 0;
@@ -167,10 +162,6 @@ function misuse(message: string): EdgeliteError {
   return new EdgeliteError('INTERNAL', message);
 }
 
-function isValidPageSize(pageSize: number): boolean {
-  return Number.isInteger(pageSize) && pageSize >= 512 && pageSize <= 65536 && (pageSize & (pageSize - 1)) === 0;
-}
-
 /** MAX_PAGE_NUMBER is SQLite's largest page number (a u32 on disk and on the wire). */
 const MAX_PAGE_NUMBER = 0xffffffff;
 
@@ -190,7 +181,7 @@ export class DatabaseChecksum {
   #valueHi = 0;
 
   constructor(pageSize: number) {
-    if (!isValidPageSize(pageSize)) throw misuse(`invalid page size ${pageSize}: want a power of two in 512..65536`);
+    if (!isPageSize(pageSize)) throw misuse(`invalid page size ${pageSize}: want ${PAGE_SIZE_RULE}`);
     this.#pageSize = pageSize;
     this.#lockPage = lockPageNumber(pageSize);
     this.#lo = new Uint32Array(64);
@@ -284,9 +275,8 @@ export class DatabaseChecksum {
    */
   static fromFile(file: Uint8Array): DatabaseChecksum {
     if (file.length < 100) throw misuse(`a database image of ${file.length} bytes has no SQLite header`);
-    const raw = (file[16]! << 8) | file[17]!;
-    const pageSize = raw === 1 ? 65536 : raw;
-    if (!isValidPageSize(pageSize)) throw misuse(`database header has invalid page size ${raw}`);
+    const pageSize = pageSizeOf(file);
+    if (!isPageSize(pageSize)) throw misuse(`database header has invalid page size ${pageSize}`);
     if (file.length % pageSize !== 0) {
       throw misuse(`database image of ${file.length} bytes is not a whole number of ${pageSize}-byte pages`);
     }

@@ -82,7 +82,7 @@ export class PositionSampler {
 /**
  * Header bytes of page 1 a replica may legitimately hold differently: the change counter (24–27) and
  * version-valid-for / SQLite version (92–99) that every connection rewrites, and the schema cookie
- * (40–43) that a re-snapshot raises on purpose (replica/page-source.ts HeaderOverride).
+ * (40–43) that a re-snapshot raises on purpose (replica/page1-header.ts HeaderOverride).
  */
 const PAGE1_LOCAL_BYTES: ReadonlyArray<readonly [number, number]> = [
   [24, 28],

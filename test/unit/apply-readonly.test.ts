@@ -11,7 +11,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PageApplier } from '../../replica/apply.ts';
-import { sqliteError } from '../../replica/page-source.ts';
+import { sqliteError } from '../../replica/sqlite-file.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import type { ChangeSet, Position } from '../../shared/types.ts';
 import { tempDir } from '../helpers.ts';

@@ -9,7 +9,10 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PageApplier } from '../../replica/apply.ts';
-import { formatOf, pageSizeOf, readFromScratch, schemaCookieOf, sqliteError, toLocalPage1, toPrimaryPage1 } from '../../replica/page-source.ts';
+import { formatOf, schemaCookieOf, toLocalPage1, toPrimaryPage1 } from '../../replica/page1-header.ts';
+import { readFromScratch } from '../../replica/page-reader.ts';
+import { sqliteError } from '../../replica/sqlite-file.ts';
+import { pageSizeOf } from '../../shared/page-size.ts';
 import { positionFilePath, readPositionFile, writePositionFile } from '../../replica/position-file.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import type { ChangeSet } from '../../shared/types.ts';
@@ -232,7 +235,7 @@ describe('sqlite_dbpage facts this design rests on', () => {
   });
 });
 
-describe('page-source', () => {
+describe('page-1 header, page reads, SQLite errors', () => {
   it('page 1 header: local and primary forms convert both ways and never touch their input', () => {
     const primary = new Uint8Array(512);
     primary.set([1, 1], 18);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NO_OVERRIDE } from '../../replica/page-source.ts';
+import { NO_OVERRIDE } from '../../replica/page1-header.ts';
 import {
   type LocalDatabase,
   type PositionRecord,

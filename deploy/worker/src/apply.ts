@@ -1,8 +1,6 @@
 /**
- * Verification of what the Worker replica applies, kept free of storage so it is plain logic:
- * - verifyBatch checks consecutive change sets against the replica's position and rolling checksum
- *   exactly as the Node replica's PageApplier does (database id, generation, page size, txid continuity,
- *   pre-apply checksum, post-apply checksum after each change set) and returns the merged pages to write.
+ * What the Worker replica applies, kept free of storage so it is plain logic. (A change set is verified
+ * by the shared verifier, shared/verify.ts, exactly as on the Node replica.)
  * - decodeStreamChangeSet decodes a stream frame's change set, rebuilding a delta change set against
  *   the replica's own pages exactly as the Node replica's Follower does (shared/changeset-delta.ts).
  * - SnapshotAssembler turns a snapshot download, arriving in arbitrary chunks, into pages and the
@@ -10,59 +8,16 @@
  */
 import { decodeChangeSet } from '../../../shared/changeset.ts';
 import { decodeDeltaChangeSet, isDeltaChangeSet } from '../../../shared/changeset-delta.ts';
-import { DatabaseChecksum, lockPageNumber } from '../../../shared/checksum.ts';
+import { DatabaseChecksum } from '../../../shared/checksum.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
-import { type ChangeSet, formatChecksum, type Position } from '../../../shared/types.ts';
+import { isPageSize, lockPageNumber, PAGE_SIZE_RULE, pageSizeOf } from '../../../shared/page-size.ts';
+import { type ChangeSet, formatChecksum } from '../../../shared/types.ts';
+import type { VerifyBase } from '../../../shared/verify.ts';
+
+export { type VerifiedBatch, verifyBatch } from '../../../shared/verify.ts';
 
 /** ReplicaPosition is where the replica stands, with what identifies the database it follows. */
-export interface ReplicaPosition {
-  databaseId: number;
-  pageSize: number;
-  pageCount: number;
-  position: Position;
-}
-
-export interface VerifiedBatch {
-  /** Page images to write, last image per page, none above `pageCount`. */
-  pages: Map<number, Uint8Array>;
-  pageCount: number;
-  position: Position;
-  /** Primary commit time of the last change set (ms). */
-  timestamp: number;
-}
-
-/**
- * verifyBatch verifies `changeSets` on top of `at`, advancing `sum` (the replica's in-memory checksum)
- * as it goes. Throws POSITION_MISMATCH or CHECKSUM_MISMATCH (`details.reason` says which check) and
- * nothing may then be written. `sum` is advanced in place instead of on a copy, because copying costs
- * O(database pages) per apply; so after a throw `sum` no longer matches the stored pages and the caller
- * must discard it (the replica re-snapshots, which rebuilds it).
- */
-export function verifyBatch(sum: DatabaseChecksum, at: ReplicaPosition, changeSets: readonly ChangeSet[]): VerifiedBatch {
-  if (changeSets.length === 0) throw new EdgeliteError('BAD_REQUEST', 'apply needs at least one change set');
-  const pages = new Map<number, Uint8Array>();
-  let txid = at.position.txid;
-  let pageCount = at.pageCount;
-  for (const cs of changeSets) {
-    checkChangeSet(cs, at, txid);
-    if (cs.preChecksum !== sum.value) {
-      throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(sum.value)}`, { details: { reason: 'pre-checksum', txid: cs.minTxid } });
-    }
-    for (const page of cs.pages) {
-      sum.setPage(page.pgno, page.data);
-      pages.set(page.pgno, page.data);
-    }
-    sum.truncate(cs.commit);
-    if (sum.value !== cs.postChecksum) {
-      throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`, { details: { reason: 'post-checksum', txid: cs.maxTxid } });
-    }
-    if (cs.commit < pageCount) for (const pgno of pages.keys()) if (pgno > cs.commit) pages.delete(pgno);
-    txid = cs.maxTxid;
-    pageCount = cs.commit;
-  }
-  const last = changeSets[changeSets.length - 1]!;
-  return { pages, pageCount, position: { generation: at.position.generation, txid, checksum: last.postChecksum }, timestamp: last.timestamp };
-}
+export type ReplicaPosition = VerifyBase;
 
 /** StoredPage returns the replica's committed image of a page, or null if it has none. */
 export type StoredPage = (pgno: number) => Uint8Array | null;
@@ -85,21 +40,6 @@ export function decodeStreamChangeSet(bytes: Uint8Array, pending: readonly Chang
   });
 }
 
-function checkChangeSet(cs: ChangeSet, at: ReplicaPosition, txid: number): void {
-  if (cs.databaseId !== at.databaseId) {
-    throw mismatch('database-id', `change set is for database ${cs.databaseId}, replica follows ${at.databaseId}`);
-  }
-  if (cs.generation !== at.position.generation) {
-    throw mismatch('generation', `change set is from generation ${cs.generation}, replica is at ${at.position.generation}`);
-  }
-  if (cs.pageSize !== at.pageSize) throw mismatch('page-size', `change set has page size ${cs.pageSize}, replica ${at.pageSize}`);
-  if (cs.minTxid !== txid + 1) throw mismatch('txid', `change set ${cs.minTxid}..${cs.maxTxid} does not follow txid ${txid}`);
-}
-
-function mismatch(reason: string, message: string): EdgeliteError {
-  return new EdgeliteError('POSITION_MISMATCH', message, { details: { reason } });
-}
-
 /**
  * SnapshotAssembler cuts a snapshot body into pages (skipping the lock page, which the file holds as
  * zeros and the checksum excludes) and keeps the running checksum, which is what
@@ -116,9 +56,7 @@ export class SnapshotAssembler {
   #pgno = 1;
 
   constructor(pageSize: number, expectedBytes: number) {
-    if (!Number.isInteger(pageSize) || pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) {
-      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot page size ${pageSize} is not a power of two in 512..65536`);
-    }
+    if (!isPageSize(pageSize)) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot page size ${pageSize} is not ${PAGE_SIZE_RULE}`);
     if (!Number.isSafeInteger(expectedBytes) || expectedBytes < pageSize || expectedBytes % pageSize !== 0) {
       throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${expectedBytes} bytes is not a whole number of ${pageSize}-byte pages`);
     }
@@ -171,8 +109,7 @@ export class SnapshotAssembler {
 }
 
 function checkHeaderPageSize(page1: Uint8Array, pageSize: number): void {
-  const raw = (page1[16]! << 8) | page1[17]!;
-  const inHeader = raw === 1 ? 65536 : raw;
+  const inHeader = pageSizeOf(page1);
   if (inHeader !== pageSize) {
     throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot header says ${inHeader}-byte pages, the response ${pageSize}`);
   }

@@ -20,6 +20,7 @@ import { jsonLogger } from '../../../shared/log.ts';
 import { parseStatementsBody } from '../../../shared/protocol.ts';
 import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../../../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../../../shared/types.ts';
+import { Conditions } from '../../../shared/waiters.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../../../shared/consistency.ts';
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, WorkerFollower } from './follower.ts';
@@ -59,6 +60,11 @@ export class ReplicaObject extends DurableObject<Env> {
   #bootedFrom: 'storage' | 'snapshot' | null = null;
   #snapshotsAtBoot = 0;
   #alarmSet = false;
+  /**
+   * Waits on the replica and its follower (#bootstrapped), woken by every change of the replica and
+   * every event the follower logs (each failed session logs after recording its error code).
+   */
+  readonly #followerWaits = new Conditions();
   readonly #app: Hono;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -114,13 +120,17 @@ export class ReplicaObject extends DurableObject<Env> {
     this.#bootedFrom = replica.boot() ? 'storage' : null;
     this.#snapshotsAtBoot = this.#store!.meta?.snapshots ?? 0;
     this.#replica = replica;
+    replica.onChange(() => this.#followerWaits.wake());
     this.#follower = new WorkerFollower({
       client: this.#client,
       replica,
       heartbeatTimeoutMs: config.heartbeatTimeoutMs,
       backoffMinMs: BACKOFF_MIN_MS,
       backoffMaxMs: BACKOFF_MAX_MS,
-      log: (e) => log({ ...e, object: 'replica' }),
+      log: (e) => {
+        log({ ...e, object: 'replica' });
+        this.#followerWaits.wake();
+      },
     });
   }
 
@@ -191,14 +201,11 @@ export class ReplicaObject extends DurableObject<Env> {
   /** #bootstrapped waits (bounded) for the first snapshot; DATABASE_NOT_FOUND if the primary has no such database. */
   async #bootstrapped(timeoutMs: number): Promise<void> {
     const replica = this.#replica!;
-    const deadline = Date.now() + timeoutMs;
-    while (!replica.position) {
-      if (this.#follower!.lastErrorCode === 'DATABASE_NOT_FOUND') {
-        throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${replica.name} does not exist on the primary`);
-      }
-      if (Date.now() >= deadline) throw new EdgeliteError('REPLICA_BEHIND', `database ${replica.name} is not replicated here yet`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const notFound = (): boolean => this.#follower!.lastErrorCode === 'DATABASE_NOT_FOUND';
+    await this.#followerWaits.until(() => replica.position !== null || notFound(), timeoutMs);
+    if (replica.position) return;
+    if (notFound()) throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${replica.name} does not exist on the primary`);
+    throw new EdgeliteError('REPLICA_BEHIND', `database ${replica.name} is not replicated here yet`);
   }
 
   #positionHeaders(): Record<string, string> {

@@ -1,25 +1,21 @@
 /**
  * WorkerReplica is one replicated database inside its Durable Object: the stored pages (PageStore), the
- * rolling checksum, a read-only wa-sqlite connection over the page-map VFS, what the primary last said
- * (for lag), and the reads waiting for a txid. Applies and snapshot installs are synchronous, and so are
- * queries, so a query never sees half an apply.
+ * rolling checksum and a read-only wa-sqlite connection over the page-map VFS, over the facade both
+ * replicas share (shared/replica-facade.ts: lag, the reads waiting for a txid, the follower's flags and
+ * change events). Applies and snapshot installs are synchronous, and so are queries, so a query never
+ * sees half an apply.
  */
 import { DatabaseChecksum } from '../../../shared/checksum.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
-import type { StreamPosition } from '../../../shared/frames.ts';
 import type { QueryResult, Statement } from '../../../shared/protocol.ts';
 import { clearStatementCache, runRead } from '../../../shared/sql.ts';
 import { checkStatement } from '../../../shared/statement-policy.ts';
+import { ReplicaFacade } from '../../../shared/replica-facade.ts';
 import { type ChangeSet, formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
-import { verifyBatch } from './apply.ts';
-import type { Waitable } from '../../../shared/consistency.ts';
-import { LagTracker, type PrimaryView } from '../../../shared/lag.ts';
-import { PositionWaiters } from '../../../shared/waiters.ts';
+import { advanceBatch, checkBatch, noPosition } from '../../../shared/verify.ts';
 import type { PageStore, ReplicaMeta } from './page-store.ts';
 import { WaSqliteConnection, type WasmModule } from './sqlite.ts';
 import { MAIN_FILE, PageMapVfs } from './vfs.ts';
-
-
 
 /** ApplyStats are timings measured inside the object (workerd's clock; coarse in production). */
 export interface ApplyStats {
@@ -32,23 +28,16 @@ export interface ApplyStats {
 
 let vfsCounter = 0;
 
-export class WorkerReplica implements Waitable {
-  readonly name: string;
+export class WorkerReplica extends ReplicaFacade {
   readonly #store: PageStore;
   readonly #module: WasmModule;
   readonly #vfs: PageMapVfs;
   #conn: WaSqliteConnection | null = null;
   #sum: DatabaseChecksum | null = null;
-  readonly #lag = new LagTracker();
-  readonly #waiters: PositionWaiters;
-  /** Set while a snapshot is needed; reads keep being served from the last good state. */
-  needsSnapshot: string | null = null;
-  ready = false;
   readonly stats: ApplyStats = { applies: 0, changeSets: 0, pagesWritten: 0, applyMsTotal: 0, applyMsMax: 0 };
 
   constructor(name: string, store: PageStore, module: WasmModule) {
-    this.name = name;
-    this.#waiters = new PositionWaiters(name, () => this.position, () => this.lagMs);
+    super(name);
     this.#store = store;
     this.#module = module;
     this.#vfs = new PageMapVfs(`edgelite-${++vfsCounter}`);
@@ -101,19 +90,6 @@ export class WorkerReplica implements Waitable {
     return this.#vfs;
   }
 
-  get primary(): PrimaryView | null {
-    return this.#lag.primary;
-  }
-
-  get lagTxids(): number {
-    return this.#lag.lagTxids(this.position);
-  }
-
-  /** lagMs bounds how stale the data may be, exactly as the Node replica measures it (shared/lag.ts). */
-  get lagMs(): number {
-    return this.#lag.lagMs(this.position);
-  }
-
   /**
    * memory accounts for the large allocations this database holds in the isolate (whose limit is
    * 128 MB): cached pages, the per-page hashes of the checksum (8 bytes a page, in arrays grown by
@@ -129,23 +105,22 @@ export class WorkerReplica implements Waitable {
     };
   }
 
-  notePrimary(p: StreamPosition): void {
-    this.#lag.notePrimary({ ...p, heardAt: Date.now() }, this.position);
-  }
-
   /**
    * apply verifies consecutive change sets and writes them in one storage transaction. On a
-   * verification error nothing is written, the in-memory checksum is dropped and the error is thrown:
-   * the caller re-snapshots.
+   * verification error (shared/verify.ts) nothing is written and the error is thrown; the in-memory
+   * checksum is dropped if it had moved ahead (a post-apply checksum mismatch), so the next apply needs
+   * a snapshot. A refused change set that diverges nothing (CORRUPT_CHANGESET) leaves the replica as it was.
    */
   apply(changeSets: readonly ChangeSet[]): Position {
     const meta = this.#store.meta;
     const sum = this.#sum;
-    if (!meta || !sum) throw new EdgeliteError('POSITION_MISMATCH', 'replica has no verified position: it needs a snapshot', { details: { reason: 'no-position' } });
+    if (!meta || !sum) throw noPosition('replica has no verified position: it needs a snapshot');
     const started = performance.now();
+    const at = { databaseId: meta.databaseId, pageSize: meta.pageSize, pageCount: meta.pageCount, position: this.position! };
+    checkBatch(at, sum.value, changeSets);
     let batch;
     try {
-      batch = verifyBatch(sum, { databaseId: meta.databaseId, pageSize: meta.pageSize, pageCount: meta.pageCount, position: this.position! }, changeSets);
+      batch = advanceBatch(sum, at, changeSets);
     } catch (err) {
       this.#sum = null;
       throw err;
@@ -157,14 +132,13 @@ export class WorkerReplica implements Waitable {
       pageCount: batch.pageCount,
       appliedTimestamp: batch.timestamp,
     });
-    this.#lag.noteApplied(batch.timestamp, batch.position);
     const ms = performance.now() - started;
     this.stats.applies++;
     this.stats.changeSets += changeSets.length;
     this.stats.pagesWritten += batch.pages.size;
     this.stats.applyMsTotal += ms;
     this.stats.applyMsMax = Math.max(this.stats.applyMsMax, ms);
-    this.#waiters.wake();
+    this.noteApplied(batch.timestamp, batch.position);
     return batch.position;
   }
 
@@ -183,12 +157,11 @@ export class WorkerReplica implements Waitable {
     });
     this.#sum = sum;
     this.needsSnapshot = null;
-    this.#lag.noteApplied(appliedTimestamp, position);
     this.#vfs.attach(this.#store);
     // An unrelated image may carry the same schema cookie as the old one, and then an open connection
     // would keep the old schema (docs/ARCHITECTURE.md#apply-rules): a snapshot always gets a fresh connection.
     this.#closeConnection();
-    this.#waiters.wake();
+    this.noteApplied(appliedTimestamp, position);
   }
 
   /** query runs read-only statements over the page map. */
@@ -214,15 +187,4 @@ export class WorkerReplica implements Waitable {
     this.#conn.close();
     this.#conn = null;
   }
-
-  /** waitFor resolves once this replica has applied `txid` (shared/waiters.ts), or REPLICA_BEHIND. */
-  waitFor(generation: number, txid: number, timeoutMs: number): Promise<void> {
-    return this.#waiters.waitFor(generation, txid, timeoutMs);
-  }
-
-  /** waitForLag resolves once lagMs ≤ maxLagMs, or rejects with REPLICA_BEHIND after `timeoutMs`. */
-  waitForLag(maxLagMs: number, timeoutMs: number): Promise<void> {
-    return this.#waiters.waitForLag(maxLagMs, timeoutMs);
-  }
-
 }
