@@ -248,9 +248,11 @@ export class PrimaryDatabase {
     } catch (err) {
       if (!isWalInvalid(err)) throw err;
       const restart = () => {
+        // The cursor first: a header SQLite would ignore throws here, and the read mark must then stay
+        // where it is, keeping whatever SQLite appends uncaptured in the WAL (docs/ARCHITECTURE.md#failure-rules).
+        const cursor = walEnd(this.#wal);
         this.#lock.advance();
-        const checksum = databaseChecksum(this.#lock.activeConnection, this.pageSize);
-        this.#capturer = this.#startGeneration(checksum, this.#capturer.state, err.message, walEnd(this.#wal));
+        this.#capturer = this.#startGeneration(databaseChecksum(this.#lock.activeConnection, this.pageSize), this.#capturer.state, err.message, cursor);
       };
       if (inBarrier) restart();
       else if (!this.#writes?.busy) this.#barrier(restart); // else the capture after that write retries

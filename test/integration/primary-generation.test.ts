@@ -9,9 +9,10 @@
  * wrong checksum in its frame header (SQLite, which reads pages through its WAL index, never looks).
  */
 import Database from 'better-sqlite3';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, cpSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DatabaseChecksum } from '../../shared/checksum.ts';
 import type { Frame } from '../../shared/frames.ts';
 import { parseStatementsBody } from '../../shared/protocol.ts';
 import { positionToJSON } from '../../shared/types.ts';
@@ -125,21 +126,64 @@ describe('recovery at open', () => {
   let cleanup = () => {};
   afterEach(() => cleanup());
 
+  const options = (changes: GenerationChange[], logs: Array<Record<string, unknown>>): DatabaseOptions => ({
+    synchronous: 'normal',
+    busyTimeoutMs: 5000,
+    compress: false,
+    checkpointFrames: 4000,
+    log: {},
+    onCapture: () => {},
+    onGeneration: (c) => changes.push(c),
+    logger: (e) => logs.push(e),
+  });
+
+  it('a WAL header SQLite ignores at open (torn by a power cut) starts one generation that follows the next header SQLite writes', () => {
+    const t = tempDir('generation-header');
+    cleanup = t.cleanup;
+    const changes: GenerationChange[] = [];
+    const logs: Array<Record<string, unknown>> = [];
+    const [live, crashed] = [join(t.dir, 'live'), join(t.dir, 'crashed')];
+    let db = PrimaryDatabase.open('h', live, options(changes, logs));
+    write(db, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+    write(db, "INSERT INTO t (v) VALUES ('a')");
+    const before = db.position;
+    // Another connection keeps the WAL from being checkpointed and deleted when the primary closes;
+    // the copy without the -shm is what a machine finds after a power cut.
+    const holder = new Database(join(live, 'h.db'));
+    try {
+      holder.prepare('SELECT count(*) FROM t').get();
+      db.close();
+      cpSync(live, crashed, { recursive: true, filter: (src) => !src.endsWith('-shm') });
+    } finally {
+      holder.close();
+    }
+    const wal = join(crashed, 'h.db-wal');
+    const bytes = readFileSync(wal);
+    expect(bytes.length, 'precondition: the WAL holds frames').toBeGreaterThan(32);
+    bytes[16] = bytes[16]! ^ 0xff; // salt-1: the header checksum no longer matches
+    writeFileSync(wal, bytes);
+
+    db = PrimaryDatabase.open('h', crashed, options(changes, logs));
+    try {
+      expect(changes.slice(1)).toEqual([{ db: 'h', generation: before.generation + 1, txid: before.txid + 1, reason: expect.stringMatching(/checksum/) }]);
+      // SQLite ignored the WAL: the new generation starts from the file alone, and the header SQLite
+      // writes with its next frame starts what capture follows.
+      write(db, 'CREATE TABLE u (id INTEGER PRIMARY KEY)');
+      write(db, 'INSERT INTO u VALUES (1)');
+      expect(db.position).toMatchObject({ generation: before.generation + 1, txid: before.txid + 3 });
+      expect(changes).toHaveLength(2);
+    } finally {
+      db.close();
+    }
+    expect(DatabaseChecksum.fromFile(readFileSync(join(crashed, 'h.db'))).value).toBe(db.position.checksum);
+  });
+
   it('announces the one new generation a foreign TRUNCATE checkpoint and write while closed cause, and none on a clean reopen', () => {
     const t = tempDir('generation-open');
     cleanup = t.cleanup;
     const changes: GenerationChange[] = [];
     const logs: Array<Record<string, unknown>> = [];
-    const opts: DatabaseOptions = {
-      synchronous: 'normal',
-      busyTimeoutMs: 5000,
-      compress: false,
-      checkpointFrames: 4000,
-      log: {},
-      onCapture: () => {},
-      onGeneration: (c) => changes.push(c),
-      logger: (e) => logs.push(e),
-    };
+    const opts = options(changes, logs);
     let db = PrimaryDatabase.open('o', t.dir, opts);
     expect(changes).toEqual([{ db: 'o', generation: 1, txid: 0, reason: 'created' }]);
     write(db, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
