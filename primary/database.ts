@@ -355,8 +355,8 @@ export class PrimaryDatabase {
   checkpoint(): void {
     this.#assertOpen();
     this.#barrier(() => {
+      this.#capture(true); // before the read mark moves: if it throws, the mark stays where it is
       try {
-        this.#capture(true);
         this.#log.syncNow();
         this.#lock.release();
         this.#lock.idleConnection.pragma('wal_checkpoint(PASSIVE)');
@@ -388,7 +388,6 @@ export class PrimaryDatabase {
     if (this.#closed) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is closed`);
   }
 }
-
 
 function isWalInvalid(err: unknown): err is EdgeliteError {
   return err instanceof EdgeliteError && err.code === 'WAL_INVALID';
