@@ -23,26 +23,30 @@ import { readMeta } from '../../primary/meta.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { walFrameOffset } from '../../primary/wal-format.ts';
 import { FrameStream } from '../e2e/helpers-process.ts';
-import { tempDir } from '../helpers.ts';
+import { tempDir, waitFor } from '../helpers.ts';
 
 function write(db: PrimaryDatabase, sql: string): void {
   db.exec(parseStatementsBody({ sql }));
+}
+
+/** flipBits xors one byte of a file in place. */
+function flipBits(path: string, at: number, mask: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ mask;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** breakCursorFrame flips a bit of the checksum in the header of the frame the capture cursor points at. */
 function breakCursorFrame(db: PrimaryDatabase): void {
   const cursor = decodeCursor(db.log.last()!.meta);
   expect(cursor && cursor.frame > 0, 'precondition: the cursor points into the WAL').toBe(true);
-  const at = walFrameOffset(cursor!.frame, cursor!.pageSize) + 16;
-  const fd = openSync(`${db.path}-wal`, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, at);
-    b[0] = b[0]! ^ 0x01;
-    writeSync(fd, b, 0, 1, at);
-  } finally {
-    closeSync(fd);
-  }
+  flipBits(`${db.path}-wal`, walFrameOffset(cursor!.frame, cursor!.pageSize) + 16, 0x01);
 }
 
 const isNewGeneration = (f: Frame): boolean => f.type === 'new-generation';
@@ -119,6 +123,20 @@ describe('new generations announced by the database', () => {
     breakCursorFrame(db);
     await stream.waitFor(isNewGeneration);
     await expectOneAnnounced(before);
+  });
+
+  it('a WAL header SQLite would ignore, found at run time, fails every capture loudly and starts no generation', async () => {
+    const before = db.position;
+    const flipSalt = () => flipBits(`${db.path}-wal`, 16, 0xff); // salt-1: the header checksum fails
+    flipSalt();
+    // No cursor can be read from such a header: a new generation here would have to guess.
+    await waitFor(() => events.some((e) => e.msg === 'capture failed' && /WAL_INVALID|checksum/.test(String(e.error))), 'the poll to report the failed capture', 10_000);
+    expect(() => db.checkpoint()).toThrow(expect.objectContaining({ code: 'WAL_INVALID' }));
+    expect(db.position).toEqual(before);
+    expect(stream.frames.filter(isNewGeneration)).toEqual([]);
+    flipSalt();
+    write(db, 'INSERT INTO t (v) VALUES (2)');
+    expect(db.position).toMatchObject({ generation: before.generation, txid: before.txid + 1 });
   });
 });
 
