@@ -60,9 +60,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const name = c.req.param('name');
     const db = store.require(name);
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
-    const generation = db.position.generation;
     const { results, position } = await db.write(statements);
-    if (position.generation !== generation) store.hub.publishEvent(name, 'generation');
     await db.whenDurable();
     const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
     return resultResponse(c.req.header('accept'), { results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db) });

@@ -43,7 +43,8 @@ export interface CapturerOptions {
   lock: ReadLock;
   log: ChangeSetLog;
   checksum: DatabaseChecksum;
-  state: CaptureState;
+  /** Where capture starts: copied, so the caller's object is never written to. */
+  state: Readonly<CaptureState>;
   compress: boolean;
   onCapture: (c: Captured) => void;
   /** Recent page images for delta encoding; null disables deltas. */
@@ -66,15 +67,22 @@ export function decodeCursor(meta: Uint8Array): WalCursor | null {
   return JSON.parse(textDecoder.decode(meta)) as WalCursor | null;
 }
 
+/**
+ * Capturer captures one generation: its state (txid, cursor, commit time) is its own, copied in, and
+ * only capture moves it. A new generation is a new Capturer (database.ts), never a state patched from
+ * outside.
+ */
 export class Capturer {
   readonly #o: CapturerOptions;
+  readonly #state: CaptureState;
 
   constructor(options: CapturerOptions) {
     this.#o = options;
+    this.#state = { ...options.state };
   }
 
   get state(): Readonly<CaptureState> {
-    return this.#o.state;
+    return this.#state;
   }
 
   get checksum(): DatabaseChecksum {
@@ -82,7 +90,7 @@ export class Capturer {
   }
 
   get position(): Position {
-    const s = this.#o.state;
+    const s = this.#state;
     return { generation: s.generation, txid: s.txid, checksum: this.#o.checksum.value };
   }
 
@@ -92,7 +100,8 @@ export class Capturer {
    * new generation (never guess).
    */
   capture(): number {
-    const { wal, lock, state } = this.#o;
+    const { wal, lock } = this.#o;
+    const state = this.#state;
     let count = 0;
     for (;;) {
       const res = wal.read(state.cursor, { maxBytes: MAX_READ_BYTES });
@@ -122,7 +131,7 @@ export class Capturer {
    */
   emitCatchUp(transactions: WalTransaction[], preChecksum: bigint): void {
     if (transactions.length === 0) return;
-    const { state } = this.#o;
+    const state = this.#state;
     const last = transactions[transactions.length - 1]!;
     this.#logChangeSet(mergePages(transactions), last.commit, state.txid + 1, state.txid + transactions.length, preChecksum, last.cursor);
   }
@@ -165,7 +174,8 @@ export class Capturer {
     cursor: WalCursor,
     bases: Map<number, Uint8Array> | null = null,
   ): void {
-    const { state, log, checksum } = this.#o;
+    const { log, checksum } = this.#o;
+    const state = this.#state;
     const timestamp = Date.now();
     const cs: ChangeSet = {
       databaseId: state.databaseId,

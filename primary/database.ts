@@ -13,15 +13,16 @@ import { runRead, runWrite, sqliteError, type StatementResult } from '../shared/
 import { formatChecksum, parseChecksum, type Position } from '../shared/types.ts';
 import { Capturer, decodeCursor, type Captured, type CaptureState } from './capture.ts';
 import { ChangeSetLog, type LogOptions } from './log.ts';
-import { newDatabaseId, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
+import { newMeta, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
 import { PageCache } from './page-cache.ts';
-import { fileChecksum, readAll, readPages } from './db-read.ts';
+import { databaseChecksum, walEnd, walSinceLogged } from './db-read.ts';
 import { ReadLock } from './read-lock.ts';
 import { WriteQueue, type WriteQueueStats } from './write-queue.ts';
 import { SnapshotView } from './snapshot.ts';
 import { assertNoTransaction, checkStatement } from '../shared/statement-policy.ts';
 import { openQueryConnection, openReader, openWriter, type Connection, type SynchronousMode } from './sqlite.ts';
-import { WalReader } from './wal-reader.ts';
+import { chooseRecovery } from './recovery.ts';
+import { WalReader, type WalCursor } from './wal-reader.ts';
 
 export interface DatabaseOptions {
   synchronous: SynchronousMode;
@@ -31,11 +32,24 @@ export interface DatabaseOptions {
   checkpointFrames: number;
   log: Omit<LogOptions, 'sync'>;
   onCapture: (c: Captured) => void;
+  /**
+   * onGeneration hears every new generation this database starts, recovery at open included, once the
+   * write barrier it started under is gone (the store turns it into the stream's new-generation frame).
+   */
+  onGeneration?: (change: GenerationChange) => void;
   /** Whether any stream subscriber wants delta change sets (see page-cache.ts). */
   wantDeltas?: () => boolean;
   /** Where API reads run, time-limited (shared/node/query-pool.ts); absent: on this thread, unlimited. */
   queryPool?: QueryPool | null;
   logger: (event: Record<string, unknown>) => void;
+}
+
+/** GenerationChange: the database started `generation` at `txid` (its snapshot point), for `reason`. */
+export interface GenerationChange {
+  db: string;
+  generation: number;
+  txid: number;
+  reason: string;
 }
 
 export interface ExecOutcome {
@@ -60,6 +74,8 @@ export class PrimaryDatabase {
   /** The API writes, when they run in query processes (write-queue.ts); null: exec on this thread. */
   readonly #writes: WriteQueue | null;
   #closed = false;
+  /** A generation started under the current write barrier, announced when the barrier ends. */
+  #unannounced: GenerationChange | null = null;
 
   private constructor(name: string, path: string, dataDir: string, opts: DatabaseOptions) {
     this.name = name;
@@ -78,15 +94,7 @@ export class PrimaryDatabase {
     this.#wal = new WalReader(`${path}-wal`);
     this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous });
     const existing = readMeta(this.#metaPath);
-    this.#meta = existing ?? {
-      version: 1,
-      databaseId: newDatabaseId(),
-      generation: 0,
-      startTxid: 0,
-      startChecksum: formatChecksum(0n),
-      startCursor: null,
-      reason: 'created',
-    };
+    this.#meta = existing ?? newMeta();
     this.#capturer = this.#recover();
   }
 
@@ -132,82 +140,69 @@ export class PrimaryDatabase {
 
   /**
    * #recover reconciles the log with the database under a write barrier (no foreign commit can land
-   * while it runs): continue the generation when the WAL verifies from the logged cursor, or when the
-   * database is exactly what the log says; otherwise start a new generation at the current state.
+   * while it runs): it reads what chooseRecovery (recovery.ts) decides on, then carries the decision out.
    */
   #recover(): Capturer {
-    this.#writer.exec('BEGIN IMMEDIATE');
-    try {
+    return this.#barrier(() => {
       this.#lock.advance();
       const pageSize = Number(this.#writer.pragma('page_size', { simple: true }));
-      const checksum = DatabaseChecksum.fromPages(pageSize, readPages(this.#lock.activeConnection, pageSize));
+      const checksum = databaseChecksum(this.#lock.activeConnection, pageSize);
       const last = this.#log.last();
       const fromLog = last && last.generation >= this.#meta.generation;
       const logged = fromLog
         ? { generation: last.generation, txid: last.maxTxid, checksum: last.postChecksum, cursor: decodeCursor(last.meta) }
         : { generation: this.#meta.generation, txid: this.#meta.startTxid, checksum: parseChecksum(this.#meta.startChecksum), cursor: this.#meta.startCursor };
-      const state: CaptureState = {
-        databaseId: this.#meta.databaseId,
-        generation: logged.generation,
-        txid: logged.txid,
-        cursor: logged.cursor,
-        timestamp: last?.timestamp ?? Date.now(),
-      };
-      const capturer = this.#newCapturer(checksum, state);
-      const pending = logged.cursor ? this.#wal.read(logged.cursor) : null;
-      if (this.#meta.generation > 0 && pending?.start === 'continued') {
-        const txs = readAll(this.#wal, pending.transactions, pending.cursor);
-        if (txs.transactions.length > 0) {
-          capturer.emitCatchUp(txs.transactions, logged.checksum);
-          this.#opts.logger({ msg: 'recovered transactions from the WAL', db: this.name, count: txs.transactions.length, txid: state.txid });
+      const { generation, txid, cursor } = logged;
+      const state: CaptureState = { databaseId: this.#meta.databaseId, generation, txid, cursor, timestamp: last?.timestamp ?? Date.now() };
+      const pending = cursor ? walSinceLogged(this.#wal, cursor, this.#meta.generation > 0 ? this.path : null, pageSize) : null;
+      const decision = chooseRecovery({ generation: this.#meta.generation, loggedChecksum: logged.checksum, currentChecksum: checksum.value, wal: pending?.wal ?? null });
+      switch (decision.action) {
+        case 'resume': {
+          const next = decision.cursor === 'logged' ? cursor : decision.cursor === 'none' ? null : walEnd(this.#wal);
+          return this.#newCapturer(checksum, { ...state, cursor: next });
+        }
+        case 'catch-up': {
+          const capturer = this.#newCapturer(checksum, state);
+          const txs = pending?.transactions ?? [];
+          capturer.emitCatchUp(txs, logged.checksum);
+          const msg = decision.wal === 'continued' ? 'recovered transactions from the WAL' : 'recovered transactions from a restarted WAL';
+          this.#opts.logger({ msg, db: this.name, count: txs.length, txid: capturer.state.txid });
           return capturer;
         }
-        if (checksum.value === logged.checksum) {
-          // A missing or empty WAL reads as 'continued' with nothing new; its next frames are fresh.
-          if (!pending.header) state.cursor = null;
-          return capturer;
-        }
-      } else if (this.#meta.generation > 0 && pending?.start === 'restarted' && fileChecksum(this.path, pageSize) === logged.checksum) {
-        // The WAL restarted after everything in the old one was captured and checkpointed (we were
-        // killed between a commit that restarted it and its capture): the database file itself is the
-        // logged state, so the new WAL's transactions are exactly what follows the logged position.
-        const txs = readAll(this.#wal, pending.transactions, pending.cursor);
-        state.cursor = txs.cursor;
-        if (txs.transactions.length > 0) {
-          capturer.emitCatchUp(txs.transactions, logged.checksum);
-          this.#opts.logger({ msg: 'recovered transactions from a restarted WAL', db: this.name, count: txs.transactions.length, txid: state.txid });
-          return capturer;
-        }
-        if (checksum.value === logged.checksum) return capturer;
-      } else if (this.#meta.generation > 0 && checksum.value === logged.checksum) {
-        // The WAL was checkpointed away (clean shutdown, or a checkpoint with no new writes).
-        state.cursor = readAll(this.#wal, [], null).cursor;
-        return capturer;
+        case 'new-generation':
+          return this.#startGeneration(checksum, state, decision.reason, decision.cursor === 'none' ? null : walEnd(this.#wal));
       }
-      const reason = this.#meta.generation === 0 ? 'created' : `database differs from the log (WAL ${pending?.start ?? 'absent'})`;
-      this.#startGeneration(capturer, reason);
-      return capturer;
-    } finally {
-      this.#writer.exec('ROLLBACK');
-    }
+    });
   }
 
-  /** #startGeneration declares the current state a new snapshot point; txids keep increasing. */
-  #startGeneration(capturer: Capturer, reason: string): void {
-    const state = capturer.state as CaptureState;
-    state.cursor = readAll(this.#wal, [], null).cursor;
-    state.generation = this.#meta.generation + 1;
-    if (this.#meta.generation > 0) state.txid += 1;
-    this.#meta = {
-      ...this.#meta,
-      generation: state.generation,
-      startTxid: state.txid,
-      startChecksum: formatChecksum(capturer.checksum.value),
-      startCursor: state.cursor,
-      reason,
-    };
+  /**
+   * #startGeneration declares the current state (`checksum`) a new snapshot point and returns its
+   * Capturer; txids keep increasing. The change is announced when the barrier it runs under ends.
+   */
+  #startGeneration(checksum: DatabaseChecksum, from: Readonly<CaptureState>, reason: string, cursor: WalCursor | null): Capturer {
+    const generation = this.#meta.generation + 1;
+    const txid = this.#meta.generation > 0 ? from.txid + 1 : from.txid;
+    this.#meta = { ...this.#meta, generation, startTxid: txid, startChecksum: formatChecksum(checksum.value), startCursor: cursor, reason };
     writeMeta(this.#metaPath, this.#meta);
-    this.#opts.logger({ msg: 'new generation', db: this.name, generation: state.generation, txid: state.txid, reason });
+    this.#opts.logger({ msg: 'new generation', db: this.name, generation, txid, reason });
+    this.#unannounced = { db: this.name, generation, txid, reason };
+    return this.#newCapturer(checksum, { ...from, generation, txid, cursor });
+  }
+
+  /**
+   * #barrier runs `fn` under a write barrier (BEGIN IMMEDIATE: no commit by any process lands while it
+   * runs), then announces a generation `fn` started, once the barrier is gone.
+   */
+  #barrier<T>(fn: () => T): T {
+    this.#writer.exec('BEGIN IMMEDIATE');
+    try {
+      return fn();
+    } finally {
+      this.#writer.exec('ROLLBACK');
+      const change = this.#unannounced;
+      this.#unannounced = null;
+      if (change) this.#opts.onGeneration?.(change);
+    }
   }
 
   #newCapturer(checksum: DatabaseChecksum, state: CaptureState): Capturer {
@@ -226,34 +221,41 @@ export class PrimaryDatabase {
   }
 
   /**
-   * capture picks up transactions committed since the last capture (by us or by another process).
-   * An unverifiable WAL starts a new generation under a write barrier.
+   * capture picks up transactions committed since the last capture (by us or by another process), and
+   * checkpoints once the WAL is long enough.
    */
   capture(): number {
     this.#assertOpen();
+    const n = this.#capture(false);
+    const cursor = this.#capturer.state.cursor;
+    // Never while a query process may hold the write lock: it would block this thread (write-gate.ts).
+    // The capture after that write comes back does it.
+    if (cursor && cursor.frame >= this.#opts.checkpointFrames && cursor.frame !== this.#checkpointedAtFrame && !this.#writes?.busy) {
+      this.checkpoint();
+      this.#checkpointedAtFrame = cursor.frame;
+    }
+    return n;
+  }
+
+  /**
+   * #capture is the one capture path (writes, the watch and poll, snapshots, checkpoints): a WAL that
+   * cannot be verified from the cursor (WAL_INVALID) starts a new generation at the current state, under
+   * the caller's write barrier when `inBarrier`, else under one of its own.
+   */
+  #capture(inBarrier: boolean): number {
     try {
-      const n = this.#capturer.capture();
-      const cursor = this.#capturer.state.cursor;
-      // Never while a query process may hold the write lock: it would block this thread (write-gate.ts).
-      // The capture after that write comes back does it.
-      if (cursor && cursor.frame >= this.#opts.checkpointFrames && cursor.frame !== this.#checkpointedAtFrame && !this.#writes?.busy) {
-        this.checkpoint();
-        this.#checkpointedAtFrame = cursor.frame;
-      }
-      return n;
+      return this.#capturer.capture();
     } catch (err) {
-      if (!(err instanceof EdgeliteError) || err.code !== 'WAL_INVALID') throw err;
-      if (this.#writes?.busy) return 0; // the barrier below must wait; the capture after the write retries
-      this.#writer.exec('BEGIN IMMEDIATE');
-      try {
+      if (!isWalInvalid(err)) throw err;
+      const restart = () => {
+        // The cursor first: a header SQLite would ignore throws here, and the read mark must then stay
+        // where it is, keeping whatever SQLite appends uncaptured in the WAL (docs/ARCHITECTURE.md#failure-rules).
+        const cursor = walEnd(this.#wal);
         this.#lock.advance();
-        const checksum = DatabaseChecksum.fromPages(this.pageSize, readPages(this.#lock.activeConnection, this.pageSize));
-        const state = { ...this.#capturer.state };
-        this.#capturer = this.#newCapturer(checksum, state);
-        this.#startGeneration(this.#capturer, err.message);
-      } finally {
-        this.#writer.exec('ROLLBACK');
-      }
+        this.#capturer = this.#startGeneration(databaseChecksum(this.#lock.activeConnection, this.pageSize), this.#capturer.state, err.message, cursor);
+      };
+      if (inBarrier) restart();
+      else if (!this.#writes?.busy) this.#barrier(restart); // else the capture after that write retries
       return 0;
     }
   }
@@ -332,18 +334,17 @@ export class PrimaryDatabase {
   beginSnapshot(): SnapshotView {
     this.#assertOpen();
     const conn = openReader(this.path, this.#opts.busyTimeoutMs);
-    this.#writer.exec('BEGIN IMMEDIATE');
-    try {
-      this.#capturer.capture();
-      conn.exec('BEGIN');
-      const pageCount = Number(conn.pragma('page_count', { simple: true }));
-      return new SnapshotView(conn, this.position, this.databaseId, this.pageSize, pageCount);
-    } catch (err) {
-      conn.close();
-      throw err;
-    } finally {
-      this.#writer.exec('ROLLBACK');
-    }
+    return this.#barrier(() => {
+      try {
+        this.#capture(true);
+        conn.exec('BEGIN');
+        const pageCount = Number(conn.pragma('page_count', { simple: true }));
+        return new SnapshotView(conn, this.position, this.databaseId, this.pageSize, pageCount);
+      } catch (err) {
+        conn.close();
+        throw err;
+      }
+    });
   }
 
   /**
@@ -353,17 +354,17 @@ export class PrimaryDatabase {
    */
   checkpoint(): void {
     this.#assertOpen();
-    this.#writer.exec('BEGIN IMMEDIATE');
-    try {
-      this.#capturer.capture();
-      this.#log.syncNow();
-      this.#lock.release();
-      this.#lock.idleConnection.pragma('wal_checkpoint(PASSIVE)');
-      this.#log.prune();
-    } finally {
-      this.#lock.advance();
-      this.#writer.exec('ROLLBACK');
-    }
+    this.#barrier(() => {
+      this.#capture(true); // before the read mark moves: if it throws, the mark stays where it is
+      try {
+        this.#log.syncNow();
+        this.#lock.release();
+        this.#lock.idleConnection.pragma('wal_checkpoint(PASSIVE)');
+        this.#log.prune();
+      } finally {
+        this.#lock.advance();
+      }
+    });
   }
 
   /** close captures what is left, makes the log durable and closes every connection. */
@@ -388,3 +389,6 @@ export class PrimaryDatabase {
   }
 }
 
+function isWalInvalid(err: unknown): err is EdgeliteError {
+  return err instanceof EdgeliteError && err.code === 'WAL_INVALID';
+}

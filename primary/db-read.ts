@@ -1,9 +1,12 @@
 /**
  * Reading a primary database's pages and WAL whole, for recovery and new generations (database.ts):
- * the checksum of the file on its own, every page through `sqlite_dbpage`, the WAL to its end.
+ * the checksum of the file on its own, every page through `sqlite_dbpage`, the WAL to its end, and
+ * what chooseRecovery (recovery.ts) needs to know about the WAL.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { WalSinceLogged } from './recovery.ts';
 import type { Connection } from './sqlite.ts';
 import type { WalCursor, WalReader, WalTransaction } from './wal-reader.ts';
 
@@ -49,4 +52,33 @@ export function readAll(wal: WalReader, transactions: WalTransaction[], cursor: 
     cursor = res.cursor ?? cursor;
     if (res.transactions.length === 0) return { transactions, cursor };
   }
+}
+
+/** databaseChecksum is the checksum of every page `conn` reads (its read transaction's snapshot). */
+export function databaseChecksum(conn: Connection, pageSize: number): DatabaseChecksum {
+  return DatabaseChecksum.fromPages(pageSize, readPages(conn, pageSize));
+}
+
+/** walEnd is the cursor at the end of the WAL as it is now, read from its first frame. */
+export function walEnd(wal: WalReader): WalCursor | null {
+  return readAll(wal, [], null).cursor;
+}
+
+/**
+ * walSinceLogged reads the WAL from the logged cursor: what chooseRecovery needs, and the transactions
+ * to catch up with. `path` is the database file, null when the generation cannot continue (generation
+ * 0): then neither the transactions nor the file's own checksum (a whole-file read) are read.
+ */
+export function walSinceLogged(wal: WalReader, cursor: WalCursor, path: string | null, pageSize: number): { wal: WalSinceLogged; transactions: WalTransaction[] } {
+  let res;
+  try {
+    res = wal.read(cursor);
+  } catch (err) {
+    if (!(err instanceof EdgeliteError) || err.code !== 'WAL_INVALID') throw err;
+    return { wal: { start: 'invalid', message: err.message }, transactions: [] };
+  }
+  const continues = path !== null && (res.start === 'continued' || res.start === 'restarted');
+  const transactions = continues ? readAll(wal, res.transactions, res.cursor).transactions : [];
+  const file = path !== null && res.start === 'restarted' ? fileChecksum(path, pageSize) : null;
+  return { wal: { start: res.start, header: res.header !== null, transactions: transactions.length, fileChecksum: file }, transactions };
 }

@@ -5,6 +5,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
+import { formatChecksum } from '../shared/types.ts';
 import type { WalCursor } from './wal-reader.ts';
 
 export interface DatabaseMeta {
@@ -17,6 +18,11 @@ export interface DatabaseMeta {
   startCursor: WalCursor | null;
   /** Why this generation started (for people reading the file). */
   reason: string;
+}
+
+/** newMeta is the meta of a database that has no generation yet (recovery starts generation 1). */
+export function newMeta(): DatabaseMeta {
+  return { version: 1, databaseId: newDatabaseId(), generation: 0, startTxid: 0, startChecksum: formatChecksum(0n), startCursor: null, reason: 'created' };
 }
 
 export function readMeta(path: string): DatabaseMeta | null {

@@ -10,7 +10,7 @@ import { validateDatabaseName } from '../shared/types.ts';
 import { PrimaryDatabase, type DatabaseOptions } from './database.ts';
 import { StreamHub, type StreamSource } from './stream.ts';
 
-export type StoreOptions = Omit<DatabaseOptions, 'onCapture'> & {
+export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> & {
   /** Poll interval for foreign writes the directory watch may miss (ms). */
   pollIntervalMs: number;
 };
@@ -85,6 +85,8 @@ export class PrimaryStore implements StreamSource {
     const db = PrimaryDatabase.open(name, this.dataDir, {
       ...this.#opts,
       onCapture: (c) => this.hub.publish(c),
+      // Every new generation, whichever capture path found it, becomes one new-generation frame.
+      onGeneration: () => this.hub.publishEvent(name, 'generation'),
       wantDeltas: () => this.hub.deltaSubscribers > 0,
     });
     this.#dbs.set(name, db);
@@ -99,14 +101,11 @@ export class PrimaryStore implements StreamSource {
       this.#pending.delete(name);
       const db = this.#dbs.get(name);
       if (!db) return;
-      const before = db.position.generation;
       try {
         db.capture();
       } catch (err) {
         this.#opts.logger({ msg: 'capture failed', db: name, error: String(err) });
-        return;
       }
-      if (db.position.generation !== before) this.hub.publishEvent(name, 'generation');
     });
   }
 
