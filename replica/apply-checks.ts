@@ -3,7 +3,7 @@
  * fields against the replica's state, and a snapshot's input.
  */
 import { imagePages, lockPageNumber } from '../shared/checksum.ts';
-import { EdgeliteError } from '../shared/errors.ts';
+import { type Divergence, EdgeliteError } from '../shared/errors.ts';
 import { type ChangeSet, formatChecksum, type PageImage, type Position } from '../shared/types.ts';
 import { formatOf, type HeaderOverride, isPageSize, pageSizeOf, WAL_FORMAT } from './page-source.ts';
 import type { ReplicaState } from './position-file.ts';
@@ -42,7 +42,7 @@ export function snapshotInput(
 
 export function preChecksumMismatch(cs: ChangeSet, actual: bigint): EdgeliteError {
   const message = `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(actual)}`;
-  return new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'pre-checksum', txid: cs.minTxid } });
+  return new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'pre-checksum', txid: cs.minTxid }, divergence: 'pre-checksum' });
 }
 
 /** checkChangeSet checks what needs no checksum; returns the txid the change set ends at. */
@@ -73,8 +73,8 @@ export function corrupt(cs: ChangeSet, what: string): EdgeliteError {
   return new EdgeliteError('CORRUPT_CHANGESET', `change set ${cs.minTxid}..${cs.maxTxid} has an invalid ${what}`);
 }
 
-export function mismatch(reason: string, message: string): EdgeliteError {
-  return new EdgeliteError('POSITION_MISMATCH', message, { details: { reason } });
+export function mismatch(reason: Divergence, message: string): EdgeliteError {
+  return new EdgeliteError('POSITION_MISMATCH', message, { details: { reason }, divergence: reason });
 }
 
 export function needsOverride(page1: Uint8Array, header: HeaderOverride): boolean {

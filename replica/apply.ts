@@ -155,7 +155,7 @@ export class PageApplier {
         sum.truncate(cs.commit);
         if (sum.value !== cs.postChecksum) {
           const message = `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`;
-          throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'post-checksum', txid: cs.maxTxid } });
+          throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'post-checksum', txid: cs.maxTxid }, divergence: 'post-checksum' });
         }
         if (cs.commit < commit) for (const pgno of merged.keys()) if (pgno > cs.commit) merged.delete(pgno);
         commit = cs.commit;

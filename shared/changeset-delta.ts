@@ -182,7 +182,7 @@ export function decodeDeltaChangeSet(bytes: Uint8Array, base: BaseLookup): Chang
     if (runs === 0) throw corrupt(`page ${pgno} delta has no runs`);
     const b = base(pgno);
     if (!b || b.length !== h.pageSize || pageHash(pgno, b) !== baseHash) {
-      throw new EdgeliteError('CHECKSUM_MISMATCH', `page ${pgno}: the delta's base is not this replica's page`, { details: { reason: 'delta-base', pgno } });
+      throw new EdgeliteError('CHECKSUM_MISMATCH', `page ${pgno}: the delta's base is not this replica's page`, { details: { reason: 'delta-base', pgno }, divergence: 'delta-base' });
     }
     // A copy, never b.slice(): on a Node Buffer slice() is a view, and the base may be a page of a
     // change set still waiting to be applied.

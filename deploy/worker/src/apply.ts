@@ -3,15 +3,11 @@
  * - verifyBatch checks consecutive change sets against the replica's position and rolling checksum
  *   exactly as the Node replica's PageApplier does (database id, generation, page size, txid continuity,
  *   pre-apply checksum, post-apply checksum after each change set) and returns the merged pages to write.
- * - decodeStreamChangeSet decodes a stream frame's change set, rebuilding a delta change set against
- *   the replica's own pages exactly as the Node replica's Follower does (shared/changeset-delta.ts).
  * - SnapshotAssembler turns a snapshot download, arriving in arbitrary chunks, into pages and the
  *   checksum of the whole image, so an image is verified without being held in memory at once.
  */
-import { decodeChangeSet } from '../../../shared/changeset.ts';
-import { decodeDeltaChangeSet, isDeltaChangeSet } from '../../../shared/changeset-delta.ts';
 import { DatabaseChecksum, lockPageNumber } from '../../../shared/checksum.ts';
-import { EdgeliteError } from '../../../shared/errors.ts';
+import { type Divergence, EdgeliteError } from '../../../shared/errors.ts';
 import { type ChangeSet, formatChecksum, type Position } from '../../../shared/types.ts';
 
 /** ReplicaPosition is where the replica stands, with what identifies the database it follows. */
@@ -46,7 +42,7 @@ export function verifyBatch(sum: DatabaseChecksum, at: ReplicaPosition, changeSe
   for (const cs of changeSets) {
     checkChangeSet(cs, at, txid);
     if (cs.preChecksum !== sum.value) {
-      throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(sum.value)}`, { details: { reason: 'pre-checksum', txid: cs.minTxid } });
+      throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} expects checksum ${formatChecksum(cs.preChecksum)}, replica has ${formatChecksum(sum.value)}`, { details: { reason: 'pre-checksum', txid: cs.minTxid }, divergence: 'pre-checksum' });
     }
     for (const page of cs.pages) {
       sum.setPage(page.pgno, page.data);
@@ -54,7 +50,7 @@ export function verifyBatch(sum: DatabaseChecksum, at: ReplicaPosition, changeSe
     }
     sum.truncate(cs.commit);
     if (sum.value !== cs.postChecksum) {
-      throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`, { details: { reason: 'post-checksum', txid: cs.maxTxid } });
+      throw new EdgeliteError('CHECKSUM_MISMATCH', `change set ${cs.minTxid}..${cs.maxTxid} gives checksum ${formatChecksum(sum.value)}, it claims ${formatChecksum(cs.postChecksum)}`, { details: { reason: 'post-checksum', txid: cs.maxTxid }, divergence: 'post-checksum' });
     }
     if (cs.commit < pageCount) for (const pgno of pages.keys()) if (pgno > cs.commit) pages.delete(pgno);
     txid = cs.maxTxid;
@@ -62,27 +58,6 @@ export function verifyBatch(sum: DatabaseChecksum, at: ReplicaPosition, changeSe
   }
   const last = changeSets[changeSets.length - 1]!;
   return { pages, pageCount, position: { generation: at.position.generation, txid, checksum: last.postChecksum }, timestamp: last.timestamp };
-}
-
-/** StoredPage returns the replica's committed image of a page, or null if it has none. */
-export type StoredPage = (pgno: number) => Uint8Array | null;
-
-/**
- * decodeStreamChangeSet decodes a change set from the stream. A delta one is rebuilt against the pages
- * it changes, taken from `pending` (decoded change sets of the batch not yet applied, newest first) or
- * else from `stored`; the shared decoder checks each base's hash and throws CHECKSUM_MISMATCH (reason
- * `delta-base`) when the replica's page is not the one the primary encoded against, so a replica that
- * is not where the primary thinks can never build a wrong page. The caller then re-snapshots.
- */
-export function decodeStreamChangeSet(bytes: Uint8Array, pending: readonly ChangeSet[], stored: StoredPage): ChangeSet {
-  if (!isDeltaChangeSet(bytes)) return decodeChangeSet(bytes);
-  return decodeDeltaChangeSet(bytes, (pgno) => {
-    for (let i = pending.length - 1; i >= 0; i--) {
-      const hit = pending[i]!.pages.find((p) => p.pgno === pgno);
-      if (hit) return hit.data;
-    }
-    return stored(pgno);
-  });
 }
 
 function checkChangeSet(cs: ChangeSet, at: ReplicaPosition, txid: number): void {
@@ -96,8 +71,8 @@ function checkChangeSet(cs: ChangeSet, at: ReplicaPosition, txid: number): void 
   if (cs.minTxid !== txid + 1) throw mismatch('txid', `change set ${cs.minTxid}..${cs.maxTxid} does not follow txid ${txid}`);
 }
 
-function mismatch(reason: string, message: string): EdgeliteError {
-  return new EdgeliteError('POSITION_MISMATCH', message, { details: { reason } });
+function mismatch(reason: Divergence, message: string): EdgeliteError {
+  return new EdgeliteError('POSITION_MISMATCH', message, { details: { reason }, divergence: reason });
 }
 
 /**
