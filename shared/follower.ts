@@ -173,6 +173,7 @@ export class FollowerCore {
         if (this.#stopped()) break;
         if (err instanceof Restart) {
           attempt = 0;
+          await this.#sleep(0); // at once, but after pending timers: never a loop that starves the event loop
           continue;
         }
         this.#note(err);
