@@ -7,26 +7,11 @@ import { SNAPSHOT_DIGEST_HEADER, verifySnapshotDigest } from '../../../shared/pr
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
 import { formatChecksum, parseChecksum, type Position } from '../../../shared/types.ts';
 
-/** SnapshotHead is what a snapshot's headers say, checked against their digest (as the Node client's). */
-export interface SnapshotHead {
-  position: Position;
-  databaseId: number;
-  pageSize: number;
-  /** The image's length in bytes (Content-Length, covered by the digest). */
-  length: number;
-}
+/** SnapshotHead: a snapshot's digest-checked headers, in the Node client's shape (one shared client will serve both). */
+export interface SnapshotHead { position: Position; databaseId: number; pageSize: number; length: number }
 
-/**
- * SnapshotSink receives a snapshot as it arrives (the follower stages it in the page store), so the
- * image is never held in memory whole. The download waits for each call; a call that throws ends the
- * download with that error. The same shape as the Node client's.
- */
-export interface SnapshotSink {
-  /** open is called once, with the verified headers, before any byte of the body. */
-  open(head: SnapshotHead): Promise<void>;
-  /** write takes the next chunk of the body. */
-  write(chunk: Uint8Array): Promise<void>;
-}
+/** SnapshotSink takes a download as it arrives (open with the head, then each chunk, each awaited), as the Node client's does. */
+export interface SnapshotSink { open(head: SnapshotHead): Promise<void>; write(chunk: Uint8Array): Promise<void> }
 
 export interface Forwarded {
   status: number;
