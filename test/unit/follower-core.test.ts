@@ -318,6 +318,32 @@ describe('FollowerCore', () => {
     expect(core.applied('a').changeSets).toBe(1);
   });
 
+  it('decides on the typed divergence, not the wire code: a CHECKSUM_MISMATCH without one backs off like any failure', async () => {
+    const port = new FakePort();
+    port.add('a', 10);
+    port.applyError = new EdgeliteError('CHECKSUM_MISMATCH', 'a code alone');
+    const source = new ScriptedSource([{ chunks: [csFrame('a', encodeChangeSet(changeSet(11, page(2))))], then: 'hang' }]);
+    const { core } = follower(port, source, { backoffMinMs: 200, backoffMaxMs: 200 });
+    await waitFor(() => port.applied.length === 1, 'the retried apply', 3000, 5);
+    expect(port.snapshots).toEqual([]);
+    expect(source.requests[1]!.at - source.requests[0]!.at).toBeGreaterThanOrEqual(98);
+    expect(core.lastFailure).toMatchObject({ code: 'CHECKSUM_MISMATCH', message: 'a code alone' });
+  });
+
+  it('resets the backoff after progress: a session that applied something reconnects at the shortest wait', async () => {
+    const port = new FakePort();
+    port.add('a', 10);
+    const fail = { fail: new EdgeliteError('PRIMARY_UNAVAILABLE', 'refused') };
+    const applies = (txid: number) => ({ chunks: [csFrame('a', encodeChangeSet(changeSet(txid, page(2))))], then: 'end' as const });
+    const source = new ScriptedSource([fail, fail, fail, applies(11), { then: 'hang' as const }]);
+    follower(port, source, { backoffMinMs: 60, backoffMaxMs: 1000 });
+    await waitFor(() => source.requests.length >= 5, 'the connect after the applying session', 5000, 5);
+    const gaps = source.requests.slice(1).map((r, i) => r.at - source.requests[i]!.at);
+    expect(gaps[2]).toBeGreaterThanOrEqual(120 - 2); // third failure in a row: base 240
+    expect(gaps[3]).toBeLessThanOrEqual(60 + 100); // after the apply: base 60 again
+    expect(port.applied).toEqual([{ db: 'a', txids: [11] }]);
+  });
+
   it('a corrupt frame ends the session and resumes from the stored position, without a snapshot', async () => {
     const port = new FakePort();
     port.add('a', 10);
