@@ -47,7 +47,7 @@ export class WorkerFollower {
     const { replica } = options;
     const log: Logger = (e) => options.log({ db: replica.name, ...e });
     this.#core = new FollowerCore({
-      port: new WorkerFollowerPort(options.client, replica, log),
+      port: new WorkerFollowerPort({ client: options.client, replica, log }),
       source: options.client,
       databases: [replica.name],
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
@@ -98,14 +98,12 @@ export class WorkerFollower {
 
 /** WorkerFollowerPort is the Worker replica's side of the follower core (shared/follower-port.ts). */
 export class WorkerFollowerPort implements FollowerPort {
-  readonly #client: SnapshotSource;
+  readonly #o: { client: SnapshotSource; replica: WorkerReplica; log: Logger };
   readonly #replica: WorkerReplica;
-  readonly #log: Logger;
 
-  constructor(client: SnapshotSource, replica: WorkerReplica, log: Logger) {
-    this.#client = client;
-    this.#replica = replica;
-    this.#log = log;
+  constructor(o: { client: SnapshotSource; replica: WorkerReplica; log: Logger }) {
+    this.#o = o;
+    this.#replica = o.replica;
   }
 
   positions(): Record<string, Position | null> {
@@ -166,10 +164,10 @@ export class WorkerFollowerPort implements FollowerPort {
         bytes = 0;
       },
     };
-    const head = await this.#client.snapshot(name, sink, signal, onProgress);
+    const head = await this.#o.client.snapshot(name, sink, signal, onProgress);
     store.stage(pages);
     const sum = (assembler as SnapshotAssembler | null)!.finish(head.position.checksum);
     replica.installSnapshot(head.position, head.databaseId, sum, Date.now());
-    this.#log({ msg: 'snapshot applied', reason, txid: head.position.txid, bytes: head.length, ms: Date.now() - started });
+    this.#o.log({ msg: 'snapshot applied', reason, txid: head.position.txid, bytes: head.length, ms: Date.now() - started });
   }
 }
