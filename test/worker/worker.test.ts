@@ -191,6 +191,15 @@ describe.skipIf(!runtime.ok)('Worker replica in workerd (wrangler unstable_dev)'
     expect(blob.json.results[0]).toEqual({ columns: ['b', 'big', 'f', 'n'], rows: [[{ base64: 'AP8=' }, '9007199254740993', 1.5, null]] });
   });
 
+  it('answers 404 DATABASE_NOT_FOUND for a listed database the primary does not have (the stream says so)', async () => {
+    const r = await call('POST', '/v1/db/other/query', READ, { sql: 'SELECT 1' });
+    expect([r.status, r.json.error.code]).toEqual([404, 'DATABASE_NOT_FOUND']);
+    const d = (await call('GET', '/v1/db/other', READ)).json;
+    expect(d).toMatchObject({ name: 'other', txid: null, snapshots: 0 });
+    expect(d.lastError).toMatch(/^DATABASE_NOT_FOUND: /);
+    expect(d.connects).toBeGreaterThanOrEqual(1);
+  });
+
   it('resumes from the stored pages after a restart, without a new snapshot', async () => {
     const snapshotsBefore = proxy.snapshots;
     await worker!.stop();
@@ -208,6 +217,7 @@ describe.skipIf(!runtime.ok)('Worker replica in workerd (wrangler unstable_dev)'
   it('refuses a change set with a flipped byte (change-set checksum) and resumes, as the Node replica does', async () => {
     const before = await describeApp();
     const snapshots = [proxy.snapshots, nodeProxy.snapshots];
+    const streams = proxy.streams;
     proxy.arm('byte');
     nodeProxy.arm('byte');
     const token = await primaryExec("INSERT INTO kv VALUES ('damaged-1', 'intact')");
@@ -218,6 +228,10 @@ describe.skipIf(!runtime.ok)('Worker replica in workerd (wrangler unstable_dev)'
     expect(d.rejected).toBe(before.rejected + 1);
     expect(d.lastError).toMatch(/CORRUPT_CHANGESET/);
     expect(d.checksum).toBe(primaryChecksum());
+    // The shared follower core ended the session and reconnected from the stored position (no snapshot).
+    expect(d.connects).toBeGreaterThan(before.connects);
+    expect(proxy.streams).toBeGreaterThan(streams);
+    expect(d.stream).toBe('streaming');
     await waitFor(() => node.store.get('app')?.position?.txid === d.txid, 'the Node replica to catch up');
     expect(formatChecksum(node.store.get('app')!.position!.checksum)).toBe(primaryChecksum());
     expect([proxy.snapshots, nodeProxy.snapshots]).toEqual(snapshots);
@@ -235,6 +249,8 @@ describe.skipIf(!runtime.ok)('Worker replica in workerd (wrangler unstable_dev)'
     expect(d.rejected).toBe(before.rejected + 1);
     expect(d.lastError).toMatch(/CHECKSUM_MISMATCH/);
     expect(d.snapshots).toBe(before.snapshots + 1);
+    expect(d.connects).toBeGreaterThan(before.connects); // the session after the re-snapshot resumes from its position
+    expect(d.needsSnapshot).toBeNull();
     expect(d.checksum).toBe(primaryChecksum());
     await waitFor(() => node.store.get('app')?.position?.txid === d.txid, 'the Node replica to catch up');
     expect(formatChecksum(node.store.get('app')!.position!.checksum)).toBe(primaryChecksum());

@@ -1,44 +1,20 @@
 /**
  * What the Worker replica applies, kept free of storage so it is plain logic. (A change set is verified
- * by the shared verifier, shared/verify.ts, exactly as on the Node replica.)
- * - decodeStreamChangeSet decodes a stream frame's change set, rebuilding a delta change set against
- *   the replica's own pages exactly as the Node replica's Follower does (shared/changeset-delta.ts).
+ * by the shared verifier, shared/verify.ts, and decoded by the follower core, shared/follower-decode.ts,
+ * exactly as on the Node replica.)
  * - SnapshotAssembler turns a snapshot download, arriving in arbitrary chunks, into pages and the
  *   checksum of the whole image, so an image is verified without being held in memory at once.
  */
-import { decodeChangeSet } from '../../../shared/changeset.ts';
-import { decodeDeltaChangeSet, isDeltaChangeSet } from '../../../shared/changeset-delta.ts';
 import { DatabaseChecksum } from '../../../shared/checksum.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
 import { isPageSize, lockPageNumber, PAGE_SIZE_RULE, pageSizeOf } from '../../../shared/page-size.ts';
-import { type ChangeSet, formatChecksum } from '../../../shared/types.ts';
+import { formatChecksum } from '../../../shared/types.ts';
 import type { VerifyBase } from '../../../shared/verify.ts';
 
 export { type VerifiedBatch, verifyBatch } from '../../../shared/verify.ts';
 
 /** ReplicaPosition is where the replica stands, with what identifies the database it follows. */
 export type ReplicaPosition = VerifyBase;
-
-/** StoredPage returns the replica's committed image of a page, or null if it has none. */
-export type StoredPage = (pgno: number) => Uint8Array | null;
-
-/**
- * decodeStreamChangeSet decodes a change set from the stream. A delta one is rebuilt against the pages
- * it changes, taken from `pending` (decoded change sets of the batch not yet applied, newest first) or
- * else from `stored`; the shared decoder checks each base's hash and throws CHECKSUM_MISMATCH (reason
- * `delta-base`) when the replica's page is not the one the primary encoded against, so a replica that
- * is not where the primary thinks can never build a wrong page. The caller then re-snapshots.
- */
-export function decodeStreamChangeSet(bytes: Uint8Array, pending: readonly ChangeSet[], stored: StoredPage): ChangeSet {
-  if (!isDeltaChangeSet(bytes)) return decodeChangeSet(bytes);
-  return decodeDeltaChangeSet(bytes, (pgno) => {
-    for (let i = pending.length - 1; i >= 0; i--) {
-      const hit = pending[i]!.pages.find((p) => p.pgno === pgno);
-      if (hit) return hit.data;
-    }
-    return stored(pgno);
-  });
-}
 
 /**
  * SnapshotAssembler cuts a snapshot body into pages (skipping the lock page, which the file holds as

@@ -1,26 +1,31 @@
 /**
- * WorkerFollower keeps one Durable Object's database current, as the Node replica's Follower does: one
- * long-lived streaming fetch to the primary, resumed from the stored position; consecutive change sets
- * applied in batches; delta change sets rebuilt against the stored pages (a delta whose base is not the
- * stored page is refused like a failed apply); a snapshot when the primary asks for one or when an
- * apply fails verification; reconnects with exponential backoff and jitter; a stream with no bytes for
- * `heartbeatTimeoutMs` is dead. The object's alarm calls `start()` periodically, so a loop that ended (eviction, an exception)
- * is started again.
+ * WorkerFollower keeps one Durable Object's database current: the shared follower core
+ * (shared/follower.ts, whose doc comment holds the rules, the same as the Node replica's) over this
+ * object's port, WorkerFollowerPort: the stored pages (WorkerReplica, PageStore) and snapshots staged in
+ * the page store's staging table. The object's alarm calls `start()` periodically, so a loop that is
+ * not running (a new object, an eviction) is started again.
  */
-import { EdgeliteError } from '../../../shared/errors.ts';
-import { FrameDecoder, type Frame } from '../../../shared/frames.ts';
-import type { ChangeSet } from '../../../shared/types.ts';
-import { decodeStreamChangeSet, SnapshotAssembler } from './apply.ts';
-import type { WorkerPrimaryClient } from './primary-client.ts';
+import { FollowerCore } from '../../../shared/follower.ts';
+import type { FollowerCoreState, FollowerPort, StreamSource } from '../../../shared/follower-port.ts';
+import type { StreamPosition } from '../../../shared/frames.ts';
+import type { Logger } from '../../../shared/log.ts';
+import type { ChangeSet, Position } from '../../../shared/types.ts';
+import { SnapshotAssembler } from './apply.ts';
+import type { SnapshotHead, SnapshotSink } from './primary-client.ts';
 import type { WorkerReplica } from './replica.ts';
 
+/** SnapshotSource is the part of the primary client a snapshot download needs. */
+export interface SnapshotSource {
+  snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead>;
+}
+
 export interface FollowerOptions {
-  client: WorkerPrimaryClient;
+  client: StreamSource & SnapshotSource;
   replica: WorkerReplica;
   heartbeatTimeoutMs: number;
   backoffMinMs: number;
   backoffMaxMs: number;
-  log: (event: Record<string, unknown>) => void;
+  log: Logger;
 }
 
 export const BACKOFF_MIN_MS = 50;
@@ -32,236 +37,137 @@ export const BACKOFF_MAX_MS = 5000;
  */
 export const STAGE_BATCH_BYTES = 4 * 1024 * 1024;
 
-export type FollowerState = 'idle' | 'connecting' | 'streaming' | 'snapshotting' | 'waiting';
-
-/** Restart ends a stream session on purpose (after a snapshot) so the next one resumes from the new position. */
-class Restart extends Error {}
+/** FollowerState is what the object's /describe reports as `stream`. */
+export type FollowerState = 'idle' | Exclude<FollowerCoreState, 'stopped'>;
 
 export class WorkerFollower {
-  readonly #o: FollowerOptions;
-  #loop: Promise<void> | null = null;
-  #abort: AbortController | null = null;
-  #lastBytesAt = 0;
-  /** When the primary last answered (not when we last tried): what health reports. */
-  #lastContactAt = 0;
-  state: FollowerState = 'idle';
-  connects = 0;
-  /** Change sets or frames refused (corrupt, or failing verification): never applied. */
-  rejected = 0;
-  lastError: string | null = null;
-  lastErrorCode: string | null = null;
+  readonly #core: FollowerCore;
 
   constructor(options: FollowerOptions) {
-    this.#o = options;
+    const { replica } = options;
+    const log: Logger = (e) => options.log({ db: replica.name, ...e });
+    this.#core = new FollowerCore({
+      port: new WorkerFollowerPort({ client: options.client, replica, log }),
+      source: options.client,
+      databases: [replica.name],
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      backoffMinMs: options.backoffMinMs,
+      backoffMaxMs: options.backoffMaxMs,
+      logger: log,
+    });
+  }
+
+  get state(): FollowerState {
+    const s = this.#core.state;
+    return s === 'stopped' ? 'idle' : s;
+  }
+
+  get connects(): number {
+    return this.#core.connects;
+  }
+
+  /** rejected counts change sets refused (corrupt, failing verification) or failing to apply: never applied. */
+  get rejected(): number {
+    return this.#core.rejected;
+  }
+
+  /** lastError is the last failure as `CODE: message`. */
+  get lastError(): string | null {
+    const f = this.#core.lastFailure;
+    return f ? `${f.code ?? f.name}: ${f.message}` : null;
+  }
+
+  /** lastErrorCode is the last failure's code until a snapshot is installed (DATABASE_NOT_FOUND at bootstrap). */
+  get lastErrorCode(): string | null {
+    return this.#core.lastFailureCode;
   }
 
   get running(): boolean {
-    return this.#loop !== null;
+    return this.#core.running;
   }
 
   get lastContactMs(): number {
-    return this.#lastContactAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#lastContactAt;
+    return this.#core.lastContactMs;
   }
 
   /** start runs the follow loop unless it is running. */
   start(): void {
-    if (this.#loop) return;
-    this.#loop = this.#run().finally(() => {
-      this.#loop = null;
-      this.state = 'idle';
-    });
+    this.#core.start();
+  }
+}
+
+/** WorkerFollowerPort is the Worker replica's side of the follower core (shared/follower-port.ts). */
+export class WorkerFollowerPort implements FollowerPort {
+  readonly #o: { client: SnapshotSource; replica: WorkerReplica; log: Logger };
+  readonly #replica: WorkerReplica;
+
+  constructor(o: { client: SnapshotSource; replica: WorkerReplica; log: Logger }) {
+    this.#o = o;
+    this.#replica = o.replica;
   }
 
-  async #run(): Promise<void> {
-    const { replica } = this.#o;
-    let attempt = 0;
-    for (;;) {
-      const started = Date.now();
-      try {
-        if (!replica.position || replica.needsSnapshot) {
-          await this.#snapshot(replica.needsSnapshot ?? 'bootstrap', undefined);
-        }
-        await this.#session();
-      } catch (err) {
-        if (err instanceof Restart) {
-          attempt = 0;
-          continue;
-        }
-        this.lastErrorCode = err instanceof EdgeliteError ? err.code : null;
-        this.lastError = err instanceof Error ? `${this.lastErrorCode ?? err.name}: ${err.message}` : String(err);
-        this.#o.log({ msg: 'stream ended', db: replica.name, error: this.lastError });
-        if (Date.now() - started > 10_000) attempt = 0;
-        const base = Math.min(this.#o.backoffMaxMs, this.#o.backoffMinMs * 2 ** Math.min(attempt, 20));
-        attempt++;
-        this.state = 'waiting';
-        await new Promise((r) => setTimeout(r, base / 2 + Math.random() * (base / 2)));
-      }
-    }
+  positions(): Record<string, Position | null> {
+    return { [this.#replica.name]: this.#replica.position };
   }
 
-  async #session(): Promise<void> {
-    const { client, replica } = this.#o;
-    this.state = 'connecting';
-    const abort = new AbortController();
-    this.#abort = abort;
-    this.#lastBytesAt = Date.now();
-    const watchdog = setInterval(() => {
-      if (Date.now() - this.#lastBytesAt > this.#o.heartbeatTimeoutMs) abort.abort(new EdgeliteError('PRIMARY_UNAVAILABLE', 'no heartbeat from the primary'));
-    }, Math.max(50, Math.floor(this.#o.heartbeatTimeoutMs / 4)));
-    try {
-      const body = await client.openStream(replica.name, replica.position, abort.signal);
-      this.connects++;
-      this.#lastContactAt = Date.now();
-      this.state = 'streaming';
-      const decoder = new FrameDecoder();
-      const reader = body.getReader();
-      try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          this.#lastBytesAt = Date.now();
-          this.#lastContactAt = this.#lastBytesAt;
-          await this.#handle(decoder.push(value));
-        }
-      } finally {
-        reader.releaseLock();
-      }
-      decoder.end();
-      throw new EdgeliteError('PRIMARY_UNAVAILABLE', 'the primary closed the stream');
-    } catch (err) {
-      if (abort.signal.aborted && !(err instanceof Restart) && abort.signal.reason instanceof Error) throw abort.signal.reason;
-      throw err;
-    } finally {
-      clearInterval(watchdog);
-      abort.abort();
-    }
+  /** needsSnapshot: also when there is no stored position yet (the bootstrap). */
+  needsSnapshot(): string | null {
+    const r = this.#replica;
+    return r.needsSnapshot ?? (r.position ? null : 'bootstrap');
   }
 
-  /** #handle applies a chunk's frames, batching consecutive change sets. */
-  async #handle(frames: Frame[]): Promise<void> {
-    let batch: ChangeSet[] = [];
-    const flush = async () => {
-      if (batch.length > 0) await this.#apply(batch);
-      batch = [];
-    };
-    for (const f of frames) {
-      if (f.type === 'changeset') {
-        if (f.db !== this.#o.replica.name) continue;
-        const cs = await this.#decode(f.data, batch);
-        if (batch.length > 0 && batch[batch.length - 1]!.maxTxid + 1 !== cs.minTxid) await flush();
-        batch.push(cs);
-        continue;
-      }
-      await flush();
-      await this.#event(f);
-    }
-    await flush();
+  readPage(_db: string, pgno: number): Uint8Array | null {
+    return this.#replica.store.current(pgno);
+  }
+
+  apply(_db: string, batch: ChangeSet[]): boolean {
+    this.#replica.apply(batch);
+    return true;
+  }
+
+  markReady(): void {
+    this.#replica.ready = true;
+  }
+
+  noteHeartbeat(_time: number, positions: Record<string, StreamPosition>): void {
+    const p = positions[this.#replica.name];
+    if (p) this.#replica.notePrimary(p);
   }
 
   /**
-   * #decode decodes a change set, a delta one against the batch not yet applied or else the stored
-   * pages. A corrupt one ends the session (the stream resumes from the stored position). A delta whose
-   * base is not our page means this replica is not where the primary thinks: nothing is applied and
-   * it re-snapshots, as after a failed apply (the Node replica's Follower does the same).
+   * snapshot downloads a snapshot into the staging table in batches of STAGE_BATCH_BYTES (memory stays
+   * bounded), verifies its length and checksum, and only then swaps it in. A failed download leaves
+   * the old pages in place and `needsSnapshot` set.
    */
-  async #decode(bytes: Uint8Array, pending: readonly ChangeSet[]): Promise<ChangeSet> {
-    const { replica, log } = this.#o;
-    try {
-      return decodeStreamChangeSet(bytes, pending, (pgno) => replica.store.current(pgno));
-    } catch (err) {
-      this.rejected++;
-      if (!(err instanceof EdgeliteError) || err.code !== 'CHECKSUM_MISMATCH') throw err;
-      log({ msg: 'delta change set does not fit the stored pages; re-snapshotting', db: replica.name, code: err.code, error: err.message });
-      this.lastError = `${err.code}: ${err.message}`;
-      await this.#snapshot(err.message, this.#abort?.signal);
-      throw new Restart();
-    }
-  }
-
-  async #apply(batch: ChangeSet[]): Promise<void> {
-    const { replica, log } = this.#o;
-    if (replica.needsSnapshot) return;
-    try {
-      replica.apply(batch);
-    } catch (err) {
-      this.rejected++;
-      const code = err instanceof EdgeliteError ? err.code : 'INTERNAL';
-      log({ msg: 'apply rejected; re-snapshotting', db: replica.name, code, error: (err as Error).message });
-      this.lastError = `${code}: ${(err as Error).message}`;
-      await this.#snapshot((err as Error).message, this.#abort?.signal);
-      throw new Restart();
-    }
-  }
-
-  async #event(f: Frame): Promise<void> {
-    const { replica, log } = this.#o;
-    switch (f.type) {
-      case 'snapshot-needed':
-      case 'new-generation':
-        if (f.db !== replica.name) return;
-        await this.#snapshot(f.type === 'snapshot-needed' ? f.reason : `new generation ${f.generation}`, this.#abort?.signal);
-        throw new Restart();
-      case 'heartbeat': {
-        const p = f.positions[replica.name];
-        if (p) replica.notePrimary(p);
-        return;
-      }
-      case 'ready':
-        if (f.db === replica.name) replica.ready = true;
-        return;
-      case 'db-created':
-      case 'db-dropped':
-        log({ msg: `database ${f.type === 'db-created' ? 'created' : 'dropped'} on the primary`, db: f.db });
-        return;
-      case 'error':
-        log({ msg: 'primary reported an error on the stream', code: f.code, error: f.message });
-        return;
-      case 'changeset':
-        return;
-    }
-  }
-
-  /**
-   * #snapshot downloads a snapshot into the staging table page by page (memory stays bounded), verifies
-   * its length and checksum, and only then swaps it in. A failed download leaves the old pages in place.
-   * Inside a stream session it runs under the session's signal, and its bytes count as contact for the
-   * heartbeat watchdog, so a long download is not mistaken for a dead stream.
-   */
-  async #snapshot(reason: string, signal: AbortSignal | undefined): Promise<void> {
-    const { client, replica, log } = this.#o;
-    this.state = 'snapshotting';
+  async snapshot(name: string, reason: string, signal: AbortSignal, onProgress: () => void): Promise<void> {
+    const replica = this.#replica;
+    const store = replica.store;
     replica.needsSnapshot = reason;
     const started = Date.now();
-    const head = await client.snapshot(replica.name, signal);
-    const assembler = new SnapshotAssembler(head.pageSize, head.length);
-    const store = replica.store;
-    store.beginStaging();
-    const reader = head.body.getReader();
+    let assembler: SnapshotAssembler | null = null;
     let pages: Array<[number, Uint8Array]> = [];
     let bytes = 0;
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        this.#lastBytesAt = Date.now();
-        this.#lastContactAt = this.#lastBytesAt;
-        assembler.push(value, (pgno, data) => {
-          pages.push([pgno, data]);
-          bytes += data.length;
-        });
-        if (bytes >= STAGE_BATCH_BYTES) {
-          store.stage(pages);
-          pages = [];
-          bytes = 0;
-        }
-      }
-      store.stage(pages);
-    } finally {
-      reader.releaseLock();
-    }
-    const sum = assembler.finish(head.position.checksum);
+    const onPage = (pgno: number, data: Uint8Array) => {
+      pages.push([pgno, data]);
+      bytes += data.length;
+    };
+    const sink: SnapshotSink = {
+      open: async (head) => {
+        assembler = new SnapshotAssembler(head.pageSize, head.length);
+        store.beginStaging();
+      },
+      write: async (chunk) => {
+        assembler!.push(chunk, onPage);
+        if (bytes < STAGE_BATCH_BYTES) return;
+        store.stage(pages);
+        pages = [];
+        bytes = 0;
+      },
+    };
+    const head = await this.#o.client.snapshot(name, sink, signal, onProgress);
+    store.stage(pages);
+    const sum = (assembler as SnapshotAssembler | null)!.finish(head.position.checksum);
     replica.installSnapshot(head.position, head.databaseId, sum, Date.now());
-    this.lastErrorCode = null;
-    log({ msg: 'snapshot applied', db: replica.name, reason, txid: head.position.txid, bytes: head.length, ms: Date.now() - started });
+    this.#o.log({ msg: 'snapshot applied', reason, txid: head.position.txid, bytes: head.length, ms: Date.now() - started });
   }
 }
