@@ -8,9 +8,11 @@
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import type { EdgeliteProcess } from './helpers-process.ts';
-import { converge, dump, exec, freePort, http, info, integrityCheck, Load, logged, Processes, query } from './replica-helpers.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import type { EdgeliteProcess } from '../kit/spawn.ts';
+import { converge, dump, exec, freePort, http, info, integrityCheck, Load, logged, query } from '../kit/api.ts';
+import { Processes } from '../kit/spawn.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */

@@ -9,8 +9,10 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { converge, dump, exec, http, info, integrityCheck, logged, Processes } from './replica-helpers.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { converge, dump, exec, http, info, integrityCheck, logged } from '../kit/api.ts';
+import { Processes } from '../kit/spawn.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */

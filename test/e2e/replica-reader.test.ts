@@ -8,9 +8,10 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { runProcess } from './helpers-process.ts';
-import { converge, exec, http, integrityCheck, Load, Processes } from './replica-helpers.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { runProcess, Processes } from '../kit/spawn.ts';
+import { converge, exec, http, integrityCheck, Load } from '../kit/api.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */

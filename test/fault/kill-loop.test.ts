@@ -10,9 +10,11 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { EdgeliteProcess } from '../e2e/helpers-process.ts';
-import { converge, freePort, integrityCheck, Processes, query } from '../e2e/replica-helpers.ts';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import type { EdgeliteProcess } from '../kit/spawn.ts';
+import { converge, freePort, integrityCheck, query } from '../kit/api.ts';
+import { Processes } from '../kit/spawn.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 import { differingPages, tableDigests, WORKLOAD_SCHEMA, Writer } from './verify.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';

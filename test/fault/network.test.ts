@@ -13,9 +13,10 @@ import { encodeFrame } from '../../shared/frames.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica } from '../../replica/server.ts';
-import { integrityCheck } from '../e2e/replica-helpers.ts';
-import { seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { Cluster, DB } from './cluster.ts';
+import { integrityCheck } from '../kit/api.ts';
+import { seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { Cluster, DB } from '../kit/cluster.ts';
 import { differingPages, PositionHistory, PositionSampler } from './verify.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';

@@ -16,10 +16,11 @@ import { silentLogger } from '../../shared/log.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { positionFilePath } from '../../replica/position-file.ts';
 import { startReplica } from '../../replica/server.ts';
-import { integrityCheck } from '../e2e/replica-helpers.ts';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { Cluster, DB } from './cluster.ts';
-import { type ConnectionInfo, type FaultRecord, type FaultRule, tapBytes } from './proxy.ts';
+import { integrityCheck } from '../kit/api.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { Cluster, DB } from '../kit/cluster.ts';
+import { type ConnectionInfo, type FaultRecord, type FaultRule, tapBytes } from '../kit/proxy.ts';
 import { differingPages, tableDigests, locateStreamOffset, PositionHistory, PositionSampler, type Sample, Writer } from './verify.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';

@@ -23,8 +23,9 @@ import { createReplicaApp } from '../../replica/app.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { PrimaryClient } from '../../replica/primary-client.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { Processes } from '../e2e/replica-helpers.ts';
-import { seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import { Processes } from '../kit/spawn.ts';
+import { seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 const TOKEN = 'fuzz-all-rights-0123456789abcdef';

@@ -19,8 +19,9 @@ import { parseStatementsBody } from '../../shared/protocol.ts';
 import { decodeCursor } from '../../primary/capture.ts';
 import type { PrimaryDatabase } from '../../primary/database.ts';
 import { PrimaryStore } from '../../primary/store.ts';
-import { runProcess } from '../e2e/helpers-process.ts';
-import { applyToImage, diffPages, prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import { runProcess } from '../kit/spawn.ts';
+import { applyToImage, diffPages, prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { sleep, waitFor } from '../kit/wait.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 
@@ -236,7 +237,6 @@ function verifyReplay(db: PrimaryDatabase, start: { generation: number; txid: nu
 
 /** now is wall-clock time with sub-millisecond resolution, comparable with Python's time.time(). */
 const now = () => performance.timeOrigin + performance.now();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('primary with foreign writers', () => {
   let cleanup: Array<() => void> = [];

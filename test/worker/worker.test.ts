@@ -23,8 +23,9 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor } from '../helpers.ts';
-import { startCorruptingProxy, type CorruptingProxy } from './corrupting-proxy.ts';
+import { tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { startCorruptingProxy, type CorruptingProxy } from '../kit/frame-proxy.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORKER_DIR = join(ROOT, 'deploy/worker');

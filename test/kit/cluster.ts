@@ -13,7 +13,7 @@ import { parseReplicaConfig, type ReplicaConfig } from '../../replica/config.ts'
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { tempDir } from '../helpers.ts';
 import { FaultProxy } from './proxy.ts';
-import { type Sample, WORKLOAD_SCHEMA } from './verify.ts';
+import { type Sample, WORKLOAD_SCHEMA } from '../fault/verify.ts';
 
 export const DB = 'app';
 
