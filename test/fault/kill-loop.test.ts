@@ -14,11 +14,11 @@ import type { EdgeliteProcess } from '../kit/spawn.ts';
 import { converge, freePort, integrityCheck, query } from '../kit/api.ts';
 import { Processes } from '../kit/spawn.ts';
 import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
 import { waitFor } from '../kit/wait.ts';
 import { differingPages, tableDigests, WORKLOAD_SCHEMA, Writer } from './verify.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
-const ROUNDS = LONG ? 100 : 10;
+const ROUNDS = rounds(10, 100);
 const DB = 'app';
 const REPLICA_FLAGS = ['--heartbeat-timeout-ms', '1500'];
 
@@ -106,5 +106,5 @@ describe('kill loop', () => {
       expect(tableDigests(file), `replica ${i} rows`).toEqual(digests);
       expect(await query(r.url, DB, summary), `replica ${i} rows through its API`).toEqual(want);
     }
-  }, LONG ? 30 * 60_000 : 120_000);
+  }, roundsTimeout(ROUNDS, 10_000)); // 2.35 s a round measured in long mode
 });

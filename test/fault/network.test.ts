@@ -15,11 +15,13 @@ import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica } from '../../replica/server.ts';
 import { integrityCheck } from '../kit/api.ts';
 import { seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
 import { waitFor } from '../kit/wait.ts';
 import { Cluster, DB } from '../kit/cluster.ts';
 import { differingPages, PositionHistory, PositionSampler } from './verify.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
+/** CUT_ROUNDS: cuts in the middle of a change set (3.6 s a round measured in long mode). */
+const CUT_ROUNDS = rounds(3, 20);
 const HEARTBEAT_TIMEOUT_MS = 1000;
 const MAX_LAG_MS = 1000;
 /** BIG_ROW_BYTES makes one change set of ~3 MB (about 750 pages). */
@@ -76,14 +78,13 @@ async function midChangeSet(c: Cluster, history: PositionHistory): Promise<void>
 describe('network faults', () => {
   it('a connection cut in the middle of a change set resumes and converges', async () => {
     const seed = seedFromEnv();
-    const rounds = LONG ? 20 : 3;
-    console.log(`cut mid-change-set: EDGELITE_SEED=${seed} rounds=${rounds}`);
+    console.log(`cut mid-change-set: EDGELITE_SEED=${seed} rounds=${CUT_ROUNDS}`);
     const c = await start(seed);
     const history = new PositionHistory();
     history.record(c.primarySample().txid, c.primarySample().checksum);
     await c.startReplica();
     const sampler = new PositionSampler(() => c.replicaSample());
-    for (let round = 0; round < rounds; round++) {
+    for (let round = 0; round < CUT_ROUNDS; round++) {
       const failures = c.failures().length;
       await midChangeSet(c, history);
       expect(c.proxy.cut()).toBeGreaterThan(0);
@@ -92,7 +93,7 @@ describe('network faults', () => {
       await waitFor(() => c.caughtUp(), `convergence after cut ${round}`, 30_000);
     }
     await converged(c, history, sampler);
-  });
+  }, roundsTimeout(CUT_ROUNDS, 12_000));
 
   it('a pause longer than the heartbeat timeout in the middle of a change set: the replica reconnects and converges', async () => {
     const c = await start(seedFromEnv());
