@@ -34,3 +34,14 @@ export function retryBounds(windowMs: number, backoff: BackoffSettings, attemptM
   };
   return { fewest: count((base) => base + attemptMs), most: count((base) => base / 2) };
 }
+
+/**
+ * failureTimes lists when a replica process logged a failed session ('stream ended', by the `time` of
+ * its JSON log line, in ms) between `fromMs` and `toMs`: while its primary was down, each is one attempt.
+ */
+export function failureTimes(logs: ReadonlyArray<Record<string, unknown>>, fromMs: number, toMs: number): number[] {
+  return logs
+    .filter((l) => l.msg === 'stream ended')
+    .map((l) => Date.parse(String(l.time)))
+    .filter((t) => t >= fromMs && t <= toMs);
+}
