@@ -7,24 +7,18 @@
  */
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { prng, seedFromEnv, tempDir } from '../helpers.ts';
 import { waitFor } from '../kit/wait.ts';
 import { converge, dump, exec, freePort, http, info, integrityCheck, Load, logged, query } from '../kit/api.ts';
 import { failureTimes, retryBounds } from '../kit/backoff.ts';
-import { Processes, type EdgeliteProcess } from '../kit/spawn.ts';
+import { processesAfterEach, type EdgeliteProcess } from '../kit/spawn.ts';
+import { LONG } from '../kit/rounds.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS } from '../../replica/follower.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
 const TIMEOUT_MS = LONG ? 600_000 : 180_000;
-const procs = new Processes();
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups) c();
-  cleanups = [];
-});
+const { procs, cleanups } = processesAfterEach();
 
 /** BACKOFF: the replicas' default reconnect backoff (replica/follower.ts), which these replicas run with. */
 const BACKOFF = { minMs: DEFAULT_BACKOFF_MIN_MS, maxMs: DEFAULT_BACKOFF_MAX_MS };

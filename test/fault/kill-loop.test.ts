@@ -9,10 +9,10 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EdgeliteProcess } from '../kit/spawn.ts';
 import { converge, freePort, integrityCheck, query } from '../kit/api.ts';
-import { Processes } from '../kit/spawn.ts';
+import { processesAfterEach } from '../kit/spawn.ts';
 import { prng, seedFromEnv, tempDir } from '../helpers.ts';
 import { rounds, roundsTimeout } from '../kit/rounds.ts';
 import { waitFor } from '../kit/wait.ts';
@@ -22,12 +22,7 @@ const ROUNDS = rounds(10, 100);
 const DB = 'app';
 const REPLICA_FLAGS = ['--heartbeat-timeout-ms', '1500'];
 
-const procs = new Processes();
-const cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups.splice(0)) c();
-});
+const { procs, cleanups } = processesAfterEach();
 
 /** A write may fail while the primary is down or restarting; any other failure ends the run. */
 function tolerable(err: unknown): boolean {

@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterEach } from 'vitest';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const EDGELITE_BIN = join(REPO_ROOT, 'bin', 'edgelite.mjs');
@@ -183,4 +184,18 @@ export class Processes {
     this.#running.add(p);
     return p;
   }
+}
+
+/**
+ * processesAfterEach registers an afterEach that SIGKILLs every child `procs` started, then runs the
+ * `cleanups` (temp dirs) in order: children first, so no process still writes into a removed directory.
+ */
+export function processesAfterEach(): { procs: Processes; cleanups: Array<() => void> } {
+  const procs = new Processes();
+  const cleanups: Array<() => void> = [];
+  afterEach(async () => {
+    await procs.killAll();
+    for (const c of cleanups.splice(0)) c();
+  });
+  return { procs, cleanups };
 }
