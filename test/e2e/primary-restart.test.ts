@@ -23,7 +23,7 @@ const { procs, cleanups } = processesAfterEach();
 /** BACKOFF: the replicas' default reconnect backoff (replica/follower.ts), which these replicas run with. */
 const BACKOFF = { minMs: DEFAULT_BACKOFF_MIN_MS, maxMs: DEFAULT_BACKOFF_MAX_MS };
 /** ATTEMPT_MS: what one failed attempt may take on a loaded machine (connect refused, log, timer lag). */
-const ATTEMPT_MS = 300;
+const ATTEMPT_MS = 500;
 
 /** A write cut by the primary's death fails with a network error (undici's "fetch failed"). */
 const primaryDown = (err: unknown) => err instanceof TypeError;
