@@ -2,7 +2,7 @@
  * WriteQueue runs a database's API writes in query processes (shared/node/query-pool.ts), under the
  * time limit, with group commit: the writes that queue while one batch runs go together in the next,
  * one SQLite transaction (and one captured change set) for all, each in its own savepoint so each
- * keeps its own outcome (query-wire.ts). One batch per database is in flight at a time: another would
+ * keeps its own outcome (shared/node/ipc-codec.ts). One batch per database is in flight at a time: another would
  * only wait on SQLite's lock inside its process, and the database must know when a process may hold
  * the write lock, so that its own write barriers (checkpoint, snapshot, new generation) wait their turn
  * here instead of blocking the event loop in `BEGIN IMMEDIATE` (which would also keep the time limit's

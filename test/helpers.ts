@@ -65,16 +65,6 @@ export function diffPages(a: Uint8Array, b: Uint8Array, pageSize: number): numbe
   return diffs;
 }
 
-export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 20): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 /** RUNAWAY_SQL never ends on its own: a query time limit must stop it. */
 export const RUNAWAY_SQL = 'SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c)';
 

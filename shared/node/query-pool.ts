@@ -3,8 +3,8 @@
  * so that a runaway statement never stalls the event loop (and with it captures, the apply loop, the
  * stream and every other request), and so that it can be stopped: when a request has run for
  * `timeoutMs` the reply is QUERY_TIMEOUT at once, and the process running it is killed with SIGKILL and
- * replaced. A write that times out is never committed (the two steps in query-wire.ts). Why processes
- * and not worker threads: query-worker.ts.
+ * replaced. A write that times out is never committed (the two steps in ipc-codec.ts). Why processes
+ * and not worker threads: sql-process.ts.
  *
  * Each process runs one request at a time; requests wait in a bounded FIFO, and are refused with BUSY
  * when it is full or when no process took them within `timeoutMs` (so a client waits at most about
@@ -21,9 +21,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { EdgeliteError, isErrorCode } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { QueryResult, Statement } from '../protocol.ts';
-import { CHANNEL_FD, FrameDecoder, encodeFrame, type QueryRequest, type WireError, type WorkerReply, type WriteOutcome, type WriteRequest, type WriteSync } from './query-wire.ts';
+import { CHANNEL_FD, IpcMessageDecoder, encodeIpcMessage, type QueryRequest, type IpcError, type IpcReply, type SavepointResult, type WriteRequest, type WriteSync } from './ipc-codec.ts';
 
-export type { WriteOutcome, WriteSync } from './query-wire.ts';
+export type { SavepointResult, WriteSync } from './ipc-codec.ts';
 
 export const DEFAULT_QUERY_POOL_SIZE = Math.max(2, Math.min(4, availableParallelism()));
 export const DEFAULT_QUERY_QUEUE = 1000;
@@ -57,7 +57,7 @@ export interface QueryPoolStats {
   pids: number[];
 }
 
-/** BatchOutcome: a write's outcome, its error rebuilt (query-wire.ts's WriteOutcome on this side). */
+/** BatchOutcome: a write's outcome, its error rebuilt (ipc-codec.ts's SavepointResult on this side). */
 export type BatchOutcome = { results: QueryResult[] } | { error: EdgeliteError } | { alone: true };
 
 interface Job {
@@ -83,8 +83,8 @@ interface Member {
 }
 
 const KNOWN_OPTIONS = new Set(['timeoutMs', 'size', 'maxQueue', 'busyTimeoutMs', 'logger']);
-const WORKER_PATH = fileURLToPath(new URL('./query-worker.ts', import.meta.url));
-// The processes run the worker's TypeScript through tsx, the loader the package already runs on.
+const SQL_PROCESS_PATH = fileURLToPath(new URL('./sql-process.ts', import.meta.url));
+// The processes run sql-process.ts through tsx, the loader the package already runs on.
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 export class QueryPool {
@@ -125,7 +125,7 @@ export class QueryPool {
 
   /**
    * writeBatch runs a batch of writes (each a list of statements) as one transaction on the database
-   * file at `path`, each write in its own savepoint (query-wire.ts), on a writer connection set up as
+   * file at `path`, each write in its own savepoint (ipc-codec.ts), on a writer connection set up as
    * the primary's with `synchronous` = `sync`, and resolves once it is committed with one outcome per
    * write: its results (as runWrite's), its error (that write alone was rolled back), or `alone` (it
    * must be sent again in a batch of its own). Rejects as run does, for the whole batch; QUERY_TIMEOUT
@@ -165,7 +165,7 @@ export class QueryPool {
 
   /** forget closes every process's connection to `path` (before the file is deleted or replaced). */
   forget(path: string): void {
-    for (const m of this.#members) m.channel.write(encodeFrame({ id: 0, forget: path }));
+    for (const m of this.#members) m.channel.write(encodeIpcMessage({ id: 0, forget: path }));
   }
 
   stats(): QueryPoolStats {
@@ -208,7 +208,7 @@ export class QueryPool {
       clearTimeout(job.timer);
       job.deadline = performance.now() + job.timeoutMs;
       job.timer = setTimeout(() => this.#expire(job), job.timeoutMs);
-      m.channel.write(encodeFrame({ id: job.id, ...job.request }));
+      m.channel.write(encodeIpcMessage({ id: job.id, ...job.request }));
     }
     const starting = [...this.#members].filter((m) => !m.ready).length;
     let wanted = Math.min(this.#queue.length - starting, this.size - this.#members.size);
@@ -221,16 +221,16 @@ export class QueryPool {
   }
 
   #spawn(): void {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, WORKER_PATH, String(this.#busyTimeoutMs)], {
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, SQL_PROCESS_PATH, String(this.#busyTimeoutMs)], {
       stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
       windowsHide: true,
     });
     const channel = child.stdio[CHANNEL_FD] as Socket;
     const member: Member = { child, channel, ready: false, job: null };
     this.#members.add(member);
-    const decoder = new FrameDecoder();
+    const decoder = new IpcMessageDecoder();
     channel.on('data', (chunk: Buffer) => {
-      for (const reply of decoder.push(chunk)) this.#onReply(member, reply as WorkerReply);
+      for (const reply of decoder.push(chunk)) this.#onReply(member, reply as IpcReply);
     });
     channel.on('error', (err) => {
       // After our own SIGKILL a reset is expected; its exit is handled below either way.
@@ -253,7 +253,7 @@ export class QueryPool {
     channel.unref();
   }
 
-  #onReply(member: Member, reply: WorkerReply): void {
+  #onReply(member: Member, reply: IpcReply): void {
     if ('ready' in reply) {
       member.ready = true;
       this.#pump();
@@ -275,7 +275,7 @@ export class QueryPool {
         return;
       }
       clearTimeout(job.timer);
-      member.channel.write(encodeFrame({ id: job.id, commit: true }));
+      member.channel.write(encodeIpcMessage({ id: job.id, commit: true }));
       return;
     }
     member.job = null;
@@ -350,12 +350,12 @@ export class QueryPool {
   }
 }
 
-function outcomeFromReply(o: WriteOutcome): BatchOutcome {
+function outcomeFromReply(o: SavepointResult): BatchOutcome {
   return 'error' in o ? { error: errorFromReply(o.error) } : o;
 }
 
 /** errorFromReply rebuilds the EdgeliteError the process mapped (sqliteError) on its side. */
-function errorFromReply(e: WireError): EdgeliteError {
+function errorFromReply(e: IpcError): EdgeliteError {
   const message = typeof e.message === 'string' ? e.message : 'query failed';
   if (!isErrorCode(e.code)) return new EdgeliteError('INTERNAL', `query process sent an unknown error code: ${message}`);
   return new EdgeliteError(e.code, message, e.details === undefined ? {} : { details: e.details });

@@ -1,6 +1,6 @@
 /**
  * openWriter opens a connection that writes a primary's database: the primary's own writer and the
- * query processes that run its API writes (query-worker.ts) open it the same way. WAL mode;
+ * query processes that run its API writes (sql-process.ts) open it the same way. WAL mode;
  * `wal_autocheckpoint=0` because only the primary checkpoints, and only frames it has captured
  * (docs/ARCHITECTURE.md#capture-rules); `journal_size_limit` so a restarted WAL is truncated back instead of staying at its
  * largest size.

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect, type Client } from '../../shared/client.ts';
-import { spawnEdgelite, type EdgeliteProcess } from '../e2e/helpers-process.ts';
+import { spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
 
 const DB = 'bench';
 

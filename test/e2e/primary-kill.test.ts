@@ -14,7 +14,8 @@ import { decodeChangeSet } from '../../shared/changeset.ts';
 import { decodeToken } from '../../shared/token.ts';
 import { formatChecksum, parseChecksum } from '../../shared/types.ts';
 import { applyToImage, diffPages, prng, seedFromEnv, tempDir } from '../helpers.ts';
-import { FrameStream, runProcess, spawnEdgelite, type EdgeliteProcess } from './helpers-process.ts';
+import { runProcess, spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
+import { FrameStream } from '../kit/stream.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 const DB = 'kill';

@@ -7,21 +7,23 @@
  */
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import type { EdgeliteProcess } from './helpers-process.ts';
-import { converge, dump, exec, freePort, http, info, integrityCheck, Load, logged, Processes, query } from './replica-helpers.ts';
+import { describe, expect, it } from 'vitest';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { converge, dump, exec, freePort, http, info, integrityCheck, Load, logged, query } from '../kit/api.ts';
+import { failureTimes, retryBounds } from '../kit/backoff.ts';
+import { processesAfterEach, type EdgeliteProcess } from '../kit/spawn.ts';
+import { LONG } from '../kit/rounds.ts';
+import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS } from '../../replica/follower.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
 const TIMEOUT_MS = LONG ? 600_000 : 180_000;
-const procs = new Processes();
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups) c();
-  cleanups = [];
-});
+const { procs, cleanups } = processesAfterEach();
+
+/** BACKOFF: the replicas' default reconnect backoff (replica/follower.ts), which these replicas run with. */
+const BACKOFF = { minMs: DEFAULT_BACKOFF_MIN_MS, maxMs: DEFAULT_BACKOFF_MAX_MS };
+/** ATTEMPT_MS: what one failed attempt may take on a loaded machine (connect refused, log, timer lag). */
+const ATTEMPT_MS = 500;
 
 /** A write cut by the primary's death fails with a network error (undici's "fetch failed"). */
 const primaryDown = (err: unknown) => err instanceof TypeError;
@@ -48,12 +50,15 @@ describe('replicas across primary restarts', () => {
 
     const signals: NodeJS.Signals[] = LONG ? ['SIGKILL', 'SIGKILL', 'SIGTERM', 'SIGKILL', 'SIGTERM', 'SIGKILL', 'SIGKILL', 'SIGTERM'] : ['SIGKILL', 'SIGTERM', 'SIGKILL'];
     const reconnectMs: number[] = [];
+    const retriesSeen: string[] = [];
     for (const [round, signal] of signals.entries()) {
       const before = load.done;
       await waitFor(() => load.done > before + 20 + Math.floor(rand() * 200) || load.error, 'writes before the stop');
+      const downAt = Date.now();
       await procs.stop(primary, signal);
       const old = primary;
       primary = await procs.primary(pdir, listen);
+      const upAt = Date.parse(String(logged(primary, 'primary listening')[0]?.time));
       expect(primary.url).toBe(url);
       const context = `seed ${seed}, round ${round} (${signal})\n${old.output().slice(-3000)}\n${primary.output()}`;
       const now = (await info(primary.url, 'app'))!;
@@ -66,6 +71,19 @@ describe('replicas across primary restarts', () => {
         return got.every((g) => g!.generation === generation && g!.txid! >= now.txid!);
       }, `replicas to resume after the ${signal} restart (${context})`);
       reconnectMs.push(Date.now() - t0);
+      // While the primary was down each replica kept retrying at its backoff pace: the failed attempts
+      // after the first failure fit the bounds the backoff allows over that time (a replica in a tight
+      // loop has too many, one that stopped retrying too few).
+      for (const [i, r] of replicas.entries()) {
+        const failed = failureTimes(r.logs, downAt, upAt);
+        const retries = failed.length - 1;
+        const { fewest, most } = retryBounds(upAt - failed[0]!, BACKOFF, ATTEMPT_MS);
+        retriesSeen.push(`${retries} (${fewest}..${most})`);
+        expect(failed.length, `replica ${i + 1} noticed the primary going down; ${context}`).toBeGreaterThanOrEqual(1);
+        expect(retries, `replica ${i + 1} retries in ${upAt - failed[0]!} ms down; ${context}`).toBeGreaterThanOrEqual(fewest);
+        // One more than the most, for the log lines' millisecond timestamps at the window's edges.
+        expect(retries, `replica ${i + 1} retries in ${upAt - failed[0]!} ms down; ${context}`).toBeLessThanOrEqual(most + 1);
+      }
     }
     await load.stop();
     const c = await converge(primary.url, replicas.map((r) => r.url), 'app');
@@ -76,7 +94,7 @@ describe('replicas across primary restarts', () => {
       expect(integrityCheck(join(t.dir, `r${i + 1}`, 'app.db'))).toBe('ok');
       expect(await dump(r.url, 'app'), context).toEqual(await dump(primary.url, 'app'));
     }
-    console.log(`[primary-restart] seed ${seed}: ${signals.join(',')} restarts on ${listen}; ${load.done} writes acked, ${load.failed} cut; replicas resumed ${reconnectMs.join(', ')} ms after each restart; txid ${c.txid}`);
+    console.log(`[primary-restart] seed ${seed}: ${signals.join(',')} restarts on ${listen}; ${load.done} writes acked, ${load.failed} cut; replicas resumed ${reconnectMs.join(', ')} ms after each restart, retried ${retriesSeen.join(', ')} times while it was down; txid ${c.txid}`);
   }, TIMEOUT_MS);
 
   it('re-snapshots replicas that are ahead of a primary restored from an older copy', async () => {

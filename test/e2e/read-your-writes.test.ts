@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Client } from '../../shared/client.ts';
 import { decodeToken } from '../../shared/token.ts';
-import { tempDir, waitFor } from '../helpers.ts';
-import { spawnEdgelite, type EdgeliteProcess } from './helpers-process.ts';
+import { tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
 
 const DB = 'ryw';
 const ROUNDS = 1000;

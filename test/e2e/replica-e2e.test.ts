@@ -8,20 +8,16 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { converge, dump, exec, http, info, integrityCheck, logged, Processes } from './replica-helpers.ts';
+import { describe, expect, it } from 'vitest';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { converge, dump, exec, http, info, integrityCheck, logged } from '../kit/api.ts';
+import { processesAfterEach, type Processes } from '../kit/spawn.ts';
+import { LONG } from '../kit/rounds.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
 const TIMEOUT_MS = LONG ? 600_000 : 180_000;
-const procs = new Processes();
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups) c();
-  cleanups = [];
-});
+const { procs, cleanups } = processesAfterEach();
 
 function dirs(prefix: string): string {
   const t = tempDir(prefix);

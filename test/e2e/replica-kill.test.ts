@@ -6,10 +6,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import type { EdgeliteProcess } from './helpers-process.ts';
-import { converge, exec, http, info, integrityCheck, Load, logged, Processes, query } from './replica-helpers.ts';
+import { describe, expect, it } from 'vitest';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import type { EdgeliteProcess } from '../kit/spawn.ts';
+import { converge, exec, http, info, integrityCheck, Load, logged, query } from '../kit/api.ts';
+import { processesAfterEach } from '../kit/spawn.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
@@ -23,13 +25,7 @@ const ROUNDS = LONG ? 40 : 20;
 const BIG_EVERY = 3;
 const BIG_ROWS = 3000;
 
-const procs = new Processes();
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups) c();
-  cleanups = [];
-});
+const { procs, cleanups } = processesAfterEach();
 
 /**
  * readSidecar reads the replica's position file (replica/position-file.ts): `pending` is set mid-apply.

@@ -7,10 +7,11 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { runProcess } from './helpers-process.ts';
-import { converge, exec, http, integrityCheck, Load, Processes } from './replica-helpers.ts';
+import { describe, expect, it } from 'vitest';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { processesAfterEach, runProcess } from '../kit/spawn.ts';
+import { converge, exec, http, integrityCheck, Load } from '../kit/api.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
 /** Child processes start slowly on a loaded 2-core machine: more room than the default test timeout. */
@@ -55,13 +56,7 @@ while not os.path.exists(stop):
 print(json.dumps({'version': sqlite3.sqlite_version, 'reads': reads, 'busy': busy, 'wrong': wrong[:20], 'wrongCount': len(wrong), 'errors': errors, 'seconds': time.time() - started}))
 `;
 
-const procs = new Processes();
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups) c();
-  cleanups = [];
-});
+const { procs, cleanups } = processesAfterEach();
 
 interface ReaderSummary {
   version: string;

@@ -17,10 +17,12 @@ import { decodeChangeSet } from '../../shared/changeset.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { parseChecksum, type ChangeSet, type Position } from '../../shared/types.ts';
 import { PageApplier } from '../../replica/apply.ts';
-import { EDGELITE_BIN, FrameStream, REPO_ROOT } from '../e2e/helpers-process.ts';
-import { info, integrityCheck } from '../e2e/replica-helpers.ts';
-import { seedFromEnv, waitFor } from '../helpers.ts';
-import { Cluster, DB } from './cluster.ts';
+import { EDGELITE_BIN, REPO_ROOT } from '../kit/spawn.ts';
+import { FrameStream } from '../kit/stream.ts';
+import { info, integrityCheck } from '../kit/api.ts';
+import { seedFromEnv } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { Cluster, DB } from '../kit/cluster.ts';
 import { differingPages, tableDigests, PositionHistory, PositionSampler } from './verify.ts';
 
 const NOBODY = 65534;

@@ -9,23 +9,20 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { EdgeliteProcess } from '../e2e/helpers-process.ts';
-import { converge, freePort, integrityCheck, Processes, query } from '../e2e/replica-helpers.ts';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import { describe, expect, it } from 'vitest';
+import type { EdgeliteProcess } from '../kit/spawn.ts';
+import { converge, freePort, integrityCheck, query } from '../kit/api.ts';
+import { processesAfterEach } from '../kit/spawn.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
+import { waitFor } from '../kit/wait.ts';
 import { differingPages, tableDigests, WORKLOAD_SCHEMA, Writer } from './verify.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
-const ROUNDS = LONG ? 100 : 10;
+const ROUNDS = rounds(10, 100);
 const DB = 'app';
 const REPLICA_FLAGS = ['--heartbeat-timeout-ms', '1500'];
 
-const procs = new Processes();
-const cleanups: Array<() => void> = [];
-afterEach(async () => {
-  await procs.killAll();
-  for (const c of cleanups.splice(0)) c();
-});
+const { procs, cleanups } = processesAfterEach();
 
 /** A write may fail while the primary is down or restarting; any other failure ends the run. */
 function tolerable(err: unknown): boolean {
@@ -104,5 +101,5 @@ describe('kill loop', () => {
       expect(tableDigests(file), `replica ${i} rows`).toEqual(digests);
       expect(await query(r.url, DB, summary), `replica ${i} rows through its API`).toEqual(want);
     }
-  }, LONG ? 30 * 60_000 : 120_000);
+  }, roundsTimeout(ROUNDS, 20_000)); // a round: 2.35 s on a quiet machine, 15 s with five suites running
 });

@@ -13,12 +13,16 @@ import { encodeFrame } from '../../shared/frames.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica } from '../../replica/server.ts';
-import { integrityCheck } from '../e2e/replica-helpers.ts';
-import { seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { Cluster, DB } from './cluster.ts';
+import { integrityCheck } from '../kit/api.ts';
+import { seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
+import { waitFor } from '../kit/wait.ts';
+import { retryBounds } from '../kit/backoff.ts';
+import { Cluster, DB } from '../kit/cluster.ts';
 import { differingPages, PositionHistory, PositionSampler } from './verify.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
+/** CUT_ROUNDS: cuts in the middle of a change set (3.6 s a round measured in long mode). */
+const CUT_ROUNDS = rounds(3, 20);
 const HEARTBEAT_TIMEOUT_MS = 1000;
 const MAX_LAG_MS = 1000;
 /** BIG_ROW_BYTES makes one change set of ~3 MB (about 750 pages). */
@@ -75,14 +79,13 @@ async function midChangeSet(c: Cluster, history: PositionHistory): Promise<void>
 describe('network faults', () => {
   it('a connection cut in the middle of a change set resumes and converges', async () => {
     const seed = seedFromEnv();
-    const rounds = LONG ? 20 : 3;
-    console.log(`cut mid-change-set: EDGELITE_SEED=${seed} rounds=${rounds}`);
+    console.log(`cut mid-change-set: EDGELITE_SEED=${seed} rounds=${CUT_ROUNDS}`);
     const c = await start(seed);
     const history = new PositionHistory();
     history.record(c.primarySample().txid, c.primarySample().checksum);
     await c.startReplica();
     const sampler = new PositionSampler(() => c.replicaSample());
-    for (let round = 0; round < rounds; round++) {
+    for (let round = 0; round < CUT_ROUNDS; round++) {
       const failures = c.failures().length;
       await midChangeSet(c, history);
       expect(c.proxy.cut()).toBeGreaterThan(0);
@@ -91,7 +94,7 @@ describe('network faults', () => {
       await waitFor(() => c.caughtUp(), `convergence after cut ${round}`, 30_000);
     }
     await converged(c, history, sampler);
-  });
+  }, roundsTimeout(CUT_ROUNDS, 12_000));
 
   it('a pause longer than the heartbeat timeout in the middle of a change set: the replica reconnects and converges', async () => {
     const c = await start(seedFromEnv());
@@ -189,6 +192,25 @@ describe('network faults', () => {
     await waitFor(async () => (await health(c.replica.url)).status === 200, 'health back to 200', 20_000);
   });
 
+  it('while the primary is unreachable the replica retries at its backoff pace: no tight loop, no giving up', async () => {
+    const c = await start(seedFromEnv());
+    await c.startReplica();
+    await waitFor(() => c.caughtUp() && c.replica.follower.state === 'streaming', 'a streaming replica');
+    const WINDOW_MS = 4000;
+    // Every attempt is a new connection to the proxy, which closes it at once, as a dead primary's port.
+    c.proxy.refuse();
+    const before = c.proxy.connections;
+    c.proxy.cut();
+    await new Promise((r) => setTimeout(r, WINDOW_MS));
+    const attempts = c.proxy.connections - before;
+    const { fewest, most } = retryBounds(WINDOW_MS, c.backoff, 100);
+    console.log(`backoff ${JSON.stringify(c.backoff)}: ${attempts} attempts in ${WINDOW_MS} ms (allowed ${fewest}..${most})`);
+    expect(attempts, 'connection attempts while the primary was unreachable').toBeGreaterThanOrEqual(fewest);
+    expect(attempts, 'connection attempts while the primary was unreachable').toBeLessThanOrEqual(most);
+    c.proxy.refuse(false);
+    await waitFor(() => c.caughtUp() && c.replica.follower.state === 'streaming', 'the replica streaming again');
+  });
+
   // Was a bug: the backoff was reset whenever the primary answered, so a stream failing at once looped.
   it('a stream that fails as soon as it opens is retried with growing backoff, not in a tight loop', async () => {
     let streams = 0;
@@ -207,6 +229,9 @@ describe('network faults', () => {
       await new Promise((r) => setTimeout(r, 3000));
       // Doubling from 50 ms (with jitter) allows about 7 attempts in 3 s.
       expect(streams, 'stream requests in 3 s').toBeLessThanOrEqual(10);
+      // And it keeps retrying: at least what the longest waits allow (each attempt given 400 ms to fail).
+      const { fewest } = retryBounds(3000, { minMs: 50, maxMs: 5000 }, 400);
+      expect(streams, 'stream requests in 3 s').toBeGreaterThanOrEqual(1 + fewest);
     } finally {
       await replica.close();
       fake.closeAllConnections();

@@ -6,8 +6,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { Pool } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { waitFor, stopsAfterEach } from '../helpers.ts';
-import { FaultProxy } from './proxy.ts';
+import { stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
+import { FaultProxy } from '../kit/proxy.ts';
 
 const stops = stopsAfterEach();
 

@@ -16,13 +16,17 @@ import { silentLogger } from '../../shared/log.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { positionFilePath } from '../../replica/position-file.ts';
 import { startReplica } from '../../replica/server.ts';
-import { integrityCheck } from '../e2e/replica-helpers.ts';
-import { prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
-import { Cluster, DB } from './cluster.ts';
-import { type ConnectionInfo, type FaultRecord, type FaultRule, tapBytes } from './proxy.ts';
+import { integrityCheck } from '../kit/api.ts';
+import { prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
+import { waitFor } from '../kit/wait.ts';
+import { Cluster, DB } from '../kit/cluster.ts';
+import { type ConnectionInfo, type FaultRecord, type FaultRule, tapBytes } from '../kit/proxy.ts';
 import { differingPages, tableDigests, locateStreamOffset, PositionHistory, PositionSampler, type Sample, Writer } from './verify.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
+/** FLIP_ROUNDS and CUT_ROUNDS: faults injected by the two loop tests; their time limits grow with them. */
+const FLIP_ROUNDS = rounds(12, 150);
+const CUT_ROUNDS = rounds(8, 100);
 const STREAM_OR_SNAPSHOT = /^(POST \/v1\/stream|GET \/v1\/db\/[^/]+\/snapshot)$/;
 const SNAPSHOT = /^GET \/v1\/db\/[^/]+\/snapshot$/;
 
@@ -112,8 +116,7 @@ function describeFaults(faults: FaultRecord[]): string {
 describe('stream corruption', () => {
   it('bit flips in the stream and snapshots are all detected, never applied, and healed', async () => {
     const seed = seedFromEnv();
-    const rounds = LONG ? 150 : 12;
-    console.log(`stream flips: EDGELITE_SEED=${seed} rounds=${rounds}`);
+    console.log(`stream flips: EDGELITE_SEED=${seed} rounds=${FLIP_ROUNDS}`);
     const random = prng(seed);
     const { c, sampler, baseline } = await start(seed);
     const tap = c.proxy.tap('down', STREAM_OR_SNAPSHOT);
@@ -121,7 +124,7 @@ describe('stream corruption', () => {
     const outcomes: string[] = [];
     const stalls: string[] = [];
     let lastMessage = 0;
-    for (let round = 0; round < rounds; round++) {
+    for (let round = 0; round < FLIP_ROUNDS; round++) {
       const failuresBefore = c.failures().length;
       // One flip per round, at a random offset of the stream the replica reads now: every other round
       // under writes (the flip lands in change sets), the others idle, where the stream is heartbeats
@@ -153,19 +156,18 @@ describe('stream corruption', () => {
     tap.stop();
     writer.paused = false;
     console.log(`stream flips: ${c.proxy.faults.length} flips, ${c.failures().length} detections, ${c.logged('snapshot applied').length} snapshots, ${writer.writes} writes, ${stalls.length} stalls (frame length)\n  ${outcomes.join('\n  ')}`);
-    expect(c.proxy.faults).toHaveLength(rounds);
+    expect(c.proxy.faults).toHaveLength(FLIP_ROUNDS);
     await settle(c, writer, sampler, baseline);
-  });
+  }, roundsTimeout(FLIP_ROUNDS, 3000));
 
   it('streams cut mid-frame are detected and resumed without loss', async () => {
     const seed = seedFromEnv();
-    const rounds = LONG ? 100 : 8;
-    console.log(`stream cuts: EDGELITE_SEED=${seed} rounds=${rounds}`);
+    console.log(`stream cuts: EDGELITE_SEED=${seed} rounds=${CUT_ROUNDS}`);
     const random = prng(seed);
     const { c, sampler, baseline } = await start(seed);
     const writer = new Writer({ url: c.primary.url, db: DB, seed, maxBody: 30_000 });
     let lastMessage = 0;
-    for (let round = 0; round < rounds; round++) {
+    for (let round = 0; round < CUT_ROUNDS; round++) {
       const failuresBefore = c.failures().length;
       const ahead = 200 + Math.floor(random() * 60_000);
       const { message } = await injectOn(c, lastMessage, (s) => ({ direction: 'down', connection: s.id, body: true, truncateAt: s.bodyBytes.down + ahead, limit: 1 }), `cut of round ${round}`);
@@ -174,7 +176,7 @@ describe('stream corruption', () => {
     }
     console.log(`stream cuts: ${describeFaults(c.proxy.faults)}; ${writer.writes} writes`);
     await settle(c, writer, sampler, baseline);
-  });
+  }, roundsTimeout(CUT_ROUNDS, 3000));
 
   it('a snapshot with a flipped image bit is refused, and the next clean one is installed', async () => {
     const seed = seedFromEnv();

@@ -23,10 +23,16 @@ import { createReplicaApp } from '../../replica/app.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { PrimaryClient } from '../../replica/primary-client.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { Processes } from '../e2e/replica-helpers.ts';
-import { seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import { Processes } from '../kit/spawn.ts';
+import { seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
+import { waitFor } from '../kit/wait.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
+/** Requests per fuzz test; long mode: ten times more (about 3 ms a request measured, 10 ms allowed). */
+const PRIMARY_REQUESTS = rounds(2000, 20_000);
+const REPLICA_REQUESTS = rounds(1000, 10_000);
+const SOCKET_REQUESTS = rounds(300, 3000);
+const PER_REQUEST_MS = 10;
 const TOKEN = 'fuzz-all-rights-0123456789abcdef';
 const AUTH = parseAuthConfig(TOKEN, undefined);
 const MAX_BODY = 64 * 1024;
@@ -197,12 +203,12 @@ describe('HTTP fuzz', () => {
   console.log(`http fuzz: EDGELITE_SEED=${seed}`);
 
   it('the primary answers every request with a documented status and a typed error body', async () => {
-    await fuzz(primaryApp, 'primary app', LONG ? 20_000 : 2000, seed);
-  });
+    await fuzz(primaryApp, 'primary app', PRIMARY_REQUESTS, seed);
+  }, roundsTimeout(PRIMARY_REQUESTS, PER_REQUEST_MS));
 
   it('the replica answers every request with a documented status and a typed error body', async () => {
-    await fuzz(replicaApp, 'replica app', LONG ? 10_000 : 1000, seed + 1);
-  });
+    await fuzz(replicaApp, 'replica app', REPLICA_REQUESTS, seed + 1);
+  }, roundsTimeout(REPLICA_REQUESTS, PER_REQUEST_MS));
 
   it('through real sockets, primary and replica alike', async () => {
     let n = 0;
@@ -212,13 +218,13 @@ describe('HTTP fuzz', () => {
         const res = await fetch(toRequest(r, toPrimary ? primary.url : replica.url));
         await check(r, res);
       }),
-      { numRuns: LONG ? 3000 : 300, seed: seed + 2, endOnFailure: true },
+      { numRuns: SOCKET_REQUESTS, seed: seed + 2, endOnFailure: true },
     );
     expect(n).toBeGreaterThan(0);
     expect((await fetch(`${primary.url}/v1/health`)).status).toBe(200);
     expect((await fetch(`${replica.url}/v1/health`)).status).toBe(200);
     expect(internal).toEqual([]);
-  });
+  }, roundsTimeout(SOCKET_REQUESTS, 2 * PER_REQUEST_MS));
 
   it('a body past the limit is refused with PAYLOAD_TOO_LARGE, declared or streamed', async () => {
     const big = JSON.stringify({ sql: `SELECT '${'x'.repeat(4 * MAX_BODY)}'` });

@@ -15,8 +15,9 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { EDGELITE_BIN, runProcess } from '../e2e/helpers-process.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { EDGELITE_BIN, runProcess } from '../kit/spawn.ts';
+import { tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const TOKENS: Record<Right, string> = {
   read: 'walk-read-token-0123456789',

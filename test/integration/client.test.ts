@@ -19,7 +19,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const DB = 'app';
 /** READ_WAIT_MS: how long the replicas here hold a read for a token before REPLICA_BEHIND. */

@@ -13,7 +13,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica } from '../../replica/server.ts';
-import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DEPLOY = join(ROOT, 'deploy');

@@ -13,7 +13,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { RUNAWAY_SQL, postJson, tempDir, waitFor } from '../helpers.ts';
+import { RUNAWAY_SQL, postJson, tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const DB = 'app';
 const LIMIT_MS = 2000;

@@ -12,8 +12,10 @@ import { silentLogger } from '../../shared/log.ts';
 import type { PrimaryDatabase } from '../../primary/database.ts';
 import { PrimaryStore } from '../../primary/store.ts';
 import { applyToImage, diffPages, prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
+/** STEPS: random transactions replayed (20 ms each allowed in the time limit). */
+const STEPS = rounds(2000, 10_000);
 
 function openStore(dir: string, checkpointFrames = 4000): PrimaryStore {
   return new PrimaryStore(dir, {
@@ -82,9 +84,8 @@ describe('primary capture', () => {
     const { db } = store.create('t');
     const start = db.position;
     let image = snapshotImage(db);
-    const steps = LONG ? 10_000 : 2000;
     const { parseStatementsBody } = await import('../../shared/protocol.ts');
-    for (let i = 0; i < steps; i++) {
+    for (let i = 0; i < STEPS; i++) {
       db.exec(parseStatementsBody({ statements: randomTransaction(rand, i) }));
     }
     const records = db.log.iterateSince(start.generation, start.txid, Number.MAX_SAFE_INTEGER);
@@ -97,7 +98,7 @@ describe('primary capture', () => {
       image = applyToImage(image, cs);
     }
     expect(txid).toBe(db.position.txid);
-    expect(txid - start.txid).toBeGreaterThan(steps * 0.8);
+    expect(txid - start.txid).toBeGreaterThan(STEPS * 0.8);
     const primaryImage = snapshotImage(db);
     expect(diffPages(image, primaryImage, db.pageSize), `seed ${seed}`).toEqual([]);
     expect(DatabaseChecksum.fromFile(image).value).toBe(db.position.checksum);
@@ -108,5 +109,5 @@ describe('primary capture', () => {
     expect(replayed.pragma('integrity_check', { simple: true })).toBe('ok');
     replayed.close();
     store.close();
-  });
+  }, roundsTimeout(STEPS, 20));
 });

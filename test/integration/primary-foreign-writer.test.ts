@@ -19,10 +19,13 @@ import { parseStatementsBody } from '../../shared/protocol.ts';
 import { decodeCursor } from '../../primary/capture.ts';
 import type { PrimaryDatabase } from '../../primary/database.ts';
 import { PrimaryStore } from '../../primary/store.ts';
-import { runProcess } from '../e2e/helpers-process.ts';
-import { applyToImage, diffPages, prng, seedFromEnv, tempDir, waitFor } from '../helpers.ts';
+import { runProcess } from '../kit/spawn.ts';
+import { applyToImage, diffPages, prng, seedFromEnv, tempDir } from '../helpers.ts';
+import { rounds, roundsTimeout } from '../kit/rounds.ts';
+import { sleep, waitFor } from '../kit/wait.ts';
 
-const LONG = process.env.EDGELITE_LONG === '1';
+/** PY_WRITES: commits of the Python writer (30 ms each allowed in the time limit). */
+const PY_WRITES = rounds(1500, 6000);
 
 /**
  * PY_WRITER commits random transactions to argv[1] and reports on stdout, one JSON line each:
@@ -236,7 +239,6 @@ function verifyReplay(db: PrimaryDatabase, start: { generation: number; txid: nu
 
 /** now is wall-clock time with sub-millisecond resolution, comparable with Python's time.time(). */
 const now = () => performance.timeOrigin + performance.now();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('primary with foreign writers', () => {
   let cleanup: Array<() => void> = [];
@@ -260,8 +262,7 @@ describe('primary with foreign writers', () => {
     const file = join(t.dir, 'f.db');
 
 
-    const pyCount = LONG ? 6000 : 1500;
-    const py = new PyWriter(file, seed, pyCount);
+    const py = new PyWriter(file, seed, PY_WRITES);
     cleanup.push(() => py.kill());
     // The primary writes through its own connection while Python runs, yielding to the event loop
     // between writes so the watch and poll run too.
@@ -306,7 +307,7 @@ describe('primary with foreign writers', () => {
         `capture after the batch ${batchLatency.toFixed(1)} ms, single-commit capture latency ms: ${latencies.map((l) => l.toFixed(1)).join(' ')}, ` +
         `longest primary exec ${maxExecMs.toFixed(0)} ms`,
     );
-  });
+  }, roundsTimeout(PY_WRITES, 30));
 
   it('captures the sqlite3 CLI as a writer', async () => {
     const t = tempDir('foreign-cli');

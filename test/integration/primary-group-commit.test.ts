@@ -13,7 +13,8 @@ import { QueryPool } from '../../shared/node/query-pool.ts';
 import type { Statement } from '../../shared/protocol.ts';
 import { PrimaryStore } from '../../primary/store.ts';
 import type { PrimaryDatabase } from '../../primary/database.ts';
-import { RUNAWAY_SQL, tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { RUNAWAY_SQL, tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const LIMIT_MS = 1500;
 const stops = stopsAfterEach();

@@ -12,7 +12,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor, postJson, RUNAWAY_SQL, stopsAfterEach } from '../helpers.ts';
+import { tempDir, postJson, RUNAWAY_SQL, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const RUNAWAY = RUNAWAY_SQL;
 const LIMIT_MS = 1500;

@@ -13,8 +13,9 @@ import { formatChecksum, positionToJSON, type Position } from '../../shared/type
 import type { PrimaryDatabase } from '../../primary/database.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
-import { FrameStream } from '../e2e/helpers-process.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { FrameStream } from '../kit/stream.ts';
+import { tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 type ChangesetFrame = Extract<Frame, { type: 'changeset' }>;
 

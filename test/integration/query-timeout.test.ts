@@ -23,7 +23,8 @@ import { parseReplicaConfig } from '../../replica/config.ts';
 import { openReplica } from '../../replica/embedded.ts';
 import { QueryPool } from '../../shared/node/query-pool.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { prng, seedFromEnv, tempDir, waitFor, postJson, RUNAWAY_SQL, stopsAfterEach } from '../helpers.ts';
+import { prng, seedFromEnv, tempDir, postJson, RUNAWAY_SQL, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const RUNAWAY = RUNAWAY_SQL;
 const LIMIT_MS = 1500;

@@ -15,7 +15,8 @@ import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { DEFAULT_MAX_DATABASES, parseReplicaConfig } from '../../replica/config.ts';
 import { positionFilePath } from '../../replica/position-file.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { postJson, tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { postJson, tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 interface Cluster {
   primary: PrimaryHandle;

@@ -17,8 +17,9 @@ import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { CONTACT_GRACE_MS, ReplicaDatabase } from '../../replica/database.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { freePort, http } from '../e2e/replica-helpers.ts';
-import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { freePort, http } from '../kit/api.ts';
+import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const stops = stopsAfterEach();
 

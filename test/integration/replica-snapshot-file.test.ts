@@ -28,9 +28,10 @@ import { PrimaryClient, type SnapshotHead } from '../../replica/primary-client.t
 import { startReplica } from '../../replica/server.ts';
 import { downloadSnapshot, PROGRESS_MIN_BYTES, SNAPSHOT_TEMP_SUFFIX, type SnapshotSource } from '../../replica/snapshot-file.ts';
 import { ReplicaStore } from '../../replica/store.ts';
-import { integrityCheck } from '../e2e/replica-helpers.ts';
+import { integrityCheck } from '../kit/api.ts';
 import { differingPages } from '../fault/verify.ts';
-import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 /** BIG_BYTES: tens of MB of incompressible rows, well above the progress threshold. */
 const BIG_BYTES = 48 * 1000 * 1000;

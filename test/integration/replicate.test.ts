@@ -10,7 +10,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, waitFor, stopsAfterEach } from '../helpers.ts';
+import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any; headers: Headers }> {
   const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });

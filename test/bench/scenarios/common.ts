@@ -116,9 +116,8 @@ export function sleepSync(ms: number): void {
   if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+// The tests' one wait helper (test/kit/wait.ts), re-exported for the scenarios.
+export { sleep, waitUntil } from '../../kit/wait.ts';
 
 /**
  * startTsWorker runs a TypeScript module in a worker thread. Node 20 does not pass the tsx loader to
@@ -227,15 +226,6 @@ export async function getJson(url: string): Promise<Record<string, unknown>> {
   const text = await res.body.text();
   if (res.statusCode !== 200) throw new Error(`GET ${url} answered ${res.statusCode}: ${text.slice(0, 300)}`);
   return JSON.parse(text) as Record<string, unknown>;
-}
-
-/** waitUntil polls `fn` until it returns true; throws naming `what` after `timeoutMs`. */
-export async function waitUntil(fn: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000, everyMs = 10): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 /** fmt prints a figure with sensible precision for the table. */

@@ -1,13 +1,13 @@
 /**
  * Child-process helpers for end-to-end tests: run the real `edgelite` CLI (bin/edgelite.mjs) as its own
  * process, wait for the JSON line that says it is listening, and kill it by PID (SIGKILL included).
- * Everything the child prints is kept, so a failing test can show it (`output()`). Also a reader for
- * the replication stream (FrameStream), which primary and replica tests both need.
+ * Everything the child prints is kept, so a failing test can show it (`output()`). `Processes` tracks
+ * what a test started, so an afterEach leaves nothing running.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FrameDecoder, type Frame } from '../../shared/frames.ts';
+import { afterEach } from 'vitest';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const EDGELITE_BIN = join(REPO_ROOT, 'bin', 'edgelite.mjs');
@@ -155,104 +155,47 @@ export function runProcess(command: string, args: string[], input = '', timeoutM
   });
 }
 
+/** Processes is the set of children a test started; `killAll` in afterEach leaves none behind. */
+export class Processes {
+  readonly #running = new Set<EdgeliteProcess>();
+
+  async primary(dir: string, listen = '127.0.0.1:0', flags: string[] = []): Promise<EdgeliteProcess> {
+    return this.#track(await spawnEdgelite(['primary', '--data', dir, '--listen', listen, ...flags]));
+  }
+
+  async replica(primaryUrl: string, dir: string, flags: string[] = []): Promise<EdgeliteProcess> {
+    return this.#track(await spawnEdgelite(['replica', '--primary', primaryUrl, '--data', dir, '--listen', '127.0.0.1:0', ...flags]));
+  }
+
+  /** stop sends `signal` and waits for the exit; it checks a SIGKILL really killed the process. */
+  async stop(p: EdgeliteProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const exit = await p.kill(signal);
+    this.#running.delete(p);
+    if (signal === 'SIGKILL' && exit.signal !== 'SIGKILL') throw new Error(`process ${p.pid} exited with ${JSON.stringify(exit)} instead of being killed`);
+    if (signal === 'SIGTERM' && exit.code !== 0) throw new Error(`process ${p.pid} did not stop cleanly: ${JSON.stringify(exit)}\n${p.output()}`);
+  }
+
+  async killAll(): Promise<void> {
+    for (const p of this.#running) await p.kill('SIGKILL');
+    this.#running.clear();
+  }
+
+  #track(p: EdgeliteProcess): EdgeliteProcess {
+    this.#running.add(p);
+    return p;
+  }
+}
+
 /**
- * FrameStream reads a replication stream (POST /v1/stream) in the background and keeps every decoded
- * frame. `pause()` stops reading from the socket (so the server sees back-pressure) until `resume()`.
+ * processesAfterEach registers an afterEach that SIGKILLs every child `procs` started, then runs the
+ * `cleanups` (temp dirs) in order: children first, so no process still writes into a removed directory.
  */
-export class FrameStream {
-  readonly frames: Frame[] = [];
-  readonly status: number;
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #decoder = new FrameDecoder();
-  #paused: { promise: Promise<void>; resolve: () => void } | null = null;
-  #waiters = new Set<() => void>();
-  #ended = false;
-  #error: unknown = null;
-  readonly #abort: AbortController;
-
-  private constructor(status: number, body: ReadableStream<Uint8Array>, abort: AbortController) {
-    this.status = status;
-    this.#reader = body.getReader();
-    this.#abort = abort;
-    void this.#pump();
-  }
-
-  /** open posts `body` to `${url}/v1/stream`; rejects with the error body on a non-200 answer. */
-  static async open(url: string, body: unknown, headers: Record<string, string> = {}): Promise<FrameStream> {
-    const abort = new AbortController();
-    const res = await fetch(`${url}/v1/stream`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...headers },
-      body: JSON.stringify(body),
-      signal: abort.signal,
-    });
-    if (res.status !== 200 || !res.body) throw new Error(`stream answered ${res.status}: ${await res.text()}`);
-    return new FrameStream(res.status, res.body, abort);
-  }
-
-  get ended(): boolean {
-    return this.#ended;
-  }
-
-  async #pump(): Promise<void> {
-    try {
-      for (;;) {
-        if (this.#paused) await this.#paused.promise;
-        const { done, value } = await this.#reader.read();
-        if (done) break;
-        for (const f of this.#decoder.push(value)) this.frames.push(f);
-        this.#notify();
-      }
-    } catch (err) {
-      if (!this.#abort.signal.aborted) this.#error = err;
-    }
-    this.#ended = true;
-    this.#notify();
-  }
-
-  #notify(): void {
-    for (const w of this.#waiters) w();
-  }
-
-  /**
-   * waitFor resolves with the index of the first frame at or after `from` that matches, reading
-   * on until it arrives; rejects on timeout or when the stream ends without one.
-   */
-  waitFor(match: (f: Frame) => boolean, from = 0, timeoutMs = 15_000): Promise<number> {
-    return new Promise((resolve, reject) => {
-      let i = from;
-      const check = () => {
-        for (; i < this.frames.length; i++) {
-          if (match(this.frames[i]!)) return finish(() => resolve(i));
-        }
-        if (this.#ended) finish(() => reject(new Error(`stream ended (${String(this.#error ?? 'cleanly')}) before the frame came`)));
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`no matching frame within ${timeoutMs} ms (${this.frames.length} frames)`))), timeoutMs);
-      const finish = (f: () => void) => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        f();
-      };
-      this.#waiters.add(check);
-      check();
-    });
-  }
-
-  pause(): void {
-    if (this.#paused) return;
-    let resolve!: () => void;
-    const promise = new Promise<void>((r) => (resolve = r));
-    this.#paused = { promise, resolve };
-  }
-
-  resume(): void {
-    const p = this.#paused;
-    this.#paused = null;
-    p?.resolve();
-  }
-
-  close(): void {
-    this.resume();
-    this.#abort.abort();
-  }
+export function processesAfterEach(): { procs: Processes; cleanups: Array<() => void> } {
+  const procs = new Processes();
+  const cleanups: Array<() => void> = [];
+  afterEach(async () => {
+    await procs.killAll();
+    for (const c of cleanups.splice(0)) c();
+  });
+  return { procs, cleanups };
 }

@@ -1,6 +1,8 @@
 /**
- * query-wire is what the QueryPool (query-pool.ts) and its processes (query-worker.ts) say to each other,
- * over the child's fd 3, as frames of `u32le length ‖ msgpack body`:
+ * ipc-codec is what the QueryPool (query-pool.ts) and its SQL processes (sql-process.ts) say to each
+ * other, over the child's fd 3, as messages of `u32le length ‖ msgpack body`. Not the stream's frames
+ * (shared/frames.ts: big-endian, hashed, replica-facing): a local pipe between two processes of one
+ * machine, hence its own names (`encodeIpcMessage`, `IpcMessageDecoder`) so neither is taken for the other.
  *
  *   parent → child  {id, path, statements}          a read
  *                   {id, path, batch, sync}         a batch of writes (group commit, see below)
@@ -27,7 +29,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { ErrorBody } from '../errors.ts';
 import type { QueryResult, Statement } from '../protocol.ts';
 
-export const FRAME_HEADER_BYTES = 4;
+export const IPC_HEADER_BYTES = 4;
 /** The child's end of the channel (stdio index in the parent's `spawn`). */
 export const CHANNEL_FD = 3;
 
@@ -57,46 +59,46 @@ export interface ForgetRequest {
   forget: string;
 }
 
-export type WorkerRequest = QueryRequest | WriteRequest | CommitRequest | ForgetRequest;
+export type IpcRequest = QueryRequest | WriteRequest | CommitRequest | ForgetRequest;
 
-export type WireError = ErrorBody['error'];
+export type IpcError = ErrorBody['error'];
 
 /** What became of one write of a batch. */
-export type WriteOutcome = { results: QueryResult[] } | { error: WireError } | { alone: true };
+export type SavepointResult = { results: QueryResult[] } | { error: IpcError } | { alone: true };
 
-export type WorkerReply =
+export type IpcReply =
   | { id: 0; ready: number }
   | { id: number; results: QueryResult[] }
-  | { id: number; error: WireError }
+  | { id: number; error: IpcError }
   | { id: number; done: number }
   | { id: number; prepared: true }
-  | { id: number; outcomes: WriteOutcome[] };
+  | { id: number; outcomes: SavepointResult[] };
 
 // Records off: every message is a plain object, and both ends must agree without shared state.
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
 
-/** encodeFrame packs one message with its length prefix. */
-export function encodeFrame(message: WorkerRequest | WorkerReply): Buffer {
+/** encodeIpcMessage packs one message with its length prefix. */
+export function encodeIpcMessage(message: IpcRequest | IpcReply): Buffer {
   const body = packr.pack(message);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
-  frame.writeUInt32LE(body.length, 0);
-  body.copy(frame, FRAME_HEADER_BYTES);
-  return frame;
+  const out = Buffer.allocUnsafe(IPC_HEADER_BYTES + body.length);
+  out.writeUInt32LE(body.length, 0);
+  body.copy(out, IPC_HEADER_BYTES);
+  return out;
 }
 
-/** FrameDecoder reassembles frames from stream chunks (a pipe splits and merges writes freely). */
-export class FrameDecoder {
+/** IpcMessageDecoder reassembles messages from pipe chunks (a pipe splits and merges writes freely). */
+export class IpcMessageDecoder {
   #pending: Buffer = Buffer.alloc(0);
 
   push(chunk: Buffer): unknown[] {
     let buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
     const out: unknown[] = [];
-    while (buf.length >= FRAME_HEADER_BYTES) {
+    while (buf.length >= IPC_HEADER_BYTES) {
       const size = buf.readUInt32LE(0);
-      if (buf.length < FRAME_HEADER_BYTES + size) break;
-      out.push(unpackr.unpack(buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + size)));
-      buf = buf.subarray(FRAME_HEADER_BYTES + size);
+      if (buf.length < IPC_HEADER_BYTES + size) break;
+      out.push(unpackr.unpack(buf.subarray(IPC_HEADER_BYTES, IPC_HEADER_BYTES + size)));
+      buf = buf.subarray(IPC_HEADER_BYTES + size);
     }
     // Copy the leftover, so a retained tail does not pin the whole chunk.
     this.#pending = buf.length === 0 ? Buffer.alloc(0) : Buffer.from(buf);

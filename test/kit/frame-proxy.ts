@@ -1,4 +1,9 @@
 /**
+ * The frame layer of the kit's fault proxy (proxy.ts is the byte layer: TCP faults at offsets, which the
+ * stream's frame hash catches). This one decodes the replication stream's frames and damages a change
+ * set inside a valid frame, which only the change-set checks can catch; the Worker replica and the Node
+ * replica are tested through it alike.
+ *
  * A small HTTP proxy between a replica and the primary, for tests: it passes every request through,
  * counts snapshot downloads, and re-frames the replication stream so it can damage one change set on
  * purpose. Two kinds of damage, both with a valid frame (the frame hash is recomputed, so the stream

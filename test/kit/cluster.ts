@@ -12,8 +12,9 @@ import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig, type ReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { tempDir } from '../helpers.ts';
+import type { BackoffSettings } from './backoff.ts';
 import { FaultProxy } from './proxy.ts';
-import { type Sample, WORKLOAD_SCHEMA } from './verify.ts';
+import { type Sample, WORKLOAD_SCHEMA } from '../fault/verify.ts';
 
 export const DB = 'app';
 
@@ -31,6 +32,8 @@ export class Cluster {
   readonly logs: Array<Record<string, unknown>> = [];
   replica!: ReplicaHandle;
   replicaDir!: string;
+  /** The replica's reconnect backoff, as started (for retryBounds in backoff.ts). */
+  backoff!: BackoffSettings;
   private constructor(
     readonly primary: PrimaryHandle,
     readonly proxy: FaultProxy,
@@ -56,7 +59,9 @@ export class Cluster {
   async startReplica(): Promise<ReplicaHandle> {
     this.replicaDir = this.opts.replicaDir ?? join(this.dir, 'r');
     const config = parseReplicaConfig(['--primary', this.proxy.url, '--data', this.replicaDir, '--listen', '127.0.0.1:0', ...(this.opts.replicaFlags ?? [])], {});
-    this.replica = await startReplica({ ...config, backoffMaxMs: 400, ...this.opts.replica }, (e) => this.logs.push(e));
+    const settings: ReplicaConfig = { ...config, backoffMaxMs: 400, ...this.opts.replica };
+    this.backoff = { minMs: settings.backoffMinMs, maxMs: settings.backoffMaxMs };
+    this.replica = await startReplica(settings, (e) => this.logs.push(e));
     return this.replica;
   }
 

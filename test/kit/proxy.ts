@@ -17,9 +17,11 @@
  */
 import net from 'node:net';
 import { prng } from '../helpers.ts';
-import { Connection, type ConnectionInfo, type Direction, type FaultRecord, type FaultRule, type PipeHost, type RuleState, Tap } from './proxy-pipe.ts';
+import { Connection, type ConnectionInfo, type Direction, type FaultRecord, type FaultRule, type PipeHost, type RuleState } from './proxy-pipe.ts';
+import { Tap } from './proxy-tap.ts';
 
-export { type ConnectionInfo, type Direction, type FaultRecord, type FaultRule, Tap, type TapMessage, tapBytes } from './proxy-pipe.ts';
+export { type ConnectionInfo, type Direction, type FaultRecord, type FaultRule } from './proxy-pipe.ts';
+export { Tap, type TapMessage, tapBytes } from './proxy-tap.ts';
 
 export interface ProxyTarget {
   host: string;

@@ -1,43 +1,12 @@
 /**
- * Helpers for the replica end-to-end tests: start a primary or a replica as a child process (through
- * helpers-process.ts), talk to their HTTP API, wait until replicas converge on the primary's position,
+ * API helpers for tests that run a primary and replicas (as child processes, spawn.ts, or in process):
+ * talk to their HTTP API, wait until replicas converge on the primary's position,
  * and compare what they hold. Every wait polls against a deadline; none sleeps for a fixed time.
  */
 import Database from 'better-sqlite3';
 import { createServer } from 'node:net';
-import { waitFor } from '../helpers.ts';
-import { spawnEdgelite, type EdgeliteProcess } from './helpers-process.ts';
-
-/** Processes is the set of children a test started; `killAll` in afterEach leaves none behind. */
-export class Processes {
-  readonly #running = new Set<EdgeliteProcess>();
-
-  async primary(dir: string, listen = '127.0.0.1:0', flags: string[] = []): Promise<EdgeliteProcess> {
-    return this.#track(await spawnEdgelite(['primary', '--data', dir, '--listen', listen, ...flags]));
-  }
-
-  async replica(primaryUrl: string, dir: string, flags: string[] = []): Promise<EdgeliteProcess> {
-    return this.#track(await spawnEdgelite(['replica', '--primary', primaryUrl, '--data', dir, '--listen', '127.0.0.1:0', ...flags]));
-  }
-
-  /** stop sends `signal` and waits for the exit; it checks a SIGKILL really killed the process. */
-  async stop(p: EdgeliteProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const exit = await p.kill(signal);
-    this.#running.delete(p);
-    if (signal === 'SIGKILL' && exit.signal !== 'SIGKILL') throw new Error(`process ${p.pid} exited with ${JSON.stringify(exit)} instead of being killed`);
-    if (signal === 'SIGTERM' && exit.code !== 0) throw new Error(`process ${p.pid} did not stop cleanly: ${JSON.stringify(exit)}\n${p.output()}`);
-  }
-
-  async killAll(): Promise<void> {
-    for (const p of this.#running) await p.kill('SIGKILL');
-    this.#running.clear();
-  }
-
-  #track(p: EdgeliteProcess): EdgeliteProcess {
-    this.#running.add(p);
-    return p;
-  }
-}
+import { waitFor } from './wait.ts';
+import type { EdgeliteProcess } from './spawn.ts';
 
 export interface HttpResult {
   status: number;

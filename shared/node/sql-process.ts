@@ -1,15 +1,19 @@
 /**
- * query-worker is the body of one query process of the QueryPool (query-pool.ts). A process, not a
- * worker thread, because SQLite cannot be stopped from JS here: the build omits the progress callback,
- * better-sqlite3 exposes no sqlite3_interrupt, and `worker.terminate()` only takes effect when control
- * returns to JS, never inside `sqlite3_step` (measured: a worker in an endless `count(*)` kept burning
- * CPU after terminate). SIGKILL always works.
+ * sql-process is the entry module of one child process of the QueryPool (query-pool.ts): it runs the
+ * time-limited API reads of both servers and commits the primary's API writes (savepoints, two steps:
+ * ipc-codec.ts). Named for that, a process that runs SQL, not a "worker": it is neither a Worker nor a
+ * worker thread. It stays one spawnable module in shared/node/ because the replica spawns it too (reads)
+ * and shared/ never imports primary/. A process, not a worker thread, because SQLite cannot be stopped
+ * from JS here: the build omits the progress callback, better-sqlite3 exposes no sqlite3_interrupt, and
+ * `worker.terminate()` only takes effect when control returns to JS, never inside `sqlite3_step`
+ * (measured: a worker thread in an endless `count(*)` kept burning CPU after terminate). SIGKILL always
+ * works.
  *
  * The process runs one request at a time, through the same code as the in-process paths (runRead and
  * runWrite, and sqliteError for every error), so results and errors are the same. Reads go to read-only
  * connections (`query_only`), writes to writer connections opened as the primary opens its own
  * (sqlite-writer.ts), both opened lazily, one per database file. Checks on the SQL text (ATTACH, PRAGMA
- * settings) stay with the caller, in the parent, before a request is sent. The wire: query-wire.ts.
+ * settings) stay with the caller, in the parent, before a request is sent. The wire: ipc-codec.ts.
  */
 import Database from 'better-sqlite3';
 import { Socket } from 'node:net';
@@ -19,7 +23,7 @@ import { EdgeliteError, toEdgeliteError } from '../errors.ts';
 import type { Statement } from '../protocol.ts';
 import { clearStatementCache, runRead, runWrite, sqliteError } from '../sql.ts';
 import { assertNoTransaction } from '../statement-policy.ts';
-import { CHANNEL_FD, encodeFrame, FrameDecoder, type WorkerReply, type WorkerRequest, type WriteOutcome, type WriteRequest } from './query-wire.ts';
+import { CHANNEL_FD, encodeIpcMessage, IpcMessageDecoder, type IpcReply, type IpcRequest, type SavepointResult, type WriteRequest } from './ipc-codec.ts';
 import { openWriter } from './sqlite-writer.ts';
 
 /** MAX_OPEN_FILES bounds the connections one process keeps (database-per-tenant replicas have many). */
@@ -42,13 +46,13 @@ setInterval(() => {
 /** NOT_IN_TRANSACTION: SQLite's message for a statement that must run on its own (VACUUM). */
 const NOT_IN_TRANSACTION = /from within a transaction/;
 
-/** QueryServer answers requests on its own connections; one per query process. */
-export class QueryServer {
+/** SqlServer answers requests on its own connections; one per query process. */
+export class SqlServer {
   readonly #busyTimeoutMs: number;
   /** Connections by `r:path` (read-only) or `w:sync:path` (writer), least recently used first. */
   readonly #conns = new Map<string, Database.Database>();
-  /** The batch waiting for its commit (query-wire.ts), if any. */
-  #prepared: { id: number; conn: Database.Database; outcomes: WriteOutcome[] } | null = null;
+  /** The batch waiting for its commit (ipc-codec.ts), if any. */
+  #prepared: { id: number; conn: Database.Database; outcomes: SavepointResult[] } | null = null;
 
   constructor(busyTimeoutMs: number) {
     this.#busyTimeoutMs = busyTimeoutMs;
@@ -56,9 +60,9 @@ export class QueryServer {
 
   /**
    * handle runs one request to its reply; it never throws (errors become error replies). `progress`
-   * receives the interim replies of a batch (query-wire.ts).
+   * receives the interim replies of a batch (ipc-codec.ts).
    */
-  handle(req: WorkerRequest, progress: (reply: WorkerReply) => void = () => {}): WorkerReply | null {
+  handle(req: IpcRequest, progress: (reply: IpcReply) => void = () => {}): IpcReply | null {
     if ('forget' in req) {
       this.#close(`r:${req.forget}`);
       for (const sync of ['normal', 'full']) this.#close(`w:${sync}:${req.forget}`);
@@ -97,11 +101,11 @@ export class QueryServer {
    * transaction open for the commit, so that the parent decides, at the time limit, whether it happens.
    * A batch of one that SQLite will not run inside a transaction (VACUUM) runs on its own, at once.
    */
-  #write(req: WriteRequest, progress: (reply: WorkerReply) => void): WorkerReply {
+  #write(req: WriteRequest, progress: (reply: IpcReply) => void): IpcReply {
     const conn = this.#connection(`w:${req.sync}:${req.path}`, () =>
       openWriter(req.path, { synchronous: req.sync, busyTimeoutMs: this.#busyTimeoutMs }, { fileMustExist: true }));
     conn.exec('BEGIN IMMEDIATE');
-    let outcomes: WriteOutcome[];
+    let outcomes: SavepointResult[];
     try {
       outcomes = req.batch.map((statements, i) => {
         const outcome = savepoint(conn, statements);
@@ -128,7 +132,7 @@ export class QueryServer {
     return { id: req.id, prepared: true };
   }
 
-  #commit(id: number): WorkerReply {
+  #commit(id: number): IpcReply {
     const prepared = this.#prepared;
     this.#prepared = null;
     if (!prepared || prepared.id !== id) {
@@ -178,7 +182,7 @@ export class QueryServer {
  * savepoint runs one write of a batch inside its own savepoint: its error rolls back this write only,
  * as its own transaction would have.
  */
-function savepoint(conn: Database.Database, statements: Statement[]): WriteOutcome {
+function savepoint(conn: Database.Database, statements: Statement[]): SavepointResult {
   conn.exec('SAVEPOINT edgelite_write');
   try {
     const results = statements.map((s) => runWrite(conn, s));
@@ -194,16 +198,16 @@ function savepoint(conn: Database.Database, statements: Statement[]): WriteOutco
   }
 }
 
-/** serve runs the process: read frames from fd 3, answer each in order, exit when the parent goes. */
+/** serve runs the process: read messages from fd 3, answer each in order, exit when the parent goes. */
 function serve(busyTimeoutMs: number): void {
   new Worker(WATCHDOG, { eval: true, execArgv: [], workerData: { ppid: process.ppid, everyMs: PARENT_CHECK_MS } }).unref();
-  const server = new QueryServer(busyTimeoutMs);
+  const server = new SqlServer(busyTimeoutMs);
   const channel = new Socket({ fd: CHANNEL_FD, readable: true, writable: true });
-  const decoder = new FrameDecoder();
+  const decoder = new IpcMessageDecoder();
   channel.on('data', (chunk: Buffer) => {
     for (const req of decoder.push(chunk)) {
-      const reply = server.handle(req as WorkerRequest, (interim) => channel.write(encodeFrame(interim)));
-      if (reply) channel.write(encodeFrame(reply));
+      const reply = server.handle(req as IpcRequest, (interim) => channel.write(encodeIpcMessage(interim)));
+      if (reply) channel.write(encodeIpcMessage(reply));
     }
   });
   // The parent closed the channel (pool closed, or parent died): nothing more will come. Die without
@@ -215,7 +219,7 @@ function serve(busyTimeoutMs: number): void {
   channel.on('error', (err) => {
     process.stderr.write(`edgelite query process ${process.pid}: channel error: ${toEdgeliteError(err).message}\n`);
   });
-  channel.write(encodeFrame({ id: 0, ready: process.pid }));
+  channel.write(encodeIpcMessage({ id: 0, ready: process.pid }));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -6,7 +6,9 @@
  * its source.
  */
 import net from 'node:net';
+import type { Tap, TapMessage } from './proxy-tap.ts';
 
+/** Direction: `up` is client → server (requests), `down` is server → client (responses). */
 export type Direction = 'up' | 'down';
 
 /** ConnectionInfo is what a rule sees of a connection. */
@@ -56,45 +58,6 @@ export interface FaultRecord {
   offset: number;
   /** Bit flipped (0..7), for flips. */
   bit?: number;
-}
-
-/** TapMessage is one recorded message, as it came from its sender (before any fault). */
-export interface TapMessage {
-  connection: number;
-  request: string | null;
-  /** Offset of the first body byte (after CRLFCRLF), or -1 while unknown. */
-  bodyStart: number;
-  chunks: Buffer[];
-  size: number;
-}
-
-/** tapBytes joins a recorded message's chunks. */
-export function tapBytes(m: TapMessage): Buffer {
-  return Buffer.concat(m.chunks);
-}
-
-/** Tap records the original bytes of matching messages in one direction, to locate faults afterwards. */
-export class Tap {
-  readonly messages: TapMessage[] = [];
-  stopped = false;
-  constructor(
-    readonly direction: Direction,
-    readonly request: RegExp | undefined,
-    readonly maxBytes: number,
-  ) {}
-
-  /** find returns the message a fault was injected into. */
-  find(connection: number, request: string | null): TapMessage | undefined {
-    for (let i = this.messages.length - 1; i >= 0; i--) {
-      const m = this.messages[i]!;
-      if (m.connection === connection && m.request === request) return m;
-    }
-    return undefined;
-  }
-
-  stop(): void {
-    this.stopped = true;
-  }
 }
 
 /** RuleState is an installed rule and how often it acted. */
