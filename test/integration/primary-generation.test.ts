@@ -22,8 +22,9 @@ import { PrimaryDatabase, type DatabaseOptions, type GenerationChange } from '..
 import { readMeta } from '../../primary/meta.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { walFrameOffset } from '../../primary/wal-format.ts';
-import { FrameStream } from '../e2e/helpers-process.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { FrameStream } from '../kit/stream.ts';
+import { tempDir } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 function write(db: PrimaryDatabase, sql: string): void {
   db.exec(parseStatementsBody({ sql }));

@@ -13,7 +13,7 @@ import { backoffDelayMs } from '../../shared/follower-decode.ts';
 import type { FollowerPort, StreamBody, StreamSource } from '../../shared/follower-port.ts';
 import { encodeFrame, type Frame, type StreamPosition } from '../../shared/frames.ts';
 import type { ChangeSet, Position } from '../../shared/types.ts';
-import { waitFor } from '../helpers.ts';
+import { waitFor } from '../kit/wait.ts';
 
 const PAGE = 512;
 
