@@ -20,7 +20,7 @@ import type { Follower } from './follower.ts';
 import { forwardExec, newForwardCounts } from './forward.ts';
 import type { LazyDatabases, Release } from './lazy.ts';
 import { renderReplicaMetrics } from './metrics.ts';
-import type { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface ReplicaAppOptions {

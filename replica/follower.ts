@@ -11,7 +11,7 @@ import { FrameDecoder, type Frame } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet } from '../shared/types.ts';
 import type { ReplicaDatabase } from './database.ts';
-import type { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
 import { downloadSnapshot, snapshotTempPath } from './snapshot-file.ts';
 import type { ReplicaStore } from './store.ts';
 

@@ -5,7 +5,7 @@
  */
 import { EdgeliteError, errorFromBody } from '../shared/errors.ts';
 import { decodeToken } from '../shared/token.ts';
-import type { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface ForwardedWrite {

@@ -11,7 +11,7 @@ import { EdgeliteError } from '../../../shared/errors.ts';
 import { FrameDecoder, type Frame } from '../../../shared/frames.ts';
 import type { ChangeSet } from '../../../shared/types.ts';
 import { decodeStreamChangeSet, SnapshotAssembler } from './apply.ts';
-import type { WorkerPrimaryClient } from './primary-client.ts';
+import type { FollowerClient as WorkerPrimaryClient } from './client-bridge.ts';
 import type { WorkerReplica } from './replica.ts';
 
 export interface FollowerOptions {
