@@ -2,8 +2,9 @@
  * PrimaryClient is a replica's one way to talk to its primary, over fetch, the same on the Node replica
  * and the Worker replica: forwarded API requests, positions (strong reads), snapshots and the stream.
  * It speaks the protocol of protocol.ts (docs/ARCHITECTURE.md#the-stream-protocol). The runtime's
- * connection handling comes in through `fetch`: the Node replica passes one over a keep-alive undici
- * pool (replica/primary-fetch.ts), the Worker its global fetch.
+ * connection handling comes in through `fetch` (PrimaryFetch, the part of fetch used here): the Worker
+ * passes its global fetch, the Node replica a fetch-shaped function over keep-alive undici pools
+ * (replica/primary-fetch.ts), which costs a fifth of the CPU of a full WHATWG fetch per forwarded write.
  *
  * Forwarding credentials (docs/ARCHITECTURE.md#tokens-and-consistency), one rule on both replicas: a
  * client's own `Authorization` header is forwarded unchanged, so the primary is the one authority on
@@ -19,13 +20,37 @@ import { parseChecksum, type Position } from './types.ts';
 
 export type { SnapshotHead } from './protocol.ts';
 
+/** PrimaryRequestInit is what the client passes to its fetch; `long` marks the stream and snapshots. */
+export interface PrimaryRequestInit {
+  method: 'GET' | 'POST' | 'PUT';
+  headers: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+  /** The body may last for ever (stream) or long (snapshot): a fetch with pools may keep these apart. */
+  long?: boolean;
+}
+
+/** PrimaryResponse is the part of a fetch Response the client reads. */
+export interface PrimaryResponse {
+  status: number;
+  headers: { get(name: string): string | null; forEach(fn: (value: string, name: string) => void): void };
+  text(): Promise<string>;
+  body: ReadableStream<Uint8Array> | null;
+}
+
+/** PrimaryFetch is the part of fetch the client uses: the global fetch is one. */
+export type PrimaryFetch = (url: string, init: PrimaryRequestInit) => Promise<PrimaryResponse>;
+
 export interface PrimaryClientOptions {
   url: string;
   /** Bearer token with the rights the replica needs (replicate and read; write for forwarding). */
   token?: string;
   /** The fetch to use; default the global one. */
-  fetch?: typeof fetch;
-  /** Bound on an ordinary request, answer and body (not the stream, nor a snapshot's body). */
+  fetch?: PrimaryFetch;
+  /**
+   * Bound on an ordinary request, answer and body, and on the answer (not the body) of the stream and
+   * a snapshot. 0: no timer of the client's own, for a `fetch` that bounds requests itself.
+   */
   requestTimeoutMs?: number;
   /** Called by close() once the client's own requests are ended: the owner of `fetch`'s connections closes them. */
   onClose?: () => Promise<void>;
@@ -58,7 +83,7 @@ const CONNECT_FAILURE = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNR
 export class PrimaryClient {
   readonly url: string;
   readonly #token: string | undefined;
-  readonly #fetch: typeof fetch;
+  readonly #fetch: PrimaryFetch;
   readonly #timeout: number;
   readonly #onClose: (() => Promise<void>) | undefined;
   /** Aborted by close(): ends the stream and any download still running. */
@@ -76,7 +101,7 @@ export class PrimaryClient {
     }
     this.url = u.origin;
     this.#token = o.token;
-    const f = o.fetch ?? globalThis.fetch;
+    const f: PrimaryFetch = o.fetch ?? globalThis.fetch;
     // Called as a plain function: Workers' fetch throws "Illegal invocation" when called as a method.
     this.#fetch = (input, init) => f(input, init);
     this.#timeout = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
@@ -93,15 +118,12 @@ export class PrimaryClient {
 
   /** forward sends an API request to the primary and returns its status, JSON body and headers. */
   async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}): Promise<ForwardResult> {
-    const signal = AbortSignal.timeout(this.#timeout);
-    let res: Response;
+    const init: PrimaryRequestInit = { method, headers: this.#headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }) };
+    if (body !== undefined) init.body = body;
+    if (this.#timeout > 0) init.signal = AbortSignal.timeout(this.#timeout);
+    let res: PrimaryResponse;
     try {
-      res = await this.#fetch(this.url + path, {
-        method,
-        body,
-        headers: this.#headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }),
-        signal,
-      });
+      res = await this.#fetch(this.url + path, init);
     } catch (err) {
       // Whether the primary may have received it matters to a client deciding to resend a write.
       throw unreachable(`primary ${this.url} unreachable: ${messageOf(err)}`, err, outcomeOf(err));
@@ -142,7 +164,7 @@ export class PrimaryClient {
    */
   async snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead> {
     const what = `snapshot of ${db}`;
-    const res = await this.#open(`/v1/db/${encodeURIComponent(db)}/snapshot`, { headers: this.#headers({}) }, signal, what);
+    const res = await this.#open(`/v1/db/${encodeURIComponent(db)}/snapshot`, { method: 'GET', headers: this.#headers({}) }, signal, what);
     const reader = res.body!.getReader();
     let off = 0;
     let length = 0;
@@ -172,7 +194,7 @@ export class PrimaryClient {
 
   /** openStream posts the stream request (protocol.ts) and returns the never-ending frame body. */
   async openStream(databases: string[] | '*', positions: Record<string, Position | null>, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
-    const init: RequestInit = { method: 'POST', body: streamRequestBody(databases, positions), headers: this.#headers({ 'content-type': 'application/json' }) };
+    const init: PrimaryRequestInit = { method: 'POST', body: streamRequestBody(databases, positions), headers: this.#headers({ 'content-type': 'application/json' }) };
     const res = await this.#open(STREAM_PATH, init, signal, `stream to ${this.url}`);
     return chunks(res.body!);
   }
@@ -184,13 +206,14 @@ export class PrimaryClient {
   }
 
   /** #open starts a long request (stream, snapshot): no time limit on the body, only on the answer. */
-  async #open(path: string, init: RequestInit, signal: AbortSignal | undefined, what: string): Promise<Response> {
+  async #open(path: string, init: PrimaryRequestInit, signal: AbortSignal | undefined, what: string): Promise<PrimaryResponse> {
     const signals = signal ? [signal, this.#closed.signal] : [this.#closed.signal];
     const answered = new AbortController();
-    const timer = setTimeout(() => answered.abort(new EdgeliteError('PRIMARY_UNAVAILABLE', `${what}: no answer in ${this.#timeout} ms`)), this.#timeout);
-    let res: Response;
+    if (this.#timeout > 0) signals.push(answered.signal);
+    const timer = this.#timeout > 0 ? setTimeout(() => answered.abort(new EdgeliteError('PRIMARY_UNAVAILABLE', `${what}: no answer in ${this.#timeout} ms`)), this.#timeout) : undefined;
+    let res: PrimaryResponse;
     try {
-      res = await this.#fetch(this.url + path, { ...init, signal: anySignal([...signals, answered.signal]) });
+      res = await this.#fetch(this.url + path, { ...init, long: true, signal: anySignal(signals) });
     } catch (err) {
       if (answered.signal.aborted) throw answered.signal.reason;
       if (signal?.aborted) throw err;
