@@ -11,7 +11,7 @@
  */
 import { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
-import { DEFAULT_REQUEST_TIMEOUT_MS, PrimaryClient, type PrimaryFetch, type PrimaryResponse } from '../shared/primary-client.ts';
+import { DEFAULT_REQUEST_TIMEOUT_MS, PrimaryClient, primaryOrigin, type PrimaryFetch, type PrimaryResponse } from '../shared/primary-client.ts';
 
 /** DEFAULT_PRIMARY_CONNECTIONS: forwarded writes run concurrently, one per connection. */
 export const DEFAULT_PRIMARY_CONNECTIONS = 64;
@@ -28,7 +28,7 @@ export interface NodePrimaryClientOptions {
 /** nodePrimaryClient is the PrimaryClient of a Node replica; closing it closes its connections. */
 export function nodePrimaryClient(o: NodePrimaryClientOptions): PrimaryClient {
   const timeout = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  const origin = new URL(o.url).origin;
+  const origin = primaryOrigin(o.url);
   const requests = new Pool(origin, { connections: o.connections ?? DEFAULT_PRIMARY_CONNECTIONS, pipelining: 1, headersTimeout: timeout, bodyTimeout: timeout });
   const long = new Pool(origin, { connections: STREAM_CONNECTIONS, headersTimeout: timeout, bodyTimeout: 0 });
   const fetch: PrimaryFetch = async (url, init) => {

@@ -90,16 +90,7 @@ export class PrimaryClient {
   readonly #closed = new AbortController();
 
   constructor(o: PrimaryClientOptions) {
-    let u: URL;
-    try {
-      u = new URL(o.url);
-    } catch (err) {
-      throw new EdgeliteError('MISCONFIGURED', `primary URL "${o.url}" is not a URL`, { cause: err });
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-      throw new EdgeliteError('MISCONFIGURED', `primary URL must be http(s), got ${o.url}`);
-    }
-    this.url = u.origin;
+    this.url = primaryOrigin(o.url);
     this.#token = o.token;
     const f: PrimaryFetch = o.fetch ?? globalThis.fetch;
     // Called as a plain function: Workers' fetch throws "Illegal invocation" when called as a method.
@@ -227,6 +218,18 @@ export class PrimaryClient {
     }
     return res;
   }
+}
+
+/** primaryOrigin checks a primary URL and returns its origin, the base of every request; MISCONFIGURED if it is not http(s). */
+export function primaryOrigin(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (err) {
+    throw new EdgeliteError('MISCONFIGURED', `primary URL "${url}" is not a URL`, { cause: err });
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new EdgeliteError('MISCONFIGURED', `primary URL must be http(s), got ${url}`);
+  return u.origin;
 }
 
 /** chunks reads a body as an async iterable; stopping early cancels it (the connection is dropped). */

@@ -110,3 +110,21 @@ describe.each(transports)('PrimaryClient over %s', (_name, make) => {
     }
   });
 });
+
+describe('primary URL', () => {
+  it('is checked once, on the way in: MISCONFIGURED unless http(s), on both transports', () => {
+    for (const [, make] of transports) {
+      for (const bad of ['ftp://x', 'not a url']) {
+        const err = (() => {
+          try {
+            make(bad);
+          } catch (e) {
+            return e as EdgeliteError;
+          }
+          return null;
+        })();
+        expect([bad, err?.code, err?.message]).toEqual([bad, 'MISCONFIGURED', expect.stringContaining(bad)]);
+      }
+    }
+  });
+});
