@@ -28,8 +28,10 @@ export async function main(argv: string[]): Promise<void> {
         process.exitCode = command === undefined || command === 'help' || command === '--help' ? 0 : 2;
     }
   } catch (err) {
+    // A bad flag or variable (MISCONFIGURED) is the operator's to fix: its message names it, no stack.
     const message = err instanceof EdgeliteError ? `${err.code}: ${err.message}` : String((err as Error)?.stack ?? err);
     process.stderr.write(`edgelite ${command}: ${message}\n`);
+    if (err instanceof EdgeliteError && err.code === 'MISCONFIGURED' && !err.message.includes('usage:')) process.stderr.write(`${USAGE}\n`);
     process.exit(1);
   }
 }

@@ -8,14 +8,14 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
-import { parseStatementsBody } from '../shared/protocol.ts';
+import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH } from '../shared/protocol.ts';
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
-import { formatChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from '../shared/types.ts';
+import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
 import type { PrimaryStore } from './store.ts';
-import { Subscription, type SubscribeRequest } from './stream.ts';
+import { Subscription } from './stream.ts';
 
 export interface PrimaryAppOptions {
   store: PrimaryStore;
@@ -53,7 +53,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const db = store.require(c.req.param('name'));
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
     const results = await db.query(statements);
-    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db));
+    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'primary'));
   });
 
   app.post('/v1/db/:name/exec', write, async (c) => {
@@ -63,13 +63,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const { results, position } = await db.write(statements);
     await db.whenDurable();
     const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
-    return resultResponse(c.req.header('accept'), { results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db) });
+    return resultResponse(c.req.header('accept'), { results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary') });
   });
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
 
-  app.post('/v1/stream', replicate, async (c) => {
-    const req = parseSubscribe(await readJsonBody(c, o.maxBodyBytes));
+  app.post(STREAM_PATH, replicate, async (c) => {
+    const req = parseStreamRequest(await readJsonBody(c, o.maxBodyBytes));
     const sub = new Subscription(store, store.hub, req);
     return new Response(sub.stream, {
       headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store' },
@@ -94,41 +94,4 @@ export function describe(db: PrimaryDatabase): Record<string, unknown> {
     pageCount: db.pageCount,
     lastCommitTime: db.lastCommitTime,
   };
-}
-
-function positionHeaders(p: Position, db: PrimaryDatabase): Record<string, string> {
-  return {
-    'Edgelite-Generation': String(p.generation),
-    'Edgelite-Txid': String(p.txid),
-    'Edgelite-Checksum': formatChecksum(p.checksum),
-    'Edgelite-Database-Id': String(db.databaseId),
-    'Edgelite-Served-By': 'primary',
-  };
-}
-
-function parseSubscribe(body: unknown): SubscribeRequest {
-  const b = body as { databases?: unknown; positions?: unknown; deltas?: unknown } | null;
-  if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
-  let databases: string[] | '*';
-  if (b.databases === '*' || b.databases === undefined) databases = '*';
-  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => validateDatabaseName(n));
-  else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names');
-  const positions: Record<string, Position | null> = {};
-  if (b.positions !== undefined) {
-    if (!b.positions || typeof b.positions !== 'object') throw new EdgeliteError('BAD_REQUEST', '"positions" must be an object');
-    for (const [name, p] of Object.entries(b.positions as Record<string, unknown>)) {
-      validateDatabaseName(name);
-      positions[name] = p === null ? null : parsePosition(p, name);
-    }
-  }
-  if (b.deltas !== undefined && typeof b.deltas !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"deltas" must be a boolean');
-  return { databases, positions, deltas: b.deltas === true };
-}
-
-function parsePosition(p: unknown, name: string): Position {
-  const j = p as Partial<PositionJSON>;
-  if (!j || !Number.isSafeInteger(j.generation) || !Number.isSafeInteger(j.txid) || typeof j.checksum !== 'string') {
-    throw new EdgeliteError('BAD_REQUEST', `positions.${name} must be {generation, txid, checksum}`);
-  }
-  return positionFromJSON(j as PositionJSON);
 }

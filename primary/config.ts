@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
+import { configError, DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import type { SynchronousMode } from './sqlite.ts';
 
@@ -34,7 +34,16 @@ export interface PrimaryConfig {
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")`;
 
+/** parsePrimaryConfig reads argv and env once; any bad value is MISCONFIGURED, naming the flag or variable. */
 export function parsePrimaryConfig(argv: string[], env: Record<string, string | undefined>): PrimaryConfig {
+  try {
+    return parse(argv, env);
+  } catch (err) {
+    throw configError(err);
+  }
+}
+
+function parse(argv: string[], env: Record<string, string | undefined>): PrimaryConfig {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -49,11 +58,11 @@ export function parsePrimaryConfig(argv: string[], env: Record<string, string | 
     strict: true,
   });
   const dataDir = values.data ?? env.EDGELITE_DATA;
-  if (!dataDir) throw new EdgeliteError('BAD_REQUEST', `--data is required\n${PRIMARY_USAGE}`);
+  if (!dataDir) throw new EdgeliteError('MISCONFIGURED', `--data is required\n${PRIMARY_USAGE}`);
   const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_PRIMARY_PORT}`, DEFAULT_PRIMARY_PORT);
   const synchronous = (values.synchronous ?? env.EDGELITE_SYNCHRONOUS ?? 'normal').toLowerCase();
   if (synchronous !== 'normal' && synchronous !== 'full') {
-    throw new EdgeliteError('BAD_REQUEST', `--synchronous must be normal or full, got "${synchronous}"`);
+    throw new EdgeliteError('MISCONFIGURED', `--synchronous must be normal or full, got "${synchronous}"`);
   }
   return {
     dataDir,

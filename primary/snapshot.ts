@@ -3,8 +3,8 @@
  * range from a pinned read transaction, so writers are never blocked and memory stays bounded. Any tool
  * (sqlite3 CLI, DuckDB) can open the result; the position travels in response headers.
  */
-import { SNAPSHOT_DIGEST_HEADER, snapshotDigest } from '../shared/protocol.ts';
-import { formatChecksum, type Position } from '../shared/types.ts';
+import { snapshotHeaders } from '../shared/protocol.ts';
+import type { Position } from '../shared/types.ts';
 import type { PrimaryDatabase } from './database.ts';
 import type { Connection, Stmt } from './sqlite.ts';
 
@@ -39,26 +39,12 @@ export async function snapshotResponse(db: PrimaryDatabase): Promise<Response> {
     },
     { highWaterMark: 0 },
   );
-  const p = view.position;
   return new Response(body, {
     headers: {
       'content-type': 'application/vnd.sqlite3',
-      'content-length': String(view.pageCount * view.pageSize),
       'content-disposition': `attachment; filename="${db.name}.db"`,
       'cache-control': 'no-store',
-      'Edgelite-Generation': String(p.generation),
-      'Edgelite-Txid': String(p.txid),
-      'Edgelite-Checksum': formatChecksum(p.checksum),
-      'Edgelite-Database-Id': String(view.databaseId),
-      'Edgelite-Page-Size': String(view.pageSize),
-      [SNAPSHOT_DIGEST_HEADER]: snapshotDigest({
-        generation: p.generation,
-        txid: p.txid,
-        checksum: formatChecksum(p.checksum),
-        databaseId: view.databaseId,
-        pageSize: view.pageSize,
-        length: view.pageCount * view.pageSize,
-      }),
+      ...snapshotHeaders({ position: view.position, databaseId: view.databaseId, pageSize: view.pageSize, length: view.pageCount * view.pageSize }),
     },
   });
 }

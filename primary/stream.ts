@@ -8,6 +8,7 @@
 import { readChangeSetHeader } from '../shared/changeset.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { encodeFrame, type Frame } from '../shared/frames.ts';
+import type { StreamRequest } from '../shared/protocol.ts';
 import type { Position } from '../shared/types.ts';
 import type { Captured } from './capture.ts';
 import type { PrimaryDatabase } from './database.ts';
@@ -70,13 +71,8 @@ export class StreamHub {
   }
 }
 
-export interface SubscribeRequest {
-  /** Database names, or '*' for all (including ones created later). */
-  databases: string[] | '*';
-  positions: Record<string, Position | null>;
-  /** The subscriber can rebuild delta change sets (it holds the base pages); live frames may be deltas. */
-  deltas?: boolean;
-}
+/** SubscribeRequest is a parsed stream request (shared/protocol.ts, where its JSON shape is documented). */
+export type SubscribeRequest = StreamRequest;
 
 /** Subscription is one replica's stream. Its body is `stream`. */
 export class Subscription {
@@ -97,7 +93,7 @@ export class Subscription {
     this.#hub = hub;
     this.#all = req.databases === '*';
     this.#wanted = new Set(req.databases === '*' ? [] : req.databases);
-    this.deltas = req.deltas === true;
+    this.deltas = req.deltas;
     const names = req.databases === '*' ? source.names() : req.databases;
     this.stream = new ReadableStream<Uint8Array>(
       {
@@ -214,6 +210,7 @@ export class Subscription {
     }
   }
 
+  /** #sendHeartbeat sends the heartbeat frame (its shape: StreamRequest in shared/protocol.ts, Frame in frames.ts). */
   #sendHeartbeat(): void {
     const positions: Record<string, { generation: number; txid: number; timestamp: number }> = {};
     for (const name of this.#dbs.keys()) {

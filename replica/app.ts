@@ -11,7 +11,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
-import { parseStatementsBody, type Statement } from '../shared/protocol.ts';
+import { parseStatementsBody, POSITION_HEADERS, positionHeaders, type Statement } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy, type Consistency } from '../shared/consistency.ts';
@@ -20,7 +20,7 @@ import type { Follower } from './follower.ts';
 import { forwardExec, newForwardCounts } from './forward.ts';
 import type { LazyDatabases, Release } from './lazy.ts';
 import { renderReplicaMetrics } from './metrics.ts';
-import type { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface ReplicaAppOptions {
@@ -119,8 +119,9 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
         const r = await primary.forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));
         const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
-        for (const h of ['edgelite-generation', 'edgelite-txid', 'edgelite-checksum', 'edgelite-database-id']) {
-          if (r.headers[h]) headers[h] = r.headers[h]!;
+        for (const h of [POSITION_HEADERS.generation, POSITION_HEADERS.txid, POSITION_HEADERS.checksum, POSITION_HEADERS.databaseId]) {
+          const v = r.headers[h.toLowerCase()];
+          if (v) headers[h.toLowerCase()] = v;
         }
         return jsonResponse(r.body, r.status, headers);
       }
@@ -130,7 +131,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       throw err;
     }
     const results = await db.query(statements);
-    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db));
+    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'replica'));
   }
 
   app.post('/v1/db/:name/exec', write, async (c) => {
@@ -174,22 +175,11 @@ function finite(n: number): number | null {
   return Number.isFinite(n) ? Math.round(n) : null;
 }
 
-function positionHeaders(db: ReplicaDatabase): Record<string, string> {
-  const p = db.position!;
-  return {
-    'Edgelite-Generation': String(p.generation),
-    'Edgelite-Txid': String(p.txid),
-    'Edgelite-Checksum': formatChecksum(p.checksum),
-    'Edgelite-Database-Id': String(db.databaseId ?? ''),
-    'Edgelite-Served-By': 'replica',
-  };
-}
-
 function tokenOf(c: Context): string | undefined {
   return c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
 }
 
-/** passAuth forwards the client's own credentials when it sent some; the pool's token is the fallback. */
+/** passAuth is the client's own Authorization header, forwarded unchanged (the rule in shared/primary-client.ts). */
 function passAuth(c: Context): Record<string, string> {
   const a = c.req.header('authorization');
   return a ? { authorization: a } : {};

@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
-import { DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
+import { configError, DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { validateDatabaseName } from '../shared/types.ts';
@@ -52,11 +52,20 @@ export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [
 export function parseDatabases(text: string): '*' | string[] {
   if (text.trim() === '*') return '*';
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw new EdgeliteError('BAD_REQUEST', '--databases wants a comma-separated list or *');
+  if (names.length === 0) throw new EdgeliteError('MISCONFIGURED', '--databases wants a comma-separated list or *');
   return names.map((n) => validateDatabaseName(n));
 }
 
+/** parseReplicaConfig reads argv and env once; any bad value is MISCONFIGURED, naming the flag or variable. */
 export function parseReplicaConfig(argv: string[], env: Record<string, string | undefined>): ReplicaConfig {
+  try {
+    return parse(argv, env);
+  } catch (err) {
+    throw configError(err);
+  }
+}
+
+function parse(argv: string[], env: Record<string, string | undefined>): ReplicaConfig {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -77,25 +86,26 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
     strict: true,
   });
   const primaryUrl = values.primary ?? env.EDGELITE_PRIMARY;
-  if (!primaryUrl) throw new EdgeliteError('BAD_REQUEST', `--primary is required\n${REPLICA_USAGE}`);
+  if (!primaryUrl) throw new EdgeliteError('MISCONFIGURED', `--primary is required\n${REPLICA_USAGE}`);
+  if (!/^https?:\/\/[^/]/.test(primaryUrl) || !URL.canParse(primaryUrl)) throw new EdgeliteError('MISCONFIGURED', `--primary (EDGELITE_PRIMARY) must be an http(s) URL, got "${primaryUrl}"`);
   const dataDir = values.data ?? env.EDGELITE_DATA;
-  if (!dataDir) throw new EdgeliteError('BAD_REQUEST', `--data is required\n${REPLICA_USAGE}`);
+  if (!dataDir) throw new EdgeliteError('MISCONFIGURED', `--data is required\n${REPLICA_USAGE}`);
   const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_REPLICA_PORT}`, DEFAULT_REPLICA_PORT);
   const onBehind = values['on-behind'] ?? 'error';
   if (onBehind !== 'error' && onBehind !== 'primary') {
-    throw new EdgeliteError('BAD_REQUEST', `--on-behind must be error or primary, got "${onBehind}"`);
+    throw new EdgeliteError('MISCONFIGURED', `--on-behind must be error or primary, got "${onBehind}"`);
   }
   const lazyEnv = env.EDGELITE_LAZY;
   if (lazyEnv !== undefined && !['0', '1', 'true', 'false', ''].includes(lazyEnv)) {
-    throw new EdgeliteError('BAD_REQUEST', `EDGELITE_LAZY must be 1/true or 0/false, got "${lazyEnv}"`);
+    throw new EdgeliteError('MISCONFIGURED', `EDGELITE_LAZY must be 1/true or 0/false, got "${lazyEnv}"`);
   }
   const lazy = values.lazy === true || lazyEnv === '1' || lazyEnv === 'true';
   const databasesText = values.databases ?? env.EDGELITE_DATABASES;
   if (lazy && databasesText !== undefined) {
-    throw new EdgeliteError('BAD_REQUEST', '--lazy fetches databases on demand: drop --databases (or EDGELITE_DATABASES)');
+    throw new EdgeliteError('MISCONFIGURED', '--lazy fetches databases on demand: drop --databases (or EDGELITE_DATABASES)');
   }
   const maxText = values['max-databases'] ?? env.EDGELITE_MAX_DATABASES;
-  if (!lazy && maxText !== undefined) throw new EdgeliteError('BAD_REQUEST', '--max-databases only applies with --lazy (nothing is evicted otherwise)');
+  if (!lazy && maxText !== undefined) throw new EdgeliteError('MISCONFIGURED', '--max-databases only applies with --lazy (nothing is evicted otherwise)');
   return {
     primaryUrl,
     primaryToken: env.EDGELITE_PRIMARY_TOKEN ?? env.EDGELITE_TOKEN,

@@ -24,7 +24,8 @@ import { DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_READ_WAIT_MS, DEFAULT_WRITE_WAIT_MS } 
 import { parseConsistency, satisfy } from '../shared/consistency.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS, Follower } from './follower.ts';
 import { forwardExec } from './forward.ts';
-import { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
+import { nodePrimaryClient } from './primary-fetch.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaStore } from './store.ts';
 
@@ -78,7 +79,7 @@ export class EmbeddedReplica {
     this.#queryPool = o.queryTimeoutMs ? new QueryPool({ timeoutMs: o.queryTimeoutMs, busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS, logger }) : null;
     this.#store = new ReplicaStore(o.dir, { busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS, logger, queryPool: this.#queryPool });
     if (databases !== '*') for (const n of databases) this.#store.ensure(n);
-    this.#primary = new PrimaryClient({ url: o.primary, token: o.authToken });
+    this.#primary = nodePrimaryClient({ url: o.primary, token: o.authToken });
     this.#follower = new Follower({
       client: this.#primary,
       store: this.#store,

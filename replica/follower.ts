@@ -10,7 +10,7 @@ import type { FollowerPort } from '../shared/follower-port.ts';
 import type { StreamPosition } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
-import type { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
 import { downloadSnapshot, snapshotTempPath, type SnapshotSource } from './snapshot-file.ts';
 import type { ReplicaStore } from './store.ts';
 

@@ -1,11 +1,13 @@
 /**
  * forwardExec sends a write to the primary and, when it succeeded, waits (bounded) until this replica
  * has applied the txid in its token, so the caller's next local read sees its own write. The write is
- * committed on the primary either way; `applied` says whether this replica caught up in time.
+ * committed on the primary either way; `applied` says whether this replica caught up in time. A write
+ * that got no answer from the primary fails with PRIMARY_UNAVAILABLE and `details.outcome` (an
+ * AppliedOutcome, shared/errors.ts, set by the PrimaryClient), passed on to the client unchanged.
  */
 import { EdgeliteError, errorFromBody } from '../shared/errors.ts';
 import { decodeToken } from '../shared/token.ts';
-import type { PrimaryClient } from './primary-client.ts';
+import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface ForwardedWrite {

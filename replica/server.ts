@@ -12,7 +12,7 @@ import { createReplicaApp } from './app.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
 import { LazyDatabases } from './lazy.ts';
-import { PrimaryClient } from './primary-client.ts';
+import { nodePrimaryClient } from './primary-fetch.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaStore } from './store.ts';
 
@@ -33,7 +33,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
   const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
   if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
-  const primary = new PrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
+  const primary = nodePrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
   const lazy: LazyDatabases | null = config.lazy
     ? new LazyDatabases({
         store,

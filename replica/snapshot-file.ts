@@ -22,7 +22,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { formatChecksum, type PageImage } from '../shared/types.ts';
 import { isPageSize } from '../shared/page-size.ts';
-import type { SnapshotHead, SnapshotSink } from './primary-client.ts';
+import type { SnapshotHead, SnapshotSink } from '../shared/primary-client.ts';
 
 export const SNAPSHOT_TEMP_SUFFIX = '.snapshot-tmp';
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const NODE_ONLY_SHARED = join('shared', 'node') + '/';
-const UNDICI_ALLOWED = new Set(['replica/primary-client.ts']);
+const UNDICI_ALLOWED = new Set(['replica/primary-fetch.ts']);
 
 function files(dir) {
   const out = [];

@@ -4,7 +4,7 @@
  * replica fails, and sends writes where they belong without ever resending one that may have been
  * applied.
  */
-import { EdgeliteError } from './errors.ts';
+import { EdgeliteError, type AppliedOutcome } from './errors.ts';
 import { responseError, send, type FetchFn } from './client-http.ts';
 import { ReplicaSet } from './client-replicas.ts';
 
@@ -137,7 +137,8 @@ export class Transport {
    * write sends a write to the primary (`writesTo: 'primary'`) or to the nearest replica. It moves on
    * to the next replica only when the request certainly never left (the connection was refused);
    * after anything else that may have reached a server it fails with UNAVAILABLE and
-   * `details.outcome: 'unknown'`, because resending could apply the write twice. `idempotent` requests
+   * `details.outcome: 'unknown'` (an AppliedOutcome, shared/errors.ts), because resending could apply
+   * the write twice; when no server took it, `details.outcome: 'not-applied'`. `idempotent` requests
    * (creating a database) may be resent after any network failure. Server answers are never retried.
    */
   async write(method: 'POST' | 'PUT', path: string, body: string | undefined, idempotent = false): Promise<Answer> {
@@ -154,7 +155,7 @@ export class Transport {
           throw new EdgeliteError(
             'UNAVAILABLE',
             `write to ${url} failed after it may have reached the server (${x.message}); it may or may not have been applied, and was not resent`,
-            { cause: x.error, details: { url, outcome: 'unknown' } },
+            { cause: x.error, details: { url, outcome: 'unknown' satisfies AppliedOutcome } },
           );
         }
         attempts.push(`${url}: ${x.message}`);
@@ -166,7 +167,7 @@ export class Transport {
       return { url, status: x.status, body: x.body, headers: x.headers };
     }
     throw new EdgeliteError('UNAVAILABLE', `no server took the write (it was not applied): ${attempts.join('; ')}`, {
-      details: { attempts, outcome: 'not-applied' },
+      details: { attempts, outcome: 'not-applied' satisfies AppliedOutcome },
     });
   }
 

@@ -7,7 +7,9 @@
  * - Writes go to a replica, which forwards them to the primary and answers once it has applied them
  *   (or straight to the primary with `writesTo: 'primary'`). A write is resent elsewhere only when the
  *   connection was refused; one that may have reached a server is never resent (UNAVAILABLE with
- *   `details.outcome: 'unknown'`).
+ *   `details.outcome: 'unknown'`). `details.outcome` is the one vocabulary (AppliedOutcome in errors.ts)
+ *   on every path, a replica's forwarding error included: `not-applied` (safe to send again) or
+ *   `unknown` (it may have committed).
  * - A Session (Cloudflare D1's `withSession` model) keeps the latest position it has seen of its
  *   database, from every write's token and every read's position, and sends it with each read: its
  *   reads never go backwards and always see its writes, on whichever replica serves them, across

@@ -8,9 +8,9 @@ export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 /** parseListen reads HOST:PORT (or :PORT, or PORT); the host defaults to loopback. */
 export function parseListen(text: string, defaultPort: number): { host: string; port: number } {
   const m = /^(?:\[?([^\]]*?)\]?:)?(\d+)$/.exec(text.trim());
-  if (!m) throw new EdgeliteError('BAD_REQUEST', `--listen wants HOST:PORT, got "${text}"`);
+  if (!m) throw new EdgeliteError('MISCONFIGURED', `--listen wants HOST:PORT, got "${text}"`);
   const port = Number(m[2] ?? defaultPort);
-  if (port > 65535) throw new EdgeliteError('BAD_REQUEST', `port ${port} out of range`);
+  if (port > 65535) throw new EdgeliteError('MISCONFIGURED', `port ${port} out of range`);
   return { host: m[1] || DEFAULT_HOST, port };
 }
 
@@ -18,13 +18,23 @@ export function parseListen(text: string, defaultPort: number): { host: string; 
 export function positiveInt(text: string | undefined, fallback: number, name: string): number {
   if (text === undefined) return fallback;
   const n = Number(text);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new EdgeliteError('BAD_REQUEST', `${name} must be a positive integer`);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new EdgeliteError('MISCONFIGURED', `${name} must be a positive integer`);
   return n;
 }
 
 /** queryTimeout reads `--query-timeout-ms`: a positive limit in ms, or 0 to run reads in-process with none. */
 export function queryTimeout(text: string | undefined): number {
   return text === '0' ? 0 : positiveInt(text, DEFAULT_QUERY_TIMEOUT_MS, '--query-timeout-ms');
+}
+
+/**
+ * configError turns whatever a configuration parser threw (an option's EdgeliteError, node:util's
+ * parseArgs TypeError for an unknown flag, a bad URL) into MISCONFIGURED with the same message: a bad
+ * configuration is the operator's to fix, never a client's bad request (docs/ARCHITECTURE.md#failure-rules).
+ */
+export function configError(err: unknown): EdgeliteError {
+  if (err instanceof EdgeliteError && err.code === 'MISCONFIGURED') return err;
+  return new EdgeliteError('MISCONFIGURED', err instanceof Error ? err.message : String(err), { cause: err });
 }
 
 /** isLoopback tells whether a bind address only accepts local connections. */

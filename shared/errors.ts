@@ -27,6 +27,8 @@ export const ERROR_STATUS = {
   REPLICA_BEHIND: 504,
   PRIMARY_UNAVAILABLE: 502,
   UNAVAILABLE: 503,
+  /** The server's own configuration is wrong (the Worker, which cannot refuse to start): not the client's fault. */
+  MISCONFIGURED: 503,
   CHECKSUM_MISMATCH: 500,
   POSITION_MISMATCH: 409,
   CORRUPT_CHANGESET: 422,

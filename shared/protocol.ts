@@ -1,9 +1,12 @@
 /**
- * The JSON shapes of the public HTTP API (README.md#http-api), validated once on the way in. Same on the
- * primary, the Node replica and the Worker replica.
+ * The wire shapes, written once: the JSON bodies of the public HTTP API (README.md#http-api), validated
+ * once on the way in, and the replica→primary protocol (docs/ARCHITECTURE.md#the-stream-protocol): the
+ * stream request, the snapshot headers and their digest, the position headers. Same on the primary,
+ * the Node replica and the Worker replica.
  */
 import { hash64 } from './checksum.ts';
 import { EdgeliteError } from './errors.ts';
+import { formatChecksum, parseChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from './types.ts';
 
 /** SqlValue is what a parameter or a result cell may hold. Blobs travel as `{"base64": "..."}` in JSON. */
 export type SqlValue = null | number | bigint | string | Uint8Array;
@@ -142,8 +145,101 @@ export function base64ToBytes(text: string, where = 'base64'): Uint8Array {
   return out;
 }
 
+// ---- The replica→primary protocol (docs/ARCHITECTURE.md#the-stream-protocol) ----
+
+/** STREAM_PATH is where a replica posts its stream request. */
+export const STREAM_PATH = '/v1/stream';
+
+/**
+ * StreamRequest is the body of `POST /v1/stream`, as JSON:
+ *
+ *   {"databases": ["a", "b"] | "*",          which databases ("*": all, and any created later)
+ *    "deltas": true,                          the replica holds base pages: live frames may be deltas
+ *    "positions": {"a": {"generation": 3, "txid": 41, "checksum": "<16 hex>"} | null}}
+ *
+ * A database with no position (null or absent) starts with `snapshot-needed`. The answer is a
+ * never-ending body of frames (frames.ts): change sets, events, and a `heartbeat` frame every second,
+ * `{"type": "heartbeat", "time": ms, "positions": {name: {generation, txid, timestamp}}}`, the
+ * primary's position and last commit time per database (StreamPosition in frames.ts).
+ */
+export interface StreamRequest {
+  databases: string[] | '*';
+  positions: Record<string, Position | null>;
+  deltas: boolean;
+}
+
+/** streamRequestBody builds the stream request a replica sends (both replicas rebuild deltas, so `deltas: true`). */
+export function streamRequestBody(databases: string[] | '*', positions: Record<string, Position | null>): string {
+  const json: Record<string, PositionJSON | null> = {};
+  for (const [name, p] of Object.entries(positions)) {
+    json[name] = p && { generation: p.generation, txid: p.txid, checksum: formatChecksum(p.checksum) };
+  }
+  return JSON.stringify({ databases, deltas: true, positions: json });
+}
+
+/** parseStreamRequest validates a stream request body (the primary's side); BAD_REQUEST naming the field. */
+export function parseStreamRequest(body: unknown): StreamRequest {
+  const b = body as { databases?: unknown; positions?: unknown; deltas?: unknown } | null;
+  if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
+  let databases: string[] | '*';
+  if (b.databases === '*' || b.databases === undefined) databases = '*';
+  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => validateDatabaseName(n));
+  else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names');
+  const positions: Record<string, Position | null> = {};
+  if (b.positions !== undefined) {
+    if (!b.positions || typeof b.positions !== 'object') throw new EdgeliteError('BAD_REQUEST', '"positions" must be an object');
+    for (const [name, p] of Object.entries(b.positions as Record<string, unknown>)) {
+      validateDatabaseName(name);
+      positions[name] = p === null ? null : parseStreamPosition(p, name);
+    }
+  }
+  if (b.deltas !== undefined && typeof b.deltas !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"deltas" must be a boolean');
+  return { databases, positions, deltas: b.deltas === true };
+}
+
+function parseStreamPosition(p: unknown, name: string): Position {
+  const j = p as Partial<PositionJSON>;
+  if (!j || !Number.isSafeInteger(j.generation) || !Number.isSafeInteger(j.txid) || typeof j.checksum !== 'string') {
+    throw new EdgeliteError('BAD_REQUEST', `positions.${name} must be {generation, txid, checksum}`);
+  }
+  return positionFromJSON(j as PositionJSON);
+}
+
+/**
+ * POSITION_HEADERS name the headers that say where an answer was read or written. Every query and exec
+ * answer carries them (README.md#http-api); the snapshot carries the first four and PAGE_SIZE.
+ */
+export const POSITION_HEADERS = {
+  generation: 'Edgelite-Generation',
+  txid: 'Edgelite-Txid',
+  checksum: 'Edgelite-Checksum',
+  databaseId: 'Edgelite-Database-Id',
+  servedBy: 'Edgelite-Served-By',
+  pageSize: 'Edgelite-Page-Size',
+} as const;
+
+/** positionHeaders are an answer's position headers; an unknown database id (a replica not yet bootstrapped) is empty. */
+export function positionHeaders(p: Position, databaseId: number | null, servedBy: 'primary' | 'replica'): Record<string, string> {
+  return {
+    [POSITION_HEADERS.generation]: String(p.generation),
+    [POSITION_HEADERS.txid]: String(p.txid),
+    [POSITION_HEADERS.checksum]: formatChecksum(p.checksum),
+    [POSITION_HEADERS.databaseId]: databaseId === null ? '' : String(databaseId),
+    [POSITION_HEADERS.servedBy]: servedBy,
+  };
+}
+
 /** SNAPSHOT_DIGEST_HEADER carries snapshotDigest(...) of a snapshot's position headers. */
 export const SNAPSHOT_DIGEST_HEADER = 'Edgelite-Snapshot-Digest';
+
+/** SnapshotHead is what a snapshot's headers say, checked against their digest. */
+export interface SnapshotHead {
+  position: Position;
+  databaseId: number;
+  pageSize: number;
+  /** The image's length in bytes (Content-Length, covered by the digest). */
+  length: number;
+}
 
 export interface SnapshotPositionFields {
   generation: number;
@@ -169,4 +265,43 @@ export function verifySnapshotDigest(f: SnapshotPositionFields, digest: string |
   if (digest !== snapshotDigest(f)) {
     throw new EdgeliteError('CORRUPT_CHANGESET', 'snapshot position headers do not match their digest', { details: { ...f, digest } });
   }
+}
+
+/** snapshotHeaders are the headers the primary sends with a snapshot: position, page size, length and their digest. */
+export function snapshotHeaders(head: SnapshotHead): Record<string, string> {
+  const checksum = formatChecksum(head.position.checksum);
+  const { generation, txid } = head.position;
+  return {
+    'content-length': String(head.length),
+    [POSITION_HEADERS.generation]: String(generation),
+    [POSITION_HEADERS.txid]: String(txid),
+    [POSITION_HEADERS.checksum]: checksum,
+    [POSITION_HEADERS.databaseId]: String(head.databaseId),
+    [POSITION_HEADERS.pageSize]: String(head.pageSize),
+    [SNAPSHOT_DIGEST_HEADER]: snapshotDigest({ generation, txid, checksum, databaseId: head.databaseId, pageSize: head.pageSize, length: head.length }),
+  };
+}
+
+/**
+ * readSnapshotHead reads a snapshot's headers (the replica's side) and verifies them against their
+ * digest before anything of the body is used: CORRUPT_CHANGESET when one is missing, is not an integer,
+ * or does not match.
+ */
+export function readSnapshotHead(headers: { get(name: string): string | null }): SnapshotHead {
+  const int = (name: string): number => {
+    const text = headers.get(name);
+    const n = text === null || text.trim() === '' ? NaN : Number(text);
+    if (!Number.isSafeInteger(n) || n < 0) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot header ${name} is ${text === null ? 'missing' : `"${text}", not an integer`}`);
+    return n;
+  };
+  const f: SnapshotPositionFields = {
+    generation: int(POSITION_HEADERS.generation),
+    txid: int(POSITION_HEADERS.txid),
+    checksum: headers.get(POSITION_HEADERS.checksum) ?? '',
+    databaseId: int(POSITION_HEADERS.databaseId),
+    pageSize: int(POSITION_HEADERS.pageSize),
+    length: int('content-length'),
+  };
+  verifySnapshotDigest(f, headers.get(SNAPSHOT_DIGEST_HEADER));
+  return { position: { generation: f.generation, txid: f.txid, checksum: parseChecksum(f.checksum) }, databaseId: f.databaseId, pageSize: f.pageSize, length: f.length };
 }

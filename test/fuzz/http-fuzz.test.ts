@@ -21,7 +21,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { createReplicaApp } from '../../replica/app.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
-import { PrimaryClient } from '../../replica/primary-client.ts';
+import { nodePrimaryClient } from '../../replica/primary-fetch.ts';
+import type { PrimaryClient } from '../../shared/primary-client.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { Processes } from '../kit/spawn.ts';
 import { seedFromEnv, tempDir } from '../helpers.ts';
@@ -59,7 +60,7 @@ beforeAll(async () => {
   replica = await startReplica(rconfig, logger);
   await waitFor(() => replica.store.get(DB)?.position, 'replica bootstrap');
   primaryApp = createPrimaryApp({ store: primary.store, auth: AUTH, maxBodyBytes: MAX_BODY, logger });
-  client = new PrimaryClient({ url: primary.url, token: TOKEN });
+  client = nodePrimaryClient({ url: primary.url, token: TOKEN });
   replicaApp = createReplicaApp({
     store: replica.store,
     follower: replica.follower,

@@ -24,7 +24,8 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { Follower } from '../../replica/follower.ts';
-import { PrimaryClient, type SnapshotHead } from '../../replica/primary-client.ts';
+import { nodePrimaryClient } from '../../replica/primary-fetch.ts';
+import type { SnapshotHead } from '../../shared/primary-client.ts';
 import { startReplica } from '../../replica/server.ts';
 import { downloadSnapshot, PROGRESS_MIN_BYTES, SNAPSHOT_TEMP_SUFFIX, type SnapshotSource } from '../../replica/snapshot-file.ts';
 import { ReplicaStore } from '../../replica/store.ts';
@@ -242,7 +243,7 @@ describe('a snapshot that fails leaves no temp file and the old database as it w
     stops.push(() => store.close());
     store.ensure('app').restore(old.image, old.position, 7, Date.now());
     const fake = new FakePrimary(next(t.dir), mode);
-    const client = new PrimaryClient({ url: await fake.listen() });
+    const client = nodePrimaryClient({ url: await fake.listen() });
     stops.push(() => fake.close());
     stops.push(() => client.close());
     const follower = new Follower({ client, store, databases: ['app'], heartbeatTimeoutMs: 10_000, backoffMinMs: 50, backoffMaxMs: 200, logger: (e) => logs.push(e) });

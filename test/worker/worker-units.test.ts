@@ -287,13 +287,22 @@ describe('wa-sqlite over the page-map VFS', () => {
 describe('configuration and consistency', () => {
   const base: Env = { REPLICA: {} as DurableObjectNamespace, PRIMARY_URL: 'http://127.0.0.1:7400', EDGELITE_TOKENS: 'read=read-token-0123456789' };
 
-  it('validates the environment once, naming the variable', () => {
+  it('validates the environment once, naming the variable; every bad value is MISCONFIGURED (503), never a 400', () => {
     expect(parseWorkerConfig({ ...base, DATABASES: 'a, b' })).toMatchObject({ primaryUrl: 'http://127.0.0.1:7400', databases: ['a', 'b'], readWaitMs: 5000 });
-    expect(() => parseWorkerConfig({ ...base, PRIMARY_URL: '' })).toThrow(/PRIMARY_URL/);
-    expect(() => parseWorkerConfig({ ...base, PRIMARY_URL: 'ftp://x' })).toThrow(/PRIMARY_URL/);
-    expect(() => parseWorkerConfig({ ...base, READ_WAIT_MS: '-1' })).toThrow(/READ_WAIT_MS/);
-    expect(() => parseWorkerConfig({ ...base, DATABASES: 'ok,../x' })).toThrow(/invalid database name/);
-    expectCode(() => parseWorkerConfig({ ...base, EDGELITE_TOKENS: undefined }), 'UNAUTHORIZED');
+    const bad: Array<[Partial<Env>, RegExp]> = [
+      [{ PRIMARY_URL: '' }, /PRIMARY_URL/],
+      [{ PRIMARY_URL: 'ftp://x' }, /PRIMARY_URL/],
+      [{ PRIMARY_URL: 'not a url' }, /PRIMARY_URL/],
+      [{ READ_WAIT_MS: '-1' }, /READ_WAIT_MS/],
+      [{ DATABASES: 'ok,../x' }, /invalid database name/],
+      [{ EDGELITE_TOKENS: 'read=short' }, /at least 16/],
+      [{ EDGELITE_TOKENS: undefined }, /EDGELITE_TOKEN/],
+    ];
+    for (const [env, message] of bad) {
+      const err = expectCode(() => parseWorkerConfig({ ...base, ...env }), 'MISCONFIGURED');
+      expect(err.message).toMatch(message);
+      expect(err.status).toBe(503);
+    }
     expect(parseWorkerConfig({ ...base, EDGELITE_TOKENS: undefined, ALLOW_NO_AUTH: 'true' }).auth.grants).toEqual([]);
   });
 

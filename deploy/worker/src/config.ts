@@ -3,6 +3,7 @@
  * validated with messages that name the variable. Nothing below this file reads `env` for settings.
  */
 import { parseAuthConfig, type AuthConfig } from '../../../shared/auth.ts';
+import { configError } from '../../../shared/config.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 
@@ -45,20 +46,31 @@ export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 5000;
 export const DEFAULT_ALARM_INTERVAL_MS = 10_000;
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
 
-/** parseWorkerConfig validates `env`; BAD_REQUEST naming the variable when one is wrong. */
+/**
+ * parseWorkerConfig validates `env`; MISCONFIGURED naming the variable when one is wrong. A Worker
+ * cannot refuse to start, so the caller keeps the error and answers every request with it (503).
+ */
 export function parseWorkerConfig(env: Env): WorkerConfig {
+  try {
+    return parse(env);
+  } catch (err) {
+    throw configError(err);
+  }
+}
+
+function parse(env: Env): WorkerConfig {
   const primaryUrl = env.PRIMARY_URL?.trim();
-  if (!primaryUrl) throw new EdgeliteError('BAD_REQUEST', 'PRIMARY_URL is not set: the URL of the edgelite primary');
+  if (!primaryUrl) throw new EdgeliteError('MISCONFIGURED', 'PRIMARY_URL is not set: the URL of the edgelite primary');
   let url: URL;
   try {
     url = new URL(primaryUrl);
   } catch (err) {
-    throw new EdgeliteError('BAD_REQUEST', `PRIMARY_URL "${primaryUrl}" is not a URL`, { cause: err });
+    throw new EdgeliteError('MISCONFIGURED', `PRIMARY_URL "${primaryUrl}" is not a URL`, { cause: err });
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EdgeliteError('BAD_REQUEST', `PRIMARY_URL must be http(s), got ${primaryUrl}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EdgeliteError('MISCONFIGURED', `PRIMARY_URL must be http(s), got ${primaryUrl}`);
   const auth = parseAuthConfig(env.EDGELITE_TOKEN || undefined, env.EDGELITE_TOKENS || undefined);
   if (auth.grants.length === 0 && env.ALLOW_NO_AUTH !== 'true') {
-    throw new EdgeliteError('UNAUTHORIZED', 'no EDGELITE_TOKEN or EDGELITE_TOKENS secret is set (set ALLOW_NO_AUTH = "true" only for local development)');
+    throw new EdgeliteError('MISCONFIGURED', 'no EDGELITE_TOKEN or EDGELITE_TOKENS secret is set (set ALLOW_NO_AUTH = "true" only for local development)');
   }
   return {
     primaryUrl: url.origin,
@@ -83,6 +95,6 @@ function parseDatabases(text: string | undefined): '*' | string[] {
 function int(text: string | undefined, fallback: number, name: string): number {
   if (text === undefined || text.trim() === '') return fallback;
   const n = Number(text);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new EdgeliteError('BAD_REQUEST', `${name} must be a positive integer, got "${text}"`);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new EdgeliteError('MISCONFIGURED', `${name} must be a positive integer, got "${text}"`);
   return n;
 }

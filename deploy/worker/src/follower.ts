@@ -11,7 +11,7 @@ import type { StreamPosition } from '../../../shared/frames.ts';
 import type { Logger } from '../../../shared/log.ts';
 import type { ChangeSet, Position } from '../../../shared/types.ts';
 import { SnapshotAssembler } from './apply.ts';
-import type { SnapshotHead, SnapshotSink } from './primary-client.ts';
+import type { SnapshotHead, SnapshotSink } from '../../../shared/primary-client.ts';
 import type { WorkerReplica } from './replica.ts';
 
 /** SnapshotSource is the part of the primary client a snapshot download needs. */

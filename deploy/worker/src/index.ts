@@ -11,20 +11,28 @@ import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
 import { corsMiddleware, errorResponse, jsonResponse, requireRight } from '../../../shared/http.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
-import { WorkerPrimaryClient } from './primary-client.ts';
-import { DB_HEADER } from './replica-do.ts';
+import { clientAuth, DB_HEADER, primaryClientOf } from './replica-do.ts';
 
 export { ReplicaObject } from './replica-do.ts';
 
-const configs = new WeakMap<Env, WorkerConfig>();
+/** Parsed once per env object (once per isolate in practice); a bad environment is kept as its error. */
+const configs = new WeakMap<Env, WorkerConfig | EdgeliteError>();
 
-/** configOf parses the environment once per env object (once per isolate in practice). */
+/**
+ * configOf is the Worker's configuration, or throws its MISCONFIGURED error (503, naming the variable):
+ * a Worker cannot fail at start, so every request, /v1/health included, says what is wrong.
+ */
 function configOf(env: Env): WorkerConfig {
   let config = configs.get(env);
   if (!config) {
-    config = parseWorkerConfig(env);
+    try {
+      config = parseWorkerConfig(env);
+    } catch (err) {
+      config = err instanceof EdgeliteError ? err : new EdgeliteError('MISCONFIGURED', String(err), { cause: err });
+    }
     configs.set(env, config);
   }
+  if (config instanceof EdgeliteError) throw config;
   return config;
 }
 
@@ -64,7 +72,7 @@ app.get('/v1/db/:name', right('read'), (c) => toObject(c, c.req.param('name'), '
 app.put('/v1/db/:name', right('write'), async (c) => {
   const config = c.get('config');
   const name = validateDatabaseName(c.req.param('name'));
-  const r = await new WorkerPrimaryClient(config.primaryUrl, config.primaryToken).forward('PUT', `/v1/db/${encodeURIComponent(name)}`);
+  const r = await primaryClientOf(config).forward('PUT', `/v1/db/${encodeURIComponent(name)}`, undefined, clientAuth(c.req.raw));
   if (r.status >= 400) throw errorFromBody(r.body, r.status);
   return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
 });

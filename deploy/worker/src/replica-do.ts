@@ -17,7 +17,8 @@ import wasm from 'wa-sqlite/dist/wa-sqlite.wasm';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
 import { errorResponse, jsonResponse, readJsonBody } from '../../../shared/http.ts';
 import { jsonLogger } from '../../../shared/log.ts';
-import { parseStatementsBody } from '../../../shared/protocol.ts';
+import { PrimaryClient } from '../../../shared/primary-client.ts';
+import { parseStatementsBody, positionHeaders } from '../../../shared/protocol.ts';
 import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../../../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../../../shared/types.ts';
 import { Conditions } from '../../../shared/waiters.ts';
@@ -25,7 +26,6 @@ import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../../../shared/consistency.ts';
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, WorkerFollower } from './follower.ts';
 import { PageStore } from './page-store.ts';
-import { WorkerPrimaryClient } from './primary-client.ts';
 import { WorkerReplica } from './replica.ts';
 import type { WasmModule } from './sqlite.ts';
 
@@ -56,7 +56,7 @@ export class ReplicaObject extends DurableObject<Env> {
   #store: PageStore | null = null;
   #replica: WorkerReplica | null = null;
   #follower: WorkerFollower | null = null;
-  #client: WorkerPrimaryClient | null = null;
+  #client: PrimaryClient | null = null;
   #bootedFrom: 'storage' | 'snapshot' | null = null;
   #snapshotsAtBoot = 0;
   #alarmSet = false;
@@ -71,7 +71,7 @@ export class ReplicaObject extends DurableObject<Env> {
     super(ctx, env);
     try {
       this.#config = parseWorkerConfig(env);
-      this.#client = new WorkerPrimaryClient(this.#config.primaryUrl, this.#config.primaryToken);
+      this.#client = primaryClientOf(this.#config);
     } catch (err) {
       this.#configError = err;
     }
@@ -157,7 +157,7 @@ export class ReplicaObject extends DurableObject<Env> {
       await this.#bootstrapped(config.readWaitMs);
       await satisfy(replica, consistency, config.readWaitMs, () => this.#client!.position(replica.name));
       const results = replica.query(statements);
-      return jsonResponse({ results }, 200, this.#positionHeaders());
+      return jsonResponse({ results }, 200, positionHeaders(replica.position!, replica.databaseId, 'replica'));
     });
 
     app.post('/exec', async (c) => {
@@ -165,7 +165,7 @@ export class ReplicaObject extends DurableObject<Env> {
       const config = this.#config!;
       const body = await readJsonBody(c, config.maxBodyBytes);
       parseStatementsBody(body);
-      const r = await this.#client!.forward('POST', `/v1/db/${encodeURIComponent(replica.name)}/exec`, JSON.stringify(body));
+      const r = await this.#client!.forward('POST', `/v1/db/${encodeURIComponent(replica.name)}/exec`, JSON.stringify(body), clientAuth(c.req.raw));
       if (r.status !== 200) throw errorFromBody(r.body, r.status);
       const token = (r.body as { token?: unknown }).token;
       const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': 'false' };
@@ -206,18 +206,6 @@ export class ReplicaObject extends DurableObject<Env> {
     if (replica.position) return;
     if (notFound()) throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${replica.name} does not exist on the primary`);
     throw new EdgeliteError('REPLICA_BEHIND', `database ${replica.name} is not replicated here yet`);
-  }
-
-  #positionHeaders(): Record<string, string> {
-    const replica = this.#replica!;
-    const p = replica.position!;
-    return {
-      'Edgelite-Generation': String(p.generation),
-      'Edgelite-Txid': String(p.txid),
-      'Edgelite-Checksum': formatChecksum(p.checksum),
-      'Edgelite-Database-Id': String(replica.databaseId ?? ''),
-      'Edgelite-Served-By': 'replica',
-    };
   }
 
   #describe(): Record<string, unknown> {
@@ -263,6 +251,20 @@ export class ReplicaObject extends DurableObject<Env> {
 
 function finite(n: number): number | null {
   return Number.isFinite(n) ? Math.round(n) : null;
+}
+
+/** primaryClientOf is the Worker's client of its primary, over the runtime's fetch. */
+export function primaryClientOf(config: WorkerConfig): PrimaryClient {
+  return new PrimaryClient({ url: config.primaryUrl, ...(config.primaryToken ? { token: config.primaryToken } : {}) });
+}
+
+/**
+ * clientAuth is the client's own Authorization header, forwarded unchanged (the forwarding-credential
+ * rule in shared/primary-client.ts); without one the Worker's own EDGELITE_PRIMARY_TOKEN is used.
+ */
+export function clientAuth(request: Request): Record<string, string> {
+  const a = request.headers.get('authorization');
+  return a ? { authorization: a } : {};
 }
 
 function tokenOf(c: Context): string | undefined {
