@@ -17,8 +17,6 @@ export type FrameHook = (frame: Frame) => Frame;
 /** STREAM_REQUEST: the request line of the replication stream (the frame layer applies to its response). */
 export const STREAM_REQUEST = /^POST \/v1\/stream$/;
 
-type Mode = 'head' | 'chunks' | 'pass';
-
 const EMPTY: Buffer = Buffer.alloc(0);
 const CRLF = '\r\n';
 
@@ -26,7 +24,7 @@ const CRLF = '\r\n';
 export class FrameLayer {
   readonly #hook: FrameHook;
   readonly #decoder = new FrameDecoder();
-  #mode: Mode = 'head';
+  #mode: 'head' | 'chunks' | 'pass' = 'head';
   /** Bytes received but not yet parsed (the header block, or a chunk-size line split across reads). */
   #held = EMPTY;
   /** Data bytes left in the current chunk, and whether its closing CRLF is still to come. */
@@ -52,13 +50,14 @@ export class FrameLayer {
       if (!/^HTTP\/1\.1 200 /.test(text) || !/\r\ntransfer-encoding: *chunked\r\n/i.test(text)) return this.#pass(out);
       this.#mode = 'chunks';
     }
-    for (const piece of this.#dechunk()) {
+    const { body, last } = this.#dechunk();
+    for (const piece of body) {
       for (const frame of this.#decoder.push(piece)) {
         const bytes = encodeFrame(this.#hook(frame));
         out.push(Buffer.from(`${bytes.length.toString(16)}${CRLF}`, 'latin1'), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), Buffer.from(CRLF));
       }
     }
-    if ((this.#mode as Mode) === 'pass') {
+    if (last) {
       out.push(Buffer.from(`0${CRLF}`, 'latin1')); // the last chunk; its trailer section follows in #held
       return this.#pass(out);
     }
@@ -73,8 +72,8 @@ export class FrameLayer {
     return Buffer.concat(out);
   }
 
-  /** #dechunk returns the body bytes of the chunks complete or begun in #held; at the last chunk, pass. */
-  #dechunk(): Buffer[] {
+  /** #dechunk returns the body bytes of the chunks complete or begun in #held, and whether the last chunk came. */
+  #dechunk(): { body: Buffer[]; last: boolean } {
     const body: Buffer[] = [];
     for (;;) {
       if (this.#chunkLeft > 0) {
@@ -93,14 +92,11 @@ export class FrameLayer {
         const size = Number.parseInt(this.#held.subarray(0, eol).toString('latin1').split(';')[0]!, 16);
         if (!Number.isSafeInteger(size) || size < 0) throw new Error(`bad chunk-size line in a stream response`);
         this.#held = this.#held.subarray(eol + 2);
-        if (size === 0) {
-          this.#mode = 'pass';
-          break;
-        }
+        if (size === 0) return { body, last: true };
         this.#chunkLeft = size;
         this.#needCrlf = true;
       }
     }
-    return body;
+    return { body, last: false };
   }
 }
