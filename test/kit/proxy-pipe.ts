@@ -203,9 +203,8 @@ class Pipe {
     this.#offset = 0;
     this.#bodyStart = -1;
     this.#tail = Buffer.alloc(0);
-    const hook = this.#proxy.frameHook();
-    const request = this.#conn.info.request;
-    this.#frames = hook && this.#direction === 'down' && request !== null && STREAM_REQUEST.test(request) ? new FrameLayer(hook) : null;
+    const hook = this.#direction === 'down' && STREAM_REQUEST.test(this.#conn.info.request ?? '') ? this.#proxy.frameHook() : null;
+    this.#frames = hook ? new FrameLayer(hook) : null;
   }
 
   /** sync reads from the source only while this direction is not paused and the destination keeps up. */
