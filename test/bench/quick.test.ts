@@ -3,11 +3,11 @@
  * scenario P1..P9 must run and print its row with a numeric figure. It never judges a figure against
  * its goal (timing belongs to docs/BENCHMARKS.md, not to CI).
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers.ts';
+import { runProcess, type ProcessResult } from '../kit/spawn.ts';
 import { renderMarkdown, renderText } from './report.ts';
 import type { Row } from './scenarios/common.ts';
 import { median, percentile, REPO_ROOT, summarize } from './scenarios/common.ts';
@@ -15,19 +15,11 @@ import { deltaBytes } from './scenarios/p8-wire.ts';
 
 const SCENARIOS = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8', 'P9'];
 
-function runQuick(jsonFile: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'run-ts.mjs'), 'test/bench/run.ts', '--quick', '--json', jsonFile], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    proc.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    proc.once('error', reject);
-    proc.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+/** QUICK_TIMEOUT_MS: the whole quick run, under the test's own timeout so its output is shown. */
+const QUICK_TIMEOUT_MS = 540_000;
+
+function runQuick(jsonFile: string): Promise<ProcessResult> {
+  return runProcess(process.execPath, [join(REPO_ROOT, 'bin', 'run-ts.mjs'), join(REPO_ROOT, 'test', 'bench', 'run.ts'), '--quick', '--json', jsonFile], '', QUICK_TIMEOUT_MS);
 }
 
 describe('benchmark helpers', () => {

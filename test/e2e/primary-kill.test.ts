@@ -8,13 +8,13 @@
 import Database from 'better-sqlite3';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { decodeChangeSet } from '../../shared/changeset.ts';
 import { decodeToken } from '../../shared/token.ts';
 import { formatChecksum, parseChecksum } from '../../shared/types.ts';
 import { applyToImage, diffPages, prng, seedFromEnv, tempDir } from '../helpers.ts';
-import { runProcess, spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
+import { processesAfterEach, runProcess, type EdgeliteProcess } from '../kit/spawn.ts';
 import { FrameStream } from '../kit/stream.ts';
 
 const LONG = process.env.EDGELITE_LONG === '1';
@@ -35,25 +35,15 @@ const SCENARIOS: Scenario[] = [
   { name: 'WAL restarted by every write', flags: ['--checkpoint-frames', '1'], rounds: LONG ? 30 : 2 },
 ];
 
-const running = new Set<EdgeliteProcess>();
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  for (const p of running) await p.kill('SIGKILL');
-  running.clear();
-  for (const c of cleanups) c();
-  cleanups = [];
-});
+const { procs, cleanups } = processesAfterEach();
 
-async function startPrimary(dir: string, flags: string[]): Promise<EdgeliteProcess> {
-  const p = await spawnEdgelite(['primary', '--data', dir, '--listen', '127.0.0.1:0', ...flags]);
-  running.add(p);
-  return p;
+function startPrimary(dir: string, flags: string[]): Promise<EdgeliteProcess> {
+  return procs.primary(dir, '127.0.0.1:0', flags);
 }
 
-async function kill(p: EdgeliteProcess): Promise<void> {
-  const exit = await p.kill('SIGKILL');
-  running.delete(p);
-  expect(exit.signal).toBe('SIGKILL');
+/** kill SIGKILLs the primary and checks that the signal, not a clean exit, ended it. */
+function kill(p: EdgeliteProcess): Promise<void> {
+  return procs.stop(p, 'SIGKILL');
 }
 
 async function http(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {

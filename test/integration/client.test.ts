@@ -20,6 +20,7 @@ import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { FaultProxy } from '../kit/proxy.ts';
 import { waitFor } from '../kit/wait.ts';
 
 const DB = 'app';
@@ -87,47 +88,17 @@ async function rejection(p: Promise<unknown>): Promise<EdgeliteError> {
   return err as EdgeliteError;
 }
 
-interface Proxy {
-  url: string;
-  close(): Promise<void>;
-}
-
 /**
- * tcpProxy forwards loopback TCP to `port`: each chunk waits `delayMs` in each direction (a distant
- * replica), or with `dropResponses` the request goes through but the connection is cut as the answer
- * comes back (a network failure after the server has acted).
+ * proxyTo puts the kit's fault proxy in front of `port`: each chunk waits `delayMs` in each direction
+ * (a distant replica), or with `dropResponses` the request goes through but the connection is ended as
+ * the answer comes back (a network failure after the server has acted).
  */
-async function tcpProxy(port: number, o: { delayMs?: number; dropResponses?: boolean }): Promise<Proxy> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((down) => {
-    const up = net.connect(port, '127.0.0.1');
-    for (const s of [down, up]) sockets.add(s);
-    const pass = (from: net.Socket, to: net.Socket, drop: boolean) => {
-      from.on('data', (chunk: Buffer) => {
-        if (drop) return void down.destroy();
-        const write = () => void (to.destroyed || to.write(chunk));
-        if (o.delayMs) setTimeout(write, o.delayMs);
-        else write();
-      });
-      from.on('close', () => {
-        sockets.delete(from);
-        setTimeout(() => to.destroy(), o.delayMs ?? 0);
-      });
-      // The peer going away is the proxy's normal end; the close handler above tears the pair down.
-      from.on('error', () => to.destroy());
-    };
-    pass(down, up, false);
-    pass(up, down, o.dropResponses === true);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port: own } = server.address() as net.AddressInfo;
-  const close = () =>
-    new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    });
-  stops.push(close);
-  return { url: `http://127.0.0.1:${own}`, close };
+async function proxyTo(port: number, o: { delayMs?: number; dropResponses?: boolean }): Promise<FaultProxy> {
+  const proxy = await FaultProxy.start({ target: { host: '127.0.0.1', port } });
+  stops.push(() => proxy.close());
+  if (o.delayMs) for (const d of ['up', 'down'] as const) proxy.setDelay(d, o.delayMs);
+  if (o.dropResponses) proxy.addRule({ direction: 'down', truncateAt: 0 });
+  return proxy;
 }
 
 /** unusedPort is a loopback port nothing listens on (connections are refused). */
@@ -291,7 +262,7 @@ describe('edgelite/client failover', () => {
     await new Promise<void>((resolve) => sick.listen(0, '127.0.0.1', resolve));
     stops.push(() => new Promise<void>((resolve) => sick.close(() => resolve())));
     const sickUrl = `http://127.0.0.1:${(sick.address() as net.AddressInfo).port}`;
-    const cut = await tcpProxy(a.port, { dropResponses: true });
+    const cut = await proxyTo(a.port, { dropResponses: true });
 
     const c = client([sickUrl, cut.url, b.url]);
     const r = await c.query(DB, 'SELECT count(*) FROM kv');
@@ -316,7 +287,7 @@ describe('edgelite/client writes are never sent twice', () => {
     const { primary, a, b } = await cluster();
     // No key: a resent insert would add a second row rather than fail.
     await rawExec(primary.url, 'CREATE TABLE events (n)');
-    const cut = await tcpProxy(a.port, { dropResponses: true });
+    const cut = await proxyTo(a.port, { dropResponses: true });
     const c = client([cut.url, b.url]);
     const err = await rejection(c.exec(DB, 'INSERT INTO events VALUES (1)'));
     expect(err.code).toBe('UNAVAILABLE');
@@ -338,7 +309,7 @@ describe('edgelite/client writes are never sent twice', () => {
 describe('edgelite/client replica choice', () => {
   it('prefers the replica with the lower measured round-trip time', async () => {
     const { a, b } = await cluster();
-    const far = await tcpProxy(a.port, { delayMs: 40 });
+    const far = await proxyTo(a.port, { delayMs: 40 });
     // The distant one is listed first: only measurement can move traffic off it.
     const c = client([far.url, b.url]);
     const s = c.session(DB);

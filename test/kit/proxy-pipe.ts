@@ -1,11 +1,12 @@
 /**
  * The inside of the fault proxy (proxy.ts): one Connection per proxied client connection, one Pipe per
  * direction, and the rule, fault and tap types they share. A Pipe applies, per chunk and in this order:
- * request-line sniffing (which restarts the message counters), tapping of the original bytes, the
- * fault rules (flips, truncation), then delay, bandwidth and pause on the way out, with back-pressure to
- * its source.
+ * request-line sniffing (which restarts the message counters), the frame layer (proxy-frames.ts, on a
+ * stream response while a frame hook is set), tapping of the bytes so far unfaulted, the fault rules
+ * (flips, truncation), then delay, bandwidth and pause on the way out, with back-pressure to its source.
  */
 import net from 'node:net';
+import { type FrameHook, FrameLayer, STREAM_REQUEST } from './proxy-frames.ts';
 import type { Tap, TapMessage } from './proxy-tap.ts';
 
 /** Direction: `up` is client → server (requests), `down` is server → client (responses). */
@@ -84,6 +85,8 @@ const MAX_SLICE_BYTES = 16 * 1024;
 export interface PipeHost {
   readonly bytes: Record<Direction, number>;
   readonly faults: FaultRecord[];
+  readonly requests: string[];
+  frameHook(): FrameHook | null;
   paused(d: Direction): boolean;
   delay(d: Direction): number;
   rate(d: Direction): number | null;
@@ -128,6 +131,7 @@ export class Connection {
   newMessage(request: string): void {
     this.info.request = request;
     this.info.message = this.#proxy.nextMessage();
+    this.#proxy.requests.push(request);
     this.#up.restart();
     this.#down.restart();
   }
@@ -165,6 +169,8 @@ class Pipe {
   #lastDue = 0;
   /** The tap message this pipe's current message is recorded in, per tap. */
   #tapped = new Map<Tap, TapMessage>();
+  /** The frame layer rewriting the current message, if it is a stream response and a hook is set. */
+  #frames: FrameLayer | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #blocked = false;
   /** A FIN or a truncation is queued: nothing after it is forwarded. */
@@ -197,6 +203,8 @@ class Pipe {
     this.#offset = 0;
     this.#bodyStart = -1;
     this.#tail = Buffer.alloc(0);
+    const hook = this.#direction === 'down' && STREAM_REQUEST.test(this.#conn.info.request ?? '') ? this.#proxy.frameHook() : null;
+    this.#frames = hook ? new FrameLayer(hook) : null;
   }
 
   /** sync reads from the source only while this direction is not paused and the destination keeps up. */
@@ -225,6 +233,16 @@ class Pipe {
     if (this.#direction === 'up') {
       const m = REQUEST_LINE.exec(chunk.subarray(0, 2048).toString('latin1'));
       if (m) this.#conn.newMessage(`${m[1]} ${m[2]}`);
+    }
+    if (this.#frames) {
+      try {
+        chunk = this.#frames.push(chunk);
+      } catch {
+        // An undecodable stream from the server: end the connection, as a replica would on it.
+        this.#conn.destroy();
+        return;
+      }
+      if (chunk.length === 0) return;
     }
     const start = this.#offset;
     this.#scanHeaderEnd(chunk, start);

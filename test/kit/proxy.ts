@@ -14,13 +14,18 @@
  * response to that request. With `body: true` a rule counts from the end of the message's header block
  * (the first CRLFCRLF), so offset 0 is the first body byte (for a chunked response, the first chunk-size
  * line). The request-line sniffing is deliberately simple: it is a test tool, not an HTTP parser.
+ *
+ * Above the bytes, `frames(hook)` rewrites the replication stream frame by frame (proxy-frames.ts), and
+ * `requests` lists every request line seen, so a test can count snapshot downloads and reconnects.
  */
 import net from 'node:net';
 import { prng } from '../helpers.ts';
+import type { FrameHook } from './proxy-frames.ts';
 import { Connection, type ConnectionInfo, type Direction, type FaultRecord, type FaultRule, type PipeHost, type RuleState } from './proxy-pipe.ts';
 import { Tap } from './proxy-tap.ts';
 
 export { type ConnectionInfo, type Direction, type FaultRecord, type FaultRule } from './proxy-pipe.ts';
+export { type FrameHook } from './proxy-frames.ts';
 export { Tap, type TapMessage, tapBytes } from './proxy-tap.ts';
 
 export interface ProxyTarget {
@@ -42,6 +47,8 @@ export class FaultProxy implements PipeHost {
   readonly bytes: Record<Direction, number> = { up: 0, down: 0 };
   /** Every fault injected, in order. */
   readonly faults: FaultRecord[] = [];
+  /** Every request line seen (`POST /v1/stream`), in order, over all connections. */
+  readonly requests: string[] = [];
   /** Connections accepted (including refused ones) and cut by `cut()`. */
   connections = 0;
   cuts = 0;
@@ -53,6 +60,7 @@ export class FaultProxy implements PipeHost {
   readonly #delay: Record<Direction, number> = { up: 0, down: 0 };
   readonly #rate: Record<Direction, number | null> = { up: null, down: null };
   readonly #paused: Record<Direction, boolean> = { up: false, down: false };
+  #frameHook: FrameHook | null = null;
   #refusing = false;
   #port = 0;
   #messages = 0;
@@ -163,6 +171,22 @@ export class FaultProxy implements PipeHost {
     return t;
   }
 
+  /**
+   * frames passes every frame of the stream responses that start from now on through `hook` and
+   * returns a function that removes it (one hook at a time).
+   */
+  frames(hook: FrameHook): () => void {
+    this.#frameHook = hook;
+    return () => {
+      if (this.#frameHook === hook) this.#frameHook = null;
+    };
+  }
+
+  /** count is how many request lines seen so far match `request`. */
+  count(request: RegExp): number {
+    return this.requests.filter((r) => request.test(r)).length;
+  }
+
   clearRules(): void {
     this.#rules.length = 0;
   }
@@ -186,6 +210,10 @@ export class FaultProxy implements PipeHost {
   }
 
   // The internals below are what a Connection needs from its proxy.
+
+  /** @internal */ frameHook(): FrameHook | null {
+    return this.#frameHook;
+  }
 
   /** @internal */ paused(d: Direction): boolean {
     return this.#paused[d];

@@ -1,6 +1,7 @@
 /**
- * Child-process helpers for end-to-end tests: run the real `edgelite` CLI (bin/edgelite.mjs) as its own
- * process, wait for the JSON line that says it is listening, and kill it by PID (SIGKILL included).
+ * Child-process helpers for end-to-end tests and the benchmarks: run the real `edgelite` CLI
+ * (bin/edgelite.mjs), or any Node script that logs the same listening line, as its own process, wait for
+ * that line, and stop it by PID (SIGKILL, or SIGTERM with a SIGKILL after a grace period).
  * Everything the child prints is kept, so a failing test can show it (`output()`). `Processes` tracks
  * what a test started, so an afterEach leaves nothing running.
  */
@@ -29,6 +30,8 @@ export interface EdgeliteProcess {
   logs: Array<Record<string, unknown>>;
   /** kill sends `signal` (default SIGKILL) to the child's PID and resolves once it has exited. */
   kill(signal?: NodeJS.Signals): Promise<Exit>;
+  /** stop asks for a clean shutdown (SIGTERM), sends SIGKILL after `graceMs`, and resolves once it exited. */
+  stop(graceMs?: number): Promise<Exit>;
   /** Resolves when the child exits, for whatever reason. */
   stopped: Promise<Exit>;
   /** output is stdout and stderr so far, for failure messages. */
@@ -44,6 +47,9 @@ export interface SpawnOptions {
 const defaultReady = (line: Record<string, unknown>): boolean =>
   typeof line.msg === 'string' && line.msg.endsWith('listening') && typeof line.url === 'string';
 
+/** DEFAULT_STOP_GRACE_MS: how long `stop()` waits after SIGTERM before it kills. */
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+
 /**
  * spawnEdgelite runs `node bin/edgelite.mjs ...args` and resolves once it logs its listening line.
  * `env` is added to this process's environment, minus any EDGELITE_* variable (so a developer's shell
@@ -51,10 +57,16 @@ const defaultReady = (line: Record<string, unknown>): boolean =>
  * does not come in time.
  */
 export function spawnEdgelite(args: string[], extraEnv: Record<string, string> = {}, options: SpawnOptions = {}): Promise<EdgeliteProcess> {
+  return spawnNode([EDGELITE_BIN, ...args], extraEnv, options);
+}
+
+/** spawnNode is spawnEdgelite for any script: `node ...argv` (paths in argv as given, cwd the repo). */
+export function spawnNode(argv: string[], extraEnv: Record<string, string> = {}, options: SpawnOptions = {}): Promise<EdgeliteProcess> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('EDGELITE_')) env[k] = v;
   Object.assign(env, extraEnv);
-  const proc = spawn(process.execPath, [EDGELITE_BIN, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const what = argv.map((a) => a.replace(`${REPO_ROOT}/`, '')).join(' ');
   const isReady = options.isReady ?? defaultReady;
   const logs: Array<Record<string, unknown>> = [];
   let out = '';
@@ -67,7 +79,7 @@ export function spawnEdgelite(args: string[], extraEnv: Record<string, string> =
     const output = () => `--- stdout ---\n${out}--- stderr ---\n${err}`;
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
-      reject(new Error(`edgelite ${args.join(' ')} did not start within ${timeoutMs} ms\n${output()}`));
+      reject(new Error(`${what} did not start within ${timeoutMs} ms\n${output()}`));
     }, timeoutMs);
     let ready = false;
 
@@ -86,6 +98,10 @@ export function spawnEdgelite(args: string[], extraEnv: Record<string, string> =
         if (!ready && isReady(line)) {
           ready = true;
           clearTimeout(timer);
+          const kill = (signal: NodeJS.Signals = 'SIGKILL'): Promise<Exit> => {
+            if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid!, signal);
+            return stopped;
+          };
           resolve({
             url: line.url as string,
             pid: proc.pid!,
@@ -93,9 +109,12 @@ export function spawnEdgelite(args: string[], extraEnv: Record<string, string> =
             logs,
             stopped,
             output,
-            kill: (signal: NodeJS.Signals = 'SIGKILL') => {
-              if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid!, signal);
-              return stopped;
+            kill,
+            stop: async (graceMs = DEFAULT_STOP_GRACE_MS) => {
+              const timer = setTimeout(() => void kill('SIGKILL'), graceMs);
+              const exit = await kill('SIGTERM');
+              clearTimeout(timer);
+              return exit;
             },
           });
         }
@@ -104,7 +123,7 @@ export function spawnEdgelite(args: string[], extraEnv: Record<string, string> =
     void stopped.then((exit) => {
       if (ready) return;
       clearTimeout(timer);
-      reject(new Error(`edgelite ${args.join(' ')} exited (${exit.code ?? exit.signal}) before listening\n${output()}`));
+      reject(new Error(`${what} exited (${exit.code ?? exit.signal}) before listening\n${output()}`));
     });
   });
 }

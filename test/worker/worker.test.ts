@@ -25,7 +25,7 @@ import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { tempDir } from '../helpers.ts';
 import { waitFor } from '../kit/wait.ts';
-import { startCorruptingProxy, type CorruptingProxy } from '../kit/frame-proxy.ts';
+import { startCorruptingProxy, type CorruptingProxy } from '../kit/proxy-damage.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORKER_DIR = join(ROOT, 'deploy/worker');

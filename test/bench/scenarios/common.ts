@@ -4,14 +4,14 @@
  * child-process CPU from /proc, and small HTTP helpers. Nothing here asserts timing: scenarios measure,
  * the report judges.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { request } from 'undici';
+import { REPO_ROOT, spawnNode } from '../../kit/spawn.ts';
 
 /** Row is one line of the result table. `ratio` is oriented so that higher is better for edgelite. */
 export interface Row {
@@ -237,7 +237,7 @@ export function fmt(n: number | null, digits = 3): string {
   return Number(n.toPrecision(digits)).toString();
 }
 
-export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export { REPO_ROOT } from '../../kit/spawn.ts';
 
 export interface ServerProcess {
   url: string;
@@ -247,47 +247,16 @@ export interface ServerProcess {
 }
 
 /**
- * spawnServer runs `node ARGV...` and resolves once it prints a JSON line `{"msg": "... listening",
- * "url": ...}` (what `edgelite primary|replica` and bare-server.ts print). Stopped by PID through the
- * cleanup stack; rejects with its output if it exits first or does not listen within `startTimeoutMs`.
+ * spawnServer runs `node ARGV...` with the tests' spawn helper (test/kit/spawn.ts) and resolves once it
+ * logs its listening line (what `edgelite primary|replica` and bare-server.ts print); from then on the
+ * cleanup stack stops it by PID. Rejects with its output if it exits first or does not listen within
+ * `startTimeoutMs` (the helper kills it then).
  */
-export function spawnServer(ctx: BenchContext, argv: string[], startTimeoutMs = 120_000): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const what = `${argv.map((a) => a.replace(`${REPO_ROOT}/`, '')).slice(0, 3).join(' ')} (pid ${proc.pid})`;
-  const stop = ctx.cleanup.add(what, async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  });
-  let out = '';
-  return new Promise<ServerProcess>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      void stop();
-      reject(new Error(`${what} did not start within ${startTimeoutMs} ms: ${out}`));
-    }, startTimeoutMs);
-    proc.stderr!.setEncoding('utf8').on('data', (t: string) => (out += t.slice(0, 10_000)));
-    let partial = '';
-    proc.stdout!.setEncoding('utf8').on('data', (t: string) => {
-      partial += t;
-      const lines = partial.split('\n');
-      partial = lines.pop()!;
-      for (const line of lines) {
-        if (out.length < 10_000) out += `${line}\n`;
-        const m = /^\{.*"msg":"[^"]*listening".*\}$/.test(line) ? (JSON.parse(line) as { url?: unknown }) : null;
-        if (m && typeof m.url === 'string') {
-          clearTimeout(timer);
-          resolve({ url: m.url, pid: proc.pid!, stop });
-        }
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited before listening: ${out}`));
-    });
-  });
+export async function spawnServer(ctx: BenchContext, argv: string[], startTimeoutMs = 120_000): Promise<ServerProcess> {
+  const p = await spawnNode(argv, {}, { startTimeoutMs });
+  const what = `${argv.map((a) => a.replace(`${REPO_ROOT}/`, '')).slice(0, 3).join(' ')} (pid ${p.pid})`;
+  const stop = ctx.cleanup.add(what, async () => void (await p.stop()));
+  return { url: p.url, pid: p.pid, stop };
 }
 
 /** spawnBareServer runs bare-server.ts (through bin/run-ts.mjs) in its own process. */

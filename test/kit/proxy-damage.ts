@@ -1,13 +1,9 @@
 /**
- * The frame layer of the kit's fault proxy (proxy.ts is the byte layer: TCP faults at offsets, which the
- * stream's frame hash catches). This one decodes the replication stream's frames and damages a change
- * set inside a valid frame, which only the change-set checks can catch; the Worker replica and the Node
- * replica are tested through it alike.
- *
- * A small HTTP proxy between a replica and the primary, for tests: it passes every request through,
- * counts snapshot downloads, and re-frames the replication stream so it can damage one change set on
- * purpose. Two kinds of damage, both with a valid frame (the frame hash is recomputed, so the stream
- * layer cannot be what catches it):
+ * Change-set damage through the fault proxy's frame layer (proxy-frames.ts): a FaultProxy whose frame
+ * hook damages one change set inside a valid frame, which only the change-set checks can catch; the
+ * Worker replica and the Node replica are tested through it alike. It counts snapshot downloads and
+ * stream connections from the proxy's request lines. Three kinds of damage, each with a valid frame
+ * (the frame layer recomputes the frame hash, so the stream layer cannot be what catches it):
  * - 'byte': one page byte flipped; the change set's own file checksum no longer matches (the decoder
  *   must refuse it: CORRUPT_CHANGESET).
  * - 'consistent': one page byte flipped AND the change set's file checksum recomputed, so it decodes;
@@ -19,12 +15,12 @@
  * It also records every change-set frame it passes (size, and whether it is a delta change set), so a
  * test can measure what a replica receives per write.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { isDeltaChangeSet } from '../../shared/changeset-delta.ts';
 import { HEADER_SIZE, OFFSET } from '../../shared/changeset-format.ts';
 import { hash64 } from '../../shared/checksum.ts';
-import { encodeFrame, FrameDecoder, type Frame } from '../../shared/frames.ts';
+import { encodeFrame, type Frame } from '../../shared/frames.ts';
+import { FaultProxy } from './proxy.ts';
+import { STREAM_REQUEST } from './proxy-frames.ts';
 
 export type Damage = 'byte' | 'consistent' | 'base';
 
@@ -40,6 +36,8 @@ export interface PassedChangeSet {
 }
 
 export interface CorruptingProxy {
+  /** The fault proxy underneath, for byte faults on the same connections. */
+  readonly proxy: FaultProxy;
   url: string;
   /** Snapshot downloads passed through so far. */
   readonly snapshots: number;
@@ -89,78 +87,36 @@ export function damageDeltaBase(data: Uint8Array): Uint8Array | null {
   return null;
 }
 
-const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'host', 'content-encoding']);
-
+/**
+ * startCorruptingProxy starts a FaultProxy to `target` whose frame hook records every change-set frame
+ * and damages the next one once armed.
+ */
 export async function startCorruptingProxy(target: string): Promise<CorruptingProxy> {
-  let snapshots = 0;
-  let streams = 0;
+  const proxy = await FaultProxy.start({ target });
   let damaged = 0;
   let armed: Damage | null = null;
-
   const changeSets: PassedChangeSet[] = [];
 
-  const rewrite = (f: Frame): Frame => {
+  proxy.frames((f: Frame): Frame => {
     if (f.type !== 'changeset') return f;
-    const frameBytes = encodeFrame(f).length;
     const view = new DataView(f.data.buffer, f.data.byteOffset, f.data.byteLength);
-    changeSets.push({ frameBytes, bytes: f.data.length, delta: isDeltaChangeSet(f.data), maxTxid: Number(view.getBigUint64(OFFSET.maxTxid)) });
+    changeSets.push({ frameBytes: encodeFrame(f).length, bytes: f.data.length, delta: isDeltaChangeSet(f.data), maxTxid: Number(view.getBigUint64(OFFSET.maxTxid)) });
     if (armed === null) return f;
-    const damage = armed;
-    const data = damage === 'base' ? damageDeltaBase(f.data) : damageChangeSet(f.data, damage);
+    const data = armed === 'base' ? damageDeltaBase(f.data) : damageChangeSet(f.data, armed);
     if (!data) return f;
     armed = null;
     damaged++;
     return { ...f, data };
-  };
-
-  const server = http.createServer((req, res) => {
-    const abort = new AbortController();
-    res.on('close', () => abort.abort());
-    void (async () => {
-      const chunks: Buffer[] = [];
-      for await (const c of req) chunks.push(c as Buffer);
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_HEADERS.has(k)) headers[k] = v;
-      const path = req.url ?? '/';
-      if (/\/snapshot$/.test(path)) snapshots++;
-      const isStream = path === '/v1/stream';
-      if (isStream) streams++;
-      const upstream = await fetch(`${target}${path}`, {
-        method: req.method,
-        headers,
-        body: chunks.length > 0 ? Buffer.concat(chunks) : undefined,
-        signal: abort.signal,
-      });
-      const out: Record<string, string> = {};
-      upstream.headers.forEach((v, k) => {
-        if (!HOP_HEADERS.has(k) || (k === 'content-length' && !isStream)) out[k] = v;
-      });
-      res.writeHead(upstream.status, out);
-      if (!upstream.body) return void res.end();
-      const decoder = isStream && upstream.status === 200 ? new FrameDecoder() : null;
-      for await (const chunk of upstream.body as unknown as AsyncIterable<Uint8Array>) {
-        if (!decoder) {
-          res.write(chunk);
-          continue;
-        }
-        for (const frame of decoder.push(chunk)) res.write(encodeFrame(rewrite(frame)));
-      }
-      res.end();
-    })().catch((err: unknown) => {
-      // The replica or the primary went away mid-request: end this exchange, the replica reconnects.
-      if (!res.headersSent) res.writeHead(502).end(String(err));
-      else res.destroy(err instanceof Error ? err : new Error(String(err)));
-    });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+
   return {
-    url: `http://127.0.0.1:${port}`,
+    proxy,
+    url: proxy.url,
     get snapshots() {
-      return snapshots;
+      return proxy.count(/\/snapshot$/);
     },
     get streams() {
-      return streams;
+      return proxy.count(STREAM_REQUEST);
     },
     get damaged() {
       return damaged;
@@ -171,10 +127,6 @@ export async function startCorruptingProxy(target: string): Promise<CorruptingPr
     arm(damage) {
       armed = damage;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => proxy.close(),
   };
 }
