@@ -9,7 +9,6 @@
  * timeout; the stream and snapshots hold a connection for long, with no body timeout (the stream's body
  * never ends; its heartbeat watchdog decides when it is dead). The only replica module that imports undici.
  */
-import { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { DEFAULT_REQUEST_TIMEOUT_MS, PrimaryClient, primaryOrigin, type PrimaryFetch, type PrimaryResponse } from '../shared/primary-client.ts';
 
@@ -55,7 +54,33 @@ function response(res: Dispatcher.ResponseData, stream: boolean): PrimaryRespons
     text: () => res.body.text(),
     // Made on first use, and only for the stream and snapshots (an error answer is read with text()).
     get body() {
-      return stream ? (web ??= Readable.toWeb(res.body) as ReadableStream<Uint8Array>) : null;
+      return stream ? (web ??= toWeb(res.body)) : null;
     },
   };
+}
+
+/**
+ * toWeb presents undici's body as a web stream, pulled one chunk at a time; cancelling it destroys the
+ * body (the connection is dropped). Not node:stream's Readable.toWeb: on Node 20 a cancel while the body
+ * still has data buffered makes it enqueue into the closed controller, an uncaught exception (seen when a
+ * snapshot's headers were refused before its body was read).
+ */
+function toWeb(body: Dispatcher.ResponseData['body']): ReadableStream<Uint8Array> {
+  const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
+  let cancelled = false;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const { done, value } = await chunks.next();
+        if (cancelled) return;
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      cancel(reason) {
+        cancelled = true;
+        body.destroy(reason instanceof Error ? reason : undefined);
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }

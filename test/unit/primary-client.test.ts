@@ -8,10 +8,11 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { PrimaryClient } from '../../shared/primary-client.ts';
-import { snapshotHeaders } from '../../shared/protocol.ts';
+import { SNAPSHOT_DIGEST_HEADER, snapshotHeaders } from '../../shared/protocol.ts';
 import { nodePrimaryClient } from '../../replica/primary-fetch.ts';
 
 const OWN = 'replica-own-token-0123456789';
+const BIG = 8 * 1024 * 1024;
 const CLIENT = 'Bearer client-token-0123456789';
 
 let server: Server;
@@ -25,6 +26,13 @@ beforeAll(async () => {
     req.on('end', () => {
       seen.push({ path: req.url ?? '', authorization: req.headers.authorization, body });
       if (req.url === '/cut') return req.socket.destroy();
+      if (req.url === '/v1/db/bad/snapshot' || req.url === '/v1/db/big/snapshot') {
+        // A large body, so the client still has most of it buffered when it gives up on it.
+        const head = snapshotHeaders({ position: { generation: 1, txid: 2, checksum: 3n }, databaseId: 4, pageSize: 512, length: BIG });
+        if (req.url.includes('/bad/')) head[SNAPSHOT_DIGEST_HEADER] = '0000000000000000';
+        res.writeHead(200, head);
+        return res.end(Buffer.alloc(BIG, 1));
+      }
       if (req.url?.endsWith('/snapshot')) {
         res.writeHead(200, snapshotHeaders({ position: { generation: 1, txid: 2, checksum: 3n }, databaseId: 4, pageSize: 512, length: 512 }));
         return res.end(Buffer.alloc(512, 1));
@@ -106,6 +114,25 @@ describe.each(transports)('PrimaryClient over %s', (_name, make) => {
       expect([b?.code, b?.details?.outcome]).toEqual(['PRIMARY_UNAVAILABLE', 'unknown']);
     } finally {
       await refused.close();
+      await client.close();
+    }
+  });
+});
+
+describe.each(transports)('a snapshot given up on, over %s', (_name, make) => {
+  it('is refused and its body dropped, headers not matching their digest or a sink failing, with nothing thrown later', async () => {
+    const client = make(url);
+    try {
+      const sink = { open: async () => undefined, write: async () => undefined };
+      const bad = await client.snapshot('bad', sink).then(() => null, (e: unknown) => e as EdgeliteError);
+      expect(bad?.code).toBe('CORRUPT_CHANGESET');
+      const failing = { open: async () => undefined, write: async () => Promise.reject(new EdgeliteError('DISK_FULL', 'no room')) };
+      const full = await client.snapshot('big', failing).then(() => null, (e: unknown) => e as EdgeliteError);
+      expect(full?.code).toBe('DISK_FULL');
+      // Let the dropped bodies' remaining bytes arrive: an enqueue into a cancelled stream would throw here.
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await client.snapshot('app', sink)).databaseId).toBe(4);
+    } finally {
       await client.close();
     }
   });
