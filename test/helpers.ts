@@ -1,10 +1,12 @@
 /** Test helpers: temp dirs, a seeded PRNG, page-image replay, and comparing database images. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach } from 'vitest';
+import Database from 'better-sqlite3';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { decodeChangeSet } from '../shared/changeset.ts';
-import type { ChangeSet } from '../shared/types.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { ChangeSet, PageImage } from '../shared/types.ts';
 
 export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), `edgelite-${prefix}-`));
@@ -84,4 +86,53 @@ export function stopsAfterEach(): Array<() => Promise<void> | void> {
     for (const s of stops.splice(0).reverse()) await s();
   });
   return stops;
+}
+
+/** thrownEdgelite runs `fn` and returns the EdgeliteError it throws; anything else, or nothing, fails. */
+export function thrownEdgelite(fn: () => unknown): EdgeliteError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(EdgeliteError);
+    return err as EdgeliteError;
+  }
+  throw new Error('expected an EdgeliteError, nothing was thrown');
+}
+
+/**
+ * kvFile registers (beforeAll/afterAll) a real database file written by better-sqlite3 in rollback
+ * mode, so the file is the whole database: table `kv (k INTEGER PRIMARY KEY, v TEXT)` with `rows` rows
+ * of about 110 bytes. `image()` reads the file as it is now.
+ */
+export function kvFile(label: string, pageSize: number, rows: number): { readonly db: Database.Database; image(): Uint8Array } {
+  let t: ReturnType<typeof tempDir>;
+  let db: Database.Database;
+  let file: string;
+  beforeAll(() => {
+    t = tempDir(label);
+    file = join(t.dir, 'a.db');
+    db = new Database(file);
+    db.pragma(`page_size = ${pageSize}`);
+    db.pragma('journal_mode = DELETE');
+    db.exec('CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)');
+    const insert = db.prepare('INSERT INTO kv VALUES (?, ?)');
+    for (let i = 0; i < rows; i++) insert.run(i, `v${i}-${'x'.repeat(100)}`);
+  });
+  afterAll(() => {
+    db.close();
+    t.cleanup();
+  });
+  return {
+    get db() {
+      return db;
+    },
+    image: () => new Uint8Array(readFileSync(file)),
+  };
+}
+
+/** pagesOf cuts a database image into its pages (views into `image`). */
+export function pagesOf(image: Uint8Array, pageSize: number): PageImage[] {
+  const out: PageImage[] = [];
+  for (let p = 1; p * pageSize <= image.length; p++) out.push({ pgno: p, data: image.subarray((p - 1) * pageSize, p * pageSize) });
+  return out;
 }

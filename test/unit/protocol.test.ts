@@ -1,6 +1,5 @@
 /** The replica→primary protocol written once (shared/protocol.ts): each builder against its parser. */
 import { describe, expect, it } from 'vitest';
-import { EdgeliteError } from '../../shared/errors.ts';
 import {
   parseStreamRequest,
   POSITION_HEADERS,
@@ -12,18 +11,10 @@ import {
   type SnapshotHead,
 } from '../../shared/protocol.ts';
 import type { Position } from '../../shared/types.ts';
+import { thrownEdgelite } from '../helpers.ts';
 
 const P: Position = { generation: 3, txid: 41, checksum: 0x0123456789abcdefn };
 
-function failure(fn: () => unknown): EdgeliteError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(EdgeliteError);
-    return err as EdgeliteError;
-  }
-  throw new Error('expected an EdgeliteError, nothing was thrown');
-}
 
 describe('stream request', () => {
   it('round-trips through the builder and the parser, with deltas on', () => {
@@ -52,7 +43,7 @@ describe('stream request', () => {
       [{ deltas: 'yes' }, 'BAD_REQUEST', /"deltas" must be a boolean/],
     ];
     for (const [body, code, message] of cases) {
-      const err = failure(() => parseStreamRequest(body));
+      const err = thrownEdgelite(() => parseStreamRequest(body));
       expect([err.code, err.message], JSON.stringify(body)).toEqual([code, expect.stringMatching(message)]);
     }
   });
@@ -89,7 +80,7 @@ describe('snapshot headers', () => {
         if (v === null) h.delete(k);
         else h.set(k, v);
       }
-      const err = failure(() => readSnapshotHead(h));
+      const err = thrownEdgelite(() => readSnapshotHead(h));
       expect([err.code, err.message], JSON.stringify(change)).toEqual(['CORRUPT_CHANGESET', expect.stringMatching(message)]);
     }
   });

@@ -7,58 +7,26 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import factory from 'wa-sqlite/dist/wa-sqlite.mjs';
 import { decodeDeltaChangeSet, encodeDeltaChangeSet } from '../../shared/changeset-delta.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
-import { type Divergence, divergenceOf, EdgeliteError } from '../../shared/errors.ts';
+import { type Divergence, divergenceOf } from '../../shared/errors.ts';
 import { isPageSize, lockPageNumber, pageSizeOf } from '../../shared/page-size.ts';
 import type { ChangeSet, PageImage } from '../../shared/types.ts';
 import { advanceBatch, checkBatch, noPosition, verifyBatch, type VerifyBase } from '../../shared/verify.ts';
 import { PageStore } from '../../deploy/worker/src/page-store.ts';
 import { WorkerReplica } from '../../deploy/worker/src/replica.ts';
 import type { WasmModule } from '../../deploy/worker/src/sqlite.ts';
-import { tempDir } from '../helpers.ts';
+import { kvFile, pagesOf as pagesOfImage, thrownEdgelite } from '../helpers.ts';
 
 const PAGE_SIZE = 4096;
 
-function thrown(fn: () => unknown): EdgeliteError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(EdgeliteError);
-    return err as EdgeliteError;
-  }
-  throw new Error('expected an EdgeliteError, nothing was thrown');
-}
 
-let t: ReturnType<typeof tempDir>;
-let db: Database.Database;
-let file: string;
-beforeAll(() => {
-  t = tempDir('verify');
-  file = path.join(t.dir, 'a.db');
-  db = new Database(file);
-  db.pragma(`page_size = ${PAGE_SIZE}`);
-  db.pragma('journal_mode = DELETE');
-  db.exec('CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)');
-  const insert = db.prepare('INSERT INTO kv VALUES (?, ?)');
-  for (let i = 0; i < 100; i++) insert.run(i, `v${i}-${'x'.repeat(100)}`);
-});
-afterAll(() => {
-  db.close();
-  t.cleanup();
-});
-
-const image = (): Uint8Array => new Uint8Array(fs.readFileSync(file));
-
-function pagesOf(img: Uint8Array): PageImage[] {
-  const out: PageImage[] = [];
-  for (let p = 1; p * PAGE_SIZE <= img.length; p++) out.push({ pgno: p, data: img.slice((p - 1) * PAGE_SIZE, p * PAGE_SIZE) });
-  return out;
-}
+const kv = kvFile('verify', PAGE_SIZE, 100);
+const image = kv.image;
+const pagesOf = (img: Uint8Array): PageImage[] => pagesOfImage(img, PAGE_SIZE);
 
 /** changeSet is the change set that turns image `a` into image `b` (the pages that differ). */
 function changeSet(a: Uint8Array, b: Uint8Array, minTxid: number): ChangeSet {
@@ -79,9 +47,9 @@ function at(img: Uint8Array, txid: number): VerifyBase {
 /** three images a → b → c, one transaction apart. */
 function history(): [Uint8Array, Uint8Array, Uint8Array] {
   const a = image();
-  db.prepare('INSERT INTO kv VALUES (?, ?)').run(1000 + Math.floor(Math.random() * 1e6), 'b');
+  kv.db.prepare('INSERT INTO kv VALUES (?, ?)').run(1000 + Math.floor(Math.random() * 1e6), 'b');
   const b = image();
-  db.prepare('UPDATE kv SET v = ? WHERE k = 1').run(`changed ${Math.random()}`);
+  kv.db.prepare('UPDATE kv SET v = ? WHERE k = 1').run(`changed ${Math.random()}`);
   return [a, b, image()];
 }
 
@@ -110,7 +78,7 @@ describe('the shared verifier', () => {
       ['post-checksum', [{ ...good, postChecksum: good.postChecksum ^ 1n }], 'CHECKSUM_MISMATCH', 'post-checksum'],
     ];
     for (const [what, batch, code, divergence] of cases) {
-      const err = thrown(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), batch));
+      const err = thrownEdgelite(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), batch));
       expect([what, err.code, err.details?.reason, divergenceOf(err)]).toEqual([what, code, divergence, divergence]);
     }
     const none = noPosition('no position');
@@ -131,18 +99,18 @@ describe('the shared verifier', () => {
       ['a long page', { ...good, pages: [{ pgno: page.pgno, data: new Uint8Array(PAGE_SIZE + 1) }] }],
     ];
     for (const [what, cs] of cases) {
-      const err = thrown(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), [cs]));
+      const err = thrownEdgelite(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), [cs]));
       expect([what, err.code, err.divergence]).toEqual([what, 'CORRUPT_CHANGESET', null]);
     }
-    expect(thrown(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), [])).code).toBe('BAD_REQUEST');
+    expect(thrownEdgelite(() => verifyBatch(DatabaseChecksum.fromFile(a), at(a, 10), [])).code).toBe('BAD_REQUEST');
   });
 
   it('checkBatch touches nothing; only a post-checksum failure leaves the checksum moved', () => {
     const [a, b] = history();
     const good = changeSet(a, b, 11);
     const sum = DatabaseChecksum.fromFile(a);
-    thrown(() => verifyBatch(sum, at(a, 10), [{ ...good, preChecksum: 1n }]));
-    thrown(() => verifyBatch(sum, at(a, 10), [{ ...good, commit: 0 }]));
+    thrownEdgelite(() => verifyBatch(sum, at(a, 10), [{ ...good, preChecksum: 1n }]));
+    thrownEdgelite(() => verifyBatch(sum, at(a, 10), [{ ...good, commit: 0 }]));
     expect(sum.value).toBe(DatabaseChecksum.fromFile(a).value);
     checkBatch(at(a, 10), sum.value, [good]);
     expect(advanceBatch(sum, at(a, 10), [good]).position.checksum).toBe(DatabaseChecksum.fromFile(b).value);
@@ -157,7 +125,7 @@ describe('the shared verifier', () => {
       if (page && pgno > 1) page[100] = page[100]! ^ 0xff;
       return page;
     };
-    const err = thrown(() => decodeDeltaChangeSet(bytes, wrong));
+    const err = thrownEdgelite(() => decodeDeltaChangeSet(bytes, wrong));
     expect([err.code, err.details?.reason, err.divergence]).toEqual(['CHECKSUM_MISMATCH', 'delta-base', 'delta-base']);
   });
 });
@@ -221,7 +189,7 @@ describe("the Worker's applier", () => {
       { ...good, commit: lock + 1, pages: [...good.pages, { pgno: lock, data: page.data }] },
     ];
     for (const cs of refused) {
-      const err = thrown(() => replica.apply([cs]));
+      const err = thrownEdgelite(() => replica.apply([cs]));
       expect([err.code, err.divergence]).toEqual(['CORRUPT_CHANGESET', null]);
       expect(replica.position?.txid).toBe(10);
     }
@@ -232,7 +200,7 @@ describe("the Worker's applier", () => {
 });
 
 function countRows(): number {
-  return (db.prepare('SELECT count(*) AS n FROM kv').get() as { n: number }).n;
+  return (kv.db.prepare('SELECT count(*) AS n FROM kv').get() as { n: number }).n;
 }
 
 describe('page-size module', () => {

@@ -6,9 +6,7 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import path from 'node:path';
-import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import factory from 'wa-sqlite/dist/wa-sqlite.mjs';
 import { encodeChangeSet } from '../../shared/changeset.ts';
 import { encodeDeltaChangeSet, isDeltaChangeSet } from '../../shared/changeset-delta.ts';
@@ -23,7 +21,7 @@ import { parseWorkerConfig, type Env } from '../../deploy/worker/src/config.ts';
 import { parseConsistency } from '../../shared/consistency.ts';
 import { WaSqliteConnection, type WasmModule } from '../../deploy/worker/src/sqlite.ts';
 import { MAIN_FILE, PageMapVfs, presentHeader, type PageSource } from '../../deploy/worker/src/vfs.ts';
-import { tempDir } from '../helpers.ts';
+import { kvFile, pagesOf as pagesOfImage } from '../helpers.ts';
 
 const PAGE_SIZE = 4096;
 
@@ -38,32 +36,9 @@ function expectCode(fn: () => unknown, code: string): EdgeliteError {
   throw new Error(`expected EdgeliteError ${code}, nothing was thrown`);
 }
 
-/** A real database file written by better-sqlite3 in rollback mode, so the file is the whole database. */
-let t: ReturnType<typeof tempDir>;
-let db: Database.Database;
-let file: string;
-beforeAll(() => {
-  t = tempDir('worker-units');
-  file = path.join(t.dir, 'a.db');
-  db = new Database(file);
-  db.pragma(`page_size = ${PAGE_SIZE}`);
-  db.pragma('journal_mode = DELETE');
-  db.exec('CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)');
-  const insert = db.prepare('INSERT INTO kv VALUES (?, ?)');
-  for (let i = 0; i < 200; i++) insert.run(i, `v${i}-${'x'.repeat(100)}`);
-});
-afterAll(() => {
-  db.close();
-  t.cleanup();
-});
-
-const image = (): Uint8Array => new Uint8Array(fs.readFileSync(file));
-
-function pagesOf(img: Uint8Array): PageImage[] {
-  const out: PageImage[] = [];
-  for (let p = 1; p * PAGE_SIZE <= img.length; p++) out.push({ pgno: p, data: img.subarray((p - 1) * PAGE_SIZE, p * PAGE_SIZE) });
-  return out;
-}
+const kv = kvFile('worker-units', PAGE_SIZE, 200);
+const image = kv.image;
+const pagesOf = (img: Uint8Array): PageImage[] => pagesOfImage(img, PAGE_SIZE);
 
 /** changeSet builds the change set that turns image `a` into image `b` (pages that differ). */
 function changeSet(a: Uint8Array, b: Uint8Array, minTxid: number, databaseId = 7, generation = 1): ChangeSet {
@@ -84,9 +59,9 @@ function at(img: Uint8Array, txid: number): ReplicaPosition {
 describe('verifyBatch', () => {
   it('accepts consecutive change sets, merges their pages and ends at the last post-checksum', () => {
     const a = image();
-    db.prepare('INSERT INTO kv VALUES (?, ?)').run(1000, 'b');
+    kv.db.prepare('INSERT INTO kv VALUES (?, ?)').run(1000, 'b');
     const b = image();
-    db.prepare('DELETE FROM kv WHERE k < 100').run();
+    kv.db.prepare('DELETE FROM kv WHERE k < 100').run();
     const c = image();
     const sum = DatabaseChecksum.fromFile(a);
     const batch = verifyBatch(sum, at(a, 10), [changeSet(a, b, 11), changeSet(b, c, 12)]);
@@ -100,7 +75,7 @@ describe('verifyBatch', () => {
 
   it('refuses a wrong pre-checksum, a wrong post-checksum, a txid gap, another generation or database', () => {
     const a = image();
-    db.prepare('INSERT INTO kv VALUES (?, ?)').run(2000, 'c');
+    kv.db.prepare('INSERT INTO kv VALUES (?, ?)').run(2000, 'c');
     const b = image();
     const good = changeSet(a, b, 11);
     const cases: Array<[ChangeSet, string, string]> = [
@@ -126,7 +101,7 @@ describe('decodeStreamChangeSet', () => {
 
   it('rebuilds a delta change set from the stored pages into what verifyBatch accepts', () => {
     const a = image();
-    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('updated', 150);
+    kv.db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('updated', 150);
     const b = image();
     const cs = changeSet(a, b, 11);
     const bytes = deltaOf(cs, a);
@@ -146,9 +121,9 @@ describe('decodeStreamChangeSet', () => {
 
   it('takes a base from the batch not yet applied before the store', () => {
     const a = image();
-    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('first', 151);
+    kv.db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('first', 151);
     const b = image();
-    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('second', 151);
+    kv.db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('second', 151);
     const c = image();
     const first = changeSet(a, b, 11);
     const second = changeSet(b, c, 12);
@@ -162,7 +137,7 @@ describe('decodeStreamChangeSet', () => {
 
   it('refuses a delta when a stored page is not its base (one byte flipped): nothing to apply', () => {
     const a = image();
-    db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('changed', 152);
+    kv.db.prepare('UPDATE kv SET v = ? WHERE k = ?').run('changed', 152);
     const b = image();
     const cs = changeSet(a, b, 11);
     const bytes = deltaOf(cs, a);
@@ -247,8 +222,8 @@ describe('wa-sqlite over the page-map VFS', () => {
     const conn = open(source, 'units-apply');
     const count = () => runRead(conn, { sql: 'SELECT count(*), max(k) FROM kv', params: [] }).rows[0];
     const before = count();
-    db.prepare('INSERT INTO kv VALUES (?, ?)').run(5000, 'new');
-    db.exec('CREATE TABLE later (x)');
+    kv.db.prepare('INSERT INTO kv VALUES (?, ?)').run(5000, 'new');
+    kv.db.exec('CREATE TABLE later (x)');
     source.set(image());
     expect(count()).toEqual([Number(before![0]) + 1, 5000]);
     expect(runRead(conn, { sql: "SELECT name FROM sqlite_master WHERE name = 'later'", params: [] }).rows).toEqual([['later']]);
