@@ -5,11 +5,8 @@
  * with none. Then the Worker's applier (WorkerReplica over a PageStore on real SQLite storage) refuses
  * what its own, weaker verifier used to accept, and the page-size module's rule and header reads.
  */
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import { beforeAll, describe, expect, it } from 'vitest';
-import factory from 'wa-sqlite/dist/wa-sqlite.mjs';
 import { decodeDeltaChangeSet, encodeDeltaChangeSet } from '../../shared/changeset-delta.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
 import { type Divergence, divergenceOf } from '../../shared/errors.ts';
@@ -20,6 +17,7 @@ import { PageStore } from '../../deploy/worker/src/page-store.ts';
 import { WorkerReplica } from '../../deploy/worker/src/replica.ts';
 import type { WasmModule } from '../../deploy/worker/src/sqlite.ts';
 import { kvFile, pagesOf as pagesOfImage, thrownEdgelite } from '../helpers.ts';
+import { loadWaSqlite } from '../kit/wa-sqlite.ts';
 
 const PAGE_SIZE = 4096;
 
@@ -154,16 +152,7 @@ function sqlStorage(sqlite: Database.Database): DurableObjectStorage {
 describe("the Worker's applier", () => {
   let module: WasmModule;
   beforeAll(async () => {
-    const require = createRequire(import.meta.url);
-    const wasm = new WebAssembly.Module(fs.readFileSync(require.resolve('wa-sqlite/dist/wa-sqlite.wasm')));
-    module = await factory({
-      locateFile: (f: string) => f,
-      instantiateWasm(imports: WebAssembly.Imports, done: (i: WebAssembly.Instance, m: WebAssembly.Module) => void) {
-        const instance = new WebAssembly.Instance(wasm, imports);
-        done(instance, wasm);
-        return instance.exports;
-      },
-    });
+    module = await loadWaSqlite();
   });
 
   /** replicaAt is a WorkerReplica holding image `img` at txid 10, as a verified snapshot leaves it. */

@@ -5,9 +5,7 @@
  * same open connection, read-only classification, errors), configuration and consistency parsing.
  */
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { beforeAll, describe, expect, it } from 'vitest';
-import factory from 'wa-sqlite/dist/wa-sqlite.mjs';
 import { encodeChangeSet } from '../../shared/changeset.ts';
 import { encodeDeltaChangeSet, isDeltaChangeSet } from '../../shared/changeset-delta.ts';
 import { DatabaseChecksum } from '../../shared/checksum.ts';
@@ -22,6 +20,7 @@ import { parseConsistency } from '../../shared/consistency.ts';
 import { WaSqliteConnection, type WasmModule } from '../../deploy/worker/src/sqlite.ts';
 import { MAIN_FILE, PageMapVfs, presentHeader, type PageSource } from '../../deploy/worker/src/vfs.ts';
 import { kvFile, pagesOf as pagesOfImage } from '../helpers.ts';
+import { loadWaSqlite } from '../kit/wa-sqlite.ts';
 
 const PAGE_SIZE = 4096;
 
@@ -197,16 +196,7 @@ class MapSource implements PageSource {
 describe('wa-sqlite over the page-map VFS', () => {
   let module: WasmModule;
   beforeAll(async () => {
-    const require = createRequire(import.meta.url);
-    const wasm = new WebAssembly.Module(fs.readFileSync(require.resolve('wa-sqlite/dist/wa-sqlite.wasm')));
-    module = await factory({
-      locateFile: (f: string) => f,
-      instantiateWasm(imports: WebAssembly.Imports, done: (i: WebAssembly.Instance, m: WebAssembly.Module) => void) {
-        const instance = new WebAssembly.Instance(wasm, imports);
-        done(instance, wasm);
-        return instance.exports;
-      },
-    });
+    module = await loadWaSqlite();
   });
 
   function open(source: MapSource, name: string): WaSqliteConnection {
