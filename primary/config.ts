@@ -33,7 +33,7 @@ export interface PrimaryConfig {
   auth: AuthConfig;
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
   /** Continuous backup (`--backup URL`), or null. */
-  backup: { target: BackupTarget; intervalMs: number } | null;
+  backup: { target: BackupTarget; intervalMs: number; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number } | null;
 }
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
