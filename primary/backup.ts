@@ -1,6 +1,6 @@
 /**
  * BackupRunner uploads every database's change sets to an object store as immutable segments, plus
- * snapshots (docs/FORMAT.md, "Backup objects"). Every interval it visits the databases: one that has not
+ * snapshots (docs/FORMAT.md, its backup objects section). Every interval it visits the databases: one that has not
  * changed since its last upload costs nothing (no request), one that has uploads one segment with the
  * change sets since, so PUTs grow with the databases that changed, not with how many there are. A
  * database with no snapshot in its current generation (first backup, new generation) uploads one first,

@@ -1,6 +1,6 @@
 /**
- * restoreDatabase rebuilds one database file from its backup objects (docs/FORMAT.md, "Backup
- * objects"): the newest snapshot at or before the target, then the segments' change sets up to it, each
+ * restoreDatabase rebuilds one database file from its backup objects (docs/FORMAT.md, its backup
+ * objects section): the newest snapshot at or before the target, then the segments' change sets up to it, each
  * checked by the one verifier (shared/verify.ts: continuity, pre- and post-apply checksums) before its
  * pages are written to the file, and finally the whole file's checksum against the post-apply checksum
  * recorded for the target txid. It writes `<out>.restore-tmp` and renames it over `out` only once all of

@@ -1,5 +1,5 @@
 /**
- * The names of backup objects and what a listing says is restorable (docs/FORMAT.md, "Backup objects").
+ * The names of backup objects and what a listing says is restorable (docs/FORMAT.md, its backup objects section).
  * Every name is fixed-width lowercase hex, so keys sort by generation, then txid:
  *
  *   <db>/<generation: 8 hex>/<minTxid: 16 hex>-<maxTxid: 16 hex>-<maxTime: 12 hex>.changes   (a segment)

@@ -1,5 +1,5 @@
 /**
- * The two kinds of backup object (docs/FORMAT.md, "Backup objects"), encoded and decoded here so the
+ * The two kinds of backup object (docs/FORMAT.md, its backup objects section), encoded and decoded here so the
  * primary, `edgelite restore` and later a bucket-fed replica read them the same way. Every decode
  * verifies every checksum it passes and throws BACKUP_CORRUPT naming the key: damage is reported, never
  * applied.

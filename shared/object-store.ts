@@ -1,6 +1,6 @@
 /**
  * ObjectStore is the seam between backups and where they live: a flat key space of immutable objects
- * (docs/FORMAT.md, "Backup objects"). Keys are relative to the store's root (the bucket prefix or the
+ * (docs/FORMAT.md, its backup objects section). Keys are relative to the store's root (the bucket prefix or the
  * directory), `/`-separated. Two implementations: S3 over fetch (object-store-s3.ts, Worker-safe, so a
  * Worker can later read a bucket) and a directory (node/file-object-store.ts, Node only).
  *
