@@ -65,6 +65,7 @@ export class BackupRunner {
   #store: PrimaryStore | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #running: Promise<void> | null = null;
+  #closing = false;
   #closed = false;
 
   constructor(objects: ObjectStore, opts: BackupOptions) {
@@ -113,15 +114,18 @@ export class BackupRunner {
     }
   }
 
-  /** close stops the loop and waits for an upload in flight. */
+  /** close stops the loop, waits for an upload in flight, and makes one last pass (errors are logged). */
   async close(): Promise<void> {
-    this.#closed = true;
+    if (this.#closing) return;
+    this.#closing = true;
     if (this.#timer) clearTimeout(this.#timer);
-    await this.#running;
+    this.#timer = null;
+    await this.#pass(true);
+    this.#closed = true;
   }
 
   #schedule(ms: number): void {
-    if (this.#closed) return;
+    if (this.#closing) return;
     this.#timer = setTimeout(() => {
       this.#timer = null;
       void this.#pass(false).finally(() => this.#schedule(this.#opts.intervalMs));
@@ -197,6 +201,12 @@ export class BackupRunner {
     Object.assign(s, { generation, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0 });
     if (!g || !newest) return;
     const range = g.ranges.at(-1)!;
+    if (range.toTxid > (this.#store?.get(name)?.position.txid ?? 0)) {
+      // Another history under the same name and generation (a data directory recreated or restored, a
+      // lost tail): continuing it would upload change sets that do not follow what is there.
+      s.generation = null;
+      throw new EdgeliteError('POSITION_MISMATCH', `the backup of ${name} generation ${generation} reaches txid ${range.toTxid}, ahead of the database: not backing it up (move that generation's objects away)`);
+    }
     const since = chainFrom(g, newest.txid);
     Object.assign(s, {
       uploadedTxid: range.toTxid,

@@ -58,6 +58,20 @@ describe('backup to file://', () => {
     }
     expect(walk(bucket()).filter((f) => !/\.(changes|snapshot)$/.test(f))).toEqual([]); // no temp files left
   });
+
+  it('refuses to continue a backup of another history under the same name and generation', async () => {
+    const objects = new FileObjectStore(bucket());
+    const before = await objects.list('');
+    const other = await startBackedUpPrimary(join(dir, 'data-other'), `file://${bucket()}`, {});
+    try {
+      await randomWorkload(other.url, DB, 3, 9);
+      await waitFor(() => other.backup!.status(DB).errors >= 1, 'the backup to refuse');
+      expect(other.backup!.status(DB).uploadedTxid).toBe(0);
+      expect(await objects.list('')).toEqual(before);
+    } finally {
+      await other.close();
+    }
+  });
 });
 
 describe('FileObjectStore', () => {
