@@ -9,15 +9,25 @@ import { EdgeliteError } from './errors.ts';
 import type { ObjectInfo, ObjectStore, S3Config } from './object-store.ts';
 
 /** S3_LIST_PAGE is the most keys one ListObjectsV2 call asks for (S3's own maximum). */
-const S3_LIST_PAGE = 1000;
+export const S3_LIST_PAGE = 1000;
+
+export interface S3StoreOptions {
+  /** aws4fetch's retries of a 5xx or network failure, with its own backoff. */
+  retries?: number;
+  /** Keys per ListObjectsV2 call, at most S3_LIST_PAGE. */
+  listPageSize?: number;
+}
 
 export class S3ObjectStore implements ObjectStore {
   readonly description: string;
   readonly #aws: AwsClient;
   readonly #base: string;
   readonly #prefix: string;
+  readonly #listPage: number;
 
-  constructor(config: S3Config, retries = 3) {
+  constructor(config: S3Config, options: S3StoreOptions = {}) {
+    const retries = options.retries ?? 3;
+    this.#listPage = options.listPageSize ?? S3_LIST_PAGE;
     this.#aws = new AwsClient({
       accessKeyId: config.accessKeyId,
       secretAccessKey: config.secretAccessKey,
@@ -28,7 +38,7 @@ export class S3ObjectStore implements ObjectStore {
     });
     this.#base = config.endpoint ? `${config.endpoint}/${config.bucket}` : `https://${config.bucket}.s3.${config.region}.amazonaws.com`;
     this.#prefix = config.prefix === '' ? '' : `${config.prefix}/`;
-    this.description = `s3://${config.bucket}/${config.prefix}`;
+    this.description = `s3://${config.bucket}/${this.#prefix}`;
   }
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
@@ -50,7 +60,7 @@ export class S3ObjectStore implements ObjectStore {
     const out: ObjectInfo[] = [];
     let token: string | null = null;
     do {
-      const q = new URLSearchParams({ 'list-type': '2', prefix: this.#prefix + prefix, 'max-keys': String(S3_LIST_PAGE) });
+      const q = new URLSearchParams({ 'list-type': '2', prefix: this.#prefix + prefix, 'max-keys': String(this.#listPage) });
       if (token !== null) q.set('continuation-token', token);
       const res = await this.#send('GET', `${this.#base}/?${q.toString()}`);
       if (!res.ok) await this.#expect(res, 'LIST', prefix);
