@@ -26,6 +26,8 @@ export const SNAPSHOT_EVERY_SEGMENTS = 1000;
 export const SNAPSHOT_EVERY_BYTES = 256 * 1024 * 1024;
 /** One segment holds about this many bytes of change sets at most (always at least one change set). */
 export const SEGMENT_MAX_BYTES = 16 * 1024 * 1024;
+/** How many databases upload at once in a pass, so one slow PUT does not hold up the others. */
+export const BACKUP_CONCURRENCY = 8;
 /** Retry backoff after a failed upload: doubles from the interval up to this. */
 export const BACKUP_MAX_BACKOFF_MS = 30_000;
 
@@ -89,9 +91,9 @@ export class BackupRunner {
   }
 
   status(name: string): BackupStatus {
-    const s = this.#states.get(name);
     const db = this.#store?.get(name);
-    if (!s || !db) return { uploadedTxid: 0, lagMs: 0, errors: s?.errors ?? 0 };
+    if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0 };
+    const s = this.#state(name);
     const behind = s.generation !== db.position.generation || db.position.txid > s.uploadedTxid;
     if (behind && s.pendingSince === null) s.pendingSince = Date.now();
     return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Date.now() - (s.pendingSince ?? Date.now()) : 0, errors: s.errors };
@@ -135,22 +137,28 @@ export class BackupRunner {
 
   #pass(ignoreBackoff: boolean): Promise<void> {
     const run = async (): Promise<void> => {
-      for (const name of this.#store?.names() ?? []) {
-        const db = this.#store?.get(name);
-        if (!db || this.#closed) continue;
-        const s = this.#state(name);
-        if (!ignoreBackoff && Date.now() < s.retryAt) continue;
-        try {
-          await this.#backUp(name, db, s);
-          s.failures = 0;
-        } catch (err) {
-          s.errors++;
-          s.failures++;
-          const backoff = Math.min(BACKUP_MAX_BACKOFF_MS, this.#opts.intervalMs * 2 ** Math.min(s.failures, 16));
-          s.retryAt = Date.now() + backoff * (0.5 + Math.random() / 2);
-          this.#opts.logger({ msg: 'backup upload failed', db: name, store: this.objects.description, error: err instanceof Error ? err.message : String(err), retryInMs: Math.round(s.retryAt - Date.now()) });
+      const names = this.#store?.names() ?? [];
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < names.length) {
+          const name = names[next++]!;
+          const db = this.#store?.get(name);
+          if (!db || this.#closed) continue;
+          const s = this.#state(name);
+          if (!ignoreBackoff && Date.now() < s.retryAt) continue;
+          try {
+            await this.#backUp(name, db, s);
+            s.failures = 0;
+          } catch (err) {
+            s.errors++;
+            s.failures++;
+            const backoff = Math.min(BACKUP_MAX_BACKOFF_MS, this.#opts.intervalMs * 2 ** Math.min(s.failures, 16));
+            s.retryAt = Date.now() + backoff * (0.5 + Math.random() / 2);
+            this.#opts.logger({ msg: 'backup upload failed', db: name, store: this.objects.description, error: err instanceof Error ? err.message : String(err), retryInMs: Math.round(s.retryAt - Date.now()) });
+          }
         }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(BACKUP_CONCURRENCY, names.length) }, worker));
     };
     const p = (this.#running ?? Promise.resolve()).then(run);
     this.#running = p;

@@ -6,6 +6,7 @@
  * recorded for the target txid. It writes `<out>.restore-tmp` and renames it over `out` only once all of
  * that holds, so a damaged or truncated object is reported (BACKUP_CORRUPT), never applied.
  */
+import { dirname } from 'node:path';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { catalog, planRestore, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
 import { corruptObject, decodeSegment, decodeSnapshot } from '../shared/backup-objects.ts';
@@ -85,6 +86,7 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
   verifyFile(tmp, at.position, head.pageSize);
   for (const f of sidecars) rmSync(f, { force: true });
   renameSync(tmp, o.out);
+  fsyncDir(dirname(o.out));
   return {
     db: o.db,
     databaseId: head.databaseId,
@@ -128,6 +130,15 @@ async function fetchObject(objects: ObjectStore, key: string, listedSize: number
   if (bytes === null) throw corruptObject(key, 'listed but missing');
   if (bytes.length !== listedSize) throw corruptObject(key, `${bytes.length} bytes, listed as ${listedSize}`);
   return bytes;
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function writeAll(fd: number, data: Uint8Array, position: number): void {
