@@ -94,7 +94,7 @@ export class BackupRunner {
     const db = this.#store?.get(name);
     if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0 };
     const s = this.#state(name);
-    const behind = s.generation !== db.position.generation || db.position.txid > s.uploadedTxid;
+    const behind = isBehind(s, db);
     if (behind && s.pendingSince === null) s.pendingSince = Date.now();
     return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Date.now() - (s.pendingSince ?? Date.now()) : 0, errors: s.errors };
   }
@@ -106,8 +106,8 @@ export class BackupRunner {
       const store = this.#store;
       if (!store) return;
       const behind = store.names().filter((n) => {
-        const st = this.status(n);
-        return st.lagMs > 0 || st.uploadedTxid < (store.get(n)?.position.txid ?? 0);
+        const db = store.get(n);
+        return db !== undefined && isBehind(this.#state(n), db);
       });
       if (behind.length === 0) return;
       const errors = behind.reduce((n, name) => n + this.status(name).errors, 0);
@@ -245,4 +245,9 @@ export class BackupRunner {
     s.bytesSinceSnapshot = 0;
     return view.position.txid;
   }
+}
+
+/** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */
+function isBehind(s: DbState, db: PrimaryDatabase): boolean {
+  return s.generation !== db.position.generation || !s.hasSnapshot || db.position.txid > s.uploadedTxid;
 }

@@ -17,7 +17,7 @@ import { listBackups, restoreDatabase } from '../../primary/restore.ts';
 import type { PrimaryHandle } from '../../primary/server.ts';
 import { PrimaryStore } from '../../primary/store.ts';
 import { integrityCheck } from '../kit/api.ts';
-import { waitFor } from '../kit/wait.ts';
+import { sleep, waitFor } from '../kit/wait.ts';
 import { fileChecksum, pick, quietLogger, randomWorkload, startBackedUpPrimary, waitUploaded, type Written } from './backup-kit.ts';
 
 const DB = 'app';
@@ -154,6 +154,34 @@ describe('log retention and the backup', () => {
       db.checkpoint();
       expect(db.log.stats().firstTxid).toBeGreaterThan(1);
     } finally {
+      store.close();
+    }
+  });
+});
+
+describe('PUTs grow with the databases that changed', () => {
+  it('20 databases, 2 written: after the first snapshots only those 2 upload', async () => {
+    const files = new FileObjectStore(join(dir, 'many-bucket'));
+    const puts: string[] = [];
+    const counting = { ...files, description: files.description, get: files.get.bind(files), list: files.list.bind(files), delete: files.delete.bind(files), put: (key: string, bytes: Uint8Array) => (puts.push(key), files.put(key, bytes)) };
+    const runner = new BackupRunner(counting, { intervalMs: 20, logger: quietLogger() });
+    const store = new PrimaryStore(join(dir, 'many'), { synchronous: 'normal', busyTimeoutMs: 5000, compress: false, checkpointFrames: 4000, pollIntervalMs: 100, log: {}, queryPool: null, logger: quietLogger(), logHold: (n) => runner.holdFor(n) }).open();
+    runner.start(store);
+    try {
+      const names = Array.from({ length: 20 }, (_, i) => `db${i}`);
+      for (const n of names) store.create(n);
+      await runner.flush();
+      expect(new Set(puts.map((k) => k.split('/')[0])).size).toBe(20);
+      puts.length = 0;
+      for (let i = 0; i < 10; i++) {
+        for (const n of ['db3', 'db17']) await store.require(n).write([{ sql: 'CREATE TABLE IF NOT EXISTS t (v)', params: [] }, { sql: 'INSERT INTO t VALUES (?)', params: [i] }]);
+        await sleep(25);
+      }
+      await runner.flush();
+      expect([...new Set(puts.map((k) => k.split('/')[0]))].sort()).toEqual(['db17', 'db3']);
+      expect(puts.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await runner.close();
       store.close();
     }
   });
