@@ -28,6 +28,8 @@ export const SNAPSHOT_EVERY_BYTES = 256 * 1024 * 1024;
 export const SEGMENT_MAX_BYTES = 16 * 1024 * 1024;
 /** How many databases upload at once in a pass, so one slow PUT does not hold up the others. */
 export const BACKUP_CONCURRENCY = 8;
+/** close waits at most this long for its last pass, so an unreachable store cannot hold up a shutdown. */
+export const BACKUP_CLOSE_MS = 5000;
 /** Retry backoff after a failed upload: doubles from the interval up to this. */
 export const BACKUP_MAX_BACKOFF_MS = 30_000;
 
@@ -116,13 +118,16 @@ export class BackupRunner {
     }
   }
 
-  /** close stops the loop, waits for an upload in flight, and makes one last pass (errors are logged). */
+  /** close stops the loop and makes one last pass (errors are logged), waiting at most BACKUP_CLOSE_MS. */
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    await this.#pass(true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, BACKUP_CLOSE_MS)));
+    await Promise.race([this.#pass(true), timeout]);
+    clearTimeout(timer);
     this.#closed = true;
   }
 

@@ -10,6 +10,8 @@ import type { ObjectInfo, ObjectStore, S3Config } from './object-store.ts';
 
 /** S3_LIST_PAGE is the most keys one ListObjectsV2 call asks for (S3's own maximum). */
 export const S3_LIST_PAGE = 1000;
+/** S3_REQUEST_TIMEOUT_MS bounds one request, so an unreachable store fails (and is retried) instead of hanging. */
+export const S3_REQUEST_TIMEOUT_MS = 30_000;
 
 export interface S3StoreOptions {
   /** aws4fetch's retries of a 5xx or network failure, with its own backoff. */
@@ -88,7 +90,8 @@ export class S3ObjectStore implements ObjectStore {
 
   async #send(method: string, url: string, body?: Uint8Array): Promise<Response> {
     try {
-      return await this.#aws.fetch(url, body === undefined ? { method } : { method, body: body as Uint8Array<ArrayBuffer> });
+      const signal = AbortSignal.timeout(S3_REQUEST_TIMEOUT_MS);
+      return await this.#aws.fetch(url, body === undefined ? { method, signal } : { method, signal, body: body as Uint8Array<ArrayBuffer> });
     } catch (err) {
       throw new EdgeliteError('UNAVAILABLE', `${method} ${this.description}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
