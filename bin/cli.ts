@@ -4,6 +4,9 @@ import { EdgeliteError } from '../shared/errors.ts';
 const USAGE = `usage:
   edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--query-timeout-ms N]
   edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases NAMES|* | --lazy [--max-databases N]]
+  edgelite primary ... --backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL]
+  edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force]
+  edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite status URL
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
@@ -16,6 +19,12 @@ export async function main(argv: string[]): Promise<void> {
         return;
       case 'replica':
         stopOnSignal(await (await import('../replica/main.ts')).replicaMain(rest));
+        return;
+      case 'restore':
+        await (await import('./restore.ts')).restoreMain(rest);
+        return;
+      case 'backups':
+        await (await import('./restore.ts')).backupsMain(rest);
         return;
       case 'status':
         await (await import('./status.ts')).statusMain(rest);

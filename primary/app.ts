@@ -11,6 +11,7 @@ import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH } from '../shared/protocol.ts';
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
+import type { BackupRunner } from './backup.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
@@ -23,11 +24,15 @@ export interface PrimaryAppOptions {
   maxBodyBytes: number;
   /** The store's query pool, if any: its figures go into /metrics. */
   queryPool?: QueryPool | null;
+  /** The continuous backup, if on: its figures go into GET /v1/db/{name} and /metrics. */
+  backup?: BackupRunner | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
 export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   const { store, auth } = o;
+  const backup = o.backup ?? null;
+  const describe = (db: PrimaryDatabase): Record<string, unknown> => describeDatabase(db, backup);
   const app = new Hono();
   const read = requireRight(auth, 'read');
   const write = requireRight(auth, 'write');
@@ -38,7 +43,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 
@@ -79,9 +84,10 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   return app;
 }
 
-export function describe(db: PrimaryDatabase): Record<string, unknown> {
+/** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */
+export function describeDatabase(db: PrimaryDatabase, backup: BackupRunner | null = null): Record<string, unknown> {
   const p = db.position;
-  return {
+  const out: Record<string, unknown> = {
     name: db.name,
     role: 'primary',
     databaseId: db.databaseId,
@@ -94,4 +100,9 @@ export function describe(db: PrimaryDatabase): Record<string, unknown> {
     pageCount: db.pageCount,
     lastCommitTime: db.lastCommitTime,
   };
+  if (backup) {
+    const { uploadedTxid, lagMs } = backup.status(db.name);
+    out.backup = { uploadedTxid, lagMs };
+  }
+  return out;
 }

@@ -7,6 +7,7 @@ import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { configError, DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
+import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import type { SynchronousMode } from './sqlite.ts';
 
 export const DEFAULT_PRIMARY_PORT = 7400;
@@ -14,6 +15,8 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 /** Checkpoint after ~16 MiB of WAL at 4 KiB pages. */
 export const DEFAULT_CHECKPOINT_FRAMES = 4000;
 export const DEFAULT_POLL_INTERVAL_MS = 100;
+/** `--backup-interval`: how often databases that changed upload a segment. */
+export const DEFAULT_BACKUP_INTERVAL_MS = 1000;
 
 export interface PrimaryConfig {
   dataDir: string;
@@ -29,10 +32,14 @@ export interface PrimaryConfig {
   queryTimeoutMs: number;
   auth: AuthConfig;
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
+  /** Continuous backup (`--backup URL`), or null. */
+  backup: { target: BackupTarget; intervalMs: number; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number } | null;
 }
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
-  env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")`;
+                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL]]
+  env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")
+  env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
 /** parsePrimaryConfig reads argv and env once; any bad value is MISCONFIGURED, naming the flag or variable. */
 export function parsePrimaryConfig(argv: string[], env: Record<string, string | undefined>): PrimaryConfig {
@@ -54,6 +61,9 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       'max-body-bytes': { type: 'string' },
       'query-timeout-ms': { type: 'string' },
       compress: { type: 'boolean' },
+      backup: { type: 'string' },
+      'backup-interval': { type: 'string' },
+      's3-endpoint': { type: 'string' },
     },
     strict: true,
   });
@@ -77,6 +87,23 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     retention: {},
+    backup: parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env),
   };
+}
+
+function parseBackup(url: string | undefined, interval: string | undefined, endpoint: string | undefined, env: Record<string, string | undefined>): PrimaryConfig['backup'] {
+  if (url === undefined) {
+    if (interval !== undefined || endpoint !== undefined) throw new EdgeliteError('MISCONFIGURED', '--backup-interval and --s3-endpoint need --backup');
+    return null;
+  }
+  return { target: parseBackupTarget(url, env, endpoint), intervalMs: interval === undefined ? DEFAULT_BACKUP_INTERVAL_MS : parseDuration(interval, '--backup-interval') };
+}
+
+/** parseDuration reads `250ms`, `1s`, `2m` or a bare number of milliseconds. */
+export function parseDuration(text: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1) : NaN;
+  if (!(ms >= 1) || !Number.isFinite(ms)) throw new EdgeliteError('MISCONFIGURED', `${name} wants a duration such as 250ms, 1s or 2m, got "${text}"`);
+  return Math.round(ms);
 }
 

@@ -23,6 +23,11 @@ export interface LogOptions {
   segmentBytes?: number;
   retention?: LogRetention;
   fsync?: LogFsync;
+  /**
+   * keepAfter pins records retention may not drop: prune never deletes a segment holding a record with
+   * maxTxid above keepAfter() (the backup's uploaded txid, docs/ARCHITECTURE.md#the-log-and-snapshots).
+   */
+  keepAfter?: () => number;
 }
 
 export interface ResolvedLogOptions {
@@ -31,9 +36,10 @@ export interface ResolvedLogOptions {
   segmentBytes: number;
   retention: Required<LogRetention>;
   fsync: LogFsync;
+  keepAfter: (() => number) | null;
 }
 
-const OPTION_NAMES = ['sync', 'syncIntervalMs', 'segmentBytes', 'retention', 'fsync'];
+const OPTION_NAMES = ['sync', 'syncIntervalMs', 'segmentBytes', 'retention', 'fsync', 'keepAfter'];
 const RETENTION_NAMES = ['maxRecords', 'maxBytes', 'maxAgeMs'];
 
 /** resolveLogOptions validates options once, with messages that name the option, and fills defaults. */
@@ -58,5 +64,6 @@ export function resolveLogOptions(o: LogOptions): ResolvedLogOptions {
       maxAgeMs: positive('retention.maxAgeMs', o.retention?.maxAgeMs, DEFAULT_RETENTION_AGE_MS),
     },
     fsync: o.fsync ?? NODE_FSYNC,
+    keepAfter: o.keepAfter ?? null,
   };
 }

@@ -224,7 +224,7 @@ export class ChangeSetLog {
   /**
    * prune applies retention: while the log holds more records or bytes than allowed, or its oldest
    * segment's newest record is older than maxAgeMs before `now`, it deletes the oldest whole segment.
-   * The newest segment is always kept. Returns the number of records removed.
+   * The newest segment is always kept, and so is any segment the keepAfter option pins. Returns the number of records removed.
    */
   prune(now: number = Date.now()): number {
     this.assertOpen();
@@ -234,7 +234,7 @@ export class ChangeSetLog {
     while (this.segments.length > 1) {
       const oldest = this.segments[0] as Segment;
       const over = this.entries.length - removed > maxRecords || bytes > maxBytes || oldest.lastTimestamp < now - maxAgeMs;
-      if (!over || oldest === this.commit.inFlight) break;
+      if (!over || oldest === this.commit.inFlight || this.pinned(removed + oldest.records - 1)) break;
       try {
         fs.unlinkSync(oldest.path);
       } catch (err) {
@@ -280,6 +280,12 @@ export class ChangeSetLog {
       this.commit.stop(this.commit.failure ?? closedError(this.dir));
       for (const s of this.segments) fs.closeSync(s.fd);
     }
+  }
+
+  /** pinned tells whether entry `i` is held by the keepAfter option (not uploaded yet). */
+  private pinned(i: number): boolean {
+    const keep = this.opts.keepAfter;
+    return keep !== null && (this.entries[i]?.maxTxid ?? 0) > keep();
   }
 
   private lastTxid(): Txid {

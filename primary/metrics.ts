@@ -6,9 +6,10 @@
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { queryPoolMetrics } from '../shared/node/query-pool-metrics.ts';
 import { MetricsText } from '../shared/prometheus.ts';
+import type { BackupRunner } from './backup.ts';
 import type { PrimaryStore } from './store.ts';
 
-export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null): string {
+export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null, backup: BackupRunner | null = null): string {
   const m = new MetricsText();
   const txid = m.gauge('edgelite_txid', 'Newest captured txid per database.');
   const generation = m.gauge('edgelite_generation', 'Current generation per database.');
@@ -37,6 +38,17 @@ export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null =
       batches(s.batches, { db: name });
       writes(s.writes, { db: name });
       waiting(s.waiting, { db: name });
+    }
+  }
+  if (backup) {
+    const uploaded = m.gauge('edgelite_backup_uploaded_txid', 'Highest txid restorable from the backup in the current generation.');
+    const lag = m.gauge('edgelite_backup_lag_seconds', 'Age of the oldest change not yet uploaded (0: all uploaded).');
+    const errors = m.counter('edgelite_backup_errors_total', 'Failed backup uploads (each retried with backoff).');
+    for (const { name } of dbs) {
+      const s = backup.status(name);
+      uploaded(s.uploadedTxid, { db: name });
+      lag(s.lagMs / 1000, { db: name });
+      errors(s.errors, { db: name });
     }
   }
   return m.toString();

@@ -10,6 +10,8 @@ import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
 import { createPrimaryApp } from './app.ts';
+import { BackupRunner } from './backup.ts';
+import { openObjectStore } from './backup-store.ts';
 import type { PrimaryConfig } from './config.ts';
 import { PrimaryStore } from './store.ts';
 
@@ -19,6 +21,8 @@ export interface PrimaryHandle {
   store: PrimaryStore;
   /** Where API reads and writes run, time-limited; null with `--query-timeout-ms 0`. */
   queryPool: QueryPool | null;
+  /** The continuous backup (`--backup`), or null. */
+  backup: BackupRunner | null;
   close(): Promise<void>;
 }
 
@@ -27,6 +31,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
+  const backup = config.backup ? new BackupRunner(openObjectStore(config.backup.target), { intervalMs: config.backup.intervalMs, logger, ...(config.backup.snapshotEverySegments ? { snapshotEverySegments: config.backup.snapshotEverySegments } : {}) }) : null;
   const store = new PrimaryStore(config.dataDir, {
     synchronous: config.synchronous,
     busyTimeoutMs: config.busyTimeoutMs,
@@ -36,27 +41,31 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     log: { retention: config.retention },
     queryPool,
     logger,
+    ...(backup ? { logHold: (name: string) => backup.holdFor(name) } : {}),
   }).open();
   queryPool?.warm(1);
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, logger });
+  backup?.start(store);
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, logger });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));
     server.once('error', reject);
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger({ msg: 'primary listening', url, data: config.dataDir, databases: store.names(), auth: authEnabled(config.auth) });
+  logger({ msg: 'primary listening', url, data: config.dataDir, databases: store.names(), auth: authEnabled(config.auth), backup: backup?.objects.description ?? null });
   return {
     url,
     port,
     store,
     queryPool,
+    backup,
     close: async () => {
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };
         s.close(() => resolve());
         s.closeAllConnections?.();
       });
+      await backup?.close();
       await queryPool?.close();
       store.close();
     },

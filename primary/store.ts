@@ -13,6 +13,8 @@ import { StreamHub, type StreamSource } from './stream.ts';
 export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> & {
   /** Poll interval for foreign writes the directory watch may miss (ms). */
   pollIntervalMs: number;
+  /** logHold gives each database's log its keepAfter pin (the backup's, primary/backup.ts). */
+  logHold?: (name: string) => () => number;
 };
 
 export class PrimaryStore implements StreamSource {
@@ -82,8 +84,10 @@ export class PrimaryStore implements StreamSource {
   }
 
   #openDb(name: string): PrimaryDatabase {
+    const { logHold, ...opts } = this.#opts;
     const db = PrimaryDatabase.open(name, this.dataDir, {
-      ...this.#opts,
+      ...opts,
+      log: logHold ? { ...opts.log, keepAfter: logHold(name) } : opts.log,
       onCapture: (c) => this.hub.publish(c),
       // Every new generation, whichever capture path found it, becomes one new-generation frame.
       onGeneration: () => this.hub.publishEvent(name, 'generation'),

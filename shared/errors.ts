@@ -35,6 +35,10 @@ export const ERROR_STATUS = {
   CORRUPT_FRAME: 422,
   WAL_INVALID: 500,
   LOG_CORRUPT: 500,
+  /** A backup object failed a check (checksum, length, name): reported, never applied (docs/FORMAT.md). */
+  BACKUP_CORRUPT: 500,
+  /** The backup holds no restorable state at the requested txid or time (before the first backup, after the last upload). */
+  NOT_RESTORABLE: 404,
   DISK_FULL: 507,
   IO_ERROR: 500,
   INTERNAL: 500,

@@ -1,0 +1,258 @@
+/**
+ * BackupRunner uploads every database's change sets to an object store as immutable segments, plus
+ * snapshots (docs/FORMAT.md, its backup objects section). Every interval it visits the databases: one that has not
+ * changed since its last upload costs nothing (no request), one that has uploads one segment with the
+ * change sets since, so PUTs grow with the databases that changed, not with how many there are. A
+ * database with no snapshot in its current generation (first backup, new generation) uploads one first,
+ * and again every SNAPSHOT_EVERY_SEGMENTS segments or SNAPSHOT_EVERY_BYTES bytes of them, so a restore
+ * reads a bounded run of segments.
+ *
+ * The log keeps what is not uploaded: each database's log is pinned at its uploaded txid (`holdFor`,
+ * the log's keepAfter option). A failed upload is logged (the store's description and the error, never
+ * a credential), counted, and retried with exponential backoff.
+ */
+import { EdgeliteError } from '../shared/errors.ts';
+import { catalog, chainFrom, generationPrefix, segmentKey, snapshotKey } from '../shared/backup-layout.ts';
+import { encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
+import type { Logger } from '../shared/log.ts';
+import type { ObjectStore } from '../shared/object-store.ts';
+import type { Txid } from '../shared/types.ts';
+import type { PrimaryDatabase } from './database.ts';
+import type { PrimaryStore } from './store.ts';
+
+/** A new snapshot after this many segments since the last one... */
+export const SNAPSHOT_EVERY_SEGMENTS = 1000;
+/** ...or this many bytes of segments, whichever comes first. */
+export const SNAPSHOT_EVERY_BYTES = 256 * 1024 * 1024;
+/** One segment holds about this many bytes of change sets at most (always at least one change set). */
+export const SEGMENT_MAX_BYTES = 16 * 1024 * 1024;
+/** How many databases upload at once in a pass, so one slow PUT does not hold up the others. */
+export const BACKUP_CONCURRENCY = 8;
+/** close waits at most this long for its last pass, so an unreachable store cannot hold up a shutdown. */
+export const BACKUP_CLOSE_MS = 5000;
+/** Retry backoff after a failed upload: doubles from the interval up to this. */
+export const BACKUP_MAX_BACKOFF_MS = 30_000;
+
+export interface BackupOptions {
+  intervalMs: number;
+  logger: Logger;
+  snapshotEverySegments?: number;
+  snapshotEveryBytes?: number;
+}
+
+/** BackupStatus is one database's backup figures, for GET /v1/db/{name} and /metrics. */
+export interface BackupStatus {
+  /** Highest txid restorable from the store in the current generation (0: none yet). */
+  uploadedTxid: Txid;
+  /** How long the oldest change not yet uploaded has been waiting (ms); 0 when all is uploaded. */
+  lagMs: number;
+  errors: number;
+}
+
+interface DbState {
+  /** The generation the figures below are about; null until the store was listed for it. */
+  generation: number | null;
+  uploadedTxid: Txid;
+  hasSnapshot: boolean;
+  segmentsSinceSnapshot: number;
+  bytesSinceSnapshot: number;
+  pendingSince: number | null;
+  failures: number;
+  retryAt: number;
+  errors: number;
+}
+
+export class BackupRunner {
+  readonly objects: ObjectStore;
+  readonly #opts: Required<BackupOptions>;
+  readonly #states = new Map<string, DbState>();
+  #store: PrimaryStore | null = null;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #running: Promise<void> | null = null;
+  #closing = false;
+  #closed = false;
+
+  constructor(objects: ObjectStore, opts: BackupOptions) {
+    this.objects = objects;
+    this.#opts = { snapshotEverySegments: SNAPSHOT_EVERY_SEGMENTS, snapshotEveryBytes: SNAPSHOT_EVERY_BYTES, ...opts };
+  }
+
+  /** holdFor is the log pin of database `name`: retention keeps every txid above what is uploaded. */
+  holdFor(name: string): () => Txid {
+    return () => {
+      const s = this.#states.get(name);
+      const db = this.#store?.get(name);
+      return s && db && s.generation === db.position.generation ? s.uploadedTxid : 0;
+    };
+  }
+
+  /** start begins the interval loop over `store`'s databases. */
+  start(store: PrimaryStore): void {
+    this.#store = store;
+    this.#schedule(0);
+  }
+
+  status(name: string): BackupStatus {
+    const db = this.#store?.get(name);
+    if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0 };
+    const s = this.#state(name);
+    const behind = isBehind(s, db);
+    if (behind && s.pendingSince === null) s.pendingSince = Date.now();
+    return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Date.now() - (s.pendingSince ?? Date.now()) : 0, errors: s.errors };
+  }
+
+  /** flush runs passes until every database is uploaded to its current txid, or a pass fails. */
+  async flush(): Promise<void> {
+    for (;;) {
+      await this.#running;
+      const store = this.#store;
+      if (!store) return;
+      const behind = store.names().filter((n) => {
+        const db = store.get(n);
+        return db !== undefined && isBehind(this.#state(n), db);
+      });
+      if (behind.length === 0) return;
+      const errors = behind.reduce((n, name) => n + this.status(name).errors, 0);
+      await this.#pass(true);
+      if (behind.reduce((n, name) => n + this.status(name).errors, 0) > errors) throw new EdgeliteError('UNAVAILABLE', `backup flush failed for ${behind.join(', ')}`);
+    }
+  }
+
+  /** close stops the loop and makes one last pass (errors are logged), waiting at most BACKUP_CLOSE_MS. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, BACKUP_CLOSE_MS)));
+    await Promise.race([this.#pass(true), timeout]);
+    clearTimeout(timer);
+    this.#closed = true;
+  }
+
+  #schedule(ms: number): void {
+    if (this.#closing) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#pass(false).finally(() => this.#schedule(this.#opts.intervalMs));
+    }, ms);
+    this.#timer.unref();
+  }
+
+  #pass(ignoreBackoff: boolean): Promise<void> {
+    const run = async (): Promise<void> => {
+      const names = this.#store?.names() ?? [];
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < names.length) {
+          const name = names[next++]!;
+          const db = this.#store?.get(name);
+          if (!db || this.#closed) continue;
+          const s = this.#state(name);
+          if (!ignoreBackoff && Date.now() < s.retryAt) continue;
+          try {
+            await this.#backUp(name, db, s);
+            s.failures = 0;
+          } catch (err) {
+            s.errors++;
+            s.failures++;
+            const backoff = Math.min(BACKUP_MAX_BACKOFF_MS, this.#opts.intervalMs * 2 ** Math.min(s.failures, 16));
+            s.retryAt = Date.now() + backoff * (0.5 + Math.random() / 2);
+            this.#opts.logger({ msg: 'backup upload failed', db: name, store: this.objects.description, error: err instanceof Error ? err.message : String(err), retryInMs: Math.round(s.retryAt - Date.now()) });
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(BACKUP_CONCURRENCY, names.length) }, worker));
+    };
+    const p = (this.#running ?? Promise.resolve()).then(run);
+    this.#running = p;
+    return p;
+  }
+
+  #state(name: string): DbState {
+    let s = this.#states.get(name);
+    if (!s) {
+      s = { generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0 };
+      this.#states.set(name, s);
+    }
+    return s;
+  }
+
+  /** #backUp brings one database's backup up to its current position, if it is behind. */
+  async #backUp(name: string, db: PrimaryDatabase, s: DbState): Promise<void> {
+    const generation = db.position.generation;
+    if (s.generation !== generation) await this.#load(name, generation, s);
+    if (!s.hasSnapshot) s.uploadedTxid = Math.max(s.uploadedTxid, await this.#snapshot(name, db, s));
+    if (db.position.txid > s.uploadedTxid && db.position.generation === generation) {
+      const records = db.log.iterateSince(generation, s.uploadedTxid, SEGMENT_MAX_BYTES);
+      if (records === null) {
+        // The log no longer reaches the uploaded txid (it cannot while pinned, but a new generation may
+        // have started under us): a snapshot restarts the chain.
+        s.hasSnapshot = false;
+        return;
+      }
+      const last = records.at(-1);
+      if (last) {
+        const bytes = encodeSegment(records.map((r) => r.payload));
+        await this.objects.put(segmentKey(name, generation, records[0]!.minTxid, last.maxTxid, last.timestamp), bytes);
+        s.uploadedTxid = last.maxTxid;
+        s.segmentsSinceSnapshot++;
+        s.bytesSinceSnapshot += bytes.length;
+      }
+    }
+    if (s.segmentsSinceSnapshot >= this.#opts.snapshotEverySegments || s.bytesSinceSnapshot >= this.#opts.snapshotEveryBytes) {
+      await this.#snapshot(name, db, s);
+    }
+    if (db.position.txid <= s.uploadedTxid && db.position.generation === s.generation) s.pendingSince = null;
+  }
+
+  /** #load reads what the store already holds of this generation (after a restart, say). */
+  async #load(name: string, generation: number, s: DbState): Promise<void> {
+    const g = catalog(await this.objects.list(generationPrefix(name, generation))).get(name)?.find((x) => x.generation === generation);
+    const newest = g?.snapshots.at(-1);
+    Object.assign(s, { generation, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0 });
+    if (!g || !newest) return;
+    const range = g.ranges.at(-1)!;
+    if (range.toTxid > (this.#store?.get(name)?.position.txid ?? 0)) {
+      // Another history under the same name and generation (a data directory recreated or restored, a
+      // lost tail): continuing it would upload change sets that do not follow what is there.
+      s.generation = null;
+      throw new EdgeliteError('POSITION_MISMATCH', `the backup of ${name} generation ${generation} reaches txid ${range.toTxid}, ahead of the database: not backing it up (move that generation's objects away)`);
+    }
+    const since = chainFrom(g, newest.txid);
+    Object.assign(s, {
+      uploadedTxid: range.toTxid,
+      hasSnapshot: true,
+      segmentsSinceSnapshot: since.length,
+      bytesSinceSnapshot: since.reduce((n, x) => n + x.size, 0),
+    });
+  }
+
+  /** #snapshot uploads an image of the database at its current position and returns its txid. */
+  async #snapshot(name: string, db: PrimaryDatabase, s: DbState): Promise<Txid> {
+    const view = db.beginSnapshot();
+    let bytes: Uint8Array;
+    const timestamp = db.lastCommitTime;
+    try {
+      if (view.position.generation !== s.generation) throw new EdgeliteError('UNAVAILABLE', `database ${name} started a new generation during its backup`);
+      const image = view.pageCount === 0 ? new Uint8Array(0) : view.readPages(1, view.pageCount);
+      bytes = encodeSnapshot(
+        { pageSize: view.pageSize, databaseId: view.databaseId, generation: view.position.generation, txid: view.position.txid, pageCount: view.pageCount, timestamp, checksum: view.position.checksum },
+        image,
+      );
+    } finally {
+      view.end();
+    }
+    await this.objects.put(snapshotKey(name, view.position.generation, view.position.txid, timestamp), bytes);
+    s.hasSnapshot = true;
+    s.segmentsSinceSnapshot = 0;
+    s.bytesSinceSnapshot = 0;
+    return view.position.txid;
+  }
+}
+
+/** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */
+function isBehind(s: DbState, db: PrimaryDatabase): boolean {
+  return s.generation !== db.position.generation || !s.hasSnapshot || db.position.txid > s.uploadedTxid;
+}

@@ -1,0 +1,184 @@
+/**
+ * restoreDatabase rebuilds one database file from its backup objects (docs/FORMAT.md, its backup
+ * objects section): the newest snapshot at or before the target, then the segments' change sets up to it, each
+ * checked by the one verifier (shared/verify.ts: continuity, pre- and post-apply checksums) before its
+ * pages are written to the file, and finally the whole file's checksum against the post-apply checksum
+ * recorded for the target txid. It writes `<out>.restore-tmp` and renames it over `out` only once all of
+ * that holds, so a damaged or truncated object is reported (BACKUP_CORRUPT), never applied.
+ */
+import { dirname } from 'node:path';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { catalog, planRestore, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
+import { corruptObject, decodeSegment, decodeSnapshot } from '../shared/backup-objects.ts';
+import { DatabaseChecksum } from '../shared/checksum.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { ObjectStore } from '../shared/object-store.ts';
+import { formatChecksum, type ChangeSet, type Position } from '../shared/types.ts';
+import { verifyBatch, type VerifyBase } from '../shared/verify.ts';
+
+export interface RestoreOptions {
+  db: string;
+  target: RestoreTarget;
+  out: string;
+  /** Replace an existing `out` (and drop its -wal/-shm). */
+  force?: boolean;
+  /** Hears each object as it is applied. */
+  onProgress?: (p: { key: string; done: number; total: number }) => void;
+}
+
+export interface RestoreResult {
+  db: string;
+  databaseId: number;
+  generation: number;
+  txid: number;
+  checksum: string;
+  /** Commit time of txid (ms). */
+  timestamp: number;
+  pageCount: number;
+  pageSize: number;
+  objects: number;
+}
+
+export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): Promise<RestoreResult> {
+  const sidecars = [`${o.out}-wal`, `${o.out}-shm`, `${o.out}-journal`];
+  if (!o.force && [o.out, ...sidecars].some((f) => existsSync(f))) {
+    throw new EdgeliteError('DATABASE_EXISTS', `${o.out} exists: pass --force to replace it`);
+  }
+  const plan = planRestore(o.db, catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
+  const total = 1 + plan.segments.length;
+  const snapBytes = await fetchObject(objects, plan.snapshot.key, plan.snapshot.size);
+  const { head, image } = decodeSnapshot(plan.snapshot.key, snapBytes);
+  if (head.generation !== plan.generation || head.txid !== plan.snapshot.txid) {
+    throw corruptObject(plan.snapshot.key, `holds generation ${head.generation} txid ${head.txid}, its name says ${plan.generation} txid ${plan.snapshot.txid}`);
+  }
+  o.onProgress?.({ key: plan.snapshot.key, done: 1, total });
+  const tmp = `${o.out}.restore-tmp`;
+  const fd = openSync(tmp, 'w');
+  let at: VerifyBase = { databaseId: head.databaseId, pageSize: head.pageSize, pageCount: head.pageCount, position: { generation: head.generation, txid: head.txid, checksum: head.checksum } };
+  let timestamp = head.timestamp;
+  try {
+    writeAll(fd, image, 0);
+    const sum = image.length === 0 ? new DatabaseChecksum(head.pageSize) : DatabaseChecksum.fromFile(image);
+    let done = 1;
+    for (const seg of plan.segments) {
+      const all = decodeSegment(seg.key, await fetchObject(objects, seg.key, seg.size), seg);
+      const batch = upToTarget(all, plan.target, seg);
+      if (batch.length > 0) {
+        const verified = verifyOrCorrupt(seg, () => verifyBatch(sum, at, batch));
+        for (const [pgno, data] of verified.pages) writeAll(fd, data, (pgno - 1) * head.pageSize);
+        ftruncateSync(fd, verified.pageCount * head.pageSize);
+        at = { ...at, pageCount: verified.pageCount, position: verified.position };
+        timestamp = verified.timestamp;
+      }
+      o.onProgress?.({ key: seg.key, done: ++done, total });
+      if (batch.length < all.length) break;
+    }
+    if ('txid' in plan.target && at.position.txid !== plan.target.txid) {
+      throw new EdgeliteError('NOT_RESTORABLE', `txid ${plan.target.txid} of database ${o.db} is not restorable: the backup reaches ${at.position.txid}`, { details: { reason: 'gap' } });
+    }
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  verifyFile(tmp, at.position, head.pageSize);
+  for (const f of sidecars) rmSync(f, { force: true });
+  renameSync(tmp, o.out);
+  fsyncDir(dirname(o.out));
+  return {
+    db: o.db,
+    databaseId: head.databaseId,
+    generation: at.position.generation,
+    txid: at.position.txid,
+    checksum: formatChecksum(at.position.checksum),
+    timestamp,
+    pageCount: at.pageCount,
+    pageSize: head.pageSize,
+    objects: total,
+  };
+}
+
+/** upToTarget is the prefix of a segment's change sets at or before the target. */
+function upToTarget(changeSets: ChangeSet[], target: RestoreTarget, seg: SegmentObject): ChangeSet[] {
+  if ('latest' in target) return changeSets;
+  const out: ChangeSet[] = [];
+  for (const cs of changeSets) {
+    if ('txid' in target) {
+      if (cs.minTxid > target.txid) break;
+      if (cs.maxTxid > target.txid) {
+        throw new EdgeliteError('NOT_RESTORABLE', `txid ${target.txid} is inside change set ${cs.minTxid}..${cs.maxTxid} of ${seg.key}: restore to ${cs.minTxid - 1} or ${cs.maxTxid}`, { details: { reason: 'not-a-boundary' } });
+      }
+    } else if (cs.timestamp > target.time) break;
+    out.push(cs);
+  }
+  return out;
+}
+
+/** A change set that does not continue what the snapshot and the segments before it built is damage. */
+function verifyOrCorrupt<T>(seg: SegmentObject, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw corruptObject(seg.key, err instanceof Error ? err.message : String(err), err);
+  }
+}
+
+async function fetchObject(objects: ObjectStore, key: string, listedSize: number): Promise<Uint8Array> {
+  const bytes = await objects.get(key);
+  if (bytes === null) throw corruptObject(key, 'listed but missing');
+  if (bytes.length !== listedSize) throw corruptObject(key, `${bytes.length} bytes, listed as ${listedSize}`);
+  return bytes;
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, data: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
+}
+
+/** verifyFile re-reads what was written and checks it against the position's recorded checksum. */
+function verifyFile(path: string, position: Position, pageSize: number): void {
+  const file = new Uint8Array(readFileSync(path));
+  const sum = file.length === 0 ? new DatabaseChecksum(pageSize) : DatabaseChecksum.fromFile(file);
+  if (sum.value !== position.checksum) {
+    rmSync(path, { force: true });
+    throw new EdgeliteError('CHECKSUM_MISMATCH', `restored file has checksum ${formatChecksum(sum.value)}, txid ${position.txid} was ${formatChecksum(position.checksum)}`);
+  }
+}
+
+/** BackupSummary is `edgelite backups` for one database. */
+export interface BackupSummary {
+  db: string;
+  generations: Array<{
+    generation: number;
+    snapshots: number;
+    segments: number;
+    bytes: number;
+    ranges: Array<{ fromTxid: number; toTxid: number; fromTime: string; toTime: string }>;
+  }>;
+}
+
+/** listBackups reads one listing and says, per database and generation, what is restorable. */
+export async function listBackups(objects: ObjectStore, db?: string): Promise<BackupSummary[]> {
+  const all = catalog(await objects.list(db === undefined ? '' : `${db}/`));
+  return [...all].map(([name, gens]) => ({
+    db: name,
+    generations: gens.map((g) => ({
+      generation: g.generation,
+      snapshots: g.snapshots.length,
+      segments: g.segments.size,
+      bytes: g.snapshots.reduce((n, s) => n + s.size, 0) + [...g.segments.values()].reduce((n, s) => n + s.size, 0),
+      ranges: g.ranges.map((r) => ({ fromTxid: r.fromTxid, toTxid: r.toTxid, fromTime: new Date(r.fromTime).toISOString(), toTime: new Date(r.toTime).toISOString() })),
+    })),
+  }));
+}
