@@ -62,7 +62,8 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
     let done = 1;
     for (const seg of plan.segments) {
       const all = decodeSegment(seg.key, await fetchObject(objects, seg.key, seg.size), seg);
-      const batch = upToTarget(all, plan.target, seg);
+      const fresh = after(all, at.position.txid, seg);
+      const batch = upToTarget(fresh, plan.target, seg);
       if (batch.length > 0) {
         const verified = verifyOrCorrupt(seg, () => verifyBatch(sum, at, batch));
         for (const [pgno, data] of verified.pages) writeAll(fd, data, (pgno - 1) * head.pageSize);
@@ -71,7 +72,7 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
         timestamp = verified.timestamp;
       }
       o.onProgress?.({ key: seg.key, done: ++done, total });
-      if (batch.length < all.length) break;
+      if (batch.length < fresh.length) break;
     }
     if ('txid' in plan.target && at.position.txid !== plan.target.txid) {
       throw new EdgeliteError('NOT_RESTORABLE', `txid ${plan.target.txid} of database ${o.db} is not restorable: the backup reaches ${at.position.txid}`, { details: { reason: 'gap' } });
@@ -98,6 +99,18 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
     pageSize: head.pageSize,
     objects: total,
   };
+}
+
+/**
+ * after drops the change sets a segment holds at or before `txid` (the first segment after a snapshot
+ * may start before it, chainFrom in shared/backup-layout.ts). One that straddles `txid` cannot be cut.
+ */
+function after(changeSets: ChangeSet[], txid: number, seg: SegmentObject): ChangeSet[] {
+  const straddling = changeSets.find((cs) => cs.minTxid <= txid && txid < cs.maxTxid);
+  if (straddling) {
+    throw new EdgeliteError('NOT_RESTORABLE', `the snapshot at txid ${txid} is inside change set ${straddling.minTxid}..${straddling.maxTxid} of ${seg.key}`, { details: { reason: 'not-a-boundary' } });
+  }
+  return changeSets.filter((cs) => cs.maxTxid > txid);
 }
 
 /** upToTarget is the prefix of a segment's change sets at or before the target. */

@@ -118,10 +118,17 @@ export function catalog(objects: readonly ObjectInfo[]): Map<string, GenerationB
   return out;
 }
 
-/** chainFrom is the run of segments continuing txid `from` (each minTxid = the previous maxTxid + 1). */
+/**
+ * chainFrom is the run of segments continuing txid `from`: the first one holds txid `from + 1` (it may
+ * start before it: a periodic snapshot is taken at the database's position, which writes may have moved
+ * past the segment uploaded just before it; a restore skips what the snapshot already holds), each next
+ * one starts at the previous maxTxid + 1.
+ */
 export function chainFrom(g: GenerationBackup, from: Txid): SegmentObject[] {
   const chain: SegmentObject[] = [];
-  for (let seg = g.segments.get(from + 1); seg !== undefined; seg = g.segments.get(seg.maxTxid + 1)) chain.push(seg);
+  let seg = g.segments.get(from + 1);
+  if (seg === undefined) for (const s of g.segments.values()) if (s.minTxid <= from && from + 1 <= s.maxTxid && (seg === undefined || s.minTxid > seg.minTxid)) seg = s;
+  for (; seg !== undefined; seg = g.segments.get(seg.maxTxid + 1)) chain.push(seg);
   return chain;
 }
 

@@ -69,6 +69,13 @@ describe('a listing says what is restorable', () => {
     expect(keys({ time: t(32) })).toEqual([2, 25, ['26-30']]);
   });
 
+  it('continues a snapshot taken inside a segment (writes moved past the segment uploaded before it)', () => {
+    const inside = catalog([snapshotKey('app', 1, 0, t(0)), segmentKey('app', 1, 1, 5, t(5)), snapshotKey('app', 1, 7, t(7)), segmentKey('app', 1, 6, 9, t(9)), segmentKey('app', 1, 10, 12, t(12))].map((k) => obj(k))).get('app')!;
+    const p = planRestore('app', inside, { txid: 11 });
+    expect([p.snapshot.txid, p.segments.map((s) => `${s.minTxid}-${s.maxTxid}`)]).toEqual([7, ['6-9', '10-12']]);
+    expect(inside[0]!.ranges.map((r) => [r.fromTxid, r.toTxid])).toEqual([[0, 12]]);
+  });
+
   it('refuses targets outside what is uploaded, with the reason', () => {
     expect(codeOf(() => planRestore('app', gens, { txid: 31 }))).toBe('after-last-upload');
     expect(codeOf(() => planRestore('app', gens, { time: t(-1) }))).toBe('before-first-backup');
