@@ -6,7 +6,7 @@
  */
 import { EdgeliteError } from '../shared/errors.ts';
 import { FollowerCore } from '../shared/follower.ts';
-import type { FollowerPort } from '../shared/follower-port.ts';
+import type { FollowerPort, FollowerTimings } from '../shared/follower-port.ts';
 import type { StreamPosition } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
@@ -16,14 +16,11 @@ import type { ReplicaStore } from './store.ts';
 
 export { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from '../shared/follower-port.ts';
 
-export interface FollowerOptions {
+export interface FollowerOptions extends FollowerTimings {
   client: PrimaryClient;
   store: ReplicaStore;
   /** What the stream follows at the start; a list can be changed later with follow(). */
   databases: '*' | string[];
-  heartbeatTimeoutMs: number;
-  backoffMinMs: number;
-  backoffMaxMs: number;
   logger: Logger;
 }
 

@@ -49,16 +49,20 @@ export interface StreamSource {
   openStream(databases: '*' | string[], positions: Record<string, Position | null>, signal: AbortSignal): Promise<StreamBody>;
 }
 
-export interface FollowerCoreOptions {
+export interface FollowerCoreOptions extends FollowerTimings {
   port: FollowerPort;
   source: StreamSource;
   /** What the stream follows at the start; a list can be changed later with follow(). */
   databases: '*' | string[];
+  logger: Logger;
+}
+
+/** FollowerTimings are the core's clocks, which each replica's configuration sets. */
+export interface FollowerTimings {
   /** A session with no bytes for this long is dead; one with bytes but no whole frame too (follower.ts). */
   heartbeatTimeoutMs: number;
   backoffMinMs: number;
   backoffMaxMs: number;
-  logger: Logger;
 }
 
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 5000;

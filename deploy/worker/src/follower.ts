@@ -6,7 +6,7 @@
  * not running (a new object, an eviction) is started again.
  */
 import { FollowerCore } from '../../../shared/follower.ts';
-import type { FollowerCoreState, FollowerPort, StreamSource } from '../../../shared/follower-port.ts';
+import type { FollowerCoreState, FollowerPort, FollowerTimings, StreamSource } from '../../../shared/follower-port.ts';
 import type { StreamPosition } from '../../../shared/frames.ts';
 import type { Logger } from '../../../shared/log.ts';
 import type { ChangeSet, Position } from '../../../shared/types.ts';
@@ -19,17 +19,11 @@ export interface SnapshotSource {
   snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead>;
 }
 
-export interface FollowerOptions {
+export interface FollowerOptions extends FollowerTimings {
   client: StreamSource & SnapshotSource;
   replica: WorkerReplica;
-  heartbeatTimeoutMs: number;
-  backoffMinMs: number;
-  backoffMaxMs: number;
   log: Logger;
 }
-
-export const BACKOFF_MIN_MS = 50;
-export const BACKOFF_MAX_MS = 5000;
 /**
  * STAGE_BATCH_BYTES: snapshot pages are written to storage in transactions of this size. Measured in
  * local workerd: one storage transaction per fetch chunk (or per page) staged a 20 MiB snapshot in

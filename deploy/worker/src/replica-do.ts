@@ -24,7 +24,8 @@ import { formatChecksum, validateDatabaseName } from '../../../shared/types.ts';
 import { Conditions } from '../../../shared/waiters.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../../../shared/consistency.ts';
-import { BACKOFF_MAX_MS, BACKOFF_MIN_MS, WorkerFollower } from './follower.ts';
+import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS } from '../../../shared/follower-port.ts';
+import { WorkerFollower } from './follower.ts';
 import { PageStore } from './page-store.ts';
 import { WorkerReplica } from './replica.ts';
 import type { WasmModule } from './sqlite.ts';
@@ -125,8 +126,8 @@ export class ReplicaObject extends DurableObject<Env> {
       client: this.#client,
       replica,
       heartbeatTimeoutMs: config.heartbeatTimeoutMs,
-      backoffMinMs: BACKOFF_MIN_MS,
-      backoffMaxMs: BACKOFF_MAX_MS,
+      backoffMinMs: DEFAULT_BACKOFF_MIN_MS,
+      backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
       log: (e) => {
         log({ ...e, object: 'replica' });
         this.#followerWaits.wake();
