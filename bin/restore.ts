@@ -1,7 +1,7 @@
 /**
- * `edgelite restore URL --db NAME [--txid N | --time ISO] --out FILE [--force]` and
+ * `edgelite restore URL --db NAME [--txid N | --time ISO] --out FILE [--force] [--encryption-key-file PATH]` and
  * `edgelite backups URL [--db NAME] [--json]`: argv and env parsed here, once; the work is in
- * primary/restore.ts.
+ * primary/restore.ts. `backups` needs no key: object names are plaintext, and a listing is all it reads.
  */
 import { parseArgs } from 'node:util';
 import { EdgeliteError } from '../shared/errors.ts';
@@ -10,18 +10,20 @@ import { configError } from '../shared/config.ts';
 import type { RestoreTarget } from '../shared/backup-layout.ts';
 import { validateDatabaseName } from '../shared/types.ts';
 import { openObjectStore } from '../primary/backup-store.ts';
+import { readKeyring } from '../shared/node/open-object-store.ts';
 import { listBackups, restoreDatabase, type BackupSummary } from '../primary/restore.ts';
 
-export const RESTORE_USAGE = `usage: edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force] [--s3-endpoint URL]
+export const RESTORE_USAGE = `usage: edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force] [--s3-endpoint URL] [--encryption-key-file PATH]
        edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json] [--s3-endpoint URL]`;
 
 export async function restoreMain(argv: string[]): Promise<void> {
-  const { url, values } = parse(argv, { db: { type: 'string' }, txid: { type: 'string' }, time: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' } });
+  const { url, values } = parse(argv, { db: { type: 'string' }, txid: { type: 'string' }, time: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' }, 'encryption-key-file': { type: 'string' } });
   const db = values.db;
   const out = values.out;
   if (typeof db !== 'string' || typeof out !== 'string') throw new EdgeliteError('MISCONFIGURED', `--db and --out are required\n${RESTORE_USAGE}`);
   const target = restoreTarget(values.txid, values.time);
-  const objects = openObjectStore(parseBackupTarget(url, process.env, values['s3-endpoint'] as string | undefined));
+  const keyFile = values['encryption-key-file'];
+  const objects = openObjectStore(parseBackupTarget(url, process.env, values['s3-endpoint'] as string | undefined), typeof keyFile === 'string' ? readKeyring(keyFile) : null);
   const result = await restoreDatabase(objects, {
     db: validateDatabaseName(db),
     target,

@@ -8,6 +8,8 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { configError, DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
+import type { Keyring } from '../shared/object-keyring.ts';
+import { readKeyring } from '../shared/node/open-object-store.ts';
 import type { SynchronousMode } from './sqlite.ts';
 
 export const DEFAULT_PRIMARY_PORT = 7400;
@@ -33,11 +35,11 @@ export interface PrimaryConfig {
   auth: AuthConfig;
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
   /** Continuous backup (`--backup URL`), or null. */
-  backup: { target: BackupTarget; intervalMs: number; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number } | null;
+  backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number } | null;
 }
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
-                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL]]
+                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]]
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
@@ -64,6 +66,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       backup: { type: 'string' },
       'backup-interval': { type: 'string' },
       's3-endpoint': { type: 'string' },
+      'encryption-key-file': { type: 'string' },
     },
     strict: true,
   });
@@ -87,16 +90,21 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     retention: {},
-    backup: parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env),
+    backup: parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env, values['encryption-key-file']),
   };
 }
 
-function parseBackup(url: string | undefined, interval: string | undefined, endpoint: string | undefined, env: Record<string, string | undefined>): PrimaryConfig['backup'] {
+function parseBackup(url: string | undefined, interval: string | undefined, endpoint: string | undefined, env: Record<string, string | undefined>, keyFile?: string): PrimaryConfig['backup'] {
   if (url === undefined) {
     if (interval !== undefined || endpoint !== undefined) throw new EdgeliteError('MISCONFIGURED', '--backup-interval and --s3-endpoint need --backup');
+    if (keyFile !== undefined) throw new EdgeliteError('MISCONFIGURED', '--encryption-key-file needs --backup');
     return null;
   }
-  return { target: parseBackupTarget(url, env, endpoint), intervalMs: interval === undefined ? DEFAULT_BACKUP_INTERVAL_MS : parseDuration(interval, '--backup-interval') };
+  return {
+    target: parseBackupTarget(url, env, endpoint),
+    intervalMs: interval === undefined ? DEFAULT_BACKUP_INTERVAL_MS : parseDuration(interval, '--backup-interval'),
+    keyring: keyFile === undefined ? null : readKeyring(keyFile),
+  };
 }
 
 /** parseDuration reads `250ms`, `1s`, `2m` or a bare number of milliseconds. */

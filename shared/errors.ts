@@ -37,6 +37,11 @@ export const ERROR_STATUS = {
   LOG_CORRUPT: 500,
   /** A backup object failed a check (checksum, length, name): reported, never applied (docs/FORMAT.md). */
   BACKUP_CORRUPT: 500,
+  /**
+   * Backup objects and the keys given do not match (details.reason: no-key, unknown-key-id, not-encrypted):
+   * the reader's configuration (`--encryption-key-file`), not the request, is wrong, as with MISCONFIGURED.
+   */
+  BACKUP_KEY_MISMATCH: 503,
   /** The backup holds no restorable state at the requested txid or time (before the first backup, after the last upload). */
   NOT_RESTORABLE: 404,
   DISK_FULL: 507,
