@@ -1,6 +1,6 @@
 /**
- * Client-side encryption of backup objects (`--encryption-key-file`, docs/FORMAT.md, its encrypted
- * objects section): every object is sealed with AES-256-GCM through WebCrypto before it leaves the
+ * Client-side encryption of backup objects (`--encryption-key-file`, docs/FORMAT.md#encrypted-objects):
+ * every object is sealed with AES-256-GCM through WebCrypto before it leaves the
  * process, so the bucket and any CDN in front of it hold only ciphertext, and a Worker can open it with
  * the same code. The envelope (all integers big-endian):
  *

@@ -1,6 +1,6 @@
 /**
- * Keyring: the keys of client-side backup encryption (`--encryption-key-file`, docs/FORMAT.md, its
- * encrypted objects section), parsed from a key file's text. The format is one key per line:
+ * Keyring: the keys of client-side backup encryption (`--encryption-key-file`,
+ * docs/FORMAT.md#encrypted-objects), parsed from a key file's text. The format is one key per line:
  *
  *   # comments and blank lines are ignored
  *   <key id> <base64 of 32 random bytes>
@@ -17,7 +17,7 @@ import { EdgeliteError } from './errors.ts';
 
 /** KEY_BYTES: AES-256. */
 export const KEY_BYTES = 32;
-/** KEY_ID_MAX_LENGTH is the width of the key id field of an encrypted object (docs/FORMAT.md). */
+/** KEY_ID_MAX_LENGTH is the width of the key id field of an encrypted object (docs/FORMAT.md#encrypted-objects). */
 export const KEY_ID_MAX_LENGTH = 16;
 
 const KEY_ID = new RegExp(`^[A-Za-z0-9._-]{1,${KEY_ID_MAX_LENGTH}}$`);
