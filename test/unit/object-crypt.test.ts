@@ -15,6 +15,8 @@ import { EdgeliteError } from '../../shared/errors.ts';
 import { ENVELOPE_HEADER_SIZE, ENVELOPE_MAGIC, ENVELOPE_OVERHEAD, EncryptedObjectStore, envelopeKeyId, openObject, PlaintextObjectStore, sealObject } from '../../shared/object-crypt.ts';
 import { KEY_BYTES, parseKeyring } from '../../shared/object-keyring.ts';
 import { FileObjectStore } from '../../shared/node/file-object-store.ts';
+import { openBackupStore } from '../../shared/node/open-object-store.ts';
+import { parseBackupTarget } from '../../shared/object-store.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgelite-object-crypt-'));
@@ -158,6 +160,19 @@ describe('stores', () => {
     expect(err.message).toContain('--encryption-key-file');
     await enc.delete(OBJ);
     expect(await files.list('app/')).toEqual([]);
+  });
+});
+
+describe('openBackupStore (what a bucket-fed replica opens)', () => {
+  it('decrypts with the key file text, refuses encrypted objects without it, and names the file on a bad one', async () => {
+    const target = parseBackupTarget(`file://${join(dir, 'replica-bucket')}`, {});
+    const withKey = openBackupStore(target, `r1 ${KEY_A}\n`, 'EDGELITE_KEYS');
+    await withKey.put(OBJ, new Uint8Array([1, 2, 3]));
+    expect([...(await withKey.get(OBJ))!]).toEqual([1, 2, 3]);
+    expect((await new FileObjectStore(join(dir, 'replica-bucket')).get(OBJ))!.length).toBe(3 + ENVELOPE_OVERHEAD);
+    const err = await rejection(openBackupStore(target, null, 'unused').get(OBJ));
+    expect([err.code, err.details?.reason]).toEqual(['BACKUP_KEY_MISMATCH', 'no-key']);
+    expect(() => openBackupStore(target, 'r1 no!pe', 'EDGELITE_KEYS')).toThrow('encryption key file EDGELITE_KEYS, line 1: the key is not base64');
   });
 });
 
