@@ -84,7 +84,7 @@ export class RangeCatchUp {
     let again: string | null = null;
     for (;;) {
       // A range re-asked is asked at its own start (already aligned); the next one from the position reached.
-      let path = again ?? changesPath(this.db, this.position.generation, this.position.txid + 1);
+      let path: string = again ?? changesPath(this.db, this.position.generation, this.position.txid + 1);
       again = null;
       let res: RangeResponse | null = null;
       for (let hop = 0; ; hop++) {
