@@ -144,9 +144,10 @@ export function rangesBehind(
   const out: string[] = [];
   for (const [name, pos] of Object.entries(positions)) {
     const db = pos ? get(name) : undefined;
-    if (!pos || !db || !resumes(db, pos)) continue;
+    if (!pos || !db) continue;
+    // The index first (memory); the resume rule reads a record from disk.
     const at = locateRange(db, layout, pos.generation, pos.txid + 1);
-    if (at.kind === 'range' || at.kind === 'redirect') out.push(name);
+    if ((at.kind === 'range' || at.kind === 'redirect') && resumes(db, pos)) out.push(name);
   }
   return out;
 }

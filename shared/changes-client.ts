@@ -100,6 +100,7 @@ export class RangeCatchUp {
         const text = await res.text().catch(() => '');
         return this.#stop(errorCode(text) ?? `HTTP ${res.status}`);
       }
+      const before = this.position.txid;
       const outcome = yield* this.#read(res);
       if (outcome === 'damaged') {
         this.#stats.damaged++;
@@ -109,6 +110,8 @@ export class RangeCatchUp {
         continue;
       }
       this.#stats.ranges++;
+      // A range that took us nowhere (a stale redirect to an earlier range): asking again would loop.
+      if (this.position.txid === before) return this.#stop('no progress');
       fresh = false;
     }
   }

@@ -35,6 +35,8 @@ const body = (from: number, to: number) => Buffer.concat(SETS.slice(from - 1, to
 /** How the server answers the second range (4..6) when asked without ?fresh= (a cache) and with it (the primary). */
 let second: { cached: 'good' | 'flipped' | 'cut' | 'short'; fresh: 'good' | 'flipped' } = { cached: 'good', fresh: 'good' };
 let redirectTo = changesPath(DB, 1, 1);
+/** A stale redirect: txid 7 sent back to the range 4..6. */
+let staleSeven = false;
 const seen: string[] = [];
 let server: Server;
 let url: string;
@@ -50,6 +52,7 @@ beforeAll(async () => {
       res.end(bytes);
     };
     if (plain === changesPath(DB, 1, 1)) return range(1, 3, body(1, 3));
+    if (plain === changesPath(DB, 1, 7) && staleSeven) return res.writeHead(308, { location: changesPath(DB, 1, 4) }).end();
     const query = fresh ? path.slice(path.indexOf('?')) : '';
     if (plain === changesPath(DB, 1, 2) || plain === changesPath(DB, 1, 3)) return res.writeHead(308, { location: redirectTo }).end();
     if (plain === changesPath(DB, 1, 5) || plain === changesPath(DB, 1, 6)) return res.writeHead(308, { location: changesPath(DB, 1, 4) + query }).end();
@@ -77,6 +80,7 @@ beforeEach(() => {
   seen.length = 0;
   second = { cached: 'good', fresh: 'good' };
   redirectTo = changesPath(DB, 1, 1);
+  staleSeven = false;
 });
 
 /** read runs a RangeCatchUp from `from` and returns the txids of the change sets it passed on. */
@@ -127,6 +131,13 @@ describe('RangeCatchUp', () => {
     expect(txids).toEqual([]);
     expect([run.position, run.stoppedBy]).toEqual([at(3, 999n), 'damaged']);
     expect(stats).toMatchObject({ ranges: 0, damaged: 2, fresh: 1 });
+  });
+
+  it('stops at a range that takes it nowhere instead of asking for it for ever', async () => {
+    staleSeven = true;
+    const { txids, run } = await read(at(6));
+    expect([txids, run.position, run.stoppedBy]).toEqual([[], at(6), 'no progress']);
+    expect(seen).toEqual([changesPath(DB, 1, 7), changesPath(DB, 1, 4)]);
   });
 
   it('does not follow a redirect to another database', async () => {
