@@ -95,7 +95,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.post(STREAM_PATH, replicate, async (c) => {
     const req = parseStreamRequest(await readJsonBody(c, o.maxBodyBytes));
     if (req.ranges) {
-      const behind = rangesBehind((n) => store.get(n), req.positions, layout, (db, pos) => resumeProblem(db as PrimaryDatabase, pos) === null);
+      const behind = rangesBehind((n) => store.get(n), req.positions, layout, (db, pos) => resumeProblem(db, pos) === null);
       if (behind.length > 0) throw new EdgeliteError('USE_RANGES', `${behind.join(', ')} ${behind.length === 1 ? 'is' : 'are'} a sealed range or more behind: GET the ranges first`, { details: { databases: behind } });
     }
     const sub = new Subscription(store, store.hub, req);

@@ -135,11 +135,11 @@ export function changesResponse(db: ChangesDatabase, layout: RangeLayout, req: R
 }
 
 /** rangesBehind lists the databases of a stream request whose position resumes and is at least one sealed range behind. */
-export function rangesBehind(
-  get: (name: string) => (ChangesDatabase & { readonly name: string }) | undefined,
+export function rangesBehind<D extends RangeDatabase>(
+  get: (name: string) => D | undefined,
   positions: Record<string, Position | null>,
   layout: RangeLayout,
-  resumes: (db: ChangesDatabase, pos: Position) => boolean,
+  resumes: (db: D, pos: Position) => boolean,
 ): string[] {
   const out: string[] = [];
   for (const [name, pos] of Object.entries(positions)) {
