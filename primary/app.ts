@@ -12,11 +12,13 @@ import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH }
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import type { BackupRunner } from './backup.ts';
+import { changesResponse, DEFAULT_RANGE_LAYOUT, rangesBehind, type RangeLayout } from './changes.ts';
+import { CHANGES_NO_STORE, FRESH_PARAM, parseChangesPathParams } from '../shared/changes.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
 import type { PrimaryStore } from './store.ts';
-import { Subscription } from './stream.ts';
+import { resumeProblem, Subscription } from './stream.ts';
 
 export interface PrimaryAppOptions {
   store: PrimaryStore;
@@ -26,6 +28,8 @@ export interface PrimaryAppOptions {
   queryPool?: QueryPool | null;
   /** The continuous backup, if on: its figures go into GET /v1/db/{name} and /metrics. */
   backup?: BackupRunner | null;
+  /** How catch-up ranges are cut (primary/changes.ts); the defaults unless a test needs small ones. */
+  ranges?: RangeLayout;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -73,8 +77,27 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
 
+  const layout = o.ranges ?? DEFAULT_RANGE_LAYOUT;
+  // Catch-up ranges (shared/changes.ts): every answer but a sealed range and its redirect is no-store,
+  // so no cache in front keeps an error, an auth refusal or an open tail.
+  app.use('/v1/db/:name/changes/*', async (c, next) => {
+    await next();
+    if (c.res.status >= 400) c.res.headers.set('cache-control', CHANGES_NO_STORE);
+  });
+  app.get('/v1/db/:name/changes/:generation/:txid', replicate, (c) => {
+    const name = c.req.param('name');
+    const db = store.require(name);
+    const at = parseChangesPathParams(c.req.param('generation'), c.req.param('txid'));
+    if (!at) throw new EdgeliteError('BAD_REQUEST', 'a changes path is /v1/db/{name}/changes/{generation: 8 hex}/{txid: 16 hex}, lowercase, txid >= 1');
+    return changesResponse(db, layout, { name, ...at, ifNoneMatch: c.req.header('if-none-match') ?? null, fresh: c.req.query(FRESH_PARAM) ?? null });
+  });
+
   app.post(STREAM_PATH, replicate, async (c) => {
     const req = parseStreamRequest(await readJsonBody(c, o.maxBodyBytes));
+    if (req.ranges) {
+      const behind = rangesBehind((n) => store.get(n), req.positions, layout, (db, pos) => resumeProblem(db, pos) === null);
+      if (behind.length > 0) throw new EdgeliteError('USE_RANGES', `${behind.join(', ')} ${behind.length === 1 ? 'is' : 'are'} a sealed range or more behind: GET the ranges first`, { details: { databases: behind } });
+    }
     const sub = new Subscription(store, store.hub, req);
     return new Response(sub.stream, {
       headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store' },

@@ -11,6 +11,7 @@ import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts'
 import type { Keyring } from '../shared/object-keyring.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
 import type { SynchronousMode } from './sqlite.ts';
+import type { RangeLayout } from './changes.ts';
 
 export const DEFAULT_PRIMARY_PORT = 7400;
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
@@ -36,6 +37,8 @@ export interface PrimaryConfig {
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
   /** Continuous backup (`--backup URL`), or null. */
   backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number } | null;
+  /** Tests only: how catch-up ranges are cut (primary/changes.ts); absent, the defaults. */
+  ranges?: RangeLayout;
 }
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]

@@ -51,6 +51,15 @@ interface IndexEntry {
   size: number;
 }
 
+/** RecordInfo is a retained record's metadata, without its payload (catch-up ranges, primary/changes.ts). */
+export interface RecordInfo {
+  generation: Generation;
+  minTxid: Txid;
+  maxTxid: Txid;
+  /** The record's size on disk. */
+  size: number;
+}
+
 /** LogStats is a snapshot of the log's counters, for /metrics and tests. */
 export interface LogStats {
   records: number;
@@ -219,6 +228,46 @@ export class ChangeSetLog {
       out.push(this.read(e));
     }
     return out;
+  }
+
+  /**
+   * index lists the retained records of `generation` that hold any txid in fromTxid..toTxid, oldest
+   * first, from memory (no payload is read).
+   */
+  index(generation: Generation, fromTxid: Txid, toTxid: Txid): RecordInfo[] {
+    this.assertOpen();
+    let lo = 0;
+    let hi = this.entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.entries[mid] as IndexEntry).maxTxid < fromTxid) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: RecordInfo[] = [];
+    for (let i = lo; i < this.entries.length; i++) {
+      const e = this.entries[i] as IndexEntry;
+      if (e.minTxid > toTxid) break;
+      if (e.generation === generation) out.push({ generation: e.generation, minTxid: e.minTxid, maxTxid: e.maxTxid, size: e.size });
+    }
+    return out;
+  }
+
+  /**
+   * readRange reads the records of `generation` from the one starting at fromTxid through the one ending
+   * at toTxid, or null unless both are retained record boundaries of that generation.
+   */
+  readRange(generation: Generation, fromTxid: Txid, toTxid: Txid): LogRecord[] | null {
+    this.assertOpen();
+    const start = this.indexOfMinTxid(fromTxid);
+    if (start < 0) return null;
+    const out: LogRecord[] = [];
+    for (let i = start; i < this.entries.length; i++) {
+      const e = this.entries[i] as IndexEntry;
+      if (e.generation !== generation || e.maxTxid > toTxid) return null;
+      out.push(this.read(e));
+      if (e.maxTxid === toTxid) return out;
+    }
+    return null;
   }
 
   /**

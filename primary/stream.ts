@@ -30,6 +30,21 @@ interface DbCursor {
   txid: number;
 }
 
+/**
+ * resumeProblem is the resume rule (docs/ARCHITECTURE.md#the-stream-protocol): why a replica at `pos`
+ * cannot continue from the primary's log, or null when it can.
+ */
+export function resumeProblem(db: PrimaryDatabase, pos: Position): string | null {
+  const cur = db.position;
+  if (pos.generation !== cur.generation) return `generation ${pos.generation} is not the current ${cur.generation}`;
+  if (pos.txid > cur.txid) return `txid ${pos.txid} is ahead of the primary (${cur.txid})`;
+  if (pos.txid === cur.txid) return pos.checksum === cur.checksum ? null : 'checksum differs at the current txid';
+  const recs = db.log.iterateSince(pos.generation, pos.txid, 1);
+  if (!recs || recs.length === 0) return `txid ${pos.txid} is outside the retained log`;
+  const pre = readChangeSetHeader(recs[0]!.payload).preChecksum;
+  return pre === pos.checksum ? null : `checksum differs at txid ${pos.txid}`;
+}
+
 /** StreamHub fans captured change sets out to every live subscription. */
 export class StreamHub {
   readonly #subs = new Set<Subscription>();
@@ -126,24 +141,13 @@ export class Subscription {
       this.#send({ type: 'error', code: 'DATABASE_NOT_FOUND', message: `database ${name} does not exist yet; it will follow once created` });
       return;
     }
-    const reason = pos ? this.#resumeProblem(db, pos) : 'replica has no position';
+    const reason = pos ? resumeProblem(db, pos) : 'replica has no position';
     if (reason) {
       this.#dbs.set(name, { mode: 'snapshot', generation: db.position.generation, txid: db.position.txid });
       this.#send({ type: 'snapshot-needed', db: name, reason });
       return;
     }
     this.#dbs.set(name, { mode: 'catch-up', generation: pos!.generation, txid: pos!.txid });
-  }
-
-  #resumeProblem(db: PrimaryDatabase, pos: Position): string | null {
-    const cur = db.position;
-    if (pos.generation !== cur.generation) return `generation ${pos.generation} is not the current ${cur.generation}`;
-    if (pos.txid > cur.txid) return `txid ${pos.txid} is ahead of the primary (${cur.txid})`;
-    if (pos.txid === cur.txid) return pos.checksum === cur.checksum ? null : 'checksum differs at the current txid';
-    const recs = db.log.iterateSince(pos.generation, pos.txid, 1);
-    if (!recs || recs.length === 0) return `txid ${pos.txid} is outside the retained log`;
-    const pre = readChangeSetHeader(recs[0]!.payload).preChecksum;
-    return pre === pos.checksum ? null : `checksum differs at txid ${pos.txid}`;
   }
 
   /** #pump sends one batch of catch-up for every database still catching up. */

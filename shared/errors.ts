@@ -21,6 +21,10 @@ export const ERROR_STATUS = {
   CONSTRAINT_VIOLATION: 409,
   GENERATION_MISMATCH: 409,
   SNAPSHOT_NEEDED: 409,
+  /** A catch-up range asked for is still open (its txids are not all sealed): take them from the stream (shared/changes.ts). */
+  USE_STREAM: 409,
+  /** A stream request with `"ranges": true` from a position at least one sealed range behind: GET the ranges first (shared/changes.ts). */
+  USE_RANGES: 409,
   PAYLOAD_TOO_LARGE: 413,
   QUERY_TIMEOUT: 408,
   BUSY: 503,

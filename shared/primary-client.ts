@@ -14,6 +14,7 @@
  * Errors are EdgeliteError: the primary's own code when it answered, PRIMARY_UNAVAILABLE when it could
  * not be reached, with `details.outcome` (an AppliedOutcome) on a forwarded request that got no answer.
  */
+import { RangeCatchUp, type RangeResponse, type RangeStats } from './changes-client.ts';
 import { EdgeliteError, errorFromBody, type AppliedOutcome } from './errors.ts';
 import { readSnapshotHead, STREAM_PATH, streamRequestBody, type SnapshotHead } from './protocol.ts';
 import { parseChecksum, type Position } from './types.ts';
@@ -28,6 +29,8 @@ export interface PrimaryRequestInit {
   signal?: AbortSignal;
   /** The body may last for ever (stream) or long (snapshot): a fetch with pools may keep these apart. */
   long?: boolean;
+  /** Catch-up ranges read a 307/308 themselves (shared/changes-client.ts); a fetch that follows redirects must not. */
+  redirect?: 'manual';
 }
 
 /** PrimaryResponse is the part of a fetch Response the client reads. */
@@ -54,6 +57,11 @@ export interface PrimaryClientOptions {
   requestTimeoutMs?: number;
   /** Called by close() once the client's own requests are ended: the owner of `fetch`'s connections closes them. */
   onClose?: () => Promise<void>;
+  /**
+   * Catch up by GETs of sealed ranges (shared/changes.ts) when the primary says a database is a range
+   * or more behind, so a cache in front of the primary can serve them; default true.
+   */
+  rangeCatchUp?: boolean;
 }
 
 export interface ForwardResult {
@@ -88,6 +96,8 @@ export class PrimaryClient {
   readonly #onClose: (() => Promise<void>) | undefined;
   /** Aborted by close(): ends the stream and any download still running. */
   readonly #closed = new AbortController();
+  readonly #rangeCatchUp: boolean;
+  readonly #rangeStats: RangeStats = { ranges: 0, changeSets: 0, damaged: 0, fresh: 0 };
 
   constructor(o: PrimaryClientOptions) {
     this.url = primaryOrigin(o.url);
@@ -97,6 +107,12 @@ export class PrimaryClient {
     this.#fetch = (input, init) => f(input, init);
     this.#timeout = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#onClose = o.onClose;
+    this.#rangeCatchUp = o.rangeCatchUp ?? true;
+  }
+
+  /** rangeStats counts the catch-up ranges read since the client was made (a copy). */
+  get rangeStats(): RangeStats {
+    return { ...this.#rangeStats };
   }
 
   /** #headers applies the forwarding-credential rule (top of this file) to a request's headers. */
@@ -183,11 +199,45 @@ export class PrimaryClient {
     }
   }
 
-  /** openStream posts the stream request (protocol.ts) and returns the never-ending frame body. */
+  /**
+   * openStream posts the stream request (protocol.ts) and returns the never-ending frame body. With
+   * range catch-up on, the request says `"ranges": true`; when the primary answers USE_RANGES, the body
+   * first carries the frames of those databases' sealed ranges, read by GET (changes-client.ts, through
+   * any cache in front of the primary), then the stream posted from the positions they reached. The
+   * follower core reads and verifies both the same way.
+   */
   async openStream(databases: string[] | '*', positions: Record<string, Position | null>, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
-    const init: PrimaryRequestInit = { method: 'POST', body: streamRequestBody(databases, positions), headers: this.#headers({ 'content-type': 'application/json' }) };
-    const res = await this.#open(STREAM_PATH, init, signal, `stream to ${this.url}`);
-    return chunks(res.body!);
+    const ranges = this.#rangeCatchUp && Object.values(positions).some((p) => p !== null);
+    try {
+      return chunks((await this.#postStream(databases, positions, ranges, signal)).body!);
+    } catch (err) {
+      const names = err instanceof EdgeliteError && err.code === 'USE_RANGES' ? err.details?.databases : null;
+      if (!Array.isArray(names) || signal.aborted) throw err;
+      return this.#rangesThenStream(databases, positions, names.filter((n): n is string => typeof n === 'string'), signal);
+    }
+  }
+
+  async #postStream(databases: string[] | '*', positions: Record<string, Position | null>, ranges: boolean, signal: AbortSignal): Promise<PrimaryResponse> {
+    const init: PrimaryRequestInit = { method: 'POST', body: streamRequestBody(databases, positions, ranges), headers: this.#headers({ 'content-type': 'application/json' }) };
+    return this.#open(STREAM_PATH, init, signal, `stream to ${this.url}`);
+  }
+
+  /** #rangesThenStream yields the ranges' frames, then the stream from where they took each database. */
+  async *#rangesThenStream(databases: string[] | '*', positions: Record<string, Position | null>, names: string[], signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    const reached = { ...positions };
+    const get = (path: string, fresh: boolean): Promise<RangeResponse> =>
+      this.#fetch(this.url + path, { method: 'GET', headers: this.#headers(fresh ? { 'cache-control': 'no-cache' } : {}), long: true, redirect: 'manual', signal: anySignal([signal, this.#closed.signal]) });
+    for (const name of names) {
+      const from = reached[name];
+      if (!from) continue;
+      const run = new RangeCatchUp(name, from, get, this.#rangeStats, signal);
+      // The follower pulls the next chunk only once it applied this one: what was yielded is applied.
+      for await (const frames of run.frames()) {
+        yield frames;
+        reached[name] = run.position;
+      }
+    }
+    yield* chunks((await this.#postStream(databases, reached, false, signal)).body!);
   }
 
   /** close ends the stream and downloads still running, then calls `onClose` (which may end the rest). */

@@ -155,8 +155,12 @@ export const STREAM_PATH = '/v1/stream';
  *
  *   {"databases": ["a", "b"] | "*",          which databases ("*": all, and any created later)
  *    "deltas": true,                          the replica holds base pages: live frames may be deltas
- *    "positions": {"a": {"generation": 3, "txid": 41, "checksum": "<16 hex>"} | null}}
+ *    "positions": {"a": {"generation": 3, "txid": 41, "checksum": "<16 hex>"} | null},
+ *    "ranges": true}                          optional: the replica can GET sealed catch-up ranges
  *
+ * With `"ranges": true`, a request any of whose positions is at least one sealed range behind is answered
+ * 409 USE_RANGES with `details.databases` (those names) instead of the stream: the replica fetches the
+ * ranges by GET (shared/changes.ts), through any cache, and posts again from where they took it.
  * A database with no position (null or absent) starts with `snapshot-needed`. The answer is a
  * never-ending body of frames (frames.ts): change sets, events, and a `heartbeat` frame every second,
  * `{"type": "heartbeat", "time": ms, "positions": {name: {generation, txid, timestamp}}}`, the
@@ -166,20 +170,25 @@ export interface StreamRequest {
   databases: string[] | '*';
   positions: Record<string, Position | null>;
   deltas: boolean;
+  /** The replica can catch up by GETs of sealed ranges: answer USE_RANGES when that is worth it. */
+  ranges: boolean;
 }
 
-/** streamRequestBody builds the stream request a replica sends (both replicas rebuild deltas, so `deltas: true`). */
-export function streamRequestBody(databases: string[] | '*', positions: Record<string, Position | null>): string {
+/**
+ * streamRequestBody builds the stream request a replica sends (both replicas rebuild deltas, so `deltas:
+ * true`); `ranges` asks for USE_RANGES when a position is a sealed range or more behind.
+ */
+export function streamRequestBody(databases: string[] | '*', positions: Record<string, Position | null>, ranges = false): string {
   const json: Record<string, PositionJSON | null> = {};
   for (const [name, p] of Object.entries(positions)) {
     json[name] = p && { generation: p.generation, txid: p.txid, checksum: formatChecksum(p.checksum) };
   }
-  return JSON.stringify({ databases, deltas: true, positions: json });
+  return JSON.stringify(ranges ? { databases, deltas: true, ranges: true, positions: json } : { databases, deltas: true, positions: json });
 }
 
 /** parseStreamRequest validates a stream request body (the primary's side); BAD_REQUEST naming the field. */
 export function parseStreamRequest(body: unknown): StreamRequest {
-  const b = body as { databases?: unknown; positions?: unknown; deltas?: unknown } | null;
+  const b = body as { databases?: unknown; positions?: unknown; deltas?: unknown; ranges?: unknown } | null;
   if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
   let databases: string[] | '*';
   if (b.databases === '*' || b.databases === undefined) databases = '*';
@@ -194,7 +203,8 @@ export function parseStreamRequest(body: unknown): StreamRequest {
     }
   }
   if (b.deltas !== undefined && typeof b.deltas !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"deltas" must be a boolean');
-  return { databases, positions, deltas: b.deltas === true };
+  if (b.ranges !== undefined && typeof b.ranges !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"ranges" must be a boolean');
+  return { databases, positions, deltas: b.deltas === true, ranges: b.ranges === true };
 }
 
 function parseStreamPosition(p: unknown, name: string): Position {

@@ -20,12 +20,18 @@ describe('stream request', () => {
   it('round-trips through the builder and the parser, with deltas on', () => {
     const body = streamRequestBody(['a', 'b'], { a: P, b: null });
     expect(JSON.parse(body)).toEqual({ databases: ['a', 'b'], deltas: true, positions: { a: { generation: 3, txid: 41, checksum: '0123456789abcdef' }, b: null } });
-    expect(parseStreamRequest(JSON.parse(body))).toEqual({ databases: ['a', 'b'], deltas: true, positions: { a: P, b: null } });
-    expect(parseStreamRequest(JSON.parse(streamRequestBody('*', {})))).toEqual({ databases: '*', deltas: true, positions: {} });
+    expect(parseStreamRequest(JSON.parse(body))).toEqual({ databases: ['a', 'b'], deltas: true, ranges: false, positions: { a: P, b: null } });
+    expect(parseStreamRequest(JSON.parse(streamRequestBody('*', {})))).toEqual({ databases: '*', deltas: true, ranges: false, positions: {} });
+  });
+
+  it('carries "ranges": true only when the replica asks for catch-up ranges', () => {
+    const body = streamRequestBody(['a'], { a: P }, true);
+    expect(JSON.parse(body)).toMatchObject({ ranges: true });
+    expect(parseStreamRequest(JSON.parse(body))).toEqual({ databases: ['a'], deltas: true, ranges: true, positions: { a: P } });
   });
 
   it('defaults an old replica\'s request: all databases, no positions, no deltas', () => {
-    expect(parseStreamRequest({})).toEqual({ databases: '*', deltas: false, positions: {} });
+    expect(parseStreamRequest({})).toEqual({ databases: '*', deltas: false, ranges: false, positions: {} });
   });
 
   it('refuses every malformed field with BAD_REQUEST naming it', () => {
@@ -41,6 +47,7 @@ describe('stream request', () => {
       [{ positions: { a: { generation: 1.5, txid: 2, checksum: '0123456789abcdef' } } }, 'BAD_REQUEST', /positions\.a must be/],
       [{ positions: { a: { generation: 1, txid: 2, checksum: 'xyz' } } }, 'BAD_REQUEST', /invalid checksum/],
       [{ deltas: 'yes' }, 'BAD_REQUEST', /"deltas" must be a boolean/],
+      [{ ranges: 1 }, 'BAD_REQUEST', /"ranges" must be a boolean/],
     ];
     for (const [body, code, message] of cases) {
       const err = thrownEdgelite(() => parseStreamRequest(body));
