@@ -1,0 +1,92 @@
+/**
+ * The Node replica's side of a bucket source (`--source`, shared/bucket-source.ts): where its object
+ * store comes from (openSourceStore, the one place, so a wrapper such as decryption goes around it
+ * there) and the snapshot path of the port, BucketSnapshots, which reads the bucket's snapshot object
+ * instead of downloading one from the primary when that brings the copy forward.
+ */
+import { isStoreFailure, type BucketFeed } from '../shared/bucket-feed.ts';
+import { FileObjectStore } from '../shared/node/file-object-store.ts';
+import { EdgeliteError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import type { BackupTarget, ObjectStore } from '../shared/object-store.ts';
+import { S3ObjectStore } from '../shared/object-store-s3.ts';
+import type { SnapshotHead, SnapshotSink } from '../shared/primary-client.ts';
+import type { Position } from '../shared/types.ts';
+import type { SnapshotSource } from './snapshot-file.ts';
+
+/** SINK_CHUNK_BYTES is how much of a bucket snapshot's image is handed to the sink per write. */
+const SINK_CHUNK_BYTES = 1024 * 1024;
+
+/** openSourceStore opens the object store a bucket-fed replica reads (`--source`). */
+export function openSourceStore(target: BackupTarget): ObjectStore {
+  return target.kind === 'file' ? new FileObjectStore(target.dir) : new S3ObjectStore(target.s3);
+}
+
+export interface BucketSnapshotsOptions {
+  feed: BucketFeed;
+  /** The primary's snapshots, or null (no --primary). */
+  primary: SnapshotSource | null;
+  /** Where the local copy of a database stands, or null. */
+  local(db: string): Position | null;
+  logger: Logger;
+}
+
+/**
+ * BucketSnapshots is the port's snapshot source. The bucket's newest snapshot is taken when there is
+ * no primary, or when it is newer than the local copy (a bootstrap, a new generation in the bucket);
+ * otherwise (the copy diverged where the bucket cannot help) the primary's. Either one failing, the
+ * other is tried. The object is verified whole (shared/bucket-feed.ts) before the sink sees a byte, so
+ * a damaged one leaves the sink unopened for the primary's download.
+ */
+export class BucketSnapshots implements SnapshotSource {
+  readonly #o: BucketSnapshotsOptions;
+
+  constructor(options: BucketSnapshotsOptions) {
+    this.#o = options;
+  }
+
+  async snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead> {
+    const { feed, primary } = this.#o;
+    const snap = feed.newestSnapshot((await feed.list([db])).get(db));
+    const local = this.#o.local(db);
+    const newer = snap !== null && (local === null || snap.generation > local.generation || (snap.generation === local.generation && snap.txid > local.txid));
+    if (snap !== null && (primary === null || newer)) {
+      try {
+        return await this.#fromBucket(db, snap, sink, onProgress);
+      } catch (err) {
+        if (primary === null) throw err;
+        this.#o.logger({ msg: 'bucket snapshot unusable; downloading from the primary', db, key: snap.key, error: (err as Error).message });
+      }
+      return primary.snapshot(db, sink, signal, onProgress);
+    }
+    if (primary === null) throw new EdgeliteError('NOT_RESTORABLE', `the bucket ${feed.description} holds no snapshot of database ${db}`, { details: { reason: 'no-backup' } });
+    try {
+      return await primary.snapshot(db, sink, signal, onProgress);
+    } catch (err) {
+      if (snap === null || !(err instanceof EdgeliteError) || err.code !== 'PRIMARY_UNAVAILABLE' || signal?.aborted) throw err;
+      this.#o.logger({ msg: 'primary unreachable for a snapshot; taking the bucket one', db, key: snap.key });
+      return this.#fromBucket(db, snap, sink, onProgress);
+    }
+  }
+
+  async #fromBucket(db: string, snap: NonNullable<ReturnType<BucketFeed['newestSnapshot']>>, sink: SnapshotSink, onProgress?: () => void): Promise<SnapshotHead> {
+    const { feed } = this.#o;
+    let decoded;
+    try {
+      decoded = await feed.snapshot(snap);
+    } catch (err) {
+      if (!isStoreFailure(err)) feed.noteRefused(db, snap.key, err);
+      throw err;
+    }
+    const { head, image } = decoded;
+    const out: SnapshotHead = { position: { generation: head.generation, txid: head.txid, checksum: head.checksum }, databaseId: head.databaseId, pageSize: head.pageSize, length: image.length };
+    await sink.open(out);
+    for (let at = 0; at < image.length; at += SINK_CHUNK_BYTES) {
+      await sink.write(image.subarray(at, Math.min(image.length, at + SINK_CHUNK_BYTES)));
+      onProgress?.();
+    }
+    feed.noteSnapshot(db);
+    this.#o.logger({ msg: 'snapshot read from the bucket', db, key: snap.key, txid: head.txid, generation: head.generation });
+    return out;
+  }
+}
