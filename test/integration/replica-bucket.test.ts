@@ -3,6 +3,7 @@
  * buckets, the primary and the replica as child processes, the replica's primary behind a FaultProxy
  * that counts the requests it passes (snapshot downloads) and can make the primary unreachable.
  */
+import Database from 'better-sqlite3';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -47,9 +48,9 @@ interface BucketStatus {
 }
 
 /** describeDb is the replica's GET /v1/db/{name}, with its bucket figures. */
-async function describeDb(url: string): Promise<{ txid: number | null; checksum: string | null; bucket: BucketStatus }> {
+async function describeDb(url: string): Promise<{ generation: number | null; txid: number | null; checksum: string | null; bucket: BucketStatus }> {
   const r = await http(url, 'GET', `/v1/db/${DB}`);
-  return r.status === 200 ? r.json : { txid: null, checksum: null, bucket: { changeSets: 0, snapshots: 0, refused: 0, lastFailure: null } };
+  return r.status === 200 ? r.json : { generation: null, txid: null, checksum: null, bucket: { changeSets: 0, snapshots: 0, refused: 0, lastFailure: null } };
 }
 
 async function metric(url: string, name: string, labels: string): Promise<number> {
@@ -159,10 +160,11 @@ describe('replica --source s3:// with a primary', () => {
 });
 
 describe('replica --source file:// with no primary', () => {
-  it('serves reads, follows the bucket, refuses writes with NO_PRIMARY', async () => {
+  it('serves reads, follows the bucket, refuses writes with NO_PRIMARY, follows a new generation', async () => {
     const dir = tempDir();
     const bucket = join(dir, 'bucket');
-    const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${bucket}`, '--backup-interval', '100ms', '--query-timeout-ms', '0']);
+    const primaryArgs = ['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${bucket}`, '--backup-interval', '100ms', '--query-timeout-ms', '0'];
+    let primary = await start(primaryArgs);
     await http(primary.url, 'PUT', `/v1/db/${DB}`);
     await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
     let last = await write(primary.url, 'first');
@@ -186,6 +188,28 @@ describe('replica --source file:// with no primary', () => {
     const strong = await http(replica.url, 'POST', `/v1/db/${DB}/query`, { sql: 'SELECT 1' }, { 'edgelite-consistency': 'strong' });
     expect(strong.json.error.code).toBe('NO_PRIMARY');
     expect(await values(primary.url)).toEqual(['first', 'next-0', 'next-1', 'next-2']);
+
+    // A new generation (another process wrote and truncated the WAL while the primary was down) reaches
+    // the bucket as a snapshot of the new generation, and the replica follows it there.
+    await stop(primary);
+    const foreign = new Database(join(dir, 'primary', `${DB}.db`));
+    try {
+      foreign.exec("INSERT INTO t (v) VALUES ('foreign-1')");
+      foreign.pragma('wal_checkpoint(TRUNCATE)');
+      foreign.exec("INSERT INTO t (v) VALUES ('foreign-2')");
+    } finally {
+      foreign.close();
+    }
+    primary = await start(primaryArgs);
+    const next = await http(primary.url, 'GET', `/v1/db/${DB}`);
+    expect(next.json.generation).toBeGreaterThan(d.generation!);
+    last = await write(primary.url, 'after');
+    await uploaded(primary.url, last.txid);
+    const moved = await replicaAt(replica.url, last.txid, 'the replica to follow the new generation');
+    expect(moved.generation).toBe(next.json.generation);
+    expect(moved.checksum).toBe(last.checksum);
+    expect(moved.bucket.snapshots).toBe(2);
+    expect(await values(replica.url)).toEqual(['first', 'next-0', 'next-1', 'next-2', 'foreign-1', 'foreign-2', 'after']);
   }, 60_000);
 });
 
