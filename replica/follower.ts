@@ -4,10 +4,11 @@
  * (replica/store.ts), snapshots downloaded to a temp file (snapshot-file.ts) and a new local file when
  * a snapshot has another page size (store.recreate). With a bucket source (`--source`) the core's stream
  * source is a BucketStreamSource (shared/bucket-source.ts) around the primary client, and the port's
- * snapshots come from the bucket first (bucket-snapshots.ts).
+ * snapshots come from the bucket first (shared/bucket-snapshots.ts).
  */
 import { EdgeliteError } from '../shared/errors.ts';
 import type { BucketFeed } from '../shared/bucket-feed.ts';
+import { BucketSnapshots } from '../shared/bucket-snapshots.ts';
 import { BucketStreamSource, streamPositions } from '../shared/bucket-source.ts';
 import { FollowerCore } from '../shared/follower.ts';
 import type { FollowerPort, FollowerTimings, StreamSource } from '../shared/follower-port.ts';
@@ -15,7 +16,6 @@ import type { StreamPosition } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
 import type { PrimaryClient } from '../shared/primary-client.ts';
-import { BucketSnapshots } from './bucket-snapshots.ts';
 import { downloadSnapshot, snapshotTempPath, type SnapshotSource } from './snapshot-file.ts';
 import type { ReplicaStore } from './store.ts';
 

@@ -10,7 +10,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { BucketFeed } from '../shared/bucket-feed.ts';
 import { createReplicaApp } from './app.ts';
-import { openSourceStore } from './bucket-snapshots.ts';
+import { openSourceStore } from './source-store.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
 import { LazyDatabases } from './lazy.ts';

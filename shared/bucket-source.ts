@@ -7,7 +7,7 @@
  * 1. Catch up from the bucket (BucketFeed, which verifies every object first): per followed database,
  *    `snapshot-needed` when it has no copy, an older generation than the bucket's newest, or no segment
  *    continues it while a newer snapshot does (the port then reads the snapshot object, see
- *    replica/bucket-snapshots.ts); else one chunk of `changeset` frames per segment continuing it.
+ *    bucket-snapshots.ts); else one chunk of `changeset` frames per segment continuing it.
  * 2. Open the primary's stream with the positions reached and pass its bytes on unchanged (the live
  *    tail). Positions are compared again when it answers: if the bucket moved the replica meanwhile,
  *    that stream is dropped and another opened from the new positions, so no change set arrives twice.

@@ -1,26 +1,22 @@
 /**
- * The Node replica's side of a bucket source (`--source`, shared/bucket-source.ts): where its object
- * store comes from (openSourceStore, the one place, so a wrapper such as decryption goes around it
- * there) and the snapshot path of the port, BucketSnapshots, which reads the bucket's snapshot object
- * instead of downloading one from the primary when that brings the copy forward.
+ * The snapshot path of a replica fed from the bucket (`--source`, bucket-source.ts): BucketSnapshots is
+ * the snapshot source a follower port downloads through (the Node port into its temp file, the
+ * Worker's into its staging table). It reads the bucket's snapshot object instead of downloading one
+ * from the primary when that brings the copy forward. Worker-safe.
  */
-import { isStoreFailure, type BucketFeed } from '../shared/bucket-feed.ts';
-import { FileObjectStore } from '../shared/node/file-object-store.ts';
-import { EdgeliteError } from '../shared/errors.ts';
-import type { Logger } from '../shared/log.ts';
-import type { BackupTarget, ObjectStore } from '../shared/object-store.ts';
-import { S3ObjectStore } from '../shared/object-store-s3.ts';
-import type { SnapshotHead, SnapshotSink } from '../shared/primary-client.ts';
-import type { Position } from '../shared/types.ts';
-import type { SnapshotSource } from './snapshot-file.ts';
+import { isStoreFailure, type BucketFeed } from './bucket-feed.ts';
+import { EdgeliteError } from './errors.ts';
+import type { Logger } from './log.ts';
+import type { SnapshotHead, SnapshotSink } from './primary-client.ts';
+import type { Position } from './types.ts';
+
+/** SnapshotSource is the part of the primary client a snapshot download needs (the shape both ports take). */
+export interface SnapshotSource {
+  snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead>;
+}
 
 /** SINK_CHUNK_BYTES is how much of a bucket snapshot's image is handed to the sink per write. */
 const SINK_CHUNK_BYTES = 1024 * 1024;
-
-/** openSourceStore opens the object store a bucket-fed replica reads (`--source`). */
-export function openSourceStore(target: BackupTarget): ObjectStore {
-  return target.kind === 'file' ? new FileObjectStore(target.dir) : new S3ObjectStore(target.s3);
-}
 
 export interface BucketSnapshotsOptions {
   feed: BucketFeed;
