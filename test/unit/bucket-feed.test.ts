@@ -1,7 +1,8 @@
 /**
  * The contracts of a bucket source's parts: what a database needs from a listing (BucketFeed.step),
  * reading segments and snapshots from a real directory store with every check (size, damage, a change
- * set straddling the position), what is counted and reported, and the replica's --source options.
+ * set straddling the position), what is counted and reported, and the replicas' source options (the
+ * Node replica's --source, the Worker's SOURCE_URL).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,7 @@ import { encodeChangeSet } from '../../shared/changeset.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { FileObjectStore } from '../../shared/node/file-object-store.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
+import { parseWorkerConfig, type Env } from '../../deploy/worker/src/config.ts';
 
 const T0 = Date.parse('2026-12-01T00:00:00Z');
 const root = mkdtempSync(join(tmpdir(), 'edgelite-bucket-feed-'));
@@ -172,5 +174,33 @@ describe('replica --source options', () => {
     expect(refused(['--primary', 'http://127.0.0.1:7400', '--source-interval', '1s'])).toMatch(/need --source/);
     expect(refused(['--source', 'file:///b', '--lazy'])).toMatch(/--lazy .* needs --primary/);
     expect(refused(['--source', 'file:///b', '--on-behind', 'primary'])).toMatch(/--on-behind primary needs --primary/);
+  });
+});
+
+describe('Worker SOURCE_URL', () => {
+  const base: Env = { REPLICA: {} as DurableObjectNamespace, PRIMARY_URL: 'http://127.0.0.1:7400', EDGELITE_TOKENS: 'read=read-token-0123456789' };
+  const creds = { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'secret' };
+
+  it('reads the bucket, its credentials and endpoint as the Node replica does; empty vars are unset', () => {
+    expect(parseWorkerConfig(base).source).toBeNull();
+    expect(parseWorkerConfig({ ...base, SOURCE_URL: '' }).source).toBeNull();
+    const c = parseWorkerConfig({ ...base, ...creds, SOURCE_URL: 's3://b/p', S3_ENDPOINT: 'http://127.0.0.1:9000', AWS_REGION: '' });
+    expect(c.source).toEqual({ intervalMs: DEFAULT_SOURCE_INTERVAL_MS, s3: { bucket: 'b', prefix: 'p', region: 'us-east-1', endpoint: 'http://127.0.0.1:9000', accessKeyId: 'id', secretAccessKey: 'secret' } });
+    expect(parseWorkerConfig({ ...base, ...creds, SOURCE_URL: 's3://b', AWS_ENDPOINT_URL_S3: 'https://r2.example', SOURCE_INTERVAL_MS: '250' }).source).toMatchObject({ intervalMs: 250, s3: { endpoint: 'https://r2.example', prefix: '' } });
+  });
+
+  it('refuses a directory, missing credentials and a bad interval: MISCONFIGURED naming them', () => {
+    const refused = (env: Partial<Env>): string => {
+      try {
+        parseWorkerConfig({ ...base, ...env });
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'MISCONFIGURED' });
+        return (err as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(refused({ ...creds, SOURCE_URL: 'file:///backups' })).toMatch(/not a directory/);
+    expect(refused({ SOURCE_URL: 's3://b/p' })).toMatch(/AWS_ACCESS_KEY_ID/);
+    expect(refused({ ...creds, SOURCE_URL: 's3://b/p', SOURCE_INTERVAL_MS: '0' })).toMatch(/SOURCE_INTERVAL_MS/);
   });
 });
