@@ -172,16 +172,18 @@ export class BucketFeed {
   }
 
   /**
-   * noteRefused records an object of `db` that was not passed on: counted, logged, kept as the
-   * database's last failure.
+   * noteRefused records an object of `db` that was not passed on: counted (every read of it), kept as
+   * the database's last failure, and logged when it is not the failure logged last (a damaged object
+   * read again every round logs once).
    */
   noteRefused(db: string, key: string, err: unknown): void {
     const code = err instanceof EdgeliteError ? err.code : 'INTERNAL';
     const message = err instanceof Error ? err.message : String(err);
     const s = this.#entry(db);
     s.refused++;
+    const again = s.lastFailure !== null && s.lastFailure.key === key && s.lastFailure.message === message;
     s.lastFailure = { key, code, message, at: Date.now() };
-    this.#logger({ msg: 'bucket object refused, not applied', db, key, code, error: message });
+    if (!again) this.#logger({ msg: 'bucket object refused, not applied', db, key, code, error: message });
   }
 
   async #fetch(key: string, listedSize: number): Promise<Uint8Array> {

@@ -139,6 +139,10 @@ describe('BucketFeed reads objects and verifies them', () => {
     expect(feed.status('x')).toMatchObject({ changeSets: 3, snapshots: 1, refused: 1, lastFailure: { key: 'x/00000001/k.changes', code: 'BACKUP_CORRUPT', message: 'flipped' } });
     expect(feed.status('never')).toEqual({ changeSets: 0, snapshots: 0, refused: 0, lastFailure: null });
     expect(logged.at(-1)).toMatchObject({ msg: 'bucket object refused, not applied', db: 'x', key: 'x/00000001/k.changes' });
+    const lines = logged.length;
+    feed.noteRefused('x', 'x/00000001/k.changes', new EdgeliteError('BACKUP_CORRUPT', 'flipped'));
+    expect(feed.status('x').refused).toBe(2);
+    expect(logged).toHaveLength(lines); // the same object refused again: counted, not logged again
     expect(isStoreFailure(new EdgeliteError('UNAVAILABLE', 'down'))).toBe(true);
   });
 });
