@@ -283,6 +283,52 @@ describe('replica --source: damaged objects in the bucket', () => {
   }, 90_000);
 });
 
+describe('replica --source: a damaged object healed by the primary', () => {
+  it('stays at the last good state while the primary is unreachable, then takes what follows from the primary', async () => {
+    const dir = tempDir();
+    const made = join(dir, 'made');
+    const bucket = join(dir, 'bucket');
+    const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${made}`, '--backup-interval', '50ms', '--query-timeout-ms', '0']);
+    await http(primary.url, 'PUT', `/v1/db/${DB}`);
+    await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
+    const at: Array<{ txid: number; checksum: string }> = [];
+    for (let i = 0; i < 3; i++) {
+      at.push(await write(primary.url, `row-${i}`));
+      await uploaded(primary.url, at.at(-1)!.txid);
+    }
+    // The bucket the replica reads: everything up to at[0], then a damaged copy of what follows.
+    const maxOf = (k: string) => Number.parseInt(k.split('/').at(-1)!.slice(17, 33), 16);
+    for (const key of listKeys(made)) {
+      mkdirSync(dirname(join(bucket, key)), { recursive: true });
+      const bytes = new Uint8Array(readFileSync(join(made, key)));
+      if (key.endsWith('.changes') && maxOf(key) > at[0]!.txid) bytes[bytes.length - 30]! ^= 0x40;
+      writeFileSync(join(bucket, key), bytes);
+    }
+    const proxy = await FaultProxy.start({ target: primary.url });
+    try {
+      proxy.refuse(true);
+      const replica = await start(['replica', '--source', `file://${bucket}`, '--primary', proxy.url, '--data', join(dir, 'replica'), '--listen', '127.0.0.1:0', '--source-interval', '50ms']);
+      const stuck = await waitFor(async () => {
+        const d = await describeDb(replica.url);
+        return d.txid === at[0]!.txid && d.bucket.refused > 0 ? d : null;
+      }, 'the replica to stop at the damaged segment');
+      expect(stuck.checksum).toBe(at[0]!.checksum);
+      await waitFor(async () => (await health(replica.url)).source === 'bucket', 'the replica to find the primary unreachable');
+      expect((await describeDb(replica.url)).txid).toBe(at[0]!.txid);
+
+      proxy.refuse(false);
+      const healed = await replicaAt(replica.url, at[2]!.txid, 'the primary to heal the replica');
+      expect(healed.checksum).toBe(at[2]!.checksum);
+      expect(healed.bucket.changeSets).toBe(stuck.bucket.changeSets);
+      expect(await health(replica.url)).toMatchObject({ source: 'primary' });
+      expect(proxy.count(/^GET \/v1\/db\/app\/snapshot/)).toBe(0);
+      expect(await values(replica.url)).toEqual(['row-0', 'row-1', 'row-2']);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
+});
+
 /** listKeys lists a file:// bucket's keys, relative to its root. */
 function listKeys(root: string): string[] {
   const out: string[] = [];
