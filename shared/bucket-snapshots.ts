@@ -4,6 +4,7 @@
  * Worker's into its staging table). It reads the bucket's snapshot object instead of downloading one
  * from the primary when that brings the copy forward. Worker-safe.
  */
+import type { SnapshotObject } from './backup-layout.ts';
 import { isStoreFailure, type BucketFeed } from './bucket-feed.ts';
 import { EdgeliteError } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -43,7 +44,15 @@ export class BucketSnapshots implements SnapshotSource {
 
   async snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead> {
     const { feed, primary } = this.#o;
-    const snap = feed.newestSnapshot((await feed.list([db])).get(db));
+    let snap: SnapshotObject | null;
+    try {
+      snap = feed.newestSnapshot((await feed.list([db])).get(db));
+    } catch (err) {
+      // The bucket unreachable: the primary's snapshot, if there is a primary.
+      if (primary === null || !isStoreFailure(err)) throw err;
+      this.#o.logger({ msg: 'bucket unreachable for a snapshot; downloading from the primary', db, error: (err as Error).message });
+      snap = null;
+    }
     const local = this.#o.local(db);
     const newer = snap !== null && (local === null || snap.generation > local.generation || (snap.generation === local.generation && snap.txid > local.txid));
     if (snap !== null && (primary === null || newer)) {
@@ -65,7 +74,7 @@ export class BucketSnapshots implements SnapshotSource {
     }
   }
 
-  async #fromBucket(db: string, snap: NonNullable<ReturnType<BucketFeed['newestSnapshot']>>, sink: SnapshotSink, onProgress?: () => void): Promise<SnapshotHead> {
+  async #fromBucket(db: string, snap: SnapshotObject, sink: SnapshotSink, onProgress?: () => void): Promise<SnapshotHead> {
     const { feed } = this.#o;
     let decoded;
     try {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FaultProxy } from '../kit/proxy.ts';
-import { exec, http, portOf, query } from '../kit/api.ts';
+import { exec, freePort, http, portOf, query } from '../kit/api.ts';
 import { spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
 import { waitFor } from '../kit/wait.ts';
 import { S3_BUCKET, startS3, type S3Server } from './backup-kit.ts';
@@ -157,6 +157,29 @@ describe('replica --source s3:// with a primary', () => {
       await proxy.close();
     }
   }, 120_000);
+});
+
+describe('replica --source with the bucket unreachable', () => {
+  it('bootstraps from the primary instead, and serves', async () => {
+    const dir = tempDir();
+    const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--query-timeout-ms', '0']);
+    await http(primary.url, 'PUT', `/v1/db/${DB}`);
+    await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
+    const last = await write(primary.url, 'only');
+    const proxy = await FaultProxy.start({ target: primary.url });
+    try {
+      const closed = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+      const env = { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'secret' };
+      const replica = await start(['replica', '--source', 's3://nowhere/p', '--s3-endpoint', closed, '--primary', proxy.url, '--data', join(dir, 'replica'), '--listen', '127.0.0.1:0'], env);
+      expect((await replicaAt(replica.url, last.txid)).checksum).toBe(last.checksum);
+      expect(proxy.count(/^GET \/v1\/db\/app\/snapshot/)).toBe(1);
+      expect(await values(replica.url)).toEqual(['only']);
+      expect(await health(replica.url)).toMatchObject({ source: 'primary' });
+      expect(replica.logs.some((l) => l.msg === 'bucket unreachable; retrying every interval')).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 });
 
 describe('replica --source file:// with no primary', () => {
