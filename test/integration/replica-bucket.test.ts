@@ -159,6 +159,28 @@ describe('replica --source s3:// with a primary', () => {
   }, 120_000);
 });
 
+describe('replica --source --lazy', () => {
+  it('fetches a database on its first request from the bucket, not the primary', async () => {
+    const dir = tempDir();
+    const bucket = join(dir, 'bucket');
+    const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${bucket}`, '--backup-interval', '100ms', '--query-timeout-ms', '0']);
+    await http(primary.url, 'PUT', `/v1/db/${DB}`);
+    await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
+    const last = await write(primary.url, 'lazy');
+    await uploaded(primary.url, last.txid);
+    const proxy = await FaultProxy.start({ target: primary.url });
+    try {
+      const replica = await start(['replica', '--source', `file://${bucket}`, '--primary', proxy.url, '--lazy', '--data', join(dir, 'replica'), '--listen', '127.0.0.1:0']);
+      expect(await values(replica.url)).toEqual(['lazy']);
+      const d = await describeDb(replica.url);
+      expect(d).toMatchObject({ txid: last.txid, checksum: last.checksum, bucket: { snapshots: 1 } });
+      expect(proxy.count(/^GET \/v1\/db\/app\/snapshot/)).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
+});
+
 describe('replica --source with the bucket unreachable', () => {
   it('bootstraps from the primary instead, and serves', async () => {
     const dir = tempDir();
