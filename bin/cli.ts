@@ -5,6 +5,7 @@ const USAGE = `usage:
   edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--query-timeout-ms N]
   edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases NAMES|* | --lazy [--max-databases N]]
   edgelite primary ... --backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
+  edgelite replica --source s3://BUCKET/PREFIX | file:///DIR [--primary URL] --data DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
   edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force] [--encryption-key-file PATH]
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite status URL

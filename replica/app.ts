@@ -26,7 +26,8 @@ import type { ReplicaStore } from './store.ts';
 export interface ReplicaAppOptions {
   store: ReplicaStore;
   follower: Follower | null;
-  primary: PrimaryClient;
+  /** null: a replica fed from a bucket alone; writes, database creation and strong reads get NO_PRIMARY. */
+  primary: PrimaryClient | null;
   auth: AuthConfig;
   maxBodyBytes: number;
   /** How long a read waits for a token / strong / bounded level before REPLICA_BEHIND. */
@@ -45,7 +46,11 @@ export interface ReplicaAppOptions {
 }
 
 export function createReplicaApp(o: ReplicaAppOptions): Hono {
-  const { store, auth, primary } = o;
+  const { store, auth } = o;
+  const primary = (): PrimaryClient => {
+    if (o.primary) return o.primary;
+    throw new EdgeliteError('NO_PRIMARY', 'this replica follows a bucket and has no primary to send this to (start it with --primary)', { details: { outcome: 'not-applied' } });
+  };
   const app = new Hono();
   const read = requireRight(auth, 'read');
   const write = requireRight(auth, 'write');
@@ -71,8 +76,9 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     // Heartbeats come every second: silence shorter than CONTACT_GRACE_MS is normal, whatever the limit.
     const contact = o.follower ? o.follower.lastContactMs : 0;
     const ok = lagging.length === 0 && contact <= Math.max(o.maxHealthyLagMs, CONTACT_GRACE_MS);
+    const fed = o.follower?.bucket ? { source: o.follower.bucket.feeding } : {};
     return jsonResponse(
-      { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded' },
+      { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded', ...fed },
       ok ? 200 : 503,
     );
   });
@@ -82,19 +88,23 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
 
-  app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.get(n)!)) }));
+  const described = (db: ReplicaDatabase): Record<string, unknown> => {
+    const feed = o.follower?.feed;
+    return feed ? { ...describe(db), bucket: feed.status(db.name) } : describe(db);
+  };
+  app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => described(store.get(n)!)) }));
   app.get('/v1/db/:name', read, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
-    if (!lazy) return jsonResponse(describe(store.require(name)));
+    if (!lazy) return jsonResponse(described(store.require(name)));
     return using(name, async () => {
       await waitForDatabase(store, name, o.readWaitMs);
-      return jsonResponse(describe(store.require(name)));
+      return jsonResponse(described(store.require(name)));
     });
   });
 
   app.put('/v1/db/:name', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
-    const r = await primary.forward('PUT', `/v1/db/${name}`, undefined, passAuth(c));
+    const r = await primary().forward('PUT', `/v1/db/${name}`, undefined, passAuth(c));
     return jsonResponse(r.body, r.status);
   });
 
@@ -114,10 +124,10 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const db = wait ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
     try {
       if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
-      await satisfy(db, consistency, o.readWaitMs, () => primary.position(name));
+      await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
     } catch (err) {
       if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
-        const r = await primary.forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));
+        const r = await primary().forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));
         const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
         for (const h of [POSITION_HEADERS.generation, POSITION_HEADERS.txid, POSITION_HEADERS.checksum, POSITION_HEADERS.databaseId]) {
           const v = r.headers[h.toLowerCase()];
@@ -138,7 +148,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const name = validateDatabaseName(c.req.param('name'));
     const body = await readJsonBody(c, o.maxBodyBytes);
     parseStatementsBody(body);
-    const w = await using(name, () => forwardExec(primary, store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c), forwarded));
+    const w = await using(name, () => forwardExec(primary(), store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c), forwarded));
     const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': String(w.applied) };
     if (w.token) headers[TOKEN_HEADER] = w.token;
     return jsonResponse(w.body, 200, headers);

@@ -4,9 +4,13 @@
  */
 import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
-import { configError, DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
+import { DEFAULT_SOURCE_INTERVAL_MS } from '../shared/bucket-feed.ts';
+import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
+import type { Keyring } from '../shared/object-keyring.ts';
+import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
+import { readKeyring } from '../shared/node/open-object-store.ts';
 import { validateDatabaseName } from '../shared/types.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from './follower.ts';
 
@@ -19,7 +23,10 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 export const DEFAULT_MAX_DATABASES = 100;
 
 export interface ReplicaConfig {
-  primaryUrl: string;
+  /** The primary; null for a replica fed from a bucket alone (`--source` without `--primary`): reads only. */
+  primaryUrl: string | null;
+  /** `--source`: the bucket to bootstrap and catch up from, listed every `intervalMs` while it feeds the replica. */
+  source: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: the keys the bucket's objects were sealed with, or null. */ keyring: Keyring | null } | null;
   /** Token the replica presents to the primary (needs replicate; write to forward writes). */
   primaryToken: string | undefined;
   dataDir: string;
@@ -46,6 +53,7 @@ export interface ReplicaConfig {
 }
 
 export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|* | --lazy [--max-databases N]]
+  [--source s3://BUCKET/PREFIX | file:///DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]] (with --source, --primary is optional)
   [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
@@ -82,12 +90,17 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
       'heartbeat-timeout-ms': { type: 'string' },
       'query-timeout-ms': { type: 'string' },
       'max-body-bytes': { type: 'string' },
+      source: { type: 'string' },
+      'source-interval': { type: 'string' },
+      'encryption-key-file': { type: 'string' },
+      's3-endpoint': { type: 'string' },
     },
     strict: true,
   });
-  const primaryUrl = values.primary ?? env.EDGELITE_PRIMARY;
-  if (!primaryUrl) throw new EdgeliteError('MISCONFIGURED', `--primary is required\n${REPLICA_USAGE}`);
-  if (!/^https?:\/\/[^/]/.test(primaryUrl) || !URL.canParse(primaryUrl)) throw new EdgeliteError('MISCONFIGURED', `--primary (EDGELITE_PRIMARY) must be an http(s) URL, got "${primaryUrl}"`);
+  const source = parseSource(values.source, values['source-interval'], values['s3-endpoint'], values['encryption-key-file'], env);
+  const primaryUrl = values.primary ?? env.EDGELITE_PRIMARY ?? null;
+  if (!primaryUrl && !source) throw new EdgeliteError('MISCONFIGURED', `--primary is required (or --source)\n${REPLICA_USAGE}`);
+  if (primaryUrl !== null && (!/^https?:\/\/[^/]/.test(primaryUrl) || !URL.canParse(primaryUrl))) throw new EdgeliteError('MISCONFIGURED', `--primary (EDGELITE_PRIMARY) must be an http(s) URL, got "${primaryUrl}"`);
   const dataDir = values.data ?? env.EDGELITE_DATA;
   if (!dataDir) throw new EdgeliteError('MISCONFIGURED', `--data is required\n${REPLICA_USAGE}`);
   const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_REPLICA_PORT}`, DEFAULT_REPLICA_PORT);
@@ -104,10 +117,13 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
   if (lazy && databasesText !== undefined) {
     throw new EdgeliteError('MISCONFIGURED', '--lazy fetches databases on demand: drop --databases (or EDGELITE_DATABASES)');
   }
+  if (primaryUrl === null && lazy) throw new EdgeliteError('MISCONFIGURED', '--lazy asks the primary which databases exist: it needs --primary');
+  if (primaryUrl === null && onBehind === 'primary') throw new EdgeliteError('MISCONFIGURED', '--on-behind primary needs --primary');
   const maxText = values['max-databases'] ?? env.EDGELITE_MAX_DATABASES;
   if (!lazy && maxText !== undefined) throw new EdgeliteError('MISCONFIGURED', '--max-databases only applies with --lazy (nothing is evicted otherwise)');
   return {
     primaryUrl,
+    source,
     primaryToken: env.EDGELITE_PRIMARY_TOKEN ?? env.EDGELITE_TOKEN,
     dataDir,
     host,
@@ -126,5 +142,18 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
     backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
     busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
+  };
+}
+
+/** parseSource reads `--source` the way the primary reads `--backup` (parseBackupTarget: AWS_* variables, `--s3-endpoint`). */
+function parseSource(url: string | undefined, interval: string | undefined, endpoint: string | undefined, keyFile: string | undefined, env: Record<string, string | undefined>): ReplicaConfig['source'] {
+  if (url === undefined) {
+    if (interval !== undefined || endpoint !== undefined || keyFile !== undefined) throw new EdgeliteError('MISCONFIGURED', '--source-interval, --s3-endpoint and --encryption-key-file need --source');
+    return null;
+  }
+  return {
+    target: parseBackupTarget(url, env, endpoint),
+    intervalMs: interval === undefined ? DEFAULT_SOURCE_INTERVAL_MS : parseDurationMs(interval, '--source-interval'),
+    keyring: keyFile === undefined ? null : readKeyring(keyFile),
   };
 }

@@ -2,11 +2,16 @@
  * Follower keeps the Node replica current: the shared follower core (shared/follower.ts, whose doc
  * comment holds the rules) over this replica's port, NodeFollowerPort: its store of SQLite files
  * (replica/store.ts), snapshots downloaded to a temp file (snapshot-file.ts) and a new local file when
- * a snapshot has another page size (store.recreate).
+ * a snapshot has another page size (store.recreate). With a bucket source (`--source`) the core's stream
+ * source is a BucketStreamSource (shared/bucket-source.ts) around the primary client, and the port's
+ * snapshots come from the bucket first (shared/bucket-snapshots.ts).
  */
 import { EdgeliteError } from '../shared/errors.ts';
+import type { BucketFeed } from '../shared/bucket-feed.ts';
+import { BucketSnapshots } from '../shared/bucket-snapshots.ts';
+import { BucketStreamSource, streamPositions } from '../shared/bucket-source.ts';
 import { FollowerCore } from '../shared/follower.ts';
-import type { FollowerPort, FollowerTimings } from '../shared/follower-port.ts';
+import type { FollowerPort, FollowerTimings, StreamSource } from '../shared/follower-port.ts';
 import type { StreamPosition } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
@@ -17,7 +22,10 @@ import type { ReplicaStore } from './store.ts';
 export { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from '../shared/follower-port.ts';
 
 export interface FollowerOptions extends FollowerTimings {
-  client: PrimaryClient;
+  /** The primary, or null for a replica that follows a bucket alone (`bucket` is then required). */
+  client: PrimaryClient | null;
+  /** A bucket to bootstrap and catch up from (`--source`), listed every `intervalMs` while it feeds. */
+  bucket?: { feed: BucketFeed; intervalMs: number } | null;
   store: ReplicaStore;
   /** What the stream follows at the start; a list can be changed later with follow(). */
   databases: '*' | string[];
@@ -29,11 +37,32 @@ export type FollowerState = 'connecting' | 'streaming' | 'waiting' | 'stopped';
 
 export class Follower {
   readonly #core: FollowerCore;
+  /** The bucket source (null without --source) and its feed: what /metrics and GET /v1/db report of it. */
+  readonly bucket: BucketStreamSource | null;
+  readonly feed: BucketFeed | null;
 
   constructor(options: FollowerOptions) {
+    const { client, store, logger } = options;
+    let port: NodeFollowerPort;
+    let source: StreamSource;
+    if (options.bucket) {
+      const { feed, intervalMs } = options.bucket;
+      port = new NodeFollowerPort(new BucketSnapshots({ feed, primary: client, local: (db) => store.get(db)?.position ?? null, logger }), store, logger);
+      const positions = (dbs: '*' | readonly string[]) => streamPositions(port, dbs);
+      const bucket = new BucketStreamSource({ feed, primary: client, positions, intervalMs, backoffMinMs: options.backoffMinMs, backoffMaxMs: options.backoffMaxMs, logger });
+      source = bucket;
+      this.bucket = bucket;
+      this.feed = feed;
+    } else {
+      if (client === null) throw new EdgeliteError('INTERNAL', 'a follower needs a primary or a bucket');
+      port = new NodeFollowerPort(client, store, logger);
+      source = client;
+      this.bucket = null;
+      this.feed = null;
+    }
     this.#core = new FollowerCore({
-      port: new NodeFollowerPort(options.client, options.store, options.logger),
-      source: options.client,
+      port,
+      source,
       databases: options.databases,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
       backoffMinMs: options.backoffMinMs,

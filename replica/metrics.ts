@@ -67,6 +67,22 @@ export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
       snapshots(a.snapshots, { db: name });
     }
   }
+  if (o.follower?.bucket && o.follower.feed) {
+    const { bucket, feed } = o.follower;
+    const fedBy = m.gauge('edgelite_replica_fed_by', '1 for what feeds the replica now (--source): the primary\'s stream, or the bucket alone.');
+    for (const s of ['primary', 'bucket'] as const) fedBy(bucket.feeding === s, { source: s });
+    m.counter('edgelite_bucket_listings_total', 'Listings of the --source bucket.')(feed.listings);
+    m.counter('edgelite_bucket_primary_failures_total', 'Stream requests to the primary that failed while the bucket fed the replica.')(bucket.primaryFailures);
+    const changeSets = m.counter('edgelite_bucket_changesets_applied_total', 'Change sets from the bucket applied per database since start.');
+    const snapshots = m.counter('edgelite_bucket_snapshots_total', 'Snapshots read from the bucket per database since start.');
+    const refused = m.counter('edgelite_bucket_objects_refused_total', 'Bucket objects refused (damaged, truncated, missing) per database: never applied.');
+    for (const name of o.store.names()) {
+      const st = feed.status(name);
+      changeSets(st.changeSets, { db: name });
+      snapshots(st.snapshots, { db: name });
+      refused(st.refused, { db: name });
+    }
+  }
   if (o.lazy) {
     m.counter('edgelite_lazy_fetches_total', 'Databases fetched on their first request (lazy mode).')(o.lazy.fetches);
     m.counter('edgelite_lazy_evictions_total', 'Databases evicted under --max-databases (lazy mode).')(o.lazy.evictions);

@@ -8,7 +8,9 @@ import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
+import { BucketFeed } from '../shared/bucket-feed.ts';
 import { createReplicaApp } from './app.ts';
+import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
 import { LazyDatabases } from './lazy.ts';
@@ -33,8 +35,10 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
   const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
   if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
-  const primary = nodePrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
-  const lazy: LazyDatabases | null = config.lazy
+  const primary = config.primaryUrl === null ? null : nodePrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
+  // A bucket-fed replica's object store, opening sealed objects with the keyring when one is given.
+  const feed = config.source ? new BucketFeed(openObjectStore(config.source.target, config.source.keyring), logger) : null;
+  const lazy: LazyDatabases | null = config.lazy && primary
     ? new LazyDatabases({
         store,
         primaryHas: (name) => primary.position(name),
@@ -45,6 +49,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     : null;
   const follower = new Follower({
     client: primary,
+    bucket: feed && config.source ? { feed, intervalMs: config.source.intervalMs } : null,
     store,
     databases: lazy ? lazy.followed : config.databases,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
@@ -74,7 +79,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   queryPool?.warm(1);
-  logger({ msg: 'replica listening', url, primary: config.primaryUrl, data: config.dataDir, databases: lazy ? 'lazy' : config.databases, ...(lazy ? { local: lazy.followed.length, maxDatabases: config.maxDatabases } : {}) });
+  logger({ msg: 'replica listening', url, primary: config.primaryUrl, ...(feed ? { source: feed.description } : {}), data: config.dataDir, databases: lazy ? 'lazy' : config.databases, ...(lazy ? { local: lazy.followed.length, maxDatabases: config.maxDatabases } : {}) });
   return {
     url,
     port,
@@ -88,7 +93,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
         s.close(() => resolve());
         s.closeAllConnections?.();
       });
-      await primary.close();
+      await primary?.close();
       await queryPool?.close();
       store.close();
     },

@@ -30,6 +30,8 @@ export const ERROR_STATUS = {
   BUSY: 503,
   REPLICA_BEHIND: 504,
   PRIMARY_UNAVAILABLE: 502,
+  /** A replica fed from a bucket with no --primary has nowhere to forward a write (or a strong read). */
+  NO_PRIMARY: 503,
   UNAVAILABLE: 503,
   /** The server's own configuration is wrong (the Worker, which cannot refuse to start): not the client's fault. */
   MISCONFIGURED: 503,

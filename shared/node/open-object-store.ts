@@ -27,11 +27,3 @@ export function readKeyring(path: string): Keyring {
   }
   return parseKeyring(text, path);
 }
-
-/**
- * openBackupStore is the store a reader of the bucket (a bucket-fed replica) gets from its target and
- * the text of its key file (null: no encryption); `keyFileName` names that file in messages.
- */
-export function openBackupStore(target: BackupTarget, keyFileText: string | null, keyFileName: string): ObjectStore {
-  return openObjectStore(target, keyFileText === null ? null : parseKeyring(keyFileText, keyFileName));
-}

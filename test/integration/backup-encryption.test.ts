@@ -4,7 +4,8 @@
  * unencrypted backup of the same rows does); restores with the key equal the primary; without the key,
  * with a wrong one or with a ring that lost an old key they fail typed and write nothing; a key rotation
  * (write key A, then a ring whose write key is B) restores across both; a flipped byte, a truncation
- * and an object copied under another name are detected; the CLI takes the flag, `backups` needs no key.
+ * and an object copied under another name are detected; the CLI takes the flag, `backups` needs no key;
+ * a replica fed from the encrypted bucket (`--source`) follows it with the key and applies nothing without.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +23,11 @@ import { S3ObjectStore } from '../../shared/object-store-s3.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { restoreDatabase } from '../../primary/restore.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
+import { startReplica } from '../../replica/server.ts';
+import { formatChecksum } from '../../shared/types.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { waitFor } from '../kit/wait.ts';
 import { exec, http, integrityCheck } from '../kit/api.ts';
 import { EDGELITE_BIN } from '../kit/spawn.ts';
 import { sleep } from '../kit/wait.ts';
@@ -275,5 +281,30 @@ describe.each(['s3', 'file'] as const)('encrypted backup to %s', (kind) => {
     expect(JSON.parse(done.stdout)).toMatchObject({ txid: underB.at(-1)!.txid, checksum: underB.at(-1)!.checksum });
     expect(fileChecksum(out)).toBe(underB.at(-1)!.checksum);
     for (const r of [list, without, missing, done]) for (const k of KEYS) expect(r.stdout + r.stderr).not.toContain(k);
+  });
+
+  it('a replica fed from the bucket (--source, no primary) follows it with the key, and applies nothing without it', async () => {
+    const replica = (name: string, ...extra: string[]) =>
+      startReplica(parseReplicaConfig(['--source', encUrl, '--data', join(dir, name), '--listen', '127.0.0.1:0', '--source-interval', '50ms', '--databases', DB, ...extra], env), silentLogger);
+    const keyed = await replica('replica-keyed', '--encryption-key-file', ringFile('ab'));
+    try {
+      const last = underB.at(-1)!;
+      await waitFor(() => keyed.store.get(DB)?.position?.txid === last.txid, 'the keyed replica to reach the last upload');
+      expect(formatChecksum(keyed.store.get(DB)!.position!.checksum)).toBe(last.checksum);
+    } finally {
+      await keyed.close();
+    }
+    const keyless = await replica('replica-keyless');
+    try {
+      const res = await waitFor(async () => {
+        const r = await fetch(`${keyless.url}/v1/db/${DB}`);
+        const body = (await r.json()) as { bucket?: { refused: number; lastFailure: { code: string } | null } };
+        return (body.bucket?.refused ?? 0) > 0 ? body.bucket : null;
+      }, 'the keyless replica to refuse a sealed object');
+      expect(res!.lastFailure?.code).toBe('BACKUP_KEY_MISMATCH');
+      expect(keyless.store.get(DB)?.position ?? null).toBeNull();
+    } finally {
+      await keyless.close();
+    }
   });
 });

@@ -15,7 +15,8 @@ import { EdgeliteError } from '../../shared/errors.ts';
 import { ENVELOPE_HEADER_SIZE, ENVELOPE_MAGIC, ENVELOPE_OVERHEAD, EncryptedObjectStore, envelopeKeyId, openObject, PlaintextObjectStore, sealObject } from '../../shared/object-crypt.ts';
 import { KEY_BYTES, parseKeyring } from '../../shared/object-keyring.ts';
 import { FileObjectStore } from '../../shared/node/file-object-store.ts';
-import { openBackupStore } from '../../shared/node/open-object-store.ts';
+import { openObjectStore } from '../../shared/node/open-object-store.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
 import { parseBackupTarget } from '../../shared/object-store.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 
@@ -163,16 +164,23 @@ describe('stores', () => {
   });
 });
 
-describe('openBackupStore (what a bucket-fed replica opens)', () => {
-  it('decrypts with the key file text, refuses encrypted objects without it, and names the file on a bad one', async () => {
-    const target = parseBackupTarget(`file://${join(dir, 'replica-bucket')}`, {});
-    const withKey = openBackupStore(target, `r1 ${KEY_A}\n`, 'EDGELITE_KEYS');
+describe("a bucket-fed replica's --encryption-key-file", () => {
+  it('opens sealed objects with the key file, refuses them without it, and names the file on a bad one', async () => {
+    const url = `file://${join(dir, 'replica-bucket')}`;
+    const keys = join(dir, 'replica.keys');
+    writeFileSync(keys, `r1 ${KEY_A}\n`);
+    const replica = (...extra: string[]) => parseReplicaConfig(['--source', url, '--data', join(dir, 'replica-data'), ...extra], {});
+    const source = replica('--encryption-key-file', keys).source!;
+    const withKey = openObjectStore(source.target, source.keyring);
     await withKey.put(OBJ, new Uint8Array([1, 2, 3]));
     expect([...(await withKey.get(OBJ))!]).toEqual([1, 2, 3]);
     expect((await new FileObjectStore(join(dir, 'replica-bucket')).get(OBJ))!.length).toBe(3 + ENVELOPE_OVERHEAD);
-    const err = await rejection(openBackupStore(target, null, 'unused').get(OBJ));
+    const plain = replica().source!;
+    const err = await rejection(openObjectStore(plain.target, plain.keyring).get(OBJ));
     expect([err.code, err.details?.reason]).toEqual(['BACKUP_KEY_MISMATCH', 'no-key']);
-    expect(() => openBackupStore(target, 'r1 no!pe', 'EDGELITE_KEYS')).toThrow('encryption key file EDGELITE_KEYS, line 1: the key is not base64');
+    writeFileSync(keys, 'r1 no!pe\n');
+    expect(() => replica('--encryption-key-file', keys)).toThrow(`encryption key file ${keys}, line 1: the key is not base64`);
+    expect(() => parseReplicaConfig(['--primary', 'http://127.0.0.1:1', '--data', join(dir, 'replica-data'), '--encryption-key-file', keys], {})).toThrow('need --source');
   });
 });
 

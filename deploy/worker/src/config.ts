@@ -3,6 +3,9 @@
  * validated with messages that name the variable. Nothing below this file reads `env` for settings.
  */
 import { parseAuthConfig, type AuthConfig } from '../../../shared/auth.ts';
+import { DEFAULT_SOURCE_INTERVAL_MS } from '../../../shared/bucket-feed.ts';
+import { parseKeyring, type Keyring } from '../../../shared/object-keyring.ts';
+import { parseBackupTarget, type S3Config } from '../../../shared/object-store.ts';
 import { configError } from '../../../shared/config.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
@@ -22,6 +25,20 @@ export interface Env {
   HEARTBEAT_TIMEOUT_MS?: string;
   ALARM_INTERVAL_MS?: string;
   MAX_BODY_BYTES?: string;
+  /** `s3://bucket/prefix` of a primary's backup to bootstrap and catch up from (the Node replica's --source). */
+  SOURCE_URL?: string;
+  SOURCE_INTERVAL_MS?: string;
+  /** Secret: the text of the key file the bucket's objects were sealed with (the Node replica's --encryption-key-file). */
+  SOURCE_ENCRYPTION_KEYS?: string;
+  /** The S3 endpoint (the Node side's --s3-endpoint), else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. */
+  S3_ENDPOINT?: string;
+  AWS_ACCESS_KEY_ID?: string;
+  AWS_SECRET_ACCESS_KEY?: string;
+  AWS_SESSION_TOKEN?: string;
+  AWS_REGION?: string;
+  AWS_DEFAULT_REGION?: string;
+  AWS_ENDPOINT_URL_S3?: string;
+  AWS_ENDPOINT_URL?: string;
 }
 
 export interface WorkerConfig {
@@ -36,6 +53,8 @@ export interface WorkerConfig {
   heartbeatTimeoutMs: number;
   alarmIntervalMs: number;
   maxBodyBytes: number;
+  /** SOURCE_URL: the bucket to bootstrap and catch up from, listed every `intervalMs` while the primary is unreachable. */
+  source: { s3: S3Config; intervalMs: number; /** SOURCE_ENCRYPTION_KEYS parsed, or null: objects are plaintext. */ keyring: Keyring | null } | null;
 }
 
 export const DEFAULT_READ_WAIT_MS = 5000;
@@ -83,6 +102,23 @@ function parse(env: Env): WorkerConfig {
     heartbeatTimeoutMs: int(env.HEARTBEAT_TIMEOUT_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS, 'HEARTBEAT_TIMEOUT_MS'),
     alarmIntervalMs: int(env.ALARM_INTERVAL_MS, DEFAULT_ALARM_INTERVAL_MS, 'ALARM_INTERVAL_MS'),
     maxBodyBytes: int(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 'MAX_BODY_BYTES'),
+    source: parseSource(env),
+  };
+}
+
+/** parseSource reads SOURCE_URL the way the Node replica reads --source (parseBackupTarget), S3 only. */
+function parseSource(env: Env): WorkerConfig['source'] {
+  const url = env.SOURCE_URL?.trim();
+  if (!url) return null;
+  const vars: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (typeof v === 'string' && v.trim() !== '') vars[k] = v.trim();
+  const target = parseBackupTarget(url, vars, vars.S3_ENDPOINT);
+  if (target.kind !== 's3') throw new EdgeliteError('MISCONFIGURED', `SOURCE_URL "${url}": a Worker reads an s3:// bucket, not a directory`);
+  const keys = env.SOURCE_ENCRYPTION_KEYS;
+  return {
+    s3: target.s3,
+    intervalMs: int(env.SOURCE_INTERVAL_MS, DEFAULT_SOURCE_INTERVAL_MS, 'SOURCE_INTERVAL_MS'),
+    keyring: keys === undefined || keys.trim() === '' ? null : parseKeyring(keys, 'SOURCE_ENCRYPTION_KEYS'),
   };
 }
 

@@ -5,6 +5,9 @@
  * the page store's staging table. The object's alarm calls `start()` periodically, so a loop that is
  * not running (a new object, an eviction) is started again.
  */
+import type { BucketFeed } from '../../../shared/bucket-feed.ts';
+import { BucketSnapshots } from '../../../shared/bucket-snapshots.ts';
+import { BucketStreamSource, streamPositions } from '../../../shared/bucket-source.ts';
 import { FollowerCore } from '../../../shared/follower.ts';
 import type { FollowerCoreState, FollowerPort, FollowerTimings, StreamSource } from '../../../shared/follower-port.ts';
 import type { StreamPosition } from '../../../shared/frames.ts';
@@ -23,6 +26,8 @@ export interface FollowerOptions extends FollowerTimings {
   client: StreamSource & SnapshotSource;
   replica: WorkerReplica;
   log: Logger;
+  /** SOURCE_URL: bootstrap and catch up from the bucket, then take the tail from the primary (shared/bucket-source.ts). */
+  bucket?: { feed: BucketFeed; intervalMs: number } | null;
 }
 /**
  * STAGE_BATCH_BYTES: snapshot pages are written to storage in transactions of this size. Measured in
@@ -36,13 +41,26 @@ export type FollowerState = 'idle' | Exclude<FollowerCoreState, 'stopped'>;
 
 export class WorkerFollower {
   readonly #core: FollowerCore;
+  /** The bucket source (null without SOURCE_URL): what /describe reports of it. */
+  readonly bucket: BucketStreamSource | null = null;
 
   constructor(options: FollowerOptions) {
-    const { replica } = options;
+    const { replica, client } = options;
     const log: Logger = (e) => options.log({ db: replica.name, ...e });
+    let port: WorkerFollowerPort;
+    let source: StreamSource = client;
+    if (options.bucket) {
+      const { feed, intervalMs } = options.bucket;
+      port = new WorkerFollowerPort({ client: new BucketSnapshots({ feed, primary: client, local: () => replica.position, logger: log }), replica, log });
+      const positions = (dbs: '*' | readonly string[]) => streamPositions(port, dbs);
+      this.bucket = new BucketStreamSource({ feed, primary: client, positions, intervalMs, backoffMinMs: options.backoffMinMs, backoffMaxMs: options.backoffMaxMs, logger: log });
+      source = this.bucket;
+    } else {
+      port = new WorkerFollowerPort({ client, replica, log });
+    }
     this.#core = new FollowerCore({
-      port: new WorkerFollowerPort({ client: options.client, replica, log }),
-      source: options.client,
+      port,
+      source,
       databases: [replica.name],
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
       backoffMinMs: options.backoffMinMs,

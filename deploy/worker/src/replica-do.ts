@@ -9,14 +9,18 @@
  * alarm starts the follower; the alarm fires every ALARM_INTERVAL_MS to restart a follower that stopped
  * (an evicted object comes back on its alarm, reloads from storage, and resumes without a snapshot).
  */
+import { withKeyring } from '../../../shared/object-crypt.ts';
 import { DurableObject } from 'cloudflare:workers';
 import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import SQLiteESMFactory from 'wa-sqlite/dist/wa-sqlite.mjs';
 import wasm from 'wa-sqlite/dist/wa-sqlite.wasm';
+import { BucketFeed } from '../../../shared/bucket-feed.ts';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
 import { errorResponse, jsonResponse, readJsonBody } from '../../../shared/http.ts';
-import { jsonLogger } from '../../../shared/log.ts';
+import { jsonLogger, type Logger } from '../../../shared/log.ts';
+import type { ObjectStore } from '../../../shared/object-store.ts';
+import { S3ObjectStore } from '../../../shared/object-store-s3.ts';
 import { PrimaryClient } from '../../../shared/primary-client.ts';
 import { parseStatementsBody, positionHeaders } from '../../../shared/protocol.ts';
 import { decodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../../../shared/token.ts';
@@ -57,6 +61,7 @@ export class ReplicaObject extends DurableObject<Env> {
   #store: PageStore | null = null;
   #replica: WorkerReplica | null = null;
   #follower: WorkerFollower | null = null;
+  #feed: BucketFeed | null = null;
   #client: PrimaryClient | null = null;
   #bootedFrom: 'storage' | 'snapshot' | null = null;
   #snapshotsAtBoot = 0;
@@ -122,16 +127,19 @@ export class ReplicaObject extends DurableObject<Env> {
     this.#snapshotsAtBoot = this.#store!.meta?.snapshots ?? 0;
     this.#replica = replica;
     replica.onChange(() => this.#followerWaits.wake());
+    const followerLog: Logger = (e) => {
+      log({ ...e, object: 'replica' });
+      this.#followerWaits.wake();
+    };
+    this.#feed = config.source ? new BucketFeed(sourceStoreOf(config.source), followerLog) : null;
     this.#follower = new WorkerFollower({
       client: this.#client,
+      bucket: this.#feed && config.source ? { feed: this.#feed, intervalMs: config.source.intervalMs } : null,
       replica,
       heartbeatTimeoutMs: config.heartbeatTimeoutMs,
       backoffMinMs: DEFAULT_BACKOFF_MIN_MS,
       backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
-      log: (e) => {
-        log({ ...e, object: 'replica' });
-        this.#followerWaits.wake();
-      },
+      log: followerLog,
     });
   }
 
@@ -246,12 +254,18 @@ export class ReplicaObject extends DurableObject<Env> {
       vfsPageReads: replica.vfs.pageReads,
       vfsLastError: replica.vfs.lastError === null ? null : String(replica.vfs.lastError),
       storedBytes: store.storedBytes,
+      ...(this.#feed ? { source: follower.bucket?.feeding ?? null, bucket: this.#feed.status(replica.name) } : {}),
     };
   }
 }
 
 function finite(n: number): number | null {
   return Number.isFinite(n) ? Math.round(n) : null;
+}
+
+/** sourceStoreOf opens the bucket of SOURCE_URL, opening sealed objects with SOURCE_ENCRYPTION_KEYS when set (shared/object-crypt.ts). */
+export function sourceStoreOf(source: NonNullable<WorkerConfig['source']>): ObjectStore {
+  return withKeyring(new S3ObjectStore(source.s3), source.keyring);
 }
 
 /** primaryClientOf is the Worker's client of its primary, over the runtime's fetch. */
