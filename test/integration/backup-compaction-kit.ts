@@ -64,6 +64,8 @@ export class Simulation {
   /** Every line the store and the runner logged. */
   readonly lines: Array<Record<string, unknown>> = [];
   readonly logger = (e: Record<string, unknown>): void => void this.lines.push(e);
+  /** Whether runFor leaves idle stretches between writes. */
+  idleStretches = true;
   readonly #o: SimulationOptions;
   #x: number;
   #rows = 0;
@@ -132,7 +134,7 @@ export class Simulation {
     const end = this.now + ms;
     const [min, max] = this.#o.stepMs;
     for (let i = 1; this.now < end; i++) {
-      if (this.rand(40) === 0) {
+      if (this.idleStretches && this.rand(40) === 0) {
         const idleEnd = this.now + 20 * MINUTE + this.rand(70 * MINUTE);
         while (this.now < idleEnd) {
           this.now += max;

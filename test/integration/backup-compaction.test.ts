@@ -9,17 +9,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { catalog } from '../../shared/backup-layout.ts';
+import { catalog, parseBackupKey, planRestore } from '../../shared/backup-layout.ts';
 import { compactionPolicy, restoreObjectBound } from '../../shared/backup-compaction.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { FileObjectStore } from '../../shared/node/file-object-store.ts';
-import { parseBackupTarget } from '../../shared/object-store.ts';
+import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
 import { openObjectStore } from '../../primary/backup-store.ts';
 import { DEFAULT_BACKUP_RETENTION_MS, parsePrimaryConfig } from '../../primary/config.ts';
 import { renderMetrics } from '../../primary/metrics.ts';
 import { restoreDatabase } from '../../primary/restore.ts';
 import { integrityCheck } from '../kit/api.ts';
-import { pick, S3_BUCKET, startS3, type S3Server } from './backup-kit.ts';
+import { fileChecksum, pick, S3_BUCKET, startS3, type S3Server } from './backup-kit.ts';
 import { HOUR, MINUTE, Simulation, type Recorded } from './backup-compaction-kit.ts';
 
 const DB = 'app';
@@ -88,6 +88,57 @@ describe('compaction and retention over two simulated days (file://)', () => {
       expect([r.txid, r.checksum, r.file]).toEqual([w.txid, w.checksum, w.checksum]);
       if (i < 3) expect(integrityCheck(r.out)).toBe('ok');
     }
+  }, 600_000);
+
+  it('a reader that listed just before merges and deletions still finds every object it listed, for the grace period', async () => {
+    sim.idleStretches = false;
+    await sim.runFor(DB, 20 * MINUTE); // recent points past the newest snapshot, in windows still open
+    const listing = await sim.objects.list(`${DB}/`);
+    const frozen: ObjectStore = {
+      description: 'a listing taken earlier',
+      list: async (prefix) => listing.filter((o) => o.key.startsWith(prefix)),
+      get: (key) => sim.objects.get(key),
+      put: () => Promise.reject(new Error('read only')),
+      delete: () => Promise.reject(new Error('read only')),
+    };
+    const recent = sim.written.slice(-10);
+    const planned = new Set<string>();
+    for (const w of recent) {
+      const plan = planRestore(DB, catalog(listing).get(DB), { txid: w.txid });
+      for (const o of [plan.snapshot, ...plan.segments]) planned.add(o.key);
+    }
+    const superseded = async (): Promise<string[]> => {
+      const segs = (await sim.objects.list(`${DB}/`)).map((o) => parseBackupKey(o)!).filter((o) => o.kind === 'segment');
+      return [...planned].filter((k) => {
+        const p = parseBackupKey({ key: k, size: 0 });
+        return p?.kind === 'segment' && segs.some((o) => o.key !== k && o.minTxid <= p.minTxid && p.maxTxid <= o.maxTxid);
+      });
+    };
+    // Upload by upload until a merge supersedes pieces that listing's plans read...
+    for (let i = 0; i < 100 && (await superseded()).length === 0; i++) await sim.runFor(DB, 1);
+    expect((await superseded()).length).toBeGreaterThan(0);
+    // ...then for most of the grace period: merges go on, every object listed is still there.
+    await sim.runFor(DB, COMPACTION.graceMs - 2 * STEP[1]);
+    const now = new Set((await sim.objects.list(`${DB}/`)).map((o) => o.key));
+    expect([...planned].filter((k) => !now.has(k))).toEqual([]);
+    for (const [i, w] of recent.entries()) {
+      const r = await restoreDatabase(frozen, { db: DB, target: { txid: w.txid }, out: join(dir, `frozen-${i}.db`) });
+      expect([r.txid, fileChecksum(join(dir, `frozen-${i}.db`))]).toEqual([w.txid, w.checksum]);
+    }
+    // Past the grace period the pieces merged since are gone: that old listing must be read again.
+    await sim.runFor(DB, COMPACTION.graceMs + 10 * MINUTE);
+    sim.idleStretches = true;
+    const still = new Set((await sim.objects.list(`${DB}/`)).map((o) => o.key));
+    const gone = [...planned].filter((k) => !still.has(k));
+    expect(gone.length).toBeGreaterThan(0);
+    const w = recent.find((x) => {
+      const plan = planRestore(DB, catalog(listing).get(DB), { txid: x.txid });
+      return plan.segments.some((o) => gone.includes(o.key)) && still.has(plan.snapshot.key);
+    })!;
+    const err = await rejection(restoreDatabase(frozen, { db: DB, target: { txid: w.txid }, out: join(dir, 'frozen-late.db') }));
+    expect([err.code, /listed but missing/.test(err.message)]).toEqual(['BACKUP_CORRUPT', true]);
+    const fresh = await sim.restoreAndCompare(DB, w, 'relisted');
+    expect([fresh.txid, fresh.file]).toEqual([w.txid, w.checksum]);
   }, 600_000);
 
   it('retention: after the window moved past old data it is gone, every point inside still restores, older ones are before-first-backup', async () => {
