@@ -221,8 +221,8 @@ export class BackupRunner {
     let s = this.#states.get(name);
     if (!s) {
       s = {
-        ...{ generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0 },
-        ...{ objects: new Map(), snapshotTime: 0, supersededSince: new Map(), damaged: new Set<string>(), dueAt: Infinity, relist: false, compactions: 0, deleted: 0, compactionErrors: 0 },
+        generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0,
+        objects: new Map(), snapshotTime: 0, supersededSince: new Map(), damaged: new Set(), dueAt: Infinity, relist: false, compactions: 0, deleted: 0, compactionErrors: 0,
       };
       this.#states.set(name, s);
     }
