@@ -40,6 +40,8 @@ try {
   const idleDb = (k: string) => !k.startsWith('busy/');
   console.log(`simulated ${hours} h in ${((performance.now() - started) / 1000).toFixed(1)} s: 1 database written every second, ${idle.length} idle`);
   for (const op of ['put', 'get', 'delete', 'list']) console.log(`  ${op.padEnd(6)} per hour: written ${perHour(busy, op)}, idle ${perHour(idleDb, op)}`);
+  const st = sim.runner.status('busy');
+  console.log(`  merged segments per hour: ${Math.round(st.compactions / hours)}; objects deleted per hour: ${Math.round(st.deleted / hours)}`);
   console.log(`  objects listed at the end: ${(await sim.objects.list('busy/')).length}; largest restore plan seen: ${maxPlan} objects (bound ${restoreObjectBound(compactionPolicy(1), 1000)})`);
   await sim.close();
 } finally {
