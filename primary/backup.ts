@@ -283,7 +283,7 @@ export class BackupRunner {
       const g = catalog([...s.objects.values()]).get(name)?.find((x) => x.generation === generation);
       const newest = g?.snapshots.at(-1);
       if (g && newest) s.segmentsSinceSnapshot = chainFrom(g, newest.txid).length;
-      const plan = planDeletions([...s.objects.values()], name, { now: this.#clock(), policy: this.#policy, current: generation, supersededSince: s.supersededSince });
+      const plan = planDeletions([...s.objects.values()], name, { now: this.#clock(), policy: this.#policy, current: generation, supersededSince: s.supersededSince, damaged: s.damaged });
       s.supersededSince = plan.supersededSince;
       s.dueAt = plan.nextAt;
       const counts = { superseded: 0, retention: 0 };

@@ -226,6 +226,8 @@ export interface DeletionInput {
   current: Generation | null;
   /** supersededSince of the previous plan (empty after a restart: the grace period starts again). */
   supersededSince: ReadonlyMap<string, number>;
+  /** Segments found damaged: they supersede nothing (what they cover stays). */
+  damaged?: ReadonlySet<string>;
 }
 
 /** planDeletions says which of one database's objects no restore inside the window needs any more. */
@@ -268,7 +270,7 @@ export function planDeletions(objects: readonly ObjectInfo[], db: string, o: Del
           nextAt = Math.min(nextAt, since + policy.graceMs);
         }
       }
-      reach = Math.max(reach, s.maxTxid);
+      if (!o.damaged?.has(s.key)) reach = Math.max(reach, s.maxTxid);
     }
   });
   return { deletes: [...deletes.values()], supersededSince, nextAt };

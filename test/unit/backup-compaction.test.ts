@@ -122,6 +122,10 @@ describe('planDeletions', () => {
     expect(plan(objects, 20)).toEqual({ deletes: [], superseded: ['1-1@20', '2-2@20'], nextAt: 30 });
     expect(plan(objects, 29, [[objects[1]!.key, 20], [objects[2]!.key, 20]])).toMatchObject({ deletes: [], nextAt: 30 });
     expect(plan(objects, 30, [[objects[1]!.key, 20], [objects[2]!.key, 20]])).toEqual({ deletes: ['superseded 1:1-1', 'superseded 1:2-2'], superseded: [], nextAt: Infinity });
+    // A segment found damaged supersedes nothing.
+    expect(plan([snap(0, 0), seg(1, 1, 1), seg(1, 2, 2)], 50, [[seg(1, 1, 1).key, 0]]).deletes).toEqual(['superseded 1:1-1']);
+    const damaged = planDeletions([snap(0, 0), seg(1, 1, 1), seg(1, 2, 2)], DB, { now: 50, policy: p, current: 1, supersededSince: new Map([[seg(1, 1, 1).key, 0]]), damaged: new Set([seg(1, 2, 2).key]) });
+    expect(damaged.deletes).toEqual([]);
     // A retried upload's shorter segment is superseded too.
     expect(plan([snap(0, 0), seg(1, 3, 3), seg(1, 5, 5)], 50, [[seg(1, 3, 3).key, 0]]).deletes).toEqual(['superseded 1:1-3']);
   });
