@@ -8,8 +8,8 @@
  * were uploaded since it (or its chain has SNAPSHOT_EVERY_SEGMENTS segments, a backstop).
  *
  * After a database uploads, its segments are merged into compaction levels and what the retention
- * window no longer needs is deleted (shared/backup-compaction.ts decides, #compact does it; the rules
- * are docs/FORMAT.md#compaction-and-retention). The runner keeps each database's listing in memory
+ * window no longer needs is deleted (shared/backup-compaction.ts decides, backup-compact.ts does it;
+ * the rules are docs/FORMAT.md#compaction-and-retention). The runner keeps each database's listing in memory
  * (listed once, then updated with what it writes and deletes), so an idle database costs no request:
  * it is visited again only when a deletion falls due (a grace period ends, data leaves the window).
  *
@@ -19,11 +19,12 @@
  */
 import { EdgeliteError } from '../shared/errors.ts';
 import { catalog, chainFrom, segmentKey, snapshotKey } from '../shared/backup-layout.ts';
-import { compactionPolicy, mergeSegments, planDeletions, planMerges, type CompactionPolicy, type Merge } from '../shared/backup-compaction.ts';
-import { corruptObject, encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
+import { compactionPolicy, type CompactionPolicy } from '../shared/backup-compaction.ts';
+import { encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
 import type { Logger } from '../shared/log.ts';
-import type { ObjectInfo, ObjectStore } from '../shared/object-store.ts';
+import type { ObjectStore } from '../shared/object-store.ts';
 import type { Txid } from '../shared/types.ts';
+import { compact, type CompactionState } from './backup-compact.ts';
 import { DEFAULT_BACKUP_RETENTION_MS } from './config.ts';
 import type { PrimaryDatabase } from './database.ts';
 import type { PrimaryStore } from './store.ts';
@@ -72,7 +73,7 @@ export interface BackupStatus {
   compactionErrors: number;
 }
 
-interface DbState {
+interface DbState extends CompactionState {
   /** The generation the figures below are about; null until the store was listed for it. */
   generation: number | null;
   uploadedTxid: Txid;
@@ -83,20 +84,8 @@ interface DbState {
   failures: number;
   retryAt: number;
   errors: number;
-  /** The store's objects of this database, every generation: listed by #load, then kept up to date. */
-  objects: Map<string, ObjectInfo>;
   /** Commit time of the newest snapshot of the current generation. */
   snapshotTime: number;
-  supersededSince: Map<string, number>;
-  /** Segments a merge found damaged: never merged again (they stay until superseded or expired). */
-  damaged: Set<string>;
-  /** When a deletion next falls due without new uploads (clock ms). */
-  dueAt: number;
-  /** The in-memory listing may be wrong (a compaction step failed): list again before the next one. */
-  relist: boolean;
-  compactions: number;
-  deleted: number;
-  compactionErrors: number;
 }
 
 export class BackupRunner {
@@ -260,74 +249,9 @@ export class BackupRunner {
       await this.#snapshot(name, db, s);
     }
     if (db.position.txid <= s.uploadedTxid && db.position.generation === s.generation) s.pendingSince = null;
-    if (!this.#closing && (changed || this.#clock() >= s.dueAt)) await this.#compact(name, s);
-  }
-
-  /**
-   * #compact carries out what shared/backup-compaction.ts plans for one database: the merges due, then
-   * the deletions due. A failure is logged and counted (compactionErrors), never fails the upload; the
-   * listing is read again before the next try.
-   */
-  async #compact(name: string, s: DbState): Promise<void> {
-    const generation = s.generation;
-    if (generation === null) return;
-    try {
-      if (s.relist) {
-        s.objects = new Map((await this.objects.list(`${name}/`)).map((o) => [o.key, o]));
-        s.relist = false;
-      }
-      for (const m of planMerges([...s.objects.values()], name, generation, this.#policy, s.damaged)) {
-        if (this.#closing) return;
-        await this.#merge(name, s, m);
-      }
-      const g = catalog([...s.objects.values()]).get(name)?.find((x) => x.generation === generation);
-      const newest = g?.snapshots.at(-1);
-      if (g && newest) s.segmentsSinceSnapshot = chainFrom(g, newest.txid).length;
-      const plan = planDeletions([...s.objects.values()], name, { now: this.#clock(), policy: this.#policy, current: generation, supersededSince: s.supersededSince, damaged: s.damaged });
-      s.supersededSince = plan.supersededSince;
-      s.dueAt = plan.nextAt;
-      const counts = { superseded: 0, retention: 0 };
-      for (const { object, reason } of plan.deletes) {
-        await this.objects.delete(object.key);
-        s.objects.delete(object.key);
-        s.deleted++;
-        counts[reason]++;
-      }
-      if (plan.deletes.length > 0) {
-        const keys = plan.deletes.map((d) => d.object.key).sort();
-        this.#opts.logger({ msg: 'backup objects deleted', db: name, store: this.objects.description, superseded: counts.superseded, expired: counts.retention, first: keys[0], last: keys.at(-1) });
-      }
-    } catch (err) {
-      s.compactionErrors++;
-      s.relist = true;
-      s.dueAt = this.#clock() + BACKUP_MAX_BACKOFF_MS;
-      this.#opts.logger({ msg: 'backup compaction failed', db: name, store: this.objects.description, error: err instanceof Error ? err.message : String(err) });
+    if (!this.#closing && s.generation !== null && (changed || this.#clock() >= s.dueAt)) {
+      await compact(this.objects, name, s.generation, s, { policy: this.#policy, clock: this.#clock, logger: this.#opts.logger, closing: () => this.#closing });
     }
-  }
-
-  /** #merge writes one merged segment; a damaged input is logged and left out of merges for good. */
-  async #merge(name: string, s: DbState, m: Merge): Promise<void> {
-    let merged: ReturnType<typeof mergeSegments>;
-    try {
-      const bytes: Uint8Array[] = [];
-      for (const input of m.inputs) {
-        const b = await this.objects.get(input.key);
-        if (b === null) throw new EdgeliteError('NOT_FOUND', `backup object ${input.key} is listed but missing`);
-        if (b.length !== input.size) throw corruptObject(input.key, `${b.length} bytes, listed as ${input.size}`);
-        bytes.push(b);
-      }
-      merged = mergeSegments(m, bytes);
-    } catch (err) {
-      if (!(err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT')) throw err;
-      const key = typeof err.details?.key === 'string' ? err.details.key : m.inputs.map((i) => i.key).join(',');
-      s.damaged.add(key);
-      s.compactionErrors++;
-      this.#opts.logger({ msg: 'backup segment damaged: not merged', db: name, store: this.objects.description, key, error: err.message });
-      return;
-    }
-    await this.objects.put(merged.object.key, merged.bytes);
-    s.objects.set(merged.object.key, { key: merged.object.key, size: merged.object.size });
-    s.compactions++;
   }
 
   /** #load reads what the store already holds of this database (after a restart, say), every generation. */
