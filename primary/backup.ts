@@ -4,25 +4,37 @@
  * changed since its last upload costs nothing (no request), one that has uploads one segment with the
  * change sets since, so PUTs grow with the databases that changed, not with how many there are. A
  * database with no snapshot in its current generation (first backup, new generation) uploads one first,
- * and again every SNAPSHOT_EVERY_SEGMENTS segments or SNAPSHOT_EVERY_BYTES bytes of them, so a restore
- * reads a bounded run of segments.
+ * and again once its newest snapshot is SNAPSHOT_EVERY_MS old, or SNAPSHOT_EVERY_BYTES of segments
+ * were uploaded since it (or its chain has SNAPSHOT_EVERY_SEGMENTS segments, a backstop).
+ *
+ * After a database uploads, its segments are merged into compaction levels and what the retention
+ * window no longer needs is deleted (shared/backup-compaction.ts decides, backup-compact.ts does it;
+ * the rules are docs/FORMAT.md#compaction-and-retention). The runner keeps each database's listing in memory
+ * (listed once, then updated with what it writes and deletes), so an idle database costs no request:
+ * it is visited again only when a deletion falls due (a grace period ends, data leaves the window).
  *
  * The log keeps what is not uploaded: each database's log is pinned at its uploaded txid (`holdFor`,
  * the log's keepAfter option). A failed upload is logged (the store's description and the error, never
  * a credential), counted, and retried with exponential backoff.
  */
 import { EdgeliteError } from '../shared/errors.ts';
-import { catalog, chainFrom, generationPrefix, segmentKey, snapshotKey } from '../shared/backup-layout.ts';
+import { catalog, chainFrom, segmentKey, snapshotKey } from '../shared/backup-layout.ts';
+import { compactionPolicy, type CompactionPolicy } from '../shared/backup-compaction.ts';
 import { encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ObjectStore } from '../shared/object-store.ts';
 import type { Txid } from '../shared/types.ts';
+import { compact, type CompactionState } from './backup-compact.ts';
+import { DEFAULT_BACKUP_RETENTION_MS } from './config.ts';
 import type { PrimaryDatabase } from './database.ts';
 import type { PrimaryStore } from './store.ts';
 
-/** A new snapshot after this many segments since the last one... */
+/**
+ * A new snapshot once the chain from the newest one has this many segments: a backstop, compaction
+ * keeps the chain far shorter (shared/backup-compaction.ts, restoreObjectBound)...
+ */
 export const SNAPSHOT_EVERY_SEGMENTS = 1000;
-/** ...or this many bytes of segments, whichever comes first. */
+/** ...or after this many bytes of segments, or once the newest is SNAPSHOT_EVERY_MS old (backup-compaction.ts). */
 export const SNAPSHOT_EVERY_BYTES = 256 * 1024 * 1024;
 /** One segment holds about this many bytes of change sets at most (always at least one change set). */
 export const SEGMENT_MAX_BYTES = 16 * 1024 * 1024;
@@ -38,6 +50,12 @@ export interface BackupOptions {
   logger: Logger;
   snapshotEverySegments?: number;
   snapshotEveryBytes?: number;
+  /** `--backup-retention` (ms): DEFAULT_BACKUP_RETENTION_MS when absent. */
+  retentionMs?: number;
+  /** Tests: smaller level windows, grace period, snapshot period (shared/backup-compaction.ts). */
+  compaction?: Partial<Omit<CompactionPolicy, 'retentionMs'>>;
+  /** The clock compaction and retention read (ms); tests run days of simulated time. Date.now by default. */
+  clock?: () => number;
 }
 
 /** BackupStatus is one database's backup figures, for GET /v1/db/{name} and /metrics. */
@@ -47,9 +65,15 @@ export interface BackupStatus {
   /** How long the oldest change not yet uploaded has been waiting (ms); 0 when all is uploaded. */
   lagMs: number;
   errors: number;
+  /** Merged segments written (compaction levels). */
+  compactions: number;
+  /** Objects deleted: superseded by a merge, or out of the retention window. */
+  deleted: number;
+  /** Failed merges or deletions (logged; retried on the next upload or when due). */
+  compactionErrors: number;
 }
 
-interface DbState {
+interface DbState extends CompactionState {
   /** The generation the figures below are about; null until the store was listed for it. */
   generation: number | null;
   uploadedTxid: Txid;
@@ -60,11 +84,15 @@ interface DbState {
   failures: number;
   retryAt: number;
   errors: number;
+  /** Commit time of the newest snapshot of the current generation. */
+  snapshotTime: number;
 }
 
 export class BackupRunner {
   readonly objects: ObjectStore;
   readonly #opts: Required<BackupOptions>;
+  readonly #policy: CompactionPolicy;
+  readonly #clock: () => number;
   readonly #states = new Map<string, DbState>();
   #store: PrimaryStore | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
@@ -74,7 +102,9 @@ export class BackupRunner {
 
   constructor(objects: ObjectStore, opts: BackupOptions) {
     this.objects = objects;
-    this.#opts = { snapshotEverySegments: SNAPSHOT_EVERY_SEGMENTS, snapshotEveryBytes: SNAPSHOT_EVERY_BYTES, ...opts };
+    this.#opts = { snapshotEverySegments: SNAPSHOT_EVERY_SEGMENTS, snapshotEveryBytes: SNAPSHOT_EVERY_BYTES, ...opts, retentionMs: opts.retentionMs ?? DEFAULT_BACKUP_RETENTION_MS, compaction: opts.compaction ?? {}, clock: opts.clock ?? Date.now };
+    this.#policy = compactionPolicy(this.#opts.retentionMs, this.#opts.compaction);
+    this.#clock = this.#opts.clock;
   }
 
   /** holdFor is the log pin of database `name`: retention keeps every txid above what is uploaded. */
@@ -94,11 +124,12 @@ export class BackupRunner {
 
   status(name: string): BackupStatus {
     const db = this.#store?.get(name);
-    if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0 };
+    if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0, compactions: 0, deleted: 0, compactionErrors: 0 };
     const s = this.#state(name);
     const behind = isBehind(s, db);
     if (behind && s.pendingSince === null) s.pendingSince = Date.now();
-    return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Date.now() - (s.pendingSince ?? Date.now()) : 0, errors: s.errors };
+    const { compactions, deleted, compactionErrors } = s;
+    return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Date.now() - (s.pendingSince ?? Date.now()) : 0, errors: s.errors, compactions, deleted, compactionErrors };
   }
 
   /** flush runs passes until every database is uploaded to its current txid, or a pass fails. */
@@ -116,6 +147,11 @@ export class BackupRunner {
       await this.#pass(true);
       if (behind.reduce((n, name) => n + this.status(name).errors, 0) > errors) throw new EdgeliteError('UNAVAILABLE', `backup flush failed for ${behind.join(', ')}`);
     }
+  }
+
+  /** maintain runs one pass now: uploads, merges and whatever deletion is due (tests drive a simulated clock with it). */
+  maintain(): Promise<void> {
+    return this.#pass(true);
   }
 
   /** close stops the loop and makes one last pass (errors are logged), waiting at most BACKUP_CLOSE_MS. */
@@ -173,7 +209,10 @@ export class BackupRunner {
   #state(name: string): DbState {
     let s = this.#states.get(name);
     if (!s) {
-      s = { generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0 };
+      s = {
+        generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0,
+        objects: new Map(), snapshotTime: 0, supersededSince: new Map(), damaged: new Set(), dueAt: Infinity, relist: false, compactions: 0, deleted: 0, compactionErrors: 0,
+      };
       this.#states.set(name, s);
     }
     return s;
@@ -183,6 +222,7 @@ export class BackupRunner {
   async #backUp(name: string, db: PrimaryDatabase, s: DbState): Promise<void> {
     const generation = db.position.generation;
     if (s.generation !== generation) await this.#load(name, generation, s);
+    let changed = !s.hasSnapshot;
     if (!s.hasSnapshot) s.uploadedTxid = Math.max(s.uploadedTxid, await this.#snapshot(name, db, s));
     if (db.position.txid > s.uploadedTxid && db.position.generation === generation) {
       const records = db.log.iterateSince(generation, s.uploadedTxid, SEGMENT_MAX_BYTES);
@@ -195,23 +235,32 @@ export class BackupRunner {
       const last = records.at(-1);
       if (last) {
         const bytes = encodeSegment(records.map((r) => r.payload));
-        await this.objects.put(segmentKey(name, generation, records[0]!.minTxid, last.maxTxid, last.timestamp), bytes);
+        const key = segmentKey(name, generation, records[0]!.minTxid, last.maxTxid, last.timestamp);
+        await this.objects.put(key, bytes);
+        s.objects.set(key, { key, size: bytes.length });
+        changed = true;
         s.uploadedTxid = last.maxTxid;
         s.segmentsSinceSnapshot++;
         s.bytesSinceSnapshot += bytes.length;
       }
     }
-    if (s.segmentsSinceSnapshot >= this.#opts.snapshotEverySegments || s.bytesSinceSnapshot >= this.#opts.snapshotEveryBytes) {
+    const daily = changed && this.#clock() - s.snapshotTime >= this.#policy.snapshotEveryMs;
+    if (daily || s.segmentsSinceSnapshot >= this.#opts.snapshotEverySegments || s.bytesSinceSnapshot >= this.#opts.snapshotEveryBytes) {
       await this.#snapshot(name, db, s);
     }
     if (db.position.txid <= s.uploadedTxid && db.position.generation === s.generation) s.pendingSince = null;
+    if (!this.#closing && s.generation !== null && (changed || this.#clock() >= s.dueAt)) {
+      await compact(this.objects, name, s.generation, s, { policy: this.#policy, clock: this.#clock, logger: this.#opts.logger, closing: () => this.#closing });
+    }
   }
 
-  /** #load reads what the store already holds of this generation (after a restart, say). */
+  /** #load reads what the store already holds of this database (after a restart, say), every generation. */
   async #load(name: string, generation: number, s: DbState): Promise<void> {
-    const g = catalog(await this.objects.list(generationPrefix(name, generation))).get(name)?.find((x) => x.generation === generation);
+    const listed = await this.objects.list(`${name}/`);
+    const g = catalog(listed).get(name)?.find((x) => x.generation === generation);
     const newest = g?.snapshots.at(-1);
     Object.assign(s, { generation, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0 });
+    Object.assign(s, { objects: new Map(listed.map((o) => [o.key, o])), snapshotTime: newest?.time ?? 0, supersededSince: new Map(), dueAt: -Infinity, relist: false });
     if (!g || !newest) return;
     const range = g.ranges.at(-1)!;
     if (range.toTxid > (this.#store?.get(name)?.position.txid ?? 0)) {
@@ -244,7 +293,10 @@ export class BackupRunner {
     } finally {
       view.end();
     }
-    await this.objects.put(snapshotKey(name, view.position.generation, view.position.txid, timestamp), bytes);
+    const key = snapshotKey(name, view.position.generation, view.position.txid, timestamp);
+    await this.objects.put(key, bytes);
+    s.objects.set(key, { key, size: bytes.length });
+    s.snapshotTime = timestamp;
     s.hasSnapshot = true;
     s.segmentsSinceSnapshot = 0;
     s.bytesSinceSnapshot = 0;

@@ -51,6 +51,8 @@ export interface CapturerOptions {
   pageCache: PageCache | null;
   /** Whether anyone wants delta change sets right now (encoding them costs a diff per page). */
   wantDeltas: () => boolean;
+  /** The commit-time clock (ms); Date.now unless a test runs simulated time (DatabaseOptions.clock). */
+  clock?: () => number;
 }
 
 /** MAX_READ_BYTES bounds the frames one read pass holds in memory; capture loops until the end. */
@@ -176,7 +178,7 @@ export class Capturer {
   ): void {
     const { log, checksum } = this.#o;
     const state = this.#state;
-    const timestamp = Date.now();
+    const timestamp = (this.#o.clock ?? Date.now)();
     const cs: ChangeSet = {
       databaseId: state.databaseId,
       pageSize: checksum.pageSize,

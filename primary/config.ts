@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { configError, DEFAULT_HOST, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
+import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
@@ -20,6 +20,8 @@ export const DEFAULT_CHECKPOINT_FRAMES = 4000;
 export const DEFAULT_POLL_INTERVAL_MS = 100;
 /** `--backup-interval`: how often databases that changed upload a segment. */
 export const DEFAULT_BACKUP_INTERVAL_MS = 1000;
+/** `--backup-retention`: every point this far back stays restorable (docs/FORMAT.md#compaction-and-retention). */
+export const DEFAULT_BACKUP_RETENTION_MS = 7 * 24 * 3_600_000;
 
 export interface PrimaryConfig {
   dataDir: string;
@@ -36,13 +38,14 @@ export interface PrimaryConfig {
   auth: AuthConfig;
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
   /** Continuous backup (`--backup URL`), or null. */
-  backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number } | null;
+  backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number; /** `--backup-retention` (ms); parse sets it, DEFAULT_BACKUP_RETENTION_MS when absent. */ retentionMs?: number } | null;
   /** Tests only: how catch-up ranges are cut (primary/changes.ts); absent, the defaults. */
   ranges?: RangeLayout;
 }
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
-                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]]
+                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
+                         [--backup-retention 7d]]
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
@@ -68,6 +71,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       compress: { type: 'boolean' },
       backup: { type: 'string' },
       'backup-interval': { type: 'string' },
+      'backup-retention': { type: 'string' },
       's3-endpoint': { type: 'string' },
       'encryption-key-file': { type: 'string' },
     },
@@ -93,7 +97,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     retention: {},
-    backup: parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env, values['encryption-key-file']),
+    backup: withRetention(parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env, values['encryption-key-file']), values['backup-retention']),
   };
 }
 
@@ -105,16 +109,18 @@ function parseBackup(url: string | undefined, interval: string | undefined, endp
   }
   return {
     target: parseBackupTarget(url, env, endpoint),
-    intervalMs: interval === undefined ? DEFAULT_BACKUP_INTERVAL_MS : parseDuration(interval, '--backup-interval'),
+    intervalMs: interval === undefined ? DEFAULT_BACKUP_INTERVAL_MS : parseDurationMs(interval, '--backup-interval'),
     keyring: keyFile === undefined ? null : readKeyring(keyFile),
   };
 }
 
-/** parseDuration reads `250ms`, `1s`, `2m` or a bare number of milliseconds. */
-export function parseDuration(text: string, name: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1) : NaN;
-  if (!(ms >= 1) || !Number.isFinite(ms)) throw new EdgeliteError('MISCONFIGURED', `${name} wants a duration such as 250ms, 1s or 2m, got "${text}"`);
-  return Math.round(ms);
+/** withRetention adds `--backup-retention` (default DEFAULT_BACKUP_RETENTION_MS), refused without --backup. */
+function withRetention(backup: PrimaryConfig['backup'], retention: string | undefined): PrimaryConfig['backup'] {
+  if (backup === null) {
+    if (retention !== undefined) throw new EdgeliteError('MISCONFIGURED', '--backup-retention needs --backup');
+    return null;
+  }
+  return { ...backup, retentionMs: retention === undefined ? DEFAULT_BACKUP_RETENTION_MS : parseDurationMs(retention, '--backup-retention') };
 }
+
 

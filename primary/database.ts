@@ -42,6 +42,8 @@ export interface DatabaseOptions {
   /** Where API reads run, time-limited (shared/node/query-pool.ts); absent: on this thread, unlimited. */
   queryPool?: QueryPool | null;
   logger: (event: Record<string, unknown>) => void;
+  /** The commit-time clock (ms): Date.now unless a test runs simulated time (with the backup's clock). */
+  clock?: () => number;
 }
 
 /** GenerationChange: the database started `generation` at `txid` (its snapshot point), for `reason`. */
@@ -153,7 +155,7 @@ export class PrimaryDatabase {
         ? { generation: last.generation, txid: last.maxTxid, checksum: last.postChecksum, cursor: decodeCursor(last.meta) }
         : { generation: this.#meta.generation, txid: this.#meta.startTxid, checksum: parseChecksum(this.#meta.startChecksum), cursor: this.#meta.startCursor };
       const { generation, txid, cursor } = logged;
-      const state: CaptureState = { databaseId: this.#meta.databaseId, generation, txid, cursor, timestamp: last?.timestamp ?? Date.now() };
+      const state: CaptureState = { databaseId: this.#meta.databaseId, generation, txid, cursor, timestamp: last?.timestamp ?? (this.#opts.clock ?? Date.now)() };
       const pending = cursor ? walSinceLogged(this.#wal, cursor, this.#meta.generation > 0 ? this.path : null, pageSize) : null;
       const decision = chooseRecovery({ generation: this.#meta.generation, loggedChecksum: logged.checksum, currentChecksum: checksum.value, wal: pending?.wal ?? null });
       switch (decision.action) {
@@ -217,6 +219,7 @@ export class PrimaryDatabase {
       onCapture: this.#opts.onCapture,
       pageCache: this.#pageCache,
       wantDeltas: this.#opts.wantDeltas ?? (() => false),
+      ...(this.#opts.clock ? { clock: this.#opts.clock } : {}),
     });
   }
 

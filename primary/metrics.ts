@@ -44,11 +44,17 @@ export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null =
     const uploaded = m.gauge('edgelite_backup_uploaded_txid', 'Highest txid restorable from the backup in the current generation.');
     const lag = m.gauge('edgelite_backup_lag_seconds', 'Age of the oldest change not yet uploaded (0: all uploaded).');
     const errors = m.counter('edgelite_backup_errors_total', 'Failed backup uploads (each retried with backoff).');
+    const compactions = m.counter('edgelite_backup_compactions_total', 'Merged segments written by compaction (docs/FORMAT.md#compaction-and-retention).');
+    const deleted = m.counter('edgelite_backup_deleted_objects_total', 'Backup objects deleted: superseded by a merged segment, or out of the retention window.');
+    const compactionErrors = m.counter('edgelite_backup_compaction_errors_total', 'Failed merges or deletions (logged; retried).');
     for (const { name } of dbs) {
       const s = backup.status(name);
       uploaded(s.uploadedTxid, { db: name });
       lag(s.lagMs / 1000, { db: name });
       errors(s.errors, { db: name });
+      compactions(s.compactions, { db: name });
+      deleted(s.deleted, { db: name });
+      compactionErrors(s.compactionErrors, { db: name });
     }
   }
   return m.toString();

@@ -119,23 +119,43 @@ export function catalog(objects: readonly ObjectInfo[]): Map<string, GenerationB
 }
 
 /**
- * chainFrom is the run of segments continuing txid `from`: the first one holds txid `from + 1` (it may
- * start before it: a periodic snapshot is taken at the database's position, which writes may have moved
- * past the segment uploaded just before it; a restore skips what the snapshot already holds), each next
- * one starts at the previous maxTxid + 1.
+ * chainFrom is the run of segments continuing txid `from` with the fewest objects: each one holds the
+ * next txid needed and, of those that do, reaches furthest (a merged segment over the pieces it
+ * replaced, docs/FORMAT.md#compaction-and-retention; pieces still serve where no merged one exists).
+ * The first one holds txid `from + 1` and may start before it: a periodic snapshot is taken at the
+ * database's position, which writes may have moved past the segment uploaded just before it, and a
+ * merged segment starts where its first piece did; a restore skips what the snapshot already holds.
  */
 export function chainFrom(g: GenerationBackup, from: Txid): SegmentObject[] {
+  return chainIn(sortedSegments(g), from);
+}
+
+function sortedSegments(g: GenerationBackup): SegmentObject[] {
+  return [...g.segments.values()].sort((a, b) => a.minTxid - b.minTxid);
+}
+
+/** chainIn is chainFrom over segments sorted by minTxid: the greedy interval cover, optimal in count. */
+function chainIn(sorted: readonly SegmentObject[], from: Txid): SegmentObject[] {
   const chain: SegmentObject[] = [];
-  let seg = g.segments.get(from + 1);
-  if (seg === undefined) for (const s of g.segments.values()) if (s.minTxid <= from && from + 1 <= s.maxTxid && (seg === undefined || s.minTxid > seg.minTxid)) seg = s;
-  for (; seg !== undefined; seg = g.segments.get(seg.maxTxid + 1)) chain.push(seg);
-  return chain;
+  let next = from + 1;
+  let i = 0;
+  for (;;) {
+    let best: SegmentObject | undefined;
+    for (; i < sorted.length && sorted[i]!.minTxid <= next; i++) {
+      const s = sorted[i]!;
+      if (s.maxTxid >= next && (best === undefined || s.maxTxid > best.maxTxid)) best = s;
+    }
+    if (best === undefined) return chain;
+    chain.push(best);
+    next = best.maxTxid + 1;
+  }
 }
 
 function rangesOf(g: GenerationBackup): RestorableRange[] {
   const ranges: RestorableRange[] = [];
+  const sorted = sortedSegments(g);
   for (const s of g.snapshots) {
-    const chain = chainFrom(g, s.txid);
+    const chain = chainIn(sorted, s.txid);
     const end = chain.at(-1);
     const r = { fromTxid: s.txid, toTxid: end?.maxTxid ?? s.txid, fromTime: s.time, toTime: end?.time ?? s.time };
     const last = ranges.at(-1);

@@ -42,10 +42,12 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
-/** parseDurationMs reads `250ms`, `1s`, `2m` or a bare number of milliseconds (at least 1 ms). */
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** parseDurationMs reads `250ms`, `1s`, `2m`, `12h`, `7d` or a bare number of milliseconds (at least 1 ms). */
 export function parseDurationMs(text: string, name: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1) : NaN;
-  if (!(ms >= 1) || !Number.isFinite(ms)) throw new EdgeliteError('MISCONFIGURED', `${name} wants a duration such as 250ms, 1s or 2m, got "${text}"`);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * DURATION_UNIT_MS[m[2] ?? 'ms']! : NaN;
+  if (!(ms >= 1) || !Number.isFinite(ms)) throw new EdgeliteError('MISCONFIGURED', `${name} wants a duration such as 250ms, 1s, 2m, 12h or 7d, got "${text}"`);
   return Math.round(ms);
 }

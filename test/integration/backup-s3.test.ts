@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseBackupKey } from '../../shared/backup-layout.ts';
+import { catalog, parseBackupKey, planRestore } from '../../shared/backup-layout.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
 import { openObjectStore } from '../../primary/backup-store.ts';
@@ -147,8 +147,11 @@ describe('backup to s3 and point-in-time restore', () => {
     const list = (await objects.list(`${DB}/`)).map((o) => parseBackupKey(o)!);
     const snapshots = list.filter((o) => o.kind === 'snapshot');
     const snapTxids = snapshots.map((o) => o.txid);
-    // A segment a restore to its end must read: it starts right after a snapshot, and none is inside it.
-    const seg = list.find((o) => o.kind === 'segment' && snapTxids.includes(o.minTxid - 1) && !snapTxids.some((t) => t >= o.minTxid && t <= o.maxTxid))!;
+    // A segment a restore to its end must read: one its plan names (a merged segment replaces its
+    // pieces, docs/FORMAT.md#compaction-and-retention) with no snapshot inside it.
+    const cat = catalog(await objects.list(`${DB}/`)).get(DB);
+    const ends = [...snapTxids.slice(1).map((t) => t - 1), written.at(-1)!.txid].filter((t) => t >= firstTxid);
+    const seg = ends.flatMap((t) => planRestore(DB, cat, { txid: t }).segments).find((o) => !snapTxids.some((t) => t >= o.minTxid && t <= o.maxTxid))!;
     expect(seg.kind).toBe('segment');
     const original = (await objects.get(seg.key))!;
     const target = { txid: seg.kind === 'segment' ? seg.maxTxid : 0 };
