@@ -163,7 +163,7 @@ describe('replica --source options', () => {
   it('--source with or without --primary; the interval and endpoint as for --backup', () => {
     const alone = parse(['--source', 'file:///backups']);
     expect(alone.primaryUrl).toBeNull();
-    expect(alone.source).toEqual({ target: { kind: 'file', url: 'file:///backups', dir: '/backups' }, intervalMs: DEFAULT_SOURCE_INTERVAL_MS });
+    expect(alone.source).toEqual({ target: { kind: 'file', url: 'file:///backups', dir: '/backups' }, intervalMs: DEFAULT_SOURCE_INTERVAL_MS, keyring: null });
     const s3 = parse(['--source', 's3://b/p', '--primary', 'http://127.0.0.1:7400', '--source-interval', '250ms', '--s3-endpoint', 'http://127.0.0.1:9000']);
     expect(s3.primaryUrl).toBe('http://127.0.0.1:7400');
     expect(s3.source).toMatchObject({ intervalMs: 250, target: { kind: 's3', s3: { bucket: 'b', prefix: 'p', endpoint: 'http://127.0.0.1:9000' } } });
@@ -189,7 +189,7 @@ describe('Worker SOURCE_URL', () => {
     expect(parseWorkerConfig(base).source).toBeNull();
     expect(parseWorkerConfig({ ...base, SOURCE_URL: '' }).source).toBeNull();
     const c = parseWorkerConfig({ ...base, ...creds, SOURCE_URL: 's3://b/p', S3_ENDPOINT: 'http://127.0.0.1:9000', AWS_REGION: '' });
-    expect(c.source).toEqual({ intervalMs: DEFAULT_SOURCE_INTERVAL_MS, s3: { bucket: 'b', prefix: 'p', region: 'us-east-1', endpoint: 'http://127.0.0.1:9000', accessKeyId: 'id', secretAccessKey: 'secret' } });
+    expect(c.source).toEqual({ intervalMs: DEFAULT_SOURCE_INTERVAL_MS, s3: { bucket: 'b', prefix: 'p', region: 'us-east-1', endpoint: 'http://127.0.0.1:9000', accessKeyId: 'id', secretAccessKey: 'secret' }, keyring: null });
     expect(parseWorkerConfig({ ...base, ...creds, SOURCE_URL: 's3://b', AWS_ENDPOINT_URL_S3: 'https://r2.example', SOURCE_INTERVAL_MS: '250' }).source).toMatchObject({ intervalMs: 250, s3: { endpoint: 'https://r2.example', prefix: '' } });
   });
 
