@@ -12,6 +12,7 @@ import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH }
 import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import type { BackupRunner } from './backup.ts';
+import { waitBackedUp } from './backup-ack.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
@@ -26,6 +27,8 @@ export interface PrimaryAppOptions {
   queryPool?: QueryPool | null;
   /** The continuous backup, if on: its figures go into GET /v1/db/{name} and /metrics. */
   backup?: BackupRunner | null;
+  /** `--backup-ack`: writes are answered once their change set is in the bucket (primary/backup-ack.ts). */
+  backupAck?: { timeoutMs: number } | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -49,8 +52,12 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
 
-  app.put('/v1/db/:name', write, (c) => {
+  app.put('/v1/db/:name', write, async (c) => {
     const { db, created } = store.create(validateDatabaseName(c.req.param('name')));
+    if (backup && o.backupAck) {
+      const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, db.name, db.position, null, c.req.raw.signal);
+      if (pending) return errorResponse(pending);
+    }
     return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
   });
 
@@ -68,7 +75,12 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const { results, position } = await db.write(statements);
     await db.whenDurable();
     const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
-    return resultResponse(c.req.header('accept'), { results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary') });
+    const headers = { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary') };
+    if (backup && o.backupAck) {
+      const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, name, position, token, c.req.raw.signal);
+      if (pending) return errorResponseWith(pending, headers);
+    }
+    return resultResponse(c.req.header('accept'), { results, token }, 200, headers);
   });
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
@@ -82,6 +94,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   });
 
   return app;
+}
+
+/** errorResponseWith is errorResponse plus headers (a BACKUP_PENDING answer carries its write's token and position). */
+function errorResponseWith(err: EdgeliteError, headers: Record<string, string>): Response {
+  const res = errorResponse(err);
+  for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+  return res;
 }
 
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */
