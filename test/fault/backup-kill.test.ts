@@ -111,6 +111,11 @@ class Writers {
   }
 }
 
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? Number.NaN;
+}
+
 interface Case {
   store: 's3' | 'file';
   ack: boolean;
@@ -190,6 +195,8 @@ async function killLoop(c: Case): Promise<void> {
   const started = Date.now();
   const stats = { behind: 0, checksums: 0, restores: 0, maxObjects: 0, restoreMs: 0, restartMs: 0 };
   const cutOffRestored = new Set<number>();
+  /** The backup's lag at each last poll (ms and txids): what losing the disk then would have cost. */
+  const lags: Array<{ ms: number; txids: number }> = [];
   const log: string[] = [];
   try {
     for (let round = 0; round < c.rounds; round++) {
@@ -204,6 +211,7 @@ async function killLoop(c: Case): Promise<void> {
       const t1 = Date.now();
       const unknownAtKill = writers.unknown.size;
       if (reported < (before.json.txid as number)) stats.behind++;
+      lags.push({ ms: before.json.backup.lagMs as number, txids: (before.json.txid as number) - reported });
 
       // The primary is gone: the bucket holds what it holds. Writes fail (connection refused) until the restart.
       if (!c.ack) {
@@ -246,7 +254,8 @@ async function killLoop(c: Case): Promise<void> {
   console.log(
     `backup kill (${name}): ${log.join(' ')}\n  ${c.rounds} kills in ${((Date.now() - started) / 1000).toFixed(1)} s, ${stats.behind} with the backup behind the primary at the last poll; ` +
       `${writers.acked.size} acknowledged writes, ${writers.applied.size} answered BACKUP_PENDING, ${writers.unknown.size} cut off by a kill (${cutOffRestored.size} of them found restored), ${writers.refused} refused while down; ` +
-      `${stats.restores} restores (largest: ${stats.maxObjects} objects, ${Math.round(stats.restoreMs / c.rounds)} ms a round), ${stats.checksums} checksums compared with the primary's answer; restarts ${Math.round(stats.restartMs / c.rounds)} ms each`,
+      `${stats.restores} restores (largest: ${stats.maxObjects} objects, ${Math.round(stats.restoreMs / c.rounds)} ms a round), ${stats.checksums} checksums compared with the primary's answer; restarts ${Math.round(stats.restartMs / c.rounds)} ms each; ` +
+      `backup lag at the last poll: median ${median(lags.map((l) => l.ms))} ms / ${median(lags.map((l) => l.txids))} txids, max ${Math.max(...lags.map((l) => l.ms))} ms / ${Math.max(...lags.map((l) => l.txids))} txids`,
   );
 }
 
