@@ -17,8 +17,8 @@
  * an ack started them, run one at a time (#exclusive).
  */
 import { EdgeliteError } from '../shared/errors.ts';
-import { catalog, chainFrom, generationPrefix, segmentKey, snapshotKey } from '../shared/backup-layout.ts';
-import { encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
+import { catalog, chainFrom, generationPrefix, segmentKey, snapshotKey, type GenerationBackup, type SegmentObject, type SnapshotObject } from '../shared/backup-layout.ts';
+import { corruptObject, decodeSegment, decodeSnapshot, encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ObjectStore } from '../shared/object-store.ts';
 import type { Txid } from '../shared/types.ts';
@@ -343,7 +343,9 @@ export class BackupRunner {
 
   /** #load reads what the store already holds of this generation (after a restart, say). */
   async #load(name: string, generation: number, s: DbState): Promise<void> {
-    const g = catalog(await this.objects.list(generationPrefix(name, generation))).get(name)?.find((x) => x.generation === generation);
+    const list = async (): Promise<GenerationBackup | undefined> => catalog(await this.objects.list(generationPrefix(name, generation))).get(name)?.find((x) => x.generation === generation);
+    let g = await list();
+    if (g && (await this.#dropTorn(name, g))) g = await list();
     const newest = g?.snapshots.at(-1);
     Object.assign(s, { generation, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0 });
     if (!g || !newest) return;
@@ -361,6 +363,32 @@ export class BackupRunner {
       segmentsSinceSnapshot: since.length,
       bytesSinceSnapshot: since.reduce((n, x) => n + x.size, 0),
     });
+  }
+
+  /**
+   * #dropTorn checks the object uploaded last in a generation this runner picks up (after a restart,
+   * say), and deletes it if it is damaged. An upload the primary died in may have left a torn object on
+   * a store whose PUTs are not atomic (S3 and file:// are; some S3-compatible servers, s3rver among
+   * them, keep what arrived); continuing the chain past it would make every later txid unrestorable.
+   * Only the last one can be torn: the uploads of one database run one after another. Deleted, its
+   * change sets upload again from the log, which kept them (they were above the uploaded txid).
+   */
+  async #dropTorn(name: string, g: GenerationBackup): Promise<boolean> {
+    let last: SegmentObject | SnapshotObject | undefined = g.snapshots.at(-1);
+    for (const seg of g.segments.values()) if (last === undefined || seg.maxTxid > (last.kind === 'segment' ? last.maxTxid : last.txid)) last = seg;
+    if (last === undefined) return false;
+    const bytes = await this.objects.get(last.key);
+    try {
+      if (bytes === null || bytes.length !== last.size) throw corruptObject(last.key, bytes === null ? 'listed but missing' : `${bytes.length} bytes, listed as ${last.size}`);
+      if (last.kind === 'segment') decodeSegment(last.key, bytes, last);
+      else if (decodeSnapshot(last.key, bytes).head.txid !== last.txid) throw corruptObject(last.key, 'holds another txid than its name');
+      return false;
+    } catch (err) {
+      if (!(err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT')) throw err;
+      this.#opts.logger({ msg: 'backup: deleting a damaged last object (an upload cut short)', db: name, key: last.key, store: this.objects.description, error: err.message });
+      await this.objects.delete(last.key);
+      return true;
+    }
   }
 
   /** #snapshot uploads an image of the database at its current position and returns its txid. */

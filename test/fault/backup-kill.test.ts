@@ -18,6 +18,8 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseBackupKey } from '../../shared/backup-layout.ts';
+import { EdgeliteError } from '../../shared/errors.ts';
 import { decodeToken } from '../../shared/token.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
 import { openObjectStore } from '../../primary/backup-store.ts';
@@ -53,6 +55,8 @@ afterEach(async () => {
  */
 class Writers {
   readonly acked = new Map<number, number>();
+  /** When each acknowledged write's answer came (Date.now()). */
+  readonly ackedAt = new Map<number, number>();
   readonly applied = new Set<number>();
   readonly unknown = new Set<number>();
   readonly history = new PositionHistory();
@@ -95,6 +99,7 @@ class Writers {
       if (res.status === 200) {
         const token = decodeToken(JSON.parse(text).token as string);
         this.acked.set(id, token.txid);
+        this.ackedAt.set(id, Date.now());
         this.history.recordFrom(res.headers);
       } else if (res.status === 504 && JSON.parse(text).error?.code === 'BACKUP_PENDING') {
         this.applied.add(id);
@@ -137,6 +142,26 @@ async function restore(objects: ObjectStore, dir: string, target: { txid: number
     return { result, ids, integrity: integrityCheck(out) };
   } finally {
     rmSync(out, { force: true });
+  }
+}
+
+/**
+ * restoreLatest restores the newest state the bucket holds. s3rver's PUTs are not atomic (it keeps what
+ * arrived), so the upload a kill cut short can leave its object torn; `restore` reports that one
+ * (BACKUP_CORRUPT naming it) and it must be the newest segment, whose writes were never acknowledged
+ * as uploaded: then the state just before it is the latest the bucket holds.
+ */
+async function restoreLatest(objects: ObjectStore, dir: string): Promise<{ latest: Awaited<ReturnType<typeof restore>>; tornKey: string | null }> {
+  try {
+    return { latest: await restore(objects, dir, { latest: true }), tornKey: null };
+  } catch (err) {
+    if (!(err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT')) throw err;
+    const all = (await objects.list(`${DB}/`)).map(parseBackupKey).filter((o) => o !== null);
+    const segments = all.filter((o) => o.kind === 'segment');
+    const newest = segments.reduce((a, b) => (b.maxTxid > a.maxTxid ? b : a));
+    expect(err.details?.key, err.message).toBe(newest.key);
+    expect(all.every((o) => o.kind === 'segment' || o.txid < newest.minTxid)).toBe(true);
+    return { latest: await restore(objects, dir, { txid: newest.minTxid - 1 }), tornKey: newest.key };
   }
 }
 
@@ -193,17 +218,33 @@ async function killLoop(c: Case): Promise<void> {
   await waitFor(async () => ((await http(primary.url, 'GET', `/v1/db/${DB}`)).json.backup.uploadedTxid as number) >= 1, 'the first upload');
   const writers = new Writers(primary.url, WRITERS, random);
   const started = Date.now();
-  const stats = { behind: 0, checksums: 0, restores: 0, maxObjects: 0, restoreMs: 0, restartMs: 0 };
+  const stats = { behind: 0, checksums: 0, restores: 0, maxObjects: 0, restoreMs: 0, restartMs: 0, torn: 0 };
+  /** The newest restorable txid so far: the bucket never goes back, and a restarted primary must see it. */
+  let restorable = 0;
+  let torn: string | null = null;
   const cutOffRestored = new Set<number>();
-  /** The backup's lag at each last poll (ms and txids): what losing the disk then would have cost. */
-  const lags: Array<{ ms: number; txids: number }> = [];
+  /**
+   * At each last poll: the acknowledged writes not in the bucket yet (what losing the disk then would
+   * have lost), how many and how long ago the oldest of them was acknowledged.
+   */
+  const exposed: Array<{ writes: number; oldestMs: number }> = [];
   const log: string[] = [];
   try {
     for (let round = 0; round < c.rounds; round++) {
       const progress = writers.acked.size;
       await waitFor(() => writers.acked.size >= progress + 3 || writers.error, `writes to go on before round ${round}`, 30_000);
+      // A restarted primary reports 0 until its first pass has read what the bucket holds.
+      await waitFor(async () => ((await http(primary.url, 'GET', `/v1/db/${DB}`)).json.backup.uploadedTxid as number) >= restorable, `the backup to be picked up again before round ${round}`, 30_000);
+      if (torn !== null) {
+        // The object the last kill cut short is gone (or whole): the primary dropped it when it picked the backup up.
+        const bytes = await objects.get(torn);
+        expect(bytes === null || bytes.length > 0, `${torn} still torn`).toBe(true);
+        torn = null;
+      }
       expect(writers.error ?? null).toBeNull();
       await sleep(50 + random() * 400);
+      const ackedBefore = [...writers.acked];
+      const polledAt = Date.now();
       const before = await http(primary.url, 'GET', `/v1/db/${DB}`);
       const reported = before.json.backup.uploadedTxid as number;
       await primary.kill('SIGKILL');
@@ -211,7 +252,10 @@ async function killLoop(c: Case): Promise<void> {
       const t1 = Date.now();
       const unknownAtKill = writers.unknown.size;
       if (reported < (before.json.txid as number)) stats.behind++;
-      lags.push({ ms: before.json.backup.lagMs as number, txids: (before.json.txid as number) - reported });
+      const notUploaded = ackedBefore.filter(([, t]) => t > reported).map(([id]) => polledAt - writers.ackedAt.get(id)!);
+      exposed.push({ writes: notUploaded.length, oldestMs: Math.max(0, ...notUploaded) });
+      // With --backup-ack the primary's own report agrees: nothing acknowledged before the poll is above it.
+      if (c.ack) expect(notUploaded, `acknowledged writes above the reported uploaded txid ${reported}`).toEqual([]);
 
       // The primary is gone: the bucket holds what it holds. Writes fail (connection refused) until the restart.
       if (!c.ack) {
@@ -228,7 +272,10 @@ async function killLoop(c: Case): Promise<void> {
         for (const id of at.ids) if (!writers.acked.has(id)) cutOffRestored.add(id);
         stats.restores++;
       }
-      const latest = await restore(objects, restoreDir, { latest: true });
+      const { latest, tornKey } = await restoreLatest(objects, restoreDir);
+      if (tornKey !== null) stats.torn++;
+      torn = tornKey;
+      restorable = latest.result.txid;
       expect(latest.integrity).toBe('ok');
       expect(latest.result.txid).toBeGreaterThanOrEqual(reported);
       const v = prefixViolations(writers, latest.result.txid, latest.ids);
@@ -254,8 +301,8 @@ async function killLoop(c: Case): Promise<void> {
   console.log(
     `backup kill (${name}): ${log.join(' ')}\n  ${c.rounds} kills in ${((Date.now() - started) / 1000).toFixed(1)} s, ${stats.behind} with the backup behind the primary at the last poll; ` +
       `${writers.acked.size} acknowledged writes, ${writers.applied.size} answered BACKUP_PENDING, ${writers.unknown.size} cut off by a kill (${cutOffRestored.size} of them found restored), ${writers.refused} refused while down; ` +
-      `${stats.restores} restores (largest: ${stats.maxObjects} objects, ${Math.round(stats.restoreMs / c.rounds)} ms a round), ${stats.checksums} checksums compared with the primary's answer; restarts ${Math.round(stats.restartMs / c.rounds)} ms each; ` +
-      `backup lag at the last poll: median ${median(lags.map((l) => l.ms))} ms / ${median(lags.map((l) => l.txids))} txids, max ${Math.max(...lags.map((l) => l.ms))} ms / ${Math.max(...lags.map((l) => l.txids))} txids`,
+      `${stats.restores} restores (largest: ${stats.maxObjects} objects, ${Math.round(stats.restoreMs / c.rounds)} ms a round), ${stats.checksums} checksums compared with the primary's answer; restarts ${Math.round(stats.restartMs / c.rounds)} ms each; ${stats.torn} kills left the upload they cut short torn in the bucket; ` +
+      `acknowledged writes not in the bucket at the last poll: median ${median(exposed.map((e) => e.writes))}, max ${Math.max(...exposed.map((e) => e.writes))}; the oldest of them acknowledged median ${median(exposed.map((e) => e.oldestMs))} ms, max ${Math.max(...exposed.map((e) => e.oldestMs))} ms before`,
   );
 }
 
