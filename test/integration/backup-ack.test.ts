@@ -2,7 +2,9 @@
  * `--backup-ack` against a real S3-compatible server (s3rver on 127.0.0.1): a write is answered only
  * once the bucket holds its txid, without waiting for `--backup-interval` (set to an hour here);
  * concurrent writes share uploads; with the bucket unreachable a write is answered 504 BACKUP_PENDING
- * (`details.outcome: 'applied'`, its token), stays committed, and is uploaded once the bucket is back.
+ * (`details.outcome: 'applied'`, its token), on the primary and through a forwarding replica alike,
+ * stays committed, and is uploaded once the bucket is back; a torn last object (an upload cut short)
+ * is deleted by the primary that picks the backup up again.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +18,8 @@ import { openObjectStore } from '../../primary/backup-store.ts';
 import { DEFAULT_BACKUP_ACK_TIMEOUT_MS, parsePrimaryConfig } from '../../primary/config.ts';
 import { restoreDatabase } from '../../primary/restore.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
+import { startReplica } from '../../replica/server.ts';
 import { freePort, http, integrityCheck } from '../kit/api.ts';
 import { quietLogger, S3_BUCKET, startS3, type S3Server } from './backup-kit.ts';
 import Database from 'better-sqlite3';
@@ -142,11 +146,20 @@ describe('--backup-ack against s3rver', () => {
     const read = await http(p.url, 'POST', `/v1/db/${DB}/query`, { sql: 'SELECT v FROM t' });
     expect(read.json.results[0].rows).toEqual([['while the bucket was away']]);
     expect(Number(read.headers.get('edgelite-txid'))).toBeGreaterThanOrEqual(token.txid);
+    // A write forwarded by a replica is an ordinary write on the primary: the same answer, passed on.
+    const rdir = mkdtempSync(join(tmpdir(), 'edgelite-backup-ack-replica-'));
+    const replica = await startReplica(parseReplicaConfig(['--primary', p.url, '--data', rdir, '--listen', '127.0.0.1:0', '--query-timeout-ms', '0'], {}), quietLogger());
+    cleanups.push(() => rmSync(rdir, { recursive: true, force: true }), () => replica.close());
+    const forwarded = await http(replica.url, 'POST', `/v1/db/${DB}/exec`, insert('forwarded'));
+    expect(forwarded.status).toBe(504);
+    expect(forwarded.json.error.code).toBe('BACKUP_PENDING');
+    expect(forwarded.json.error.details).toMatchObject({ outcome: 'applied', reason: 'timeout' });
+    expect(decodeToken(forwarded.json.error.details.token as string).txid).toBe(token.txid + 1);
 
-    // The bucket comes back: the next write is acknowledged, and the bucket holds both.
+    // The bucket comes back: the next write (forwarded) is acknowledged, and the bucket holds all three.
     const s3 = await startS3(port);
     cleanups.push(() => s3.close());
-    const ok = await http(p.url, 'POST', `/v1/db/${DB}/exec`, insert('after'));
+    const ok = await http(replica.url, 'POST', `/v1/db/${DB}/exec`, insert('after'));
     expect(ok.status, JSON.stringify(ok.json)).toBe(200);
     const objects = openObjectStore(parseBackupTarget(URL_, s3.env));
     const dir = mkdtempSync(join(tmpdir(), 'edgelite-backup-ack-restore-'));
@@ -154,7 +167,7 @@ describe('--backup-ack against s3rver', () => {
     const out = join(dir, 'r.db');
     const restored = await restoreDatabase(objects, { db: DB, target: { latest: true }, out });
     expect(restored.txid).toBeGreaterThanOrEqual(decodeToken(ok.json.token as string).txid);
-    expect(readRows(out)).toEqual(['while the bucket was away', 'after']);
+    expect(readRows(out)).toEqual(['while the bucket was away', 'forwarded', 'after']);
     expect(integrityCheck(out)).toBe('ok');
   });
 
