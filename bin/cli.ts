@@ -5,6 +5,7 @@ const USAGE = `usage:
   edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--query-timeout-ms N]
   edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases NAMES|* | --lazy [--max-databases N]]
   edgelite primary ... --backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL]
+  edgelite primary ... --backup URL --backup-ack [--backup-ack-timeout 10s]   (a write answered once it is in the bucket)
   edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force]
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite status URL
