@@ -171,6 +171,25 @@ describe('--backup-ack against s3rver', () => {
     expect(integrityCheck(out)).toBe('ok');
   });
 
+  it('waitUploaded ends without an upload when its caller gives up or the backup closes, never with uploaded: true', async () => {
+    const port = await freePort();
+    const env = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}` };
+    const dir = mkdtempSync(join(tmpdir(), 'edgelite-backup-ack-close-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const p = await startPrimary(parsePrimaryConfig(['--data', dir, '--listen', '127.0.0.1:0', '--backup', URL_, '--backup-ack', '--backup-ack-timeout', '200ms'], env), quietLogger());
+    const db = p.store.create(DB).db;
+    const backup = p.backup!;
+    expect(await backup.waitUploaded(DB, db.position.generation, 0, 200)).toMatchObject({ uploaded: false, reason: 'timeout', uploadedTxid: 0 });
+    const ac = new AbortController();
+    const aborted = backup.waitUploaded(DB, db.position.generation, 0, 60_000, ac.signal);
+    ac.abort();
+    expect(await aborted).toMatchObject({ uploaded: false, reason: 'aborted' });
+    const closing = backup.waitUploaded(DB, db.position.generation, 0, 60_000);
+    await p.close();
+    expect(await closing).toMatchObject({ uploaded: false, reason: 'closed' });
+    expect(await backup.waitUploaded(DB, db.position.generation, 0, 60_000)).toMatchObject({ uploaded: false, reason: 'closed' });
+  });
+
   it('a restarted primary deletes a torn last object (an upload cut short on a store without atomic PUTs) and uploads its change sets again', async () => {
     const s3 = await startS3();
     cleanups.push(() => s3.close());
