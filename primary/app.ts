@@ -14,6 +14,7 @@ import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import type { BackupRunner } from './backup.ts';
 import { changesResponse, DEFAULT_RANGE_LAYOUT, rangesBehind, type RangeLayout } from './changes.ts';
 import { CHANGES_NO_STORE, FRESH_PARAM, parseChangesPathParams } from '../shared/changes.ts';
+import { waitBackedUp } from './backup-ack.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
@@ -30,6 +31,8 @@ export interface PrimaryAppOptions {
   backup?: BackupRunner | null;
   /** How catch-up ranges are cut (primary/changes.ts); the defaults unless a test needs small ones. */
   ranges?: RangeLayout;
+  /** `--backup-ack`: writes are answered once their change set is in the bucket (primary/backup-ack.ts). */
+  backupAck?: { timeoutMs: number } | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -53,8 +56,12 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
 
-  app.put('/v1/db/:name', write, (c) => {
+  app.put('/v1/db/:name', write, async (c) => {
     const { db, created } = store.create(validateDatabaseName(c.req.param('name')));
+    if (backup && o.backupAck) {
+      const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, db.name, db.position, null, c.req.raw.signal);
+      if (pending) return errorResponse(pending);
+    }
     return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
   });
 
@@ -72,7 +79,12 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const { results, position } = await db.write(statements);
     await db.whenDurable();
     const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
-    return resultResponse(c.req.header('accept'), { results, token }, 200, { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary') });
+    const headers = { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary') };
+    if (backup && o.backupAck) {
+      const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, name, position, token, c.req.raw.signal);
+      if (pending) return errorResponseWith(pending, headers);
+    }
+    return resultResponse(c.req.header('accept'), { results, token }, 200, headers);
   });
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
@@ -105,6 +117,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   });
 
   return app;
+}
+
+/** errorResponseWith is errorResponse plus headers (a BACKUP_PENDING answer carries its write's token and position). */
+function errorResponseWith(err: EdgeliteError, headers: Record<string, string>): Response {
+  const res = errorResponse(err);
+  for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+  return res;
 }
 
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */

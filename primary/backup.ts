@@ -16,13 +16,18 @@
  * The log keeps what is not uploaded: each database's log is pinned at its uploaded txid (`holdFor`,
  * the log's keepAfter option). A failed upload is logged (the store's description and the error, never
  * a credential), counted, and retried with exponential backoff.
+ *
+ * With `--backup-ack` a write is answered only once its txid is uploaded (waitUploaded): it starts an
+ * upload of its database at once instead of waiting for the interval, and the writes that commit while
+ * that upload is in flight share the next one. Uploads of one database, whether the interval's pass or
+ * an ack started them, run one at a time (#exclusive).
  */
 import { EdgeliteError } from '../shared/errors.ts';
-import { catalog, chainFrom, segmentKey, snapshotKey } from '../shared/backup-layout.ts';
+import { catalog, chainFrom, segmentKey, snapshotKey, type GenerationBackup, type SegmentObject, type SnapshotObject } from '../shared/backup-layout.ts';
 import { compactionPolicy, type CompactionPolicy } from '../shared/backup-compaction.ts';
-import { encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
+import { corruptObject, decodeSegment, decodeSnapshot, encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
 import type { Logger } from '../shared/log.ts';
-import type { ObjectStore } from '../shared/object-store.ts';
+import type { ObjectInfo, ObjectStore } from '../shared/object-store.ts';
 import type { Txid } from '../shared/types.ts';
 import { compact, type CompactionState } from './backup-compact.ts';
 import { DEFAULT_BACKUP_RETENTION_MS } from './config.ts';
@@ -44,6 +49,8 @@ export const BACKUP_CONCURRENCY = 8;
 export const BACKUP_CLOSE_MS = 5000;
 /** Retry backoff after a failed upload: doubles from the interval up to this. */
 export const BACKUP_MAX_BACKOFF_MS = 30_000;
+/** With `--backup-ack`, while writes wait for a database, a failed upload is retried at least this often. */
+export const ACK_MAX_RETRY_MS = 1000;
 
 export interface BackupOptions {
   intervalMs: number;
@@ -73,6 +80,25 @@ export interface BackupStatus {
   compactionErrors: number;
 }
 
+/** BackupWait is how a `--backup-ack` wait ended (waitUploaded). */
+export interface BackupWait {
+  /** The backup holds the awaited txid (or a later state of a later generation, which contains it). */
+  uploaded: boolean;
+  /** Why not: the bound passed, the caller gave up (its signal), or the backup closed. */
+  reason?: 'timeout' | 'aborted' | 'closed';
+  /** The database's uploaded txid when the wait ended. */
+  uploadedTxid: Txid;
+  /** Uploads of this database that failed while the write waited. */
+  failedUploads: number;
+  waitedMs: number;
+}
+
+interface AckWaiter {
+  generation: number;
+  txid: Txid;
+  done: (uploaded: boolean, reason?: BackupWait['reason']) => void;
+}
+
 interface DbState extends CompactionState {
   /** The generation the figures below are about; null until the store was listed for it. */
   generation: number | null;
@@ -99,6 +125,12 @@ export class BackupRunner {
   #running: Promise<void> | null = null;
   #closing = false;
   #closed = false;
+  /** Writes waiting for their txid to be uploaded (`--backup-ack`), per database. */
+  readonly #waiters = new Map<string, Set<AckWaiter>>();
+  /** Databases whose ack upload loop (#ackUploads) is running. */
+  readonly #ackUploading = new Set<string>();
+  /** Per database, the tail of its uploads: one at a time (#exclusive), whoever started it. */
+  readonly #locks = new Map<string, Promise<void>>();
 
   constructor(objects: ObjectStore, opts: BackupOptions) {
     this.objects = objects;
@@ -165,6 +197,112 @@ export class BackupRunner {
     await Promise.race([this.#pass(true), timeout]);
     clearTimeout(timer);
     this.#closed = true;
+    for (const set of this.#waiters.values()) for (const w of [...set]) w.done(false, 'closed');
+  }
+
+  /**
+   * waitUploaded is `--backup-ack`: it resolves once the backup holds txid `txid` of `generation` of
+   * database `name` (uploaded: true), or, with uploaded: false, after `timeoutMs`, when `signal`
+   * aborts, or when the backup closes. It never waits for the next interval: it starts an upload of
+   * that database at once, and the writes that commit while one is in flight share the next (group
+   * commit: one segment PUT per upload, whatever the number of writes waiting).
+   */
+  waitUploaded(name: string, generation: number, txid: Txid, timeoutMs: number, signal?: AbortSignal): Promise<BackupWait> {
+    const started = performance.now();
+    const s = this.#state(name);
+    const errorsBefore = s.errors;
+    return new Promise<BackupWait>((resolve) => {
+      let set = this.#waiters.get(name);
+      if (!set) this.#waiters.set(name, (set = new Set()));
+      const waiters = set;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = (): void => w.done(false, 'aborted');
+      const w: AckWaiter = {
+        generation,
+        txid,
+        done: (uploaded, reason) => {
+          if (!waiters.delete(w)) return;
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          resolve({ uploaded, ...(reason ? { reason } : {}), uploadedTxid: s.uploadedTxid, failedUploads: s.errors - errorsBefore, waitedMs: Math.round(performance.now() - started) });
+        },
+      };
+      waiters.add(w);
+      if (holds(s, w)) return w.done(true);
+      if (this.#closing) return w.done(false, 'closed');
+      if (signal?.aborted) return w.done(false, 'aborted');
+      signal?.addEventListener('abort', onAbort, { once: true });
+      timer = setTimeout(() => w.done(false, 'timeout'), timeoutMs);
+      void this.#ackUploads(name);
+    });
+  }
+
+  /**
+   * #ackUploads uploads database `name` again and again while writes wait for it: each upload takes
+   * every change set committed so far, so the writes that arrive during one go in the next. One loop
+   * per database (a second call returns at once: the running loop takes its waiter too). After a
+   * failed upload it waits for the retry backoff, but at most ACK_MAX_RETRY_MS while writes wait: an
+   * unreachable store gets one attempt a second, and writes succeed again soon after it is back. It
+   * stops when an upload makes no progress (its waiters then hear from the interval's passes, or time out).
+   */
+  async #ackUploads(name: string): Promise<void> {
+    if (this.#ackUploading.has(name)) return;
+    this.#ackUploading.add(name);
+    try {
+      while (!this.#closing && (this.#waiters.get(name)?.size ?? 0) > 0) {
+        const db = this.#store?.get(name);
+        if (!db) break;
+        const s = this.#state(name);
+        const wait = s.failures > 0 ? Math.min(s.retryAt - Date.now(), ACK_MAX_RETRY_MS) : 0;
+        if (wait > 0) {
+          await new Promise<void>((r) => setTimeout(r, wait).unref());
+          if (this.#closing || (this.#waiters.get(name)?.size ?? 0) === 0) break;
+        }
+        const before = progressOf(s);
+        const seen = `${db.position.generation}:${db.position.txid}`;
+        try {
+          await this.#exclusive(name, () => this.#backUp(name, db, s));
+          s.failures = 0;
+          s.retryAt = 0;
+        } catch (err) {
+          this.#failed(name, s, err);
+          continue;
+        }
+        // Nothing to upload and nothing committed since: every write captured so far is held (and its
+        // waiter woken); a write committed after this starts a loop of its own.
+        if (progressOf(s) === before && seen === `${db.position.generation}:${db.position.txid}`) break;
+      }
+    } finally {
+      this.#ackUploading.delete(name);
+    }
+  }
+
+  /** #exclusive runs one upload of database `name` after the one in flight, then wakes its waiters. */
+  #exclusive(name: string, fn: () => Promise<void>): Promise<void> {
+    const run = (this.#locks.get(name) ?? Promise.resolve()).then(fn).finally(() => this.#wake(name));
+    const tail = run.catch(() => undefined);
+    this.#locks.set(name, tail);
+    void tail.then(() => {
+      if (this.#locks.get(name) === tail) this.#locks.delete(name);
+    });
+    return run;
+  }
+
+  /** #wake answers every waiter of `name` whose txid the backup now holds. */
+  #wake(name: string): void {
+    const set = this.#waiters.get(name);
+    if (!set || set.size === 0) return;
+    const s = this.#state(name);
+    for (const w of [...set]) if (holds(s, w)) w.done(true);
+  }
+
+  /** #failed counts a failed upload, logs it (the store's description, never a credential) and sets its retry backoff. */
+  #failed(name: string, s: DbState, err: unknown): void {
+    s.errors++;
+    s.failures++;
+    const backoff = Math.min(BACKUP_MAX_BACKOFF_MS, this.#opts.intervalMs * 2 ** Math.min(s.failures, 16));
+    s.retryAt = Date.now() + backoff * (0.5 + Math.random() / 2);
+    this.#opts.logger({ msg: 'backup upload failed', db: name, store: this.objects.description, error: err instanceof Error ? err.message : String(err), retryInMs: Math.round(s.retryAt - Date.now()) });
   }
 
   #schedule(ms: number): void {
@@ -188,14 +326,10 @@ export class BackupRunner {
           const s = this.#state(name);
           if (!ignoreBackoff && Date.now() < s.retryAt) continue;
           try {
-            await this.#backUp(name, db, s);
+            await this.#exclusive(name, () => this.#backUp(name, db, s));
             s.failures = 0;
           } catch (err) {
-            s.errors++;
-            s.failures++;
-            const backoff = Math.min(BACKUP_MAX_BACKOFF_MS, this.#opts.intervalMs * 2 ** Math.min(s.failures, 16));
-            s.retryAt = Date.now() + backoff * (0.5 + Math.random() / 2);
-            this.#opts.logger({ msg: 'backup upload failed', db: name, store: this.objects.description, error: err instanceof Error ? err.message : String(err), retryInMs: Math.round(s.retryAt - Date.now()) });
+            this.#failed(name, s, err);
           }
         }
       };
@@ -256,8 +390,12 @@ export class BackupRunner {
 
   /** #load reads what the store already holds of this database (after a restart, say), every generation. */
   async #load(name: string, generation: number, s: DbState): Promise<void> {
-    const listed = await this.objects.list(`${name}/`);
-    const g = catalog(listed).get(name)?.find((x) => x.generation === generation);
+    const listAll = async (): Promise<{ listed: ObjectInfo[]; g: GenerationBackup | undefined }> => {
+      const listed = await this.objects.list(`${name}/`);
+      return { listed, g: catalog(listed).get(name)?.find((x) => x.generation === generation) };
+    };
+    let { listed, g } = await listAll();
+    if (g && (await this.#dropTorn(name, g))) ({ listed, g } = await listAll());
     const newest = g?.snapshots.at(-1);
     Object.assign(s, { generation, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0 });
     Object.assign(s, { objects: new Map(listed.map((o) => [o.key, o])), snapshotTime: newest?.time ?? 0, supersededSince: new Map(), dueAt: -Infinity, relist: false });
@@ -276,6 +414,32 @@ export class BackupRunner {
       segmentsSinceSnapshot: since.length,
       bytesSinceSnapshot: since.reduce((n, x) => n + x.size, 0),
     });
+  }
+
+  /**
+   * #dropTorn checks the object uploaded last in a generation this runner picks up (after a restart,
+   * say), and deletes it if it is damaged. An upload the primary died in may have left a torn object on
+   * a store whose PUTs are not atomic (S3 and file:// are; some S3-compatible servers, s3rver among
+   * them, keep what arrived); continuing the chain past it would make every later txid unrestorable.
+   * Only the last one can be torn: the uploads of one database run one after another. Deleted, its
+   * change sets upload again from the log, which kept them (they were above the uploaded txid).
+   */
+  async #dropTorn(name: string, g: GenerationBackup): Promise<boolean> {
+    let last: SegmentObject | SnapshotObject | undefined = g.snapshots.at(-1);
+    for (const seg of g.segments.values()) if (last === undefined || seg.maxTxid > (last.kind === 'segment' ? last.maxTxid : last.txid)) last = seg;
+    if (last === undefined) return false;
+    const bytes = await this.objects.get(last.key);
+    try {
+      if (bytes === null || bytes.length !== last.size) throw corruptObject(last.key, bytes === null ? 'listed but missing' : `${bytes.length} bytes, listed as ${last.size}`);
+      if (last.kind === 'segment') decodeSegment(last.key, bytes, last);
+      else if (decodeSnapshot(last.key, bytes).head.txid !== last.txid) throw corruptObject(last.key, 'holds another txid than its name');
+      return false;
+    } catch (err) {
+      if (!(err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT')) throw err;
+      this.#opts.logger({ msg: 'backup: deleting a damaged last object (an upload cut short)', db: name, key: last.key, store: this.objects.description, error: err.message });
+      await this.objects.delete(last.key);
+      return true;
+    }
   }
 
   /** #snapshot uploads an image of the database at its current position and returns its txid. */
@@ -302,6 +466,19 @@ export class BackupRunner {
     s.bytesSinceSnapshot = 0;
     return view.position.txid;
   }
+}
+
+/**
+ * holds: the backup holds txid `w.txid` of generation `w.generation`, in that generation or in a later
+ * one (whose chain starts from a snapshot taken after the write: txids grow across generations).
+ */
+function holds(s: DbState, w: { generation: number; txid: Txid }): boolean {
+  return s.generation !== null && s.generation >= w.generation && s.hasSnapshot && s.uploadedTxid >= w.txid;
+}
+
+/** progressOf: what an upload moves when it does something. */
+function progressOf(s: DbState): string {
+  return `${s.generation}:${s.hasSnapshot}:${s.uploadedTxid}`;
 }
 
 /** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */

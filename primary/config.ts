@@ -22,6 +22,13 @@ export const DEFAULT_POLL_INTERVAL_MS = 100;
 export const DEFAULT_BACKUP_INTERVAL_MS = 1000;
 /** `--backup-retention`: every point this far back stays restorable (docs/FORMAT.md#compaction-and-retention). */
 export const DEFAULT_BACKUP_RETENTION_MS = 7 * 24 * 3_600_000;
+/**
+ * `--backup-ack-timeout`: how long a write waits for its change set to be in the bucket with
+ * `--backup-ack` before it is answered 504 BACKUP_PENDING (committed on the primary, not uploaded yet).
+ * Below the client library's and a forwarding replica's request timeouts (15 s, 30 s), so a slow
+ * bucket gives a typed answer, never a dropped request whose outcome is unknown.
+ */
+export const DEFAULT_BACKUP_ACK_TIMEOUT_MS = 10_000;
 
 export interface PrimaryConfig {
   dataDir: string;
@@ -39,13 +46,15 @@ export interface PrimaryConfig {
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
   /** Continuous backup (`--backup URL`), or null. */
   backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number; /** `--backup-retention` (ms); parse sets it, DEFAULT_BACKUP_RETENTION_MS when absent. */ retentionMs?: number } | null;
+  /** `--backup-ack` (only with `--backup`): a write is answered once its change set is in the bucket, waiting at most timeoutMs; null: off. */
+  backupAck: { timeoutMs: number } | null;
   /** Tests only: how catch-up ranges are cut (primary/changes.ts); absent, the defaults. */
   ranges?: RangeLayout;
 }
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
                         [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
-                         [--backup-retention 7d]]
+                         [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
@@ -74,6 +83,8 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       'backup-retention': { type: 'string' },
       's3-endpoint': { type: 'string' },
       'encryption-key-file': { type: 'string' },
+      'backup-ack': { type: 'boolean' },
+      'backup-ack-timeout': { type: 'string' },
     },
     strict: true,
   });
@@ -98,6 +109,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     retention: {},
     backup: withRetention(parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env, values['encryption-key-file']), values['backup-retention']),
+    backupAck: parseBackupAck(values.backup !== undefined, values['backup-ack'], values['backup-ack-timeout']),
   };
 }
 
@@ -123,4 +135,12 @@ function withRetention(backup: PrimaryConfig['backup'], retention: string | unde
   return { ...backup, retentionMs: retention === undefined ? DEFAULT_BACKUP_RETENTION_MS : parseDurationMs(retention, '--backup-retention') };
 }
 
-
+/** parseBackupAck reads `--backup-ack [--backup-ack-timeout D]`; both need `--backup`. */
+function parseBackupAck(backup: boolean, ack: boolean | undefined, timeout: string | undefined): PrimaryConfig['backupAck'] {
+  if (!ack) {
+    if (timeout !== undefined) throw new EdgeliteError('MISCONFIGURED', '--backup-ack-timeout needs --backup-ack');
+    return null;
+  }
+  if (!backup) throw new EdgeliteError('MISCONFIGURED', '--backup-ack needs --backup (a write can only wait for a bucket there is)');
+  return { timeoutMs: timeout === undefined ? DEFAULT_BACKUP_ACK_TIMEOUT_MS : parseDurationMs(timeout, '--backup-ack-timeout') };
+}

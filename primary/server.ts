@@ -45,7 +45,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
   }).open();
   queryPool?.warm(1);
   backup?.start(store);
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));

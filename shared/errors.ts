@@ -50,6 +50,8 @@ export const ERROR_STATUS = {
   BACKUP_KEY_MISMATCH: 503,
   /** The backup holds no restorable state at the requested txid or time (before the first backup, after the last upload). */
   NOT_RESTORABLE: 404,
+  /** `--backup-ack`: the write is committed on the primary, but its change set did not reach the bucket in time (`details.outcome: 'applied'`). */
+  BACKUP_PENDING: 504,
   DISK_FULL: 507,
   IO_ERROR: 500,
   INTERNAL: 500,
@@ -93,9 +95,11 @@ export function divergenceOf(err: unknown): Divergence | null {
  * AppliedOutcome answers "may this failed write have been applied?", the one vocabulary for it, carried
  * as `details.outcome` by every error of a write that did not get an answer: `not-applied` (it never
  * reached the primary, or was refused before it could commit: safe to send again) or `unknown` (it may
- * have committed: sending it again may apply it twice).
+ * have committed: sending it again may apply it twice). A third, `applied`, is for a write that did
+ * commit but without a guarantee the server was asked for (BACKUP_PENDING: committed on the primary's
+ * disk, not yet in the bucket): never send it again.
  */
-export type AppliedOutcome = 'not-applied' | 'unknown';
+export type AppliedOutcome = 'not-applied' | 'unknown' | 'applied';
 
 /**
  * EdgeliteError is the error base: a stable `code`, a message for people, optional `details` for
