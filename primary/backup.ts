@@ -23,13 +23,15 @@
  * an ack started them, run one at a time (#exclusive).
  */
 import { EdgeliteError } from '../shared/errors.ts';
-import { catalog, chainFrom, segmentKey, snapshotKey, type GenerationBackup, type SegmentObject, type SnapshotObject } from '../shared/backup-layout.ts';
+import { chainFrom, segmentKey } from '../shared/backup-layout.ts';
 import { compactionPolicy, type CompactionPolicy } from '../shared/backup-compaction.ts';
-import { corruptObject, decodeSegment, decodeSnapshot, encodeSegment, encodeSnapshot } from '../shared/backup-objects.ts';
+import { encodeSegment } from '../shared/backup-objects.ts';
 import type { Logger } from '../shared/log.ts';
-import type { ObjectInfo, ObjectStore } from '../shared/object-store.ts';
+import type { ObjectStore } from '../shared/object-store.ts';
 import type { Txid } from '../shared/types.ts';
+import { AckWaiters, type BackupWait } from './backup-ack.ts';
 import { compact, type CompactionState } from './backup-compact.ts';
+import { readBackedUp, snapshotObject } from './backup-io.ts';
 import { DEFAULT_BACKUP_RETENTION_MS } from './config.ts';
 import type { PrimaryDatabase } from './database.ts';
 import type { PrimaryStore } from './store.ts';
@@ -80,25 +82,6 @@ export interface BackupStatus {
   compactionErrors: number;
 }
 
-/** BackupWait is how a `--backup-ack` wait ended (waitUploaded). */
-export interface BackupWait {
-  /** The backup holds the awaited txid (or a later state of a later generation, which contains it). */
-  uploaded: boolean;
-  /** Why not: the bound passed, the caller gave up (its signal), or the backup closed. */
-  reason?: 'timeout' | 'aborted' | 'closed';
-  /** The database's uploaded txid when the wait ended. */
-  uploadedTxid: Txid;
-  /** Uploads of this database that failed while the write waited. */
-  failedUploads: number;
-  waitedMs: number;
-}
-
-interface AckWaiter {
-  generation: number;
-  txid: Txid;
-  done: (uploaded: boolean, reason?: BackupWait['reason']) => void;
-}
-
 interface DbState extends CompactionState {
   /** The generation the figures below are about; null until the store was listed for it. */
   generation: number | null;
@@ -126,7 +109,7 @@ export class BackupRunner {
   #closing = false;
   #closed = false;
   /** Writes waiting for their txid to be uploaded (`--backup-ack`), per database. */
-  readonly #waiters = new Map<string, Set<AckWaiter>>();
+  readonly #waiters = new AckWaiters();
   /** Databases whose ack upload loop (#ackUploads) is running. */
   readonly #ackUploading = new Set<string>();
   /** Per database, the tail of its uploads: one at a time (#exclusive), whoever started it. */
@@ -197,7 +180,7 @@ export class BackupRunner {
     await Promise.race([this.#pass(true), timeout]);
     clearTimeout(timer);
     this.#closed = true;
-    for (const set of this.#waiters.values()) for (const w of [...set]) w.done(false, 'closed');
+    this.#waiters.closeAll();
   }
 
   /**
@@ -208,32 +191,14 @@ export class BackupRunner {
    * commit: one segment PUT per upload, whatever the number of writes waiting).
    */
   waitUploaded(name: string, generation: number, txid: Txid, timeoutMs: number, signal?: AbortSignal): Promise<BackupWait> {
-    const started = performance.now();
     const s = this.#state(name);
-    const errorsBefore = s.errors;
-    return new Promise<BackupWait>((resolve) => {
-      let set = this.#waiters.get(name);
-      if (!set) this.#waiters.set(name, (set = new Set()));
-      const waiters = set;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const onAbort = (): void => w.done(false, 'aborted');
-      const w: AckWaiter = {
-        generation,
-        txid,
-        done: (uploaded, reason) => {
-          if (!waiters.delete(w)) return;
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-          resolve({ uploaded, ...(reason ? { reason } : {}), uploadedTxid: s.uploadedTxid, failedUploads: s.errors - errorsBefore, waitedMs: Math.round(performance.now() - started) });
-        },
-      };
-      waiters.add(w);
-      if (holds(s, w)) return w.done(true);
-      if (this.#closing) return w.done(false, 'closed');
-      if (signal?.aborted) return w.done(false, 'aborted');
-      signal?.addEventListener('abort', onAbort, { once: true });
-      timer = setTimeout(() => w.done(false, 'timeout'), timeoutMs);
-      void this.#ackUploads(name);
+    return this.#waiters.wait(name, { generation, txid }, {
+      timeoutMs,
+      closing: this.#closing,
+      figures: () => ({ uploadedTxid: s.uploadedTxid, errors: s.errors }),
+      holds: (w) => holds(s, w),
+      upload: () => void this.#ackUploads(name),
+      ...(signal ? { signal } : {}),
     });
   }
 
@@ -249,14 +214,14 @@ export class BackupRunner {
     if (this.#ackUploading.has(name)) return;
     this.#ackUploading.add(name);
     try {
-      while (!this.#closing && (this.#waiters.get(name)?.size ?? 0) > 0) {
+      while (!this.#closing && this.#waiters.count(name) > 0) {
         const db = this.#store?.get(name);
         if (!db) break;
         const s = this.#state(name);
         const wait = s.failures > 0 ? Math.min(s.retryAt - Date.now(), ACK_MAX_RETRY_MS) : 0;
         if (wait > 0) {
           await new Promise<void>((r) => setTimeout(r, wait).unref());
-          if (this.#closing || (this.#waiters.get(name)?.size ?? 0) === 0) break;
+          if (this.#closing || this.#waiters.count(name) === 0) break;
         }
         const before = progressOf(s);
         const seen = `${db.position.generation}:${db.position.txid}`;
@@ -290,10 +255,8 @@ export class BackupRunner {
 
   /** #wake answers every waiter of `name` whose txid the backup now holds. */
   #wake(name: string): void {
-    const set = this.#waiters.get(name);
-    if (!set || set.size === 0) return;
     const s = this.#state(name);
-    for (const w of [...set]) if (holds(s, w)) w.done(true);
+    this.#waiters.wake(name, (w) => holds(s, w));
   }
 
   /** #failed counts a failed upload, logs it (the store's description, never a credential) and sets its retry backoff. */
@@ -390,12 +353,7 @@ export class BackupRunner {
 
   /** #load reads what the store already holds of this database (after a restart, say), every generation. */
   async #load(name: string, generation: number, s: DbState): Promise<void> {
-    const listAll = async (): Promise<{ listed: ObjectInfo[]; g: GenerationBackup | undefined }> => {
-      const listed = await this.objects.list(`${name}/`);
-      return { listed, g: catalog(listed).get(name)?.find((x) => x.generation === generation) };
-    };
-    let { listed, g } = await listAll();
-    if (g && (await this.#dropTorn(name, g))) ({ listed, g } = await listAll());
+    const { listed, g } = await readBackedUp(this.objects, name, generation, this.#opts.logger);
     const newest = g?.snapshots.at(-1);
     Object.assign(s, { generation, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0 });
     Object.assign(s, { objects: new Map(listed.map((o) => [o.key, o])), snapshotTime: newest?.time ?? 0, supersededSince: new Map(), dueAt: -Infinity, relist: false });
@@ -416,56 +374,18 @@ export class BackupRunner {
     });
   }
 
-  /**
-   * #dropTorn checks the object uploaded last in a generation this runner picks up (after a restart,
-   * say), and deletes it if it is damaged. An upload the primary died in may have left a torn object on
-   * a store whose PUTs are not atomic (S3 and file:// are; some S3-compatible servers, s3rver among
-   * them, keep what arrived); continuing the chain past it would make every later txid unrestorable.
-   * Only the last one can be torn: the uploads of one database run one after another. Deleted, its
-   * change sets upload again from the log, which kept them (they were above the uploaded txid).
-   */
-  async #dropTorn(name: string, g: GenerationBackup): Promise<boolean> {
-    let last: SegmentObject | SnapshotObject | undefined = g.snapshots.at(-1);
-    for (const seg of g.segments.values()) if (last === undefined || seg.maxTxid > (last.kind === 'segment' ? last.maxTxid : last.txid)) last = seg;
-    if (last === undefined) return false;
-    const bytes = await this.objects.get(last.key);
-    try {
-      if (bytes === null || bytes.length !== last.size) throw corruptObject(last.key, bytes === null ? 'listed but missing' : `${bytes.length} bytes, listed as ${last.size}`);
-      if (last.kind === 'segment') decodeSegment(last.key, bytes, last);
-      else if (decodeSnapshot(last.key, bytes).head.txid !== last.txid) throw corruptObject(last.key, 'holds another txid than its name');
-      return false;
-    } catch (err) {
-      if (!(err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT')) throw err;
-      this.#opts.logger({ msg: 'backup: deleting a damaged last object (an upload cut short)', db: name, key: last.key, store: this.objects.description, error: err.message });
-      await this.objects.delete(last.key);
-      return true;
-    }
-  }
-
   /** #snapshot uploads an image of the database at its current position and returns its txid. */
   async #snapshot(name: string, db: PrimaryDatabase, s: DbState): Promise<Txid> {
-    const view = db.beginSnapshot();
-    let bytes: Uint8Array;
-    const timestamp = db.lastCommitTime;
-    try {
-      if (view.position.generation !== s.generation) throw new EdgeliteError('UNAVAILABLE', `database ${name} started a new generation during its backup`);
-      const image = view.pageCount === 0 ? new Uint8Array(0) : view.readPages(1, view.pageCount);
-      bytes = encodeSnapshot(
-        { pageSize: view.pageSize, databaseId: view.databaseId, generation: view.position.generation, txid: view.position.txid, pageCount: view.pageCount, timestamp, checksum: view.position.checksum },
-        image,
-      );
-    } finally {
-      view.end();
-    }
-    const key = snapshotKey(name, view.position.generation, view.position.txid, timestamp);
+    const { key, bytes, txid, timestamp } = snapshotObject(name, db, s.generation);
     await this.objects.put(key, bytes);
     s.objects.set(key, { key, size: bytes.length });
     s.snapshotTime = timestamp;
     s.hasSnapshot = true;
     s.segmentsSinceSnapshot = 0;
     s.bytesSinceSnapshot = 0;
-    return view.position.txid;
+    return txid;
   }
+
 }
 
 /**
