@@ -6,6 +6,7 @@ const USAGE = `usage:
   edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases NAMES|* | --lazy [--max-databases N]]
   edgelite primary ... --backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL]
   edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force]
+  edgelite restore s3://BUCKET/PREFIX | file:///DIR --all --data DIR [--time ISO] [--force]
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite status URL
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;

@@ -8,7 +8,7 @@
  */
 import { dirname } from 'node:path';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { catalog, planRestore, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
+import { catalog, planRestore, type GenerationBackup, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
 import { corruptObject, decodeSegment, decodeSnapshot } from '../shared/backup-objects.ts';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
@@ -22,8 +22,10 @@ export interface RestoreOptions {
   out: string;
   /** Replace an existing `out` (and drop its -wal/-shm). */
   force?: boolean;
-  /** Hears each object as it is applied. */
-  onProgress?: (p: { key: string; done: number; total: number }) => void;
+  /** Hears each object as it is applied (`bytes`: its size). */
+  onProgress?: (p: { key: string; done: number; total: number; bytes: number }) => void;
+  /** The database's generations from a listing already read (restoreAll's), instead of listing again. */
+  listing?: readonly GenerationBackup[];
 }
 
 export interface RestoreResult {
@@ -44,14 +46,14 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
   if (!o.force && [o.out, ...sidecars].some((f) => existsSync(f))) {
     throw new EdgeliteError('DATABASE_EXISTS', `${o.out} exists: pass --force to replace it`);
   }
-  const plan = planRestore(o.db, catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
+  const plan = planRestore(o.db, o.listing ?? catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
   const total = 1 + plan.segments.length;
   const snapBytes = await fetchObject(objects, plan.snapshot.key, plan.snapshot.size);
   const { head, image } = decodeSnapshot(plan.snapshot.key, snapBytes);
   if (head.generation !== plan.generation || head.txid !== plan.snapshot.txid) {
     throw corruptObject(plan.snapshot.key, `holds generation ${head.generation} txid ${head.txid}, its name says ${plan.generation} txid ${plan.snapshot.txid}`);
   }
-  o.onProgress?.({ key: plan.snapshot.key, done: 1, total });
+  o.onProgress?.({ key: plan.snapshot.key, done: 1, total, bytes: plan.snapshot.size });
   const tmp = `${o.out}.restore-tmp`;
   const fd = openSync(tmp, 'w');
   let at: VerifyBase = { databaseId: head.databaseId, pageSize: head.pageSize, pageCount: head.pageCount, position: { generation: head.generation, txid: head.txid, checksum: head.checksum } };
@@ -71,7 +73,7 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
         at = { ...at, pageCount: verified.pageCount, position: verified.position };
         timestamp = verified.timestamp;
       }
-      o.onProgress?.({ key: seg.key, done: ++done, total });
+      o.onProgress?.({ key: seg.key, done: ++done, total, bytes: seg.size });
       if (batch.length < fresh.length) break;
     }
     if ('txid' in plan.target && at.position.txid !== plan.target.txid) {
