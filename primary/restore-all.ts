@@ -102,12 +102,17 @@ export async function restoreAll(objects: ObjectStore, o: RestoreAllOptions): Pr
       const planned = { bytes: job.plan.snapshot.size + job.plan.segments.reduce((m, s) => m + s.size, 0), objects: 1 + job.plan.segments.length };
       let outcome: RestoredDatabase;
       try {
-        outcome = await restoreOne(objects, job, o, (bytes) => {
-          got.objects++;
-          got.bytes += bytes;
-          progress.objects++;
-          progress.bytes += bytes;
-          o.onProgress?.(progress);
+        outcome = await restoreOne(objects, job, o, {
+          object: () => {
+            got.objects++;
+            progress.objects++;
+            o.onProgress?.(progress);
+          },
+          bytes: (n) => {
+            got.bytes += n;
+            progress.bytes += n;
+            o.onProgress?.(progress);
+          },
         });
       } catch (err) {
         outcome = { db: job.db, status: 'failed', error: toEdgeliteError(err) };
@@ -141,9 +146,9 @@ function planJob(db: string, gens: readonly GenerationBackup[], target: RestoreA
   }
 }
 
-async function restoreOne(objects: ObjectStore, job: Job, o: RestoreAllOptions, onObject: (bytes: number) => void): Promise<RestoredDatabase> {
+async function restoreOne(objects: ObjectStore, job: Job, o: RestoreAllOptions, heard: { object(): void; bytes(n: number): void }): Promise<RestoredDatabase> {
   const file = join(o.dataDir, `${job.db}.db`);
-  const result = await restoreDatabase(objects, { db: job.db, target: job.target, out: file, force: true, listing: job.gens, onProgress: (p) => onObject(p.bytes) });
+  const result = await restoreDatabase(objects, { db: job.db, target: job.target, out: file, force: true, listing: job.gens, onProgress: () => heard.object(), onBytes: heard.bytes });
   const startGeneration = Math.max(...job.gens.map((g) => g.generation)) + 1;
   const startTxid = result.txid + 1;
   const generations: GenerationStart[] = job.gens
