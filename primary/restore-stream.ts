@@ -4,13 +4,16 @@
  * checksum computed on the way, both checked once the last byte is in; and the restored file re-read
  * in pieces for the final check. Memory stays at a piece and a page, not the database's size.
  */
-import { readSync, writeSync } from 'node:fs';
+import { readSync, write, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { corruptObject, decodeSnapshotHead, isSnapshotStart, SNAPSHOT_HEADER_SIZE, SNAPSHOT_TRAILER_SIZE, type SnapshotHead } from '../shared/backup-objects.ts';
 import type { SnapshotObject } from '../shared/backup-layout.ts';
 import { DatabaseChecksum, Hash64, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { ObjectStore } from '../shared/object-store.ts';
 import { formatChecksum } from '../shared/types.ts';
+
+const writeAsync = promisify(write);
 
 /** STREAM_IDLE_MS bounds the wait for each piece of a streamed object. */
 export const STREAM_IDLE_MS = 30_000;
@@ -28,6 +31,7 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
   const body = await objects.getStream(snap.key);
   if (body === null) throw corruptObject(snap.key, 'listed but missing');
   const reader = body.getReader();
+  let image: ImageSink | null = null;
   try {
     const read = async (): Promise<Uint8Array | null> => {
       const r = await readWithin(reader, snap.key);
@@ -46,7 +50,7 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
       return null;
     }
     const head = decodeSnapshotHead(snap.key, first, snap.size);
-    const image = new ImageSink(fd, head.pageSize);
+    image = new ImageSink(fd, head.pageSize);
     const imageEnd = SNAPSHOT_HEADER_SIZE + head.pageCount * head.pageSize;
     const hash = new Hash64();
     const trailer = new Uint8Array(SNAPSHOT_TRAILER_SIZE);
@@ -58,17 +62,18 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
       const hashed = piece.subarray(0, Math.max(0, Math.min(piece.length, imageEnd - start)));
       hash.update(hashed);
       const from = Math.max(0, SNAPSHOT_HEADER_SIZE - start);
-      if (from < hashed.length) image.write(hashed.subarray(from), start + from - SNAPSHOT_HEADER_SIZE);
+      if (from < hashed.length) await image.write(hashed.subarray(from), start + from - SNAPSHOT_HEADER_SIZE);
       if (hashed.length < piece.length) trailer.set(piece.subarray(hashed.length), start + hashed.length - imageEnd);
     }
     if (received !== snap.size) throw corruptObject(snap.key, `${received} bytes, listed as ${snap.size} (truncated)`);
     if (hash.digest() !== new DataView(trailer.buffer).getBigUint64(0)) throw corruptObject(snap.key, 'file checksum mismatch');
-    const sum = image.finish();
+    const sum = await image.finish();
     if (sum.value !== head.checksum) throw corruptObject(snap.key, `image checksum ${formatChecksum(sum.value)}, header says ${formatChecksum(head.checksum)}`);
     return { head, sum };
   } catch (err) {
     // The error above is the one reported; cancelling only lets the connection go.
     await reader.cancel(err).catch(() => undefined);
+    await image?.abandon();
     throw err;
   }
 }
@@ -90,7 +95,15 @@ async function readWithin(reader: ReadableStreamDefaultReader<Uint8Array>, key: 
   }
 }
 
-/** ImageSink writes image bytes at their offsets and hashes them page by page (the lock page skipped). */
+/** WRITE_CHUNK: image bytes are written in pieces of this size, WRITES_IN_FLIGHT at a time, off the main thread. */
+const WRITE_CHUNK = 4 * 1024 * 1024;
+const WRITES_IN_FLIGHT = 4;
+
+/**
+ * ImageSink takes the image's bytes in order: it hashes them page by page (the lock page skipped) and
+ * writes them in WRITE_CHUNK pieces with asynchronous writes (libuv's threads), so the disk works while
+ * this thread reads the next bytes off the network.
+ */
 class ImageSink {
   readonly #fd: number;
   readonly #pageSize: number;
@@ -99,6 +112,10 @@ class ImageSink {
   readonly #page: Uint8Array;
   #filled = 0;
   #pgno = 1;
+  #chunk = new Uint8Array(WRITE_CHUNK);
+  #chunkAt = 0;
+  #chunkUsed = 0;
+  readonly #writes: Array<Promise<void>> = [];
 
   constructor(fd: number, pageSize: number) {
     this.#fd = fd;
@@ -108,13 +125,37 @@ class ImageSink {
     this.#page = new Uint8Array(pageSize);
   }
 
-  /** write takes the next bytes of the image, which start at image offset `at`. */
-  write(bytes: Uint8Array, at: number): void {
-    writeAll(this.#fd, bytes, at);
+  /** write takes the next bytes of the image (which start at image offset `at`); resolves when it may take more. */
+  async write(bytes: Uint8Array, at: number): Promise<void> {
+    this.#hash(bytes);
+    for (let i = 0; i < bytes.length; ) {
+      if (this.#chunkUsed === 0) this.#chunkAt = at + i;
+      const n = Math.min(WRITE_CHUNK - this.#chunkUsed, bytes.length - i);
+      this.#chunk.set(bytes.subarray(i, i + n), this.#chunkUsed);
+      this.#chunkUsed += n;
+      i += n;
+      if (this.#chunkUsed === WRITE_CHUNK) await this.#flush();
+    }
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#chunkUsed === 0) return;
+    const data = this.#chunk.subarray(0, this.#chunkUsed);
+    const position = this.#chunkAt;
+    const written = writeAllAsync(this.#fd, data, position);
+    // Awaited below or in finish/abandon; marked handled now so a failure before then is not "unhandled".
+    written.catch(() => undefined);
+    this.#writes.push(written);
+    this.#chunk = new Uint8Array(WRITE_CHUNK);
+    this.#chunkUsed = 0;
+    if (this.#writes.length >= WRITES_IN_FLIGHT) await this.#writes.shift();
+  }
+
+  #hash(bytes: Uint8Array): void {
     let i = 0;
     while (i < bytes.length) {
       if (this.#filled === 0 && bytes.length - i >= this.#pageSize) {
-        this.#page1OrSet(bytes.subarray(i, i + this.#pageSize));
+        this.#setPage(bytes.subarray(i, i + this.#pageSize));
         i += this.#pageSize;
         continue;
       }
@@ -123,21 +164,35 @@ class ImageSink {
       this.#filled += n;
       i += n;
       if (this.#filled === this.#pageSize) {
-        this.#page1OrSet(this.#page);
+        this.#setPage(this.#page);
         this.#filled = 0;
       }
     }
   }
 
-  #page1OrSet(data: Uint8Array): void {
+  #setPage(data: Uint8Array): void {
     if (this.#pgno !== this.#lockPage) this.#sum.setPage(this.#pgno, data);
     this.#pgno++;
   }
 
-  /** finish returns the image's checksum, sized to the pages written. */
-  finish(): DatabaseChecksum {
+  /** finish writes what is left, waits for every write and returns the image's checksum. */
+  async finish(): Promise<DatabaseChecksum> {
+    await this.#flush();
+    await Promise.all(this.#writes.splice(0));
     this.#sum.truncate(this.#pgno - 1);
     return this.#sum;
+  }
+
+  /** abandon waits for the writes in flight (their errors are the caller's error's consequence). */
+  async abandon(): Promise<void> {
+    await Promise.allSettled(this.#writes.splice(0));
+  }
+}
+
+async function writeAllAsync(fd: number, data: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < data.length; ) {
+    const { bytesWritten } = await writeAsync(fd, data, done, data.length - done, position + done);
+    done += bytesWritten;
   }
 }
 
