@@ -15,7 +15,7 @@ import { parseBackupKey } from '../../shared/backup-layout.ts';
 import { tokenLost } from '../../shared/consistency.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
-import { TOKEN_HEADER } from '../../shared/token.ts';
+import { decodeToken, encodeToken, TOKEN_HEADER } from '../../shared/token.ts';
 import { openObjectStore } from '../../primary/backup-store.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
@@ -170,6 +170,10 @@ describe('edgelite restore --all --data DIR', () => {
     }
     expect((await read(tokenAfter)).json.error.code).toBe('TOKEN_LOST');
     expect((await read(newToken)).status).toBe(200);
+    // A token of another incarnation of the database is refused as on a replica.
+    const other = decodeToken(tokenBefore);
+    const mismatch = await read(encodeToken({ ...other, databaseId: (other.databaseId % 0xfffffffe) + 1 }));
+    expect([mismatch.status, mismatch.json.error.code]).toEqual([400, 'TOKEN_DATABASE_MISMATCH']);
   });
 
   it('a replica of the restored primary answers the same: TOKEN_LOST after the restore point, served before it', async () => {
