@@ -4,7 +4,7 @@
  * checksum computed on the way, both checked once the last byte is in; and the restored file re-read
  * in pieces for the final check. Memory stays at a piece and a page, not the database's size.
  */
-import { readSync, write, writeSync } from 'node:fs';
+import { fdatasync, readSync, write, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { corruptObject, decodeSnapshotHead, isSnapshotStart, SNAPSHOT_HEADER_SIZE, SNAPSHOT_TRAILER_SIZE, type SnapshotHead } from '../shared/backup-objects.ts';
 import type { SnapshotObject } from '../shared/backup-layout.ts';
@@ -14,6 +14,7 @@ import type { ObjectStore } from '../shared/object-store.ts';
 import { formatChecksum } from '../shared/types.ts';
 
 const writeAsync = promisify(write);
+const fdatasyncAsync = promisify(fdatasync);
 
 /** STREAM_IDLE_MS bounds the wait for each piece of a streamed object. */
 export const STREAM_IDLE_MS = 30_000;
@@ -98,6 +99,8 @@ async function readWithin(reader: ReadableStreamDefaultReader<Uint8Array>, key: 
 /** WRITE_CHUNK: image bytes are written in pieces of this size, WRITES_IN_FLIGHT at a time, off the main thread. */
 const WRITE_CHUNK = 4 * 1024 * 1024;
 const WRITES_IN_FLIGHT = 4;
+/** SYNC_EVERY: after this many bytes written, an fdatasync starts in the background (one at a time). */
+const SYNC_EVERY = 64 * 1024 * 1024;
 
 /**
  * ImageSink takes the image's bytes in order: it hashes them page by page (the lock page skipped) and
@@ -116,6 +119,8 @@ class ImageSink {
   #chunkAt = 0;
   #chunkUsed = 0;
   readonly #writes: Array<Promise<void>> = [];
+  #unsynced = 0;
+  #syncing: Promise<void> | null = null;
 
   constructor(fd: number, pageSize: number) {
     this.#fd = fd;
@@ -148,7 +153,15 @@ class ImageSink {
     this.#writes.push(written);
     this.#chunk = new Uint8Array(WRITE_CHUNK);
     this.#chunkUsed = 0;
+    this.#unsynced += data.length;
     if (this.#writes.length >= WRITES_IN_FLIGHT) await this.#writes.shift();
+    // Start writeback while the download goes on, so the final fsync has little left to do.
+    if (this.#unsynced >= SYNC_EVERY && this.#syncing === null) {
+      this.#unsynced = 0;
+      const synced = fdatasyncAsync(this.#fd).finally(() => (this.#syncing = null));
+      synced.catch(() => undefined);
+      this.#syncing = synced;
+    }
   }
 
   #hash(bytes: Uint8Array): void {
@@ -179,13 +192,14 @@ class ImageSink {
   async finish(): Promise<DatabaseChecksum> {
     await this.#flush();
     await Promise.all(this.#writes.splice(0));
+    await this.#syncing;
     this.#sum.truncate(this.#pgno - 1);
     return this.#sum;
   }
 
   /** abandon waits for the writes in flight (their errors are the caller's error's consequence). */
   async abandon(): Promise<void> {
-    await Promise.allSettled(this.#writes.splice(0));
+    await Promise.allSettled([...this.#writes.splice(0), this.#syncing]);
   }
 }
 
