@@ -14,7 +14,7 @@
  */
 import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BackupRunner } from '../../../primary/backup.ts';
@@ -97,6 +97,8 @@ async function restoreRow(ctx: BenchContext, s3: S3Server): Promise<Row> {
     t = nowMs();
     await run('curl', ['-sS', '--fail', '--aws-sigv4', 'aws:amz:us-east-1:s3', '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', '--user', 'S3RVER:S3RVER', '-o', join(dir, `download-${i}`), objectUrl], { maxBuffer: 2 ** 20 });
     downloadSec.push((nowMs() - t) / 1000);
+    rmSync(out, { force: true });
+    rmSync(join(dir, `download-${i}`), { force: true });
     ctx.log(`P11 run ${i + 1}: restore ${restoreSec.at(-1)!.toFixed(2)} s (peak RSS ${rssMiB.at(-1)!.toFixed(0)} MiB), curl GET ${downloadSec.at(-1)!.toFixed(2)} s`);
   }
   const restore = median(restoreSec);
