@@ -133,6 +133,10 @@ describe('edgelite restore --all --data DIR', () => {
     const again = await cli(['restore', URL_, '--all', '--data', join(dir, 'restored')], { ...process.env, ...s3.env });
     expect(again.status).toBe(1);
     expect(again.stderr).toMatch(/DATABASE_EXISTS: .* is not empty: pass --force/);
+    const forced = await cli(['restore', URL_, '--all', '--data', join(dir, 'restored'), '--force', '--time', new Date(restoreTime).toISOString()], { ...process.env, ...s3.env });
+    expect(forced.status).toBe(1); // d is still damaged
+    const restored = forced.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>).filter((l) => l.restored);
+    expect(restored.map((l) => [l.db, l.checksum]).sort()).toEqual(GOOD.map((db) => [db, before.get(db)!.written.at(-1)!.checksum]));
     const bad = await cli(['restore', URL_, '--all', '--data', join(dir, 'x'), '--txid', '3'], { ...process.env, ...s3.env });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/MISCONFIGURED: --all takes --time/);
