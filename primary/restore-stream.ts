@@ -34,11 +34,7 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
   const reader = body.getReader();
   let image: ImageSink | null = null;
   try {
-    const read = async (): Promise<Uint8Array | null> => {
-      const r = await readWithin(reader, snap.key);
-      if (r !== null) onBytes?.(r.length);
-      return r;
-    };
+    const read = (): Promise<Uint8Array | null> => readWithin(reader, snap.key);
     // The header first: enough to know the layout, or that this is no plain snapshot.
     let first: Uint8Array = new Uint8Array(0);
     while (first.length < SNAPSHOT_HEADER_SIZE) {
@@ -57,6 +53,7 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
     const trailer = new Uint8Array(SNAPSHOT_TRAILER_SIZE);
     let received = 0;
     for (let piece: Uint8Array | null = first; piece !== null; piece = await read()) {
+      onBytes?.(piece.length);
       const start = received;
       received += piece.length;
       if (received > snap.size) throw corruptObject(snap.key, `longer than the ${snap.size} bytes listed`);
