@@ -7,6 +7,7 @@ const USAGE = `usage:
   edgelite primary ... --backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
   edgelite replica --source s3://BUCKET/PREFIX | file:///DIR [--primary URL] --data DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
   edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force] [--encryption-key-file PATH]
+  edgelite restore s3://BUCKET/PREFIX | file:///DIR --all --data DIR [--time ISO] [--force] [--encryption-key-file PATH]
   edgelite primary ... --backup URL --backup-ack [--backup-ack-timeout 10s]   (a write answered once it is in the bucket)
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite status URL

@@ -1,38 +1,121 @@
 /**
- * `edgelite restore URL --db NAME [--txid N | --time ISO] --out FILE [--force] [--encryption-key-file PATH]` and
+ * `edgelite restore URL --db NAME [--txid N | --time ISO] --out FILE [--force] [--encryption-key-file PATH]`,
+ * `edgelite restore URL --all --data DIR [--time ISO] [--force] [--encryption-key-file PATH]` and
  * `edgelite backups URL [--db NAME] [--json]`: argv and env parsed here, once; the work is in
- * primary/restore.ts. `backups` needs no key: object names are plaintext, and a listing is all it reads.
+ * primary/restore.ts and primary/restore-all.ts. `backups` needs no key: object names are plaintext,
+ * and a listing is all it reads.
  */
 import { parseArgs } from 'node:util';
 import { EdgeliteError } from '../shared/errors.ts';
-import { parseBackupTarget } from '../shared/object-store.ts';
+import { parseBackupTarget, type ObjectStore } from '../shared/object-store.ts';
 import { configError } from '../shared/config.ts';
 import type { RestoreTarget } from '../shared/backup-layout.ts';
 import { validateDatabaseName } from '../shared/types.ts';
-import { openObjectStore } from '../primary/backup-store.ts';
-import { readKeyring } from '../shared/node/open-object-store.ts';
+import { openObjectStore, readKeyring } from '../shared/node/open-object-store.ts';
 import { listBackups, restoreDatabase, type BackupSummary } from '../primary/restore.ts';
+import { restoreAll, type RestoreAllProgress, type RestoreAllTarget, type RestoredDatabase } from '../primary/restore-all.ts';
 
 export const RESTORE_USAGE = `usage: edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force] [--s3-endpoint URL] [--encryption-key-file PATH]
+       edgelite restore s3://BUCKET/PREFIX | file:///DIR --all --data DIR [--time ISO] [--force] [--s3-endpoint URL] [--encryption-key-file PATH]
        edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json] [--s3-endpoint URL]`;
 
 export async function restoreMain(argv: string[]): Promise<void> {
-  const { url, values } = parse(argv, { db: { type: 'string' }, txid: { type: 'string' }, time: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' }, 'encryption-key-file': { type: 'string' } });
+  const { url, values } = parse(argv, {
+    db: { type: 'string' },
+    txid: { type: 'string' },
+    time: { type: 'string' },
+    out: { type: 'string' },
+    force: { type: 'boolean' },
+    all: { type: 'boolean' },
+    data: { type: 'string' },
+    'encryption-key-file': { type: 'string' },
+  });
+  if (values.all === true || values.data !== undefined) return restoreAllMain(url, values);
   const db = values.db;
   const out = values.out;
   if (typeof db !== 'string' || typeof out !== 'string') throw new EdgeliteError('MISCONFIGURED', `--db and --out are required\n${RESTORE_USAGE}`);
   const target = restoreTarget(values.txid, values.time);
-  const keyFile = values['encryption-key-file'];
-  const objects = openObjectStore(parseBackupTarget(url, process.env, values['s3-endpoint'] as string | undefined), typeof keyFile === 'string' ? readKeyring(keyFile) : null);
+  const objects = openStore(url, values);
   const result = await restoreDatabase(objects, {
     db: validateDatabaseName(db),
     target,
     out,
     force: values.force === true,
-    onProgress: (p) => process.stderr.write(`\r[${'#'.repeat(Math.round((20 * p.done) / p.total)).padEnd(20)}] ${p.done}/${p.total} objects`),
+    onProgress: (p) => process.stderr.write(`\r${bar(p.done / p.total)} ${p.done}/${p.total} objects`),
   });
   process.stderr.write('\n');
   process.stdout.write(`${JSON.stringify({ restored: out, ...result, timestamp: new Date(result.timestamp).toISOString() })}\n`);
+}
+
+/** openStore opens the backup URL with `--s3-endpoint`, and `--encryption-key-file` when given. */
+function openStore(url: string, values: Record<string, string | boolean | undefined>): ObjectStore {
+  const keyFile = values['encryption-key-file'];
+  return openObjectStore(parseBackupTarget(url, process.env, values['s3-endpoint'] as string | undefined), typeof keyFile === 'string' ? readKeyring(keyFile) : null);
+}
+
+/** restoreAllMain is `restore --all --data DIR`: one JSON line per database on stdout, progress on stderr. */
+async function restoreAllMain(url: string, values: Record<string, string | boolean | undefined>): Promise<void> {
+  const dataDir = values.data;
+  if (values.all !== true || typeof dataDir !== 'string') throw new EdgeliteError('MISCONFIGURED', `--all and --data DIR go together\n${RESTORE_USAGE}`);
+  if (values.db !== undefined || values.out !== undefined) throw new EdgeliteError('MISCONFIGURED', '--all restores every database: pass --data DIR, not --db or --out');
+  if (values.txid !== undefined) throw new EdgeliteError('MISCONFIGURED', '--all takes --time ISO, not --txid (txids are per database)');
+  const target = restoreTarget(undefined, values.time) as RestoreAllTarget;
+  const objects = openStore(url, values);
+  const progress = progressLine();
+  const outcomes = await restoreAll(objects, {
+    dataDir,
+    target,
+    force: values.force === true,
+    source: url,
+    onProgress: progress.update,
+    onDatabase: (r) => progress.print(`${JSON.stringify(outcomeJson(r))}\n`),
+  });
+  progress.done();
+  const failed = outcomes.filter((r) => r.status === 'failed');
+  if (failed.length > 0) {
+    const first = failed[0]!.status === 'failed' ? failed[0]!.error.code : 'INTERNAL';
+    throw new EdgeliteError(first, `restore failed for ${failed.length} of ${outcomes.length} databases: ${failed.map((r) => r.db).join(', ')} (their lines on stdout say why)`);
+  }
+}
+
+function outcomeJson(r: RestoredDatabase): Record<string, unknown> {
+  switch (r.status) {
+    case 'restored': {
+      const { result, file, startGeneration, startTxid, note } = r;
+      return { restored: file, ...result, timestamp: new Date(result.timestamp).toISOString(), startGeneration, startTxid, ...(note === undefined ? {} : { note }) };
+    }
+    case 'failed':
+      return { db: r.db, failed: { code: r.error.code, message: r.error.message } };
+    case 'skipped':
+      return { db: r.db, skipped: r.reason, message: r.message };
+  }
+}
+
+/** PROGRESS_EVERY_MS: the progress line is redrawn at most this often. */
+const PROGRESS_EVERY_MS = 200;
+
+/** progressLine draws `[####    ] 512.0/1024.0 MiB  3/7 objects  1/2 databases` on stderr, redrawn in place. */
+function progressLine(): { update(p: Readonly<RestoreAllProgress>): void; print(line: string): void; done(): void } {
+  let last = 0;
+  let text = '';
+  const draw = () => process.stderr.write(`\r${text}`);
+  return {
+    update: (p) => {
+      const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+      text = `${bar(p.totalBytes === 0 ? 1 : p.bytes / p.totalBytes)} ${mib(p.bytes)}/${mib(p.totalBytes)} MiB  ${p.objects}/${p.totalObjects} objects  ${p.databases}/${p.totalDatabases} databases`;
+      const now = Date.now();
+      if (now - last >= PROGRESS_EVERY_MS || p.databases === p.totalDatabases) {
+        last = now;
+        draw();
+      }
+    },
+    print: (line) => process.stdout.write(line),
+    done: () => process.stderr.write(`${text === '' ? '' : `\r${text}`}\n`),
+  };
+}
+
+function bar(fraction: number): string {
+  return `[${'#'.repeat(Math.round(20 * Math.min(1, Math.max(0, fraction)))).padEnd(20)}]`;
 }
 
 export async function backupsMain(argv: string[]): Promise<void> {

@@ -2,14 +2,16 @@
  * The primary's HTTP API (README.md#http-api), as a hono app so tests can call `app.request()` without a
  * socket. Handlers are thin: parse, authorize, call the store, render.
  */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
+import { tokenFor, tokenLost, tokenLostError } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH } from '../shared/protocol.ts';
-import { encodeToken, TOKEN_HEADER } from '../shared/token.ts';
+import { encodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import type { BackupRunner } from './backup.ts';
 import { changesResponse, DEFAULT_RANGE_LAYOUT, rangesBehind, type RangeLayout } from './changes.ts';
@@ -67,6 +69,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.post('/v1/db/:name/query', read, async (c) => {
     const db = store.require(c.req.param('name'));
+    checkToken(c, db);
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
     const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'primary'));
@@ -126,6 +129,23 @@ function errorResponseWith(err: EdgeliteError, headers: Record<string, string>):
   return res;
 }
 
+/**
+ * checkToken refuses a read whose token (header or cookie) the primary cannot honour: one for another
+ * incarnation of the database (TOKEN_DATABASE_MISMATCH), or one whose write a newer generation started
+ * without (TOKEN_LOST, docs/ARCHITECTURE.md#tokens-and-consistency). Any other token is served: the
+ * primary holds every write it acknowledged.
+ */
+function checkToken(c: Context, db: PrimaryDatabase): void {
+  const text = c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
+  const token = text ? tokenFor(db.name, text) : null;
+  if (token === null) return;
+  if (token.databaseId !== db.databaseId) {
+    throw new EdgeliteError('TOKEN_DATABASE_MISMATCH', `the token is for another incarnation of ${db.name} (database id ${token.databaseId}, here ${db.databaseId})`);
+  }
+  const lost = tokenLost(token, db.generations);
+  if (lost !== null) throw tokenLostError(db.name, token, lost);
+}
+
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */
 export function describeDatabase(db: PrimaryDatabase, backup: BackupRunner | null = null): Record<string, unknown> {
   const p = db.position;
@@ -141,6 +161,7 @@ export function describeDatabase(db: PrimaryDatabase, backup: BackupRunner | nul
     pageSize: db.pageSize,
     pageCount: db.pageCount,
     lastCommitTime: db.lastCommitTime,
+    generations: db.generations,
   };
   if (backup) {
     const { uploadedTxid, lagMs } = backup.status(db.name);

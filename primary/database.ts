@@ -13,7 +13,8 @@ import { runRead, runWrite, sqliteError, type StatementResult } from '../shared/
 import { formatChecksum, parseChecksum, type Position } from '../shared/types.ts';
 import { Capturer, decodeCursor, type Captured, type CaptureState } from './capture.ts';
 import { ChangeSetLog, type LogOptions } from './log.ts';
-import { newMeta, readMeta, writeMeta, type DatabaseMeta } from './meta.ts';
+import { generationStarts, MAX_GENERATION_STARTS, metaPath, newMeta, readMeta, stateDir as stateDirOf, writeMeta, type DatabaseMeta } from './meta.ts';
+import type { GenerationStart } from '../shared/consistency.ts';
 import { PageCache } from './page-cache.ts';
 import { databaseChecksum, walEnd, walSinceLogged } from './db-read.ts';
 import { ReadLock } from './read-lock.ts';
@@ -87,9 +88,9 @@ export class PrimaryDatabase {
     this.#writes = pool
       ? new WriteQueue({ pool, path, sync: opts.synchronous, waitMs: pool.timeoutMs, onCommitted: () => this.capture() })
       : null;
-    const stateDir = join(dataDir, '.edgelite', name);
+    const stateDir = stateDirOf(dataDir, name);
     mkdirSync(stateDir, { recursive: true });
-    this.#metaPath = join(stateDir, 'meta.json');
+    this.#metaPath = metaPath(dataDir, name);
     this.#writer = openWriter(path, { synchronous: opts.synchronous, busyTimeoutMs: opts.busyTimeoutMs });
     this.#lock = new ReadLock(openReader(path, opts.busyTimeoutMs), openReader(path, opts.busyTimeoutMs));
     this.#query = openQueryConnection(path, opts.busyTimeoutMs);
@@ -140,6 +141,11 @@ export class PrimaryDatabase {
     return { generation: this.#meta.generation, txid: this.#meta.startTxid, checksum: parseChecksum(this.#meta.startChecksum) };
   }
 
+  /** generations lists this database's generation starts, oldest first, the current one last. */
+  get generations(): GenerationStart[] {
+    return generationStarts(this.#meta);
+  }
+
   /**
    * #recover reconciles the log with the database under a write barrier (no foreign commit can land
    * while it runs): it reads what chooseRecovery (recovery.ts) decides on, then carries the decision out.
@@ -184,7 +190,8 @@ export class PrimaryDatabase {
   #startGeneration(checksum: DatabaseChecksum, from: Readonly<CaptureState>, reason: string, cursor: WalCursor | null): Capturer {
     const generation = this.#meta.generation + 1;
     const txid = this.#meta.generation > 0 ? from.txid + 1 : from.txid;
-    this.#meta = { ...this.#meta, generation, startTxid: txid, startChecksum: formatChecksum(checksum.value), startCursor: cursor, reason };
+    const generations = [...generationStarts(this.#meta), { generation, startTxid: txid }].slice(-MAX_GENERATION_STARTS);
+    this.#meta = { ...this.#meta, generation, startTxid: txid, startChecksum: formatChecksum(checksum.value), startCursor: cursor, reason, generations };
     writeMeta(this.#metaPath, this.#meta);
     this.#opts.logger({ msg: 'new generation', db: this.name, generation, txid, reason });
     this.#unannounced = { db: this.name, generation, txid, reason };

@@ -3,7 +3,8 @@
  * generation started. Written atomically (temp file, fsync, rename, directory fsync).
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import type { GenerationStart } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { formatChecksum } from '../shared/types.ts';
 import type { WalCursor } from './wal-reader.ts';
@@ -18,6 +19,33 @@ export interface DatabaseMeta {
   startCursor: WalCursor | null;
   /** Why this generation started (for people reading the file). */
   reason: string;
+  /**
+   * The generations this database went through, oldest first, the current one last (at most
+   * MAX_GENERATION_STARTS): what a token from an older generation is checked against (TOKEN_LOST,
+   * docs/ARCHITECTURE.md#tokens-and-consistency). Absent in files written before it: the current
+   * generation's start alone.
+   */
+  generations?: GenerationStart[];
+}
+
+/** MAX_GENERATION_STARTS bounds the history kept in the meta file (an older token's loss may then go unnoticed). */
+export const MAX_GENERATION_STARTS = 64;
+
+/** stateDir is where the primary keeps a database's meta file and log: `<dataDir>/.edgelite/<name>`. */
+export function stateDir(dataDir: string, name: string): string {
+  return join(dataDir, '.edgelite', name);
+}
+
+/** metaPath is the meta file of database `name` in a data directory. */
+export function metaPath(dataDir: string, name: string): string {
+  return join(stateDir(dataDir, name), 'meta.json');
+}
+
+/** generationStarts is the meta's generation history, with the current generation last. */
+export function generationStarts(meta: DatabaseMeta): GenerationStart[] {
+  const list = (meta.generations ?? []).filter((g) => g.generation < meta.generation);
+  if (meta.generation > 0) list.push({ generation: meta.generation, startTxid: meta.startTxid });
+  return list.slice(-MAX_GENERATION_STARTS);
 }
 
 /** newMeta is the meta of a database that has no generation yet (recovery starts generation 1). */

@@ -7,14 +7,15 @@
  * that holds, so a damaged or truncated object is reported (BACKUP_CORRUPT), never applied.
  */
 import { dirname } from 'node:path';
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { catalog, planRestore, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
-import { corruptObject, decodeSegment, decodeSnapshot } from '../shared/backup-objects.ts';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, renameSync, rmSync } from 'node:fs';
+import { catalog, planRestore, type GenerationBackup, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
+import { corruptObject, decodeSegment, decodeSnapshot, type SnapshotHead } from '../shared/backup-objects.ts';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { ObjectStore } from '../shared/object-store.ts';
 import { formatChecksum, type ChangeSet, type Position } from '../shared/types.ts';
 import { verifyBatch, type VerifyBase } from '../shared/verify.ts';
+import { fileChecksum, streamSnapshot, writeAll } from './restore-stream.ts';
 
 export interface RestoreOptions {
   db: string;
@@ -22,8 +23,12 @@ export interface RestoreOptions {
   out: string;
   /** Replace an existing `out` (and drop its -wal/-shm). */
   force?: boolean;
-  /** Hears each object as it is applied. */
-  onProgress?: (p: { key: string; done: number; total: number }) => void;
+  /** Hears each object as it is applied (`bytes`: its size). */
+  onProgress?: (p: { key: string; done: number; total: number; bytes: number }) => void;
+  /** Hears the bytes of objects as they arrive (a streamed snapshot piece by piece). */
+  onBytes?: (n: number) => void;
+  /** The database's generations from a listing already read (restoreAll's), instead of listing again. */
+  listing?: readonly GenerationBackup[];
 }
 
 export interface RestoreResult {
@@ -44,24 +49,34 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
   if (!o.force && [o.out, ...sidecars].some((f) => existsSync(f))) {
     throw new EdgeliteError('DATABASE_EXISTS', `${o.out} exists: pass --force to replace it`);
   }
-  const plan = planRestore(o.db, catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
+  const plan = planRestore(o.db, o.listing ?? catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
   const total = 1 + plan.segments.length;
-  const snapBytes = await fetchObject(objects, plan.snapshot.key, plan.snapshot.size);
-  const { head, image } = decodeSnapshot(plan.snapshot.key, snapBytes);
-  if (head.generation !== plan.generation || head.txid !== plan.snapshot.txid) {
-    throw corruptObject(plan.snapshot.key, `holds generation ${head.generation} txid ${head.txid}, its name says ${plan.generation} txid ${plan.snapshot.txid}`);
-  }
-  o.onProgress?.({ key: plan.snapshot.key, done: 1, total });
   const tmp = `${o.out}.restore-tmp`;
-  const fd = openSync(tmp, 'w');
-  let at: VerifyBase = { databaseId: head.databaseId, pageSize: head.pageSize, pageCount: head.pageCount, position: { generation: head.generation, txid: head.txid, checksum: head.checksum } };
-  let timestamp = head.timestamp;
+  const fd = openSync(tmp, 'w+');
+  let head: SnapshotHead;
+  let at: VerifyBase;
+  let timestamp: number;
   try {
-    writeAll(fd, image, 0);
-    const sum = image.length === 0 ? new DatabaseChecksum(head.pageSize) : DatabaseChecksum.fromFile(image);
+    // A large snapshot streams to the file (restore-stream.ts); an object that cannot is read whole.
+    let snap = await streamSnapshot(objects, plan.snapshot, fd, o.onBytes);
+    if (snap === null) {
+      const { head, image } = decodeSnapshot(plan.snapshot.key, await fetchObject(objects, plan.snapshot.key, plan.snapshot.size));
+      o.onBytes?.(plan.snapshot.size);
+      writeAll(fd, image, 0);
+      snap = { head, sum: image.length === 0 ? new DatabaseChecksum(head.pageSize) : DatabaseChecksum.fromFile(image) };
+    }
+    head = snap.head;
+    const sum = snap.sum;
+    if (head.generation !== plan.generation || head.txid !== plan.snapshot.txid) {
+      throw corruptObject(plan.snapshot.key, `holds generation ${head.generation} txid ${head.txid}, its name says ${plan.generation} txid ${plan.snapshot.txid}`);
+    }
+    o.onProgress?.({ key: plan.snapshot.key, done: 1, total, bytes: plan.snapshot.size });
+    at = { databaseId: head.databaseId, pageSize: head.pageSize, pageCount: head.pageCount, position: { generation: head.generation, txid: head.txid, checksum: head.checksum } };
+    timestamp = head.timestamp;
     let done = 1;
     for (const seg of plan.segments) {
       const all = decodeSegment(seg.key, await fetchObject(objects, seg.key, seg.size), seg);
+      o.onBytes?.(seg.size);
       const fresh = after(all, at.position.txid, seg);
       const batch = upToTarget(fresh, plan.target, seg);
       if (batch.length > 0) {
@@ -71,7 +86,7 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
         at = { ...at, pageCount: verified.pageCount, position: verified.position };
         timestamp = verified.timestamp;
       }
-      o.onProgress?.({ key: seg.key, done: ++done, total });
+      o.onProgress?.({ key: seg.key, done: ++done, total, bytes: seg.size });
       if (batch.length < fresh.length) break;
     }
     if ('txid' in plan.target && at.position.txid !== plan.target.txid) {
@@ -83,8 +98,11 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
     rmSync(tmp, { force: true });
     throw err;
   }
-  closeSync(fd);
-  verifyFile(tmp, at.position, head.pageSize);
+  try {
+    verifyFile(fd, tmp, at.position, head.pageSize);
+  } finally {
+    closeSync(fd);
+  }
   for (const f of sidecars) rmSync(f, { force: true });
   renameSync(tmp, o.out);
   fsyncDir(dirname(o.out));
@@ -154,15 +172,9 @@ function fsyncDir(dir: string): void {
   }
 }
 
-function writeAll(fd: number, data: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
-}
-
-/** verifyFile re-reads what was written and checks it against the position's recorded checksum. */
-function verifyFile(path: string, position: Position, pageSize: number): void {
-  const file = new Uint8Array(readFileSync(path));
-  const sum = file.length === 0 ? new DatabaseChecksum(pageSize) : DatabaseChecksum.fromFile(file);
+/** verifyFile re-reads what was written (in pieces) and checks it against the position's recorded checksum. */
+function verifyFile(fd: number, path: string, position: Position, pageSize: number): void {
+  const sum = fileChecksum(fd, pageSize);
   if (sum.value !== position.checksum) {
     rmSync(path, { force: true });
     throw new EdgeliteError('CHECKSUM_MISMATCH', `restored file has checksum ${formatChecksum(sum.value)}, txid ${position.txid} was ${formatChecksum(position.checksum)}`);

@@ -11,7 +11,7 @@ import type { Logger } from '../shared/log.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
 import { createPrimaryApp } from './app.ts';
 import { BackupRunner } from './backup.ts';
-import { openObjectStore } from './backup-store.ts';
+import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { PrimaryConfig } from './config.ts';
 import { PrimaryStore } from './store.ts';
 

@@ -81,9 +81,29 @@ export function decodeSnapshot(key: string, bytes: Uint8Array): { head: Snapshot
   const bad = (why: string): never => {
     throw corruptObject(key, why);
   };
-  if (bytes.length < SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE) bad(`${bytes.length} bytes is shorter than a snapshot's header and trailer`);
+  const head = decodeSnapshotHead(key, bytes, bytes.length);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  if (MAGIC.some((b, i) => bytes[i] !== b)) bad('bad magic');
+  const end = bytes.length - SNAPSHOT_TRAILER_SIZE;
+  if (hash64(bytes.subarray(0, end)) !== view.getBigUint64(end)) bad('file checksum mismatch');
+  const image = bytes.subarray(SNAPSHOT_HEADER_SIZE, end);
+  const sum = image.length === 0 ? new DatabaseChecksum(head.pageSize) : DatabaseChecksum.fromFile(image);
+  if (sum.value !== head.checksum) bad(`image checksum ${formatChecksum(sum.value)}, header says ${formatChecksum(head.checksum)}`);
+  return { head, image };
+}
+
+/**
+ * decodeSnapshotHead checks and reads a snapshot's header from its first bytes (at least
+ * SNAPSHOT_HEADER_SIZE of them) for an object of `length` bytes: what a streamed restore knows before
+ * the image arrives. The file checksum and the image's checksum are the caller's to check.
+ */
+export function decodeSnapshotHead(key: string, first: Uint8Array, length: number): SnapshotHead {
+  const bad = (why: string): never => {
+    throw corruptObject(key, why);
+  };
+  if (length < SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE) bad(`${length} bytes is shorter than a snapshot's header and trailer`);
+  if (first.length < SNAPSHOT_HEADER_SIZE) bad(`${first.length} bytes read is shorter than a snapshot's header`);
+  const view = new DataView(first.buffer, first.byteOffset, SNAPSHOT_HEADER_SIZE);
+  if (MAGIC.some((b, i) => first[i] !== b)) bad('bad magic');
   if (view.getUint16(4) !== SNAPSHOT_VERSION || view.getUint16(6) !== 0) bad('unknown version or flags');
   const u64 = (o: number): number => view.getUint32(o) * 2 ** 32 + view.getUint32(o + 4);
   const head: SnapshotHead = {
@@ -97,13 +117,13 @@ export function decodeSnapshot(key: string, bytes: Uint8Array): { head: Snapshot
   };
   if (!isPageSize(head.pageSize)) bad(`invalid page size ${head.pageSize}`);
   const expected = SNAPSHOT_HEADER_SIZE + head.pageCount * head.pageSize + SNAPSHOT_TRAILER_SIZE;
-  if (bytes.length !== expected) bad(`${bytes.length} bytes, its header says ${expected} (truncated or extended)`);
-  const end = bytes.length - SNAPSHOT_TRAILER_SIZE;
-  if (hash64(bytes.subarray(0, end)) !== view.getBigUint64(end)) bad('file checksum mismatch');
-  const image = bytes.subarray(SNAPSHOT_HEADER_SIZE, end);
-  const sum = image.length === 0 ? new DatabaseChecksum(head.pageSize) : DatabaseChecksum.fromFile(image);
-  if (sum.value !== head.checksum) bad(`image checksum ${formatChecksum(sum.value)}, header says ${formatChecksum(head.checksum)}`);
-  return { head, image };
+  if (length !== expected) bad(`${length} bytes, its header says ${expected} (truncated or extended)`);
+  return head;
+}
+
+/** isSnapshotStart says whether `first` begins with the snapshot magic (an encrypted object does not). */
+export function isSnapshotStart(first: Uint8Array): boolean {
+  return first.length >= MAGIC.length && MAGIC.every((b, i) => first[i] === b);
 }
 
 /** encodeSegment puts encoded change sets back to back. */

@@ -93,29 +93,87 @@ function hashParts(data: Uint8Array, seed: number): void {
   const length = data.length;
   const body = length - (length % STRIPE_BYTES);
   for (let i = 0; i < 8; i++) state[i] = (IV[i]! + seed) | 0;
-  if (body > 0) {
-    if (LITTLE_ENDIAN && (data.byteOffset & 3) === 0) {
-      absorb(new Uint32Array(data.buffer, data.byteOffset, body >>> 2), 0, body >>> 2);
-    } else {
-      for (let off = 0; off < body; off += COPY_CHUNK) {
-        const n = Math.min(COPY_CHUNK, body - off);
-        loadWordsLE(data, off, n, scratchWords);
-        absorb(scratchWords, 0, n >>> 2);
-      }
-    }
-  }
-  if (body < length) {
-    tailBytes.fill(0);
-    tailBytes.set(data.subarray(body));
-    loadWordsLE(tailBytes, 0, STRIPE_BYTES, tailWords);
-    absorb(tailWords, 0, 8);
-  }
+  absorbStripes(data, 0, body);
+  if (body < length) absorbTail(data.subarray(body));
+  fold(length);
+}
+
+/** absorbTail runs a last partial stripe (under STRIPE_BYTES), zero-padded, through the lanes. */
+function absorbTail(rest: Uint8Array): void {
+  tailBytes.fill(0);
+  tailBytes.set(rest);
+  loadWordsLE(tailBytes, 0, STRIPE_BYTES, tailWords);
+  absorb(tailWords, 0, 8);
+}
+
+/** fold turns the lanes and the input length into the result, in outLo/outHi. */
+function fold(length: number): void {
   // Fold the four pairs one at a time through a bijection, so a difference in one pair survives.
   mix64(state[0]!, state[1]!, 1);
   mix64(outLo ^ state[2]!, outHi ^ state[3]!, 1);
   mix64(outLo ^ state[4]!, outHi ^ state[5]!, 1);
   mix64(outLo ^ state[6]!, outHi ^ state[7]!, 1);
   mix64(outLo ^ (length >>> 0), outHi ^ Math.floor(length / TWO_32), 3);
+}
+
+/** absorbStripes runs data[from, to) (to − from a multiple of STRIPE_BYTES) through the lanes. */
+function absorbStripes(data: Uint8Array, from: number, to: number): void {
+  if (to <= from) return;
+  if (LITTLE_ENDIAN && ((data.byteOffset + from) & 3) === 0) {
+    absorb(new Uint32Array(data.buffer, data.byteOffset + from, (to - from) >>> 2), 0, (to - from) >>> 2);
+    return;
+  }
+  for (let off = from; off < to; off += COPY_CHUNK) {
+    const n = Math.min(COPY_CHUNK, to - off);
+    loadWordsLE(data, off, n, scratchWords);
+    absorb(scratchWords, 0, n >>> 2);
+  }
+}
+
+/**
+ * Hash64 is hash64 over input that arrives in pieces (a streamed object): `update` each piece in order,
+ * then `digest()` equals hash64 of them all concatenated, whatever the split. It keeps its own lanes
+ * (the module's are shared with every other hash), so hashes may interleave.
+ */
+export class Hash64 {
+  readonly #lanes = new Int32Array(8);
+  readonly #carry = new Uint8Array(STRIPE_BYTES);
+  #carried = 0;
+  #length = 0;
+
+  constructor(seed = 0) {
+    for (let i = 0; i < 8; i++) this.#lanes[i] = (IV[i]! + (seed >>> 0)) | 0;
+  }
+
+  update(data: Uint8Array): this {
+    this.#length += data.length;
+    state.set(this.#lanes);
+    let at = 0;
+    if (this.#carried > 0) {
+      at = Math.min(STRIPE_BYTES - this.#carried, data.length);
+      this.#carry.set(data.subarray(0, at), this.#carried);
+      this.#carried += at;
+      if (this.#carried === STRIPE_BYTES) {
+        absorbStripes(this.#carry, 0, STRIPE_BYTES);
+        this.#carried = 0;
+      }
+    }
+    const end = at + Math.floor((data.length - at) / STRIPE_BYTES) * STRIPE_BYTES;
+    absorbStripes(data, at, end);
+    if (end < data.length) {
+      this.#carry.set(data.subarray(end), this.#carried);
+      this.#carried += data.length - end;
+    }
+    this.#lanes.set(state);
+    return this;
+  }
+
+  digest(): bigint {
+    state.set(this.#lanes);
+    if (this.#carried > 0) absorbTail(this.#carry.subarray(0, this.#carried));
+    fold(this.#length);
+    return toBigint(outLo, outHi);
+  }
 }
 
 function toBigint(lo: number, hi: number): bigint {

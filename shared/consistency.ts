@@ -8,10 +8,17 @@
  * - strong: ask the primary for its current txid, then wait for it.
  * A token counts under every level, so a session's reads never go backwards. A wait is bounded; past
  * it the read fails with REPLICA_BEHIND (504), or the caller sends it to the primary.
+ *
+ * A token from an older generation than the one a database is in now is checked against the
+ * database's generation starts (tokenLost): a generation that starts at txid S holds the older
+ * generations' writes up to S − 1 and none after, so such a token at S or beyond names a write that is
+ * not in the history any more (a restore to an earlier point, a lost log tail): TOKEN_LOST (410), at
+ * once, instead of a wait that could end by serving a state without that write.
  */
 import { EdgeliteError } from './errors.ts';
 import { decodeToken, TokenSet, type Token } from './token.ts';
-import type { Position } from './types.ts';
+import type { Generation, Position, Txid } from './types.ts';
+import { reached } from './waiters.ts';
 
 export type Consistency =
   | { level: 'eventual' }
@@ -36,7 +43,8 @@ export function parseConsistency(db: string, level: string | undefined, tokenTex
   throw new EdgeliteError('BAD_REQUEST', `unknown consistency "${level}" (eventual, read-your-writes, bounded:<ms>, strong)`);
 }
 
-function tokenFor(db: string, text: string): Token | null {
+/** tokenFor reads the token for `db` from a header or cookie value (one token, or a set). */
+export function tokenFor(db: string, text: string): Token | null {
   if (!text.includes(',')) {
     const t = decodeToken(text.trim());
     if (t.db !== db) throw new EdgeliteError('TOKEN_DATABASE_MISMATCH', `the token is for database ${t.db}, not ${db}`);
@@ -45,24 +53,65 @@ function tokenFor(db: string, text: string): Token | null {
   return TokenSet.parse(text).get(db) ?? null;
 }
 
+/**
+ * GenerationStart: generation `generation` of a database started at txid `startTxid` (its snapshot
+ * point), holding the older generations' writes up to startTxid − 1. The primary lists them, oldest
+ * first, in GET /v1/db/{name} as `generations`.
+ */
+export interface GenerationStart {
+  generation: Generation;
+  startTxid: Txid;
+}
+
+/**
+ * tokenLost returns the generation start that left the token's write out of the history, or null if
+ * the history holds it (or `starts` cannot tell). `starts` is ascending by generation; a list that
+ * misses some generations (cut to its newest entries, or read from a bucket) can only miss a loss,
+ * never report one that did not happen, since a start it holds is never before the one it misses.
+ */
+export function tokenLost(token: Pick<Token, 'generation' | 'txid'>, starts: readonly GenerationStart[]): GenerationStart | null {
+  const next = starts.find((s) => s.generation > token.generation);
+  return next !== undefined && token.txid >= next.startTxid ? next : null;
+}
+
+/** tokenLostError is TOKEN_LOST for a token tokenLost found lost at `start`. */
+export function tokenLostError(db: string, token: Pick<Token, 'generation' | 'txid'>, start: GenerationStart): EdgeliteError {
+  return new EdgeliteError(
+    'TOKEN_LOST',
+    `the write at txid ${token.txid} of generation ${token.generation} is not in database ${db}'s history: generation ${start.generation} started at txid ${start.startTxid} without it (a restore to an earlier point, or a lost log tail)`,
+    { details: { db, tokenGeneration: token.generation, tokenTxid: token.txid, generation: start.generation, startTxid: start.startTxid } },
+  );
+}
+
 /** Waitable is what satisfy needs from a replicated database. */
 export interface Waitable {
   readonly name: string;
   readonly databaseId: number | null;
   readonly lagMs: number;
+  /** Where the copy stands; null when it has none it can vouch for. */
+  readonly position: Position | null;
   waitFor(generation: number, txid: number, timeoutMs: number): Promise<void>;
   /** waitForLag resolves once lagMs ≤ maxLagMs, or rejects with REPLICA_BEHIND after timeoutMs. */
   waitForLag(maxLagMs: number, timeoutMs: number): Promise<void>;
+  /** until resolves true once `holds()` is true (checked at every change), false after timeoutMs. */
+  until(holds: () => boolean, timeoutMs: number): Promise<boolean>;
 }
 
-/** satisfy returns once `db` may serve a read at `c`; REPLICA_BEHIND (or the primary's error) otherwise. */
-export async function satisfy(db: Waitable, c: Consistency, timeoutMs: number, primaryPosition: () => Promise<Position>): Promise<void> {
+/** PrimaryPosition is the primary's position, with its generation starts when it lists them. */
+export type PrimaryPosition = Position & { generations?: readonly GenerationStart[] };
+
+/**
+ * satisfy returns once `db` may serve a read at `c`; REPLICA_BEHIND, TOKEN_LOST (or the primary's
+ * error) otherwise. `primaryPosition` asks the primary (strong reads, and the generation starts a token
+ * from an older generation is checked against).
+ */
+export async function satisfy(db: Waitable, c: Consistency, timeoutMs: number, primaryPosition: () => Promise<PrimaryPosition>): Promise<void> {
   if (c.level !== 'eventual' && c.token) {
     const id = db.databaseId;
     if (id !== null && id !== c.token.databaseId) {
       throw new EdgeliteError('TOKEN_DATABASE_MISMATCH', `the token is for another incarnation of ${db.name} (database id ${c.token.databaseId}, here ${id})`);
     }
-    await db.waitFor(c.token.generation, c.token.txid, timeoutMs);
+    await waitForToken(db, c.token, timeoutMs, primaryPosition);
   }
   switch (c.level) {
     case 'eventual':
@@ -77,4 +126,42 @@ export async function satisfy(db: Waitable, c: Consistency, timeoutMs: number, p
       await db.waitForLag(c.maxLagMs, timeoutMs);
       return;
   }
+}
+
+/**
+ * waitForToken waits until `db` holds the token's write. Once the copy is in a newer generation than
+ * the token's (now, or during the wait) it asks for the generation starts first: a lost write never
+ * comes, so its token is answered TOKEN_LOST instead of waited for (or, worse, satisfied by later txids).
+ */
+async function waitForToken(db: Waitable, token: Token, timeoutMs: number, primaryPosition: () => Promise<PrimaryPosition>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const newer = (): boolean => (db.position?.generation ?? -1) > token.generation;
+  if (!newer()) await db.until(() => newer() || reached(db.position, token.generation, token.txid), timeoutMs);
+  if (newer()) {
+    const generation = db.position!.generation;
+    const starts = await generationStarts(db.name, token.databaseId, generation, primaryPosition);
+    const lost = tokenLost(token, starts);
+    if (lost !== null) throw tokenLostError(db.name, token, lost);
+  }
+  await db.waitFor(token.generation, token.txid, Math.max(0, deadline - Date.now()));
+}
+
+/** STARTS_CACHE_SIZE bounds the generation starts kept per (database, incarnation). */
+const STARTS_CACHE_SIZE = 1024;
+const startsCache = new Map<string, readonly GenerationStart[]>();
+
+/**
+ * generationStarts returns the primary's generation starts for a database, reaching at least
+ * `generation`. They never change for generations that have started, so they are asked once per
+ * generation and kept; a primary that does not list them yields [] (nothing can be found lost).
+ */
+async function generationStarts(db: string, databaseId: number, generation: number, primaryPosition: () => Promise<PrimaryPosition>): Promise<readonly GenerationStart[]> {
+  const key = `${databaseId}/${db}`;
+  const cached = startsCache.get(key);
+  if (cached && (cached.at(-1)?.generation ?? -1) >= generation) return cached;
+  const starts = (await primaryPosition()).generations ?? [];
+  startsCache.delete(key);
+  startsCache.set(key, starts);
+  if (startsCache.size > STARTS_CACHE_SIZE) startsCache.delete(startsCache.keys().next().value as string);
+  return starts;
 }

@@ -9,6 +9,8 @@ export const ERROR_STATUS = {
   INVALID_DATABASE_NAME: 400,
   INVALID_TOKEN: 400,
   TOKEN_DATABASE_MISMATCH: 400,
+  /** The token's write is not in the database's history: a newer generation started without it (docs/ARCHITECTURE.md#tokens-and-consistency). */
+  TOKEN_LOST: 410,
   UNSUPPORTED_MEDIA_TYPE: 415,
   SQL_ERROR: 400,
   READ_ONLY: 400,

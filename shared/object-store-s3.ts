@@ -58,6 +58,28 @@ export class S3ObjectStore implements ObjectStore {
     return new Uint8Array(await res.arrayBuffer());
   }
 
+  /**
+   * getStream: S3_REQUEST_TIMEOUT_MS bounds the wait for the answer's headers, not the body, which takes
+   * as long as the object's size needs (the reader bounds the wait for each piece).
+   */
+  async getStream(key: string): Promise<ReadableStream<Uint8Array> | null> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no answer within ${S3_REQUEST_TIMEOUT_MS} ms`)), S3_REQUEST_TIMEOUT_MS);
+    let res: Response;
+    try {
+      res = await this.#send('GET', this.#url(key), undefined, abort.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return null;
+    }
+    if (!res.ok) await this.#expect(res, 'GET', key);
+    if (res.body === null) throw new EdgeliteError('IO_ERROR', `GET ${this.description}${key}: answered without a body`);
+    return res.body;
+  }
+
   async list(prefix: string): Promise<ObjectInfo[]> {
     const out: ObjectInfo[] = [];
     let token: string | null = null;
@@ -88,9 +110,9 @@ export class S3ObjectStore implements ObjectStore {
     return `${this.#base}/${(this.#prefix + key).split('/').map(encodeURIComponent).join('/')}`;
   }
 
-  async #send(method: string, url: string, body?: Uint8Array): Promise<Response> {
+  /** #send makes one request, aborted by `signal` (by default S3_REQUEST_TIMEOUT_MS after it starts). */
+  async #send(method: string, url: string, body?: Uint8Array, signal: AbortSignal = AbortSignal.timeout(S3_REQUEST_TIMEOUT_MS)): Promise<Response> {
     try {
-      const signal = AbortSignal.timeout(S3_REQUEST_TIMEOUT_MS);
       return await this.#aws.fetch(url, body === undefined ? { method, signal } : { method, signal, body: body as Uint8Array<ArrayBuffer> });
     } catch (err) {
       throw new EdgeliteError('UNAVAILABLE', `${method} ${this.description}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

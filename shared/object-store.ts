@@ -19,6 +19,11 @@ export interface ObjectStore {
   put(key: string, bytes: Uint8Array): Promise<void>;
   /** get returns the object's bytes, or null when there is no such key. */
   get(key: string): Promise<Uint8Array | null>;
+  /**
+   * getStream, where a store has it, returns the object's bytes as they arrive, or null when there is
+   * no such key: a restore streams a large snapshot to its file instead of holding it whole.
+   */
+  getStream?(key: string): Promise<ReadableStream<Uint8Array> | null>;
   /** list returns every key starting with `prefix`, sorted, with sizes. */
   list(prefix: string): Promise<ObjectInfo[]>;
   /** delete removes the object; deleting a missing key is not an error. */

@@ -18,6 +18,7 @@ import { RangeCatchUp, type RangeResponse, type RangeStats } from './changes-cli
 import { EdgeliteError, errorFromBody, type AppliedOutcome } from './errors.ts';
 import { readSnapshotHead, STREAM_PATH, streamRequestBody, type SnapshotHead } from './protocol.ts';
 import { parseChecksum, type Position } from './types.ts';
+import type { GenerationStart, PrimaryPosition } from './consistency.ts';
 
 export type { SnapshotHead } from './protocol.ts';
 
@@ -154,12 +155,14 @@ export class PrimaryClient {
     return { status: res.status, body: parsed, headers: out };
   }
 
-  /** position asks the primary for a database's current position (strong reads). */
-  async position(db: string): Promise<Position> {
+  /** position asks the primary for a database's current position (strong reads) and generation starts. */
+  async position(db: string): Promise<PrimaryPosition> {
     const r = await this.forward('GET', `/v1/db/${encodeURIComponent(db)}`);
     if (r.status !== 200) throw errorFromBody(r.body, r.status);
-    const b = r.body as { generation: number; txid: number; checksum: string };
-    return { generation: b.generation, txid: b.txid, checksum: parseChecksum(b.checksum) };
+    const b = r.body as { generation: number; txid: number; checksum: string; generations?: unknown };
+    const p: PrimaryPosition = { generation: b.generation, txid: b.txid, checksum: parseChecksum(b.checksum) };
+    const starts = generationStartsOf(b.generations);
+    return starts === null ? p : { ...p, generations: starts };
   }
 
   /**
@@ -345,4 +348,15 @@ function safeJson(text: string): unknown {
   } catch {
     return null; // not JSON: errorFromBody falls back to the status
   }
+}
+
+/** generationStartsOf reads GET /v1/db/{name}'s `generations`; null when absent or not that shape. */
+function generationStartsOf(v: unknown): GenerationStart[] | null {
+  if (!Array.isArray(v)) return null;
+  const out: GenerationStart[] = [];
+  for (const e of v as Array<{ generation?: unknown; startTxid?: unknown }>) {
+    if (!Number.isSafeInteger(e?.generation) || !Number.isSafeInteger(e?.startTxid)) return null;
+    out.push({ generation: e.generation as number, startTxid: e.startTxid as number });
+  }
+  return out;
 }

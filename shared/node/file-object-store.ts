@@ -5,10 +5,13 @@
  */
 import { promises as fsp } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
+import { Readable } from 'node:stream';
 import { EdgeliteError } from '../errors.ts';
 import type { ObjectInfo, ObjectStore } from '../object-store.ts';
 
 const TEMP_SUFFIX = '.tmp-upload';
+/** STREAM_CHUNK is the piece size getStream reads. */
+const STREAM_CHUNK = 1024 * 1024;
 
 export class FileObjectStore implements ObjectStore {
   readonly description: string;
@@ -52,6 +55,19 @@ export class FileObjectStore implements ObjectStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw ioError('get', path, err);
     }
+  }
+
+  async getStream(key: string): Promise<ReadableStream<Uint8Array> | null> {
+    const path = this.#path(key);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(path, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw ioError('get', path, err);
+    }
+    // The stream closes the handle when it ends, fails or is cancelled.
+    return Readable.toWeb(fh.createReadStream({ highWaterMark: STREAM_CHUNK })) as ReadableStream<Uint8Array>;
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseBackupTarget } from '../../shared/object-store.ts';
-import { openObjectStore } from '../../primary/backup-store.ts';
+import { openObjectStore } from '../../shared/node/open-object-store.ts';
 import { S3_BUCKET, startS3 } from '../integration/backup-kit.ts';
 import { spawnEdgelite } from '../kit/spawn.ts';
 import { nowMs, summarize } from './scenarios/common.ts';

@@ -22,7 +22,7 @@ import { parseBackupKey } from '../../shared/backup-layout.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { decodeToken } from '../../shared/token.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
-import { openObjectStore } from '../../primary/backup-store.ts';
+import { openObjectStore } from '../../shared/node/open-object-store.ts';
 import { restoreDatabase, type RestoreResult } from '../../primary/restore.ts';
 import { prng, seedFromEnv, tempDir } from '../helpers.ts';
 import { freePort, http, integrityCheck } from '../kit/api.ts';

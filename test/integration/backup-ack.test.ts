@@ -14,7 +14,7 @@ import { catalog, parseBackupKey } from '../../shared/backup-layout.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
 import { decodeToken } from '../../shared/token.ts';
-import { openObjectStore } from '../../primary/backup-store.ts';
+import { openObjectStore } from '../../shared/node/open-object-store.ts';
 import { DEFAULT_BACKUP_ACK_TIMEOUT_MS, parsePrimaryConfig } from '../../primary/config.ts';
 import { restoreDatabase } from '../../primary/restore.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';

@@ -14,7 +14,7 @@ import { compactionPolicy, restoreObjectBound } from '../../shared/backup-compac
 import { EdgeliteError } from '../../shared/errors.ts';
 import { FileObjectStore } from '../../shared/node/file-object-store.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
-import { openObjectStore } from '../../primary/backup-store.ts';
+import { openObjectStore } from '../../shared/node/open-object-store.ts';
 import { DEFAULT_BACKUP_RETENTION_MS, parsePrimaryConfig } from '../../primary/config.ts';
 import { renderMetrics } from '../../primary/metrics.ts';
 import { restoreDatabase } from '../../primary/restore.ts';

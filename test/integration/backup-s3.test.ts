@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalog, parseBackupKey, planRestore } from '../../shared/backup-layout.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
-import { openObjectStore } from '../../primary/backup-store.ts';
+import { openObjectStore } from '../../shared/node/open-object-store.ts';
 import { restoreDatabase } from '../../primary/restore.ts';
 import type { PrimaryHandle } from '../../primary/server.ts';
 import { http, integrityCheck } from '../kit/api.ts';

@@ -290,6 +290,7 @@ describe('primary HTTP API', () => {
       pageSize: 4096,
       pageCount: 2,
       lastCommitTime: expect.any(Number),
+      generations: [{ generation: 1, startTxid: 0 }],
     });
     expect(Math.abs(info.body.lastCommitTime - Date.now())).toBeLessThan(60_000);
     const health = await call(app, 'GET', '/v1/health');
