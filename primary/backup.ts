@@ -142,9 +142,10 @@ export class BackupRunner {
     if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0, compactions: 0, deleted: 0, compactionErrors: 0 };
     const s = this.#state(name);
     const behind = isBehind(s, db);
-    if (behind && s.pendingSince === null) s.pendingSince = Date.now();
+    const now = this.#clock();
+    if (behind && s.pendingSince === null) s.pendingSince = oldestPending(db, s, now);
     const { compactions, deleted, compactionErrors } = s;
-    return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Date.now() - (s.pendingSince ?? Date.now()) : 0, errors: s.errors, compactions, deleted, compactionErrors };
+    return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Math.max(0, now - (s.pendingSince ?? now)) : 0, errors: s.errors, compactions, deleted, compactionErrors };
   }
 
   /** flush runs passes until every database is uploaded to its current txid, or a pass fails. */
@@ -345,7 +346,8 @@ export class BackupRunner {
     if (daily || s.segmentsSinceSnapshot >= this.#opts.snapshotEverySegments || s.bytesSinceSnapshot >= this.#opts.snapshotEveryBytes) {
       await this.#snapshot(name, db, s);
     }
-    if (db.position.txid <= s.uploadedTxid && db.position.generation === s.generation) s.pendingSince = null;
+    // What is still pending after this upload is read again from the log when the lag is next asked for.
+    s.pendingSince = null;
     if (!this.#closing && s.generation !== null && (changed || this.#clock() >= s.dueAt)) {
       await compact(this.objects, name, s.generation, s, { policy: this.#policy, clock: this.#clock, logger: this.#opts.logger, closing: () => this.#closing });
     }
@@ -399,6 +401,17 @@ function holds(s: DbState, w: { generation: number; txid: Txid }): boolean {
 /** progressOf: what an upload moves when it does something. */
 function progressOf(s: DbState): string {
   return `${s.generation}:${s.hasSnapshot}:${s.uploadedTxid}`;
+}
+
+/**
+ * oldestPending is the commit time of the oldest change not uploaded yet: the first log record after the
+ * uploaded txid (one record read, then kept until the next upload). A database whose generation's
+ * first snapshot is not uploaded yet counts from its last commit.
+ */
+function oldestPending(db: PrimaryDatabase, s: DbState, now: number): number {
+  if (s.generation !== db.position.generation || !s.hasSnapshot) return db.lastCommitTime || now;
+  const first = db.log.iterateSince(db.position.generation, s.uploadedTxid, 1)?.[0];
+  return first?.timestamp ?? now;
 }
 
 /** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */

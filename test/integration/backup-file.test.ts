@@ -187,6 +187,38 @@ describe('PUTs grow with the databases that changed', () => {
   });
 });
 
+describe('backup lag', () => {
+  it('is the age of the oldest change not uploaded: counted from its commit, not from when someone first asked', async () => {
+    const files = new FileObjectStore(join(dir, 'lag-bucket'));
+    let failPuts = false;
+    const flaky = { description: files.description, get: files.get.bind(files), list: files.list.bind(files), delete: files.delete.bind(files), put: (key: string, bytes: Uint8Array) => (failPuts ? Promise.reject(new Error('bucket down (test)')) : files.put(key, bytes)) };
+    const runner = new BackupRunner(flaky, { intervalMs: 20, logger: quietLogger() });
+    const store = new PrimaryStore(join(dir, 'lag'), { synchronous: 'normal', busyTimeoutMs: 5000, compress: false, checkpointFrames: 4000, pollIntervalMs: 100, log: {}, queryPool: null, logger: quietLogger(), logHold: (n) => runner.holdFor(n) }).open();
+    runner.start(store);
+    try {
+      store.create(DB);
+      await store.require(DB).write([{ sql: 'CREATE TABLE t (v)', params: [] }]);
+      await runner.flush();
+      expect(runner.status(DB).lagMs).toBe(0);
+      failPuts = true;
+      await store.require(DB).write([{ sql: 'INSERT INTO t VALUES (1)', params: [] }]);
+      const committed = store.require(DB).lastCommitTime;
+      await sleep(300);
+      await store.require(DB).write([{ sql: 'INSERT INTO t VALUES (2)', params: [] }]);
+      // Asked for the first time now: the lag still counts from the first write's commit.
+      const { lagMs } = runner.status(DB);
+      expect(lagMs).toBeGreaterThanOrEqual(Date.now() - committed - 50);
+      expect(lagMs).toBeGreaterThanOrEqual(250);
+      failPuts = false;
+      await runner.flush();
+      expect(runner.status(DB)).toMatchObject({ lagMs: 0, uploadedTxid: store.require(DB).position.txid });
+    } finally {
+      await runner.close();
+      store.close();
+    }
+  });
+});
+
 describe('backup configuration', () => {
   const creds = { AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's' };
   it('reads s3:// the way the AWS SDKs do: endpoint flag, then AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL', () => {
