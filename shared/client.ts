@@ -199,7 +199,13 @@ export class Session {
 
   /** batch runs write statements as one transaction: all applied, or none. */
   async batch(statements: StatementInput[]): Promise<BatchResult> {
-    const a = await this.#t.write('POST', this.#path('exec'), statementsBody(statements));
+    const a = await this.#t.write('POST', this.#path('exec'), statementsBody(statements)).catch((err: unknown) => {
+      // 504 BACKUP_PENDING (`--backup-ack`): the write is committed, only not in the bucket yet. The
+      // session takes its token, so its next reads see the write; the error still says what happened.
+      const token = err instanceof EdgeliteError && err.code === 'BACKUP_PENDING' ? err.details?.token : undefined;
+      if (typeof token === 'string') this.#observe(decodeToken(token));
+      throw err;
+    });
     const text = a.headers.get(TOKEN_HEADER) ?? (a.body as { token?: unknown } | null)?.token;
     if (typeof text !== 'string') throw new EdgeliteError('INTERNAL', `${a.url} answered a write without a token`);
     const token = decodeToken(text);

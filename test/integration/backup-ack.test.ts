@@ -14,6 +14,7 @@ import { catalog, parseBackupKey } from '../../shared/backup-layout.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { parseBackupTarget, type ObjectStore } from '../../shared/object-store.ts';
 import { decodeToken } from '../../shared/token.ts';
+import { connect } from '../../shared/client.ts';
 import { openObjectStore } from '../../shared/node/open-object-store.ts';
 import { DEFAULT_BACKUP_ACK_TIMEOUT_MS, parsePrimaryConfig } from '../../primary/config.ts';
 import { restoreDatabase } from '../../primary/restore.ts';
@@ -156,6 +157,16 @@ describe('--backup-ack against s3rver', () => {
     expect(forwarded.json.error.code).toBe('BACKUP_PENDING');
     expect(forwarded.json.error.details).toMatchObject({ outcome: 'applied', reason: 'timeout' });
     expect(decodeToken(forwarded.json.error.details.token as string).txid).toBe(token.txid + 1);
+    // The client library throws it, and its session takes the token: the write is applied, so the
+    // session's next read (on the replica) sees it.
+    const client = connect({ replicas: [replica.url] });
+    cleanups.push(async () => client.close());
+    const session = client.session(DB);
+    const thrown = await session.exec('INSERT INTO t (v) VALUES (?)', ['through the client']).then(() => null, (err: unknown) => err);
+    expect(thrown).toBeInstanceOf(EdgeliteError);
+    expect((thrown as EdgeliteError).code).toBe('BACKUP_PENDING');
+    expect(session.token).toBe((thrown as EdgeliteError).details?.token);
+    expect((await session.query('SELECT v FROM t ORDER BY id')).rows.map((row) => row[0])).toEqual(['while the bucket was away', 'forwarded', 'through the client']);
 
     // The bucket comes back: the next write (forwarded) is acknowledged, and the bucket holds all three.
     const s3 = await startS3(port);
@@ -168,7 +179,7 @@ describe('--backup-ack against s3rver', () => {
     const out = join(dir, 'r.db');
     const restored = await restoreDatabase(objects, { db: DB, target: { latest: true }, out });
     expect(restored.txid).toBeGreaterThanOrEqual(decodeToken(ok.json.token as string).txid);
-    expect(readRows(out)).toEqual(['while the bucket was away', 'forwarded', 'after']);
+    expect(readRows(out)).toEqual(['while the bucket was away', 'forwarded', 'through the client', 'after']);
     expect(integrityCheck(out)).toBe('ok');
   });
 
