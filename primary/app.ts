@@ -42,6 +42,8 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   const { store, auth } = o;
   const backup = o.backup ?? null;
   const describe = (db: PrimaryDatabase): Record<string, unknown> => describeDatabase(db, backup);
+  /** Catch-up range answers by HTTP status, for /metrics: a cache in front shows as few 200s for many replicas. */
+  const rangeAnswers = new Map<number, number>();
   const app = new Hono();
   const read = requireRight(auth, 'read');
   const write = requireRight(auth, 'write');
@@ -52,7 +54,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 
@@ -98,6 +100,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.use('/v1/db/:name/changes/*', async (c, next) => {
     await next();
     if (c.res.status >= 400) c.res.headers.set('cache-control', CHANGES_NO_STORE);
+    rangeAnswers.set(c.res.status, (rangeAnswers.get(c.res.status) ?? 0) + 1);
   });
   app.get('/v1/db/:name/changes/:generation/:txid', replicate, (c) => {
     const name = c.req.param('name');

@@ -9,8 +9,10 @@ import { MetricsText } from '../shared/prometheus.ts';
 import type { BackupRunner } from './backup.ts';
 import type { PrimaryStore } from './store.ts';
 
-export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null, backup: BackupRunner | null = null): string {
+export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null, backup: BackupRunner | null = null, rangeAnswers: ReadonlyMap<number, number> = new Map()): string {
   const m = new MetricsText();
+  const ranges = m.counter('edgelite_catchup_range_answers_total', 'Catch-up range requests (GET /v1/db/{name}/changes/...) answered, by HTTP status (200 range, 304 not modified, 308 to the aligned range, 409 use the stream or a snapshot).');
+  for (const [status, n] of [...rangeAnswers].sort(([a], [b]) => a - b)) ranges(n, { status: String(status) });
   const txid = m.gauge('edgelite_txid', 'Newest captured txid per database.');
   const generation = m.gauge('edgelite_generation', 'Current generation per database.');
   const pages = m.gauge('edgelite_db_pages', 'Database size in pages.');

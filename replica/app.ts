@@ -84,7 +84,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   });
 
   app.get('/metrics', read, () => {
-    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy });
+    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy, ranges: o.primary?.rangeStats ?? null });
     return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
 

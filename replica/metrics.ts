@@ -9,6 +9,7 @@
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { queryPoolMetrics } from '../shared/node/query-pool-metrics.ts';
 import { MetricsText } from '../shared/prometheus.ts';
+import type { RangeStats } from '../shared/changes-client.ts';
 import type { Follower, FollowerState } from './follower.ts';
 import type { ForwardCounts } from './forward.ts';
 import type { LazyDatabases } from './lazy.ts';
@@ -22,6 +23,8 @@ export interface ReplicaMetricsSources {
   queryPool: QueryPool | null;
   /** Lazy mode's fetches and evictions; null when the replica follows all or a list. */
   lazy?: LazyDatabases | null;
+  /** The primary client's catch-up range reads (GET /v1/db/{name}/changes/...); null without a primary. */
+  ranges?: RangeStats | null;
 }
 
 /** FOLLOWER_STATES lists every state, so each gets a 0/1 sample (a Record: a new state fails to compile). */
@@ -66,6 +69,12 @@ export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
       changeSets(a.changeSets, { db: name });
       snapshots(a.snapshots, { db: name });
     }
+  }
+  if (o.ranges) {
+    m.counter('edgelite_catchup_ranges_total', 'Catch-up ranges (immutable, cacheable GETs) read whole and applied through the stream.')(o.ranges.ranges);
+    m.counter('edgelite_catchup_range_changesets_total', 'Change sets those ranges brought.')(o.ranges.changeSets);
+    m.counter('edgelite_catchup_ranges_refused_total', 'Range answers refused (a change set failing its checksums or not continuing the position, a range cut short): never applied.')(o.ranges.damaged);
+    m.counter('edgelite_catchup_ranges_fresh_total', 'Ranges asked again past the caches (after a refused answer).')(o.ranges.fresh);
   }
   if (o.follower?.bucket && o.follower.feed) {
     const { bucket, feed } = o.follower;

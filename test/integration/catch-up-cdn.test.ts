@@ -139,7 +139,7 @@ describe('catch-up ranges through a caching proxy', () => {
   });
 
   it('ten replicas hundreds of txids behind catch up through the cache while the primary serves each range once; the tail comes by the stream', async () => {
-    const { proxy, dir, db } = await primaryBehindProxy();
+    const { primary, proxy, dir, db } = await primaryBehindProxy();
     await write(db, 5);
     const dirs = Array.from({ length: 10 }, (_, i) => join(dir, `r${i}`));
     let replicas = await Promise.all(dirs.map((d) => replicaAt(proxy, d)));
@@ -171,6 +171,17 @@ describe('catch-up ranges through a caching proxy', () => {
     // The ranges end before the primary's txid: what came after them came by the stream.
     const lastRangeEnd = Math.max(...ranges.map((o) => Number.parseInt(o.path.slice(-16), 16)));
     expect(lastRangeEnd).toBeLessThan(db.position.txid);
+    // Both sides count it in /metrics: the primary its range answers by status, each replica what it read.
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const primaryMetrics = await (await fetch(`${primary.url}/metrics`, { headers: auth })).text();
+    const rangeGets200 = proxy.origin.filter((o) => o.method === 'GET' && o.path.includes('/changes/') && o.status === 200).length;
+    expect(Number(/^edgelite_catchup_range_answers_total\{status="200"\} (\d+)$/m.exec(primaryMetrics)?.[1])).toBe(rangeGets200);
+    const replicaMetrics = await (await fetch(`${replicas[0]!.url}/metrics`, { headers: auth })).text();
+    const metric = (name: string): number => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(replicaMetrics)?.[1]);
+    expect(metric('edgelite_catchup_ranges_total')).toBeGreaterThan(0);
+    expect(metric('edgelite_catchup_range_changesets_total')).toBeGreaterThan(0);
+    expect(metric('edgelite_catchup_range_changesets_total')).toBeLessThanOrEqual(db.position.txid - behind);
+    expect(metric('edgelite_catchup_ranges_refused_total')).toBe(0);
 
     // Live: new writes reach every replica on the stream, with no range read.
     const before = proxy.received.length;
