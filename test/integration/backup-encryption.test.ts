@@ -307,4 +307,32 @@ describe.each(['s3', 'file'] as const)('encrypted backup to %s', (kind) => {
       await keyless.close();
     }
   });
+
+  it('a primary restarted without its key refuses to continue the sealed chain: logged, counted, nothing plaintext mixed in', async () => {
+    const url = kind === 's3' ? `s3://${S3_BUCKET}/enc/switch` : `file://${join(dir, 'bucket', 'switch')}`;
+    const data = join(dir, 'data-switch');
+    const first = await start(data, url, ringFile('a'));
+    await http(first.url, 'PUT', `/v1/db/${DB}`);
+    await exec(first.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
+    await rows(first.url, 0, 3);
+    await waitUploaded(first.url, DB);
+    await first.close();
+    const before = (await objects(url)).map((x) => x.o.key);
+    const keyless = await start(data, url, null);
+    try {
+      await rows(keyless.url, 3, 3);
+      const lines = logs.at(-1)!;
+      await waitFor(() => lines.some((l) => l.msg === 'backup upload failed' && String(l.error).includes('is encrypted (key id "a"): pass --encryption-key-file')), 'the keyless primary to refuse the sealed chain');
+      const metrics = await (await fetch(`${keyless.url}/metrics`)).text();
+      expect(Number(/^edgelite_backup_errors_total\{db="app"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+      const described = await http(keyless.url, 'GET', `/v1/db/${DB}`);
+      expect(described.json.backup.uploadedTxid).toBe(0);
+      for (const l of lines) for (const k of KEYS) expect(JSON.stringify(l)).not.toContain(k);
+      // Nothing plaintext was added to the sealed chain: the listing is what the keyed primary left.
+      expect((await objects(url)).map((x) => x.o.key)).toEqual(before);
+      for (const { bytes } of await objects(url)) expect(envelopeKeyId(bytes)).toBe('a');
+    } finally {
+      await keyless.close();
+    }
+  });
 });
