@@ -15,6 +15,7 @@
 import { decodeChangeSet } from './changeset.ts';
 import { changeSetByteLength, HEADER_SIZE, readChangeSetHeader } from './changeset-format.ts';
 import { CHANGES_TXIDS_HEADER, changesPath, FRESH_PARAM } from './changes.ts';
+import { bodyChunks } from './follower-decode.ts';
 import { encodeFrame } from './frames.ts';
 import type { Position } from './types.ts';
 
@@ -144,7 +145,7 @@ export class RangeCatchUp {
       return 'damaged';
     }
     const queue = new ByteQueue();
-    for await (const chunk of iterate(res.body)) {
+    for await (const chunk of bodyChunks(res.body)) {
       queue.push(chunk);
       const frames: Uint8Array[] = [];
       for (;;) {
@@ -266,24 +267,3 @@ function nonce(): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-/** iterate reads a body of either kind; leaving early cancels it (the connection is dropped). */
-async function* iterate(body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  if (!('getReader' in body)) {
-    yield* body;
-    return;
-  }
-  const reader = body.getReader();
-  let done = false;
-  try {
-    for (;;) {
-      const r = await reader.read();
-      if (r.done) {
-        done = true;
-        return;
-      }
-      yield r.value;
-    }
-  } finally {
-    if (!done) reader.cancel().catch(() => undefined); // dropping the body on purpose; nothing to report
-  }
-}

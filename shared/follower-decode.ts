@@ -84,6 +84,31 @@ export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promi
   });
 }
 
+/**
+ * bodyChunks reads a response body of either kind (a fetch ReadableStream, Node's async iterable);
+ * stopping early cancels it (the connection is dropped on purpose: nothing to report).
+ */
+export async function* bodyChunks(body: StreamBody): AsyncGenerator<Uint8Array> {
+  if (!isReadableStream(body)) {
+    yield* body;
+    return;
+  }
+  const it = readerIterator(body);
+  let done = false;
+  try {
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) void it.return?.();
+  }
+}
+
 function isReadableStream(body: StreamBody): body is ReadableStream<Uint8Array> {
   return typeof (body as ReadableStream<Uint8Array>).getReader === 'function';
 }

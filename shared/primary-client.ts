@@ -16,6 +16,7 @@
  */
 import { RangeCatchUp, type RangeResponse, type RangeStats } from './changes-client.ts';
 import { EdgeliteError, errorFromBody, type AppliedOutcome } from './errors.ts';
+import { bodyChunks } from './follower-decode.ts';
 import { readSnapshotHead, STREAM_PATH, streamRequestBody, type SnapshotHead } from './protocol.ts';
 import { parseChecksum, type Position } from './types.ts';
 import type { GenerationStart, PrimaryPosition } from './consistency.ts';
@@ -212,7 +213,7 @@ export class PrimaryClient {
   async openStream(databases: string[] | '*', positions: Record<string, Position | null>, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const ranges = this.#rangeCatchUp && Object.values(positions).some((p) => p !== null);
     try {
-      return chunks((await this.#postStream(databases, positions, ranges, signal)).body!);
+      return bodyChunks((await this.#postStream(databases, positions, ranges, signal)).body!);
     } catch (err) {
       const names = err instanceof EdgeliteError && err.code === 'USE_RANGES' ? err.details?.databases : null;
       if (!Array.isArray(names) || signal.aborted) throw err;
@@ -240,7 +241,7 @@ export class PrimaryClient {
         reached[name] = run.position;
       }
     }
-    yield* chunks((await this.#postStream(databases, reached, false, signal)).body!);
+    yield* bodyChunks((await this.#postStream(databases, reached, false, signal)).body!);
   }
 
   /** close ends the stream and downloads still running, then calls `onClose` (which may end the rest). */
@@ -285,23 +286,6 @@ export function primaryOrigin(url: string): string {
   return u.origin;
 }
 
-/** chunks reads a body as an async iterable; stopping early cancels it (the connection is dropped). */
-async function* chunks(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const reader = body.getReader();
-  let done = false;
-  try {
-    for (;;) {
-      const r = await reader.read();
-      if (r.done) {
-        done = true;
-        return;
-      }
-      yield r.value;
-    }
-  } finally {
-    if (!done) reader.cancel().catch(() => undefined); // dropping the stream on purpose; nothing to report
-  }
-}
 
 /**
  * anySignal aborts when any of `signals` does (AbortSignal.any, where the runtime has it). The

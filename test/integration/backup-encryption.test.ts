@@ -7,7 +7,6 @@
  * and an object copied under another name are detected; the CLI takes the flag, `backups` needs no key;
  * a replica fed from the encrypted bucket (`--source`) follows it with the key and applies nothing without.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,7 +28,7 @@ import { formatChecksum } from '../../shared/types.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { waitFor } from '../kit/wait.ts';
 import { exec, http, integrityCheck } from '../kit/api.ts';
-import { EDGELITE_BIN } from '../kit/spawn.ts';
+import { runEdgelite } from '../kit/spawn.ts';
 import { sleep } from '../kit/wait.ts';
 import { fileChecksum, quietLogger, S3_BUCKET, startS3, waitUploaded, type S3Server } from './backup-kit.ts';
 
@@ -46,18 +45,7 @@ interface Point {
   checksum: string;
 }
 
-/** cli runs `edgelite ...` as a child process, asynchronously: s3rver runs in this process and must keep serving. */
-function cli(args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [EDGELITE_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const cli = runEdgelite;
 
 /** rows inserts and updates `n` rows holding NEEDLE (some long enough to overflow a page), pausing now and then so several segments upload. */
 async function rows(url: string, from: number, n: number): Promise<Point[]> {

@@ -3,10 +3,10 @@
  * restores to 50 random past txids and to past times equal the primary's state then (by checksum, and
  * integrity_check ok); damaged objects are reported, never applied; `backups` lists the ranges.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runEdgelite } from '../kit/spawn.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalog, parseBackupKey, planRestore } from '../../shared/backup-layout.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
@@ -19,20 +19,8 @@ import { fileChecksum, pick, randomWorkload, S3_BUCKET, startBackedUpPrimary, st
 
 const DB = 'app';
 const URL_ = `s3://${S3_BUCKET}/backups/one`;
-const CLI = join(import.meta.dirname, '../../bin/edgelite.mjs');
 
-/** cli runs `edgelite ...` as a child process, asynchronously: s3rver runs in this process and must keep serving. */
-function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const cli = runEdgelite;
 
 let s3: S3Server;
 let dir: string;

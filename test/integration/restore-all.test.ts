@@ -6,10 +6,10 @@
  * id; a token for a write after the restore point is answered TOKEN_LOST (410) by the primary and by a
  * replica following it, even once the new history's txids pass it; a token before it is honoured.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runEdgelite } from '../kit/spawn.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBackupKey } from '../../shared/backup-layout.ts';
 import { tokenLost } from '../../shared/consistency.ts';
@@ -26,21 +26,10 @@ import { sleep, waitFor } from '../kit/wait.ts';
 import { randomWorkload, S3_BUCKET, startBackedUpPrimary, startS3, waitUploaded, type S3Server, type Written } from './backup-kit.ts';
 
 const URL_ = `s3://${S3_BUCKET}/backups/all`;
-const CLI = join(import.meta.dirname, '../../bin/edgelite.mjs');
 const GOOD = ['a', 'b', 'c'];
 const DAMAGED = 'd';
 
-function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const cli = runEdgelite;
 
 interface Before {
   written: Written[];

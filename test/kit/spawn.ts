@@ -145,10 +145,10 @@ export interface ProcessResult extends Exit {
   stderr: string;
 }
 
-/** runProcess runs a command to completion (e.g. the sqlite3 CLI), feeding `input` on stdin. */
-export function runProcess(command: string, args: string[], input = '', timeoutMs = 60_000): Promise<ProcessResult> {
+/** runProcess runs a command to completion (e.g. the sqlite3 CLI), feeding `input` on stdin; `env` replaces the environment. */
+export function runProcess(command: string, args: string[], input = '', timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => {
@@ -172,6 +172,15 @@ export function runProcess(command: string, args: string[], input = '', timeoutM
     });
     proc.stdin.end(input);
   });
+}
+
+/**
+ * runEdgelite runs one `edgelite ...` command (restore, backups, ...) to completion, asynchronously (an
+ * s3rver in the test process keeps serving), with `env` added to this process's environment.
+ */
+export async function runEdgelite(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 120_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const r = await runProcess(process.execPath, [EDGELITE_BIN, ...args], '', timeoutMs, { ...process.env, ...env });
+  return { status: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Processes is the set of children a test started; `killAll` in afterEach leaves none behind. */
