@@ -4,8 +4,9 @@
  * child-process CPU from /proc, and small HTTP helpers. Nothing here asserts timing: scenarios measure,
  * the report judges.
  */
+import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -267,4 +268,31 @@ export function spawnBareServer(ctx: BenchContext, args: string[]): Promise<Serv
 /** spawnEdgelite runs the real CLI, `node bin/edgelite.mjs ROLE ...`. */
 export function spawnEdgelite(ctx: BenchContext, args: string[]): Promise<ServerProcess> {
   return spawnServer(ctx, [join(REPO_ROOT, 'bin', 'edgelite.mjs'), ...args]);
+}
+
+/** BUILD_ROW_BYTES is the size of one random row buildDatabase writes (P7, P11). */
+const BUILD_ROW_BYTES = 1000;
+
+/**
+ * buildDatabase writes rows of random bytes until the file reaches `bytes`, without passing it: the
+ * last batch is sized to what is missing, so a 1 GiB target stops at exactly 262,144 pages (4 KiB).
+ */
+export function buildDatabase(file: string, bytes: number): void {
+  const db = new Database(file);
+  try {
+    db.pragma('journal_mode = OFF');
+    db.pragma('synchronous = OFF');
+    db.exec('CREATE TABLE big (id INTEGER PRIMARY KEY, v BLOB NOT NULL)');
+    const batch = 10_000;
+    const insert = db.prepare(`INSERT INTO big (v) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) SELECT randomblob(${BUILD_ROW_BYTES}) FROM c`);
+    while (statSync(file).size < bytes) {
+      const pages = Number(db.pragma('page_count', { simple: true }));
+      const pageSize = Number(db.pragma('page_size', { simple: true }));
+      const missingRows = Math.ceil((bytes - pages * pageSize) / (BUILD_ROW_BYTES + 30));
+      insert.run(Math.max(1, Math.min(batch, missingRows)));
+    }
+    db.pragma('journal_mode = WAL');
+  } finally {
+    db.close();
+  }
 }

@@ -12,9 +12,8 @@
  *   (PrimaryStore + BackupRunner, interval 1 s) to a file:// store wrapped to count PUTs, for a
  *   measured window after the first pass (every database's first snapshot) is done.
  */
-import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BackupRunner } from '../../../primary/backup.ts';
@@ -26,31 +25,12 @@ import { FileObjectStore } from '../../../shared/node/file-object-store.ts';
 import { parseBackupTarget, type ObjectInfo, type ObjectStore } from '../../../shared/object-store.ts';
 import { S3_BUCKET, startS3, type S3Server } from '../../integration/backup-kit.ts';
 import { spawnNode } from '../../kit/spawn.ts';
-import { median, nowMs, postJson, REPO_ROOT, sleep, tempDir, type BenchContext, type Row, type ServerProcess } from './common.ts';
+import { buildDatabase, median, nowMs, postJson, REPO_ROOT, sleep, tempDir, type BenchContext, type Row, type ServerProcess } from './common.ts';
 import { loadPost } from './load.ts';
 
 const run = promisify(execFile);
 const CLI = join(REPO_ROOT, 'bin', 'edgelite.mjs');
-const ROW_BYTES = 1000;
 
-/** buildDatabase writes rows of random bytes until the file is `bytes` long (P7's way, WAL mode after). */
-function buildDatabase(file: string, bytes: number): void {
-  const db = new Database(file);
-  try {
-    db.pragma('journal_mode = OFF');
-    db.pragma('synchronous = OFF');
-    db.exec('CREATE TABLE big (id INTEGER PRIMARY KEY, v BLOB NOT NULL)');
-    const insert = db.prepare(`INSERT INTO big (v) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) SELECT randomblob(${ROW_BYTES}) FROM c`);
-    while (statSync(file).size < bytes) {
-      const pages = Number(db.pragma('page_count', { simple: true }));
-      const missingRows = Math.ceil((bytes - pages * 4096) / (ROW_BYTES + 30));
-      insert.run(Math.max(1, Math.min(10_000, missingRows)));
-    }
-    db.pragma('journal_mode = WAL');
-  } finally {
-    db.close();
-  }
-}
 
 function storeOptions(dir: string) {
   const c = parsePrimaryConfig(['--data', dir], {});

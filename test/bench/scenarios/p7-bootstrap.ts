@@ -7,43 +7,18 @@
  * (static file and the snapshot endpoint itself) go in the notes, to tell network/serving cost from the
  * replica's restore.
  */
-import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseReplicaConfig } from '../../../replica/config.ts';
 import { startReplica } from '../../../replica/server.ts';
-import { getJson, median, nowMs, spawnBareServer, tempDir, waitUntil, type BenchContext, type Row } from './common.ts';
+import { buildDatabase, getJson, median, nowMs, spawnBareServer, tempDir, waitUntil, type BenchContext, type Row } from './common.ts';
 import { startPrimaryProcess } from './cluster.ts';
 
 const run = promisify(execFile);
 const NAME = 'big';
-const ROW_BYTES = 1000;
 
-/**
- * buildDatabase writes rows of random bytes until the file reaches `bytes`, without passing it: the
- * last batch is sized to what is missing, so a 1 GiB target stops at exactly 262,144 pages (4 KiB).
- */
-function buildDatabase(file: string, bytes: number): void {
-  const db = new Database(file);
-  try {
-    db.pragma('journal_mode = OFF');
-    db.pragma('synchronous = OFF');
-    db.exec('CREATE TABLE big (id INTEGER PRIMARY KEY, v BLOB NOT NULL)');
-    const batch = 10_000;
-    const insert = db.prepare(`INSERT INTO big (v) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) SELECT randomblob(${ROW_BYTES}) FROM c`);
-    while (statSync(file).size < bytes) {
-      const pages = Number(db.pragma('page_count', { simple: true }));
-      const pageSize = Number(db.pragma('page_size', { simple: true }));
-      const missingRows = Math.ceil((bytes - pages * pageSize) / (ROW_BYTES + 30));
-      insert.run(Math.max(1, Math.min(batch, missingRows)));
-    }
-    db.pragma('journal_mode = WAL');
-  } finally {
-    db.close();
-  }
-}
 
 async function curlSeconds(url: string, out: string): Promise<number> {
   const t = nowMs();
