@@ -152,10 +152,17 @@ export class EncryptedObjectStore implements ObjectStore {
 export class PlaintextObjectStore implements ObjectStore {
   readonly description: string;
   readonly inner: ObjectStore;
+  /**
+   * getStream passes the inner store's stream on as stored, where it has one (a restore streams a large
+   * snapshot with it, primary/restore-stream.ts). It does not look for an envelope: a reader checks the
+   * object's own magic and, on anything else, reads it whole through `get`, which refuses a sealed one.
+   */
+  readonly getStream?: (key: string) => Promise<ReadableStream<Uint8Array> | null>;
 
   constructor(inner: ObjectStore) {
     this.inner = inner;
     this.description = inner.description;
+    if (inner.getStream) this.getStream = inner.getStream.bind(inner);
   }
 
   put(key: string, bytes: Uint8Array): Promise<void> {

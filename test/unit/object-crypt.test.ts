@@ -164,6 +164,18 @@ describe('stores', () => {
   });
 });
 
+describe('the plaintext store streams', () => {
+  it('passes getStream on (a restore streams its snapshot through it), bytes as stored', async () => {
+    const plain = openObjectStore(parseBackupTarget(`file://${join(dir, 'stream-bucket')}`, {}));
+    expect(plain).toBeInstanceOf(PlaintextObjectStore);
+    await plain.put(OBJ, new Uint8Array([4, 5, 6]));
+    const body = await plain.getStream!(OBJ);
+    const got = new Uint8Array(await new Response(body).arrayBuffer());
+    expect([...got]).toEqual([4, 5, 6]);
+    expect(await plain.getStream!('app/missing')).toBeNull();
+  });
+});
+
 describe("a bucket-fed replica's --encryption-key-file", () => {
   it('opens sealed objects with the key file, refuses them without it, and names the file on a bad one', async () => {
     const url = `file://${join(dir, 'replica-bucket')}`;
