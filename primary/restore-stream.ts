@@ -23,7 +23,7 @@ const VERIFY_CHUNK = 4 * 1024 * 1024;
 
 /**
  * streamSnapshot writes snapshot `snap`'s image into `fd` (from offset 0) as it arrives and returns its
- * head and checksum; BACKUP_CORRUPT (the caller drops the file) for any damage. Null when the store
+ * head and checksum, the checksum read back from the file (what was written is what is checked); BACKUP_CORRUPT (the caller drops the file) for any damage. Null when the store
  * cannot stream, or the object does not start like a snapshot (an encrypted one, say): the caller then
  * reads it whole, through the path that knows what to do with it.
  */
@@ -47,7 +47,7 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
       return null;
     }
     const head = decodeSnapshotHead(snap.key, first, snap.size);
-    image = new ImageSink(fd, head.pageSize);
+    image = new ImageSink(fd);
     const imageEnd = SNAPSHOT_HEADER_SIZE + head.pageCount * head.pageSize;
     const hash = new Hash64();
     const trailer = new Uint8Array(SNAPSHOT_TRAILER_SIZE);
@@ -65,7 +65,8 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
     }
     if (received !== snap.size) throw corruptObject(snap.key, `${received} bytes, listed as ${snap.size} (truncated)`);
     if (hash.digest() !== new DataView(trailer.buffer).getBigUint64(0)) throw corruptObject(snap.key, 'file checksum mismatch');
-    const sum = await image.finish();
+    await image.finish();
+    const sum = fileChecksum(fd, head.pageSize);
     if (sum.value !== head.checksum) throw corruptObject(snap.key, `image checksum ${formatChecksum(sum.value)}, header says ${formatChecksum(head.checksum)}`);
     return { head, sum };
   } catch (err) {
@@ -100,18 +101,13 @@ const WRITES_IN_FLIGHT = 4;
 const SYNC_EVERY = 64 * 1024 * 1024;
 
 /**
- * ImageSink takes the image's bytes in order: it hashes them page by page (the lock page skipped) and
- * writes them in WRITE_CHUNK pieces with asynchronous writes (libuv's threads), so the disk works while
- * this thread reads the next bytes off the network.
+ * ImageSink takes the image's bytes in order and writes them in WRITE_CHUNK pieces with asynchronous
+ * writes (libuv's threads), so the disk works while this thread reads the next bytes off the network.
+ * The image's database checksum is computed afterwards, from the file (fileChecksum): what is checked
+ * is what was written, and this thread hashes the bytes once on the way (the object's file checksum).
  */
 class ImageSink {
   readonly #fd: number;
-  readonly #pageSize: number;
-  readonly #lockPage: number;
-  readonly #sum: DatabaseChecksum;
-  readonly #page: Uint8Array;
-  #filled = 0;
-  #pgno = 1;
   #chunk = new Uint8Array(WRITE_CHUNK);
   #chunkAt = 0;
   #chunkUsed = 0;
@@ -119,17 +115,12 @@ class ImageSink {
   #unsynced = 0;
   #syncing: Promise<void> | null = null;
 
-  constructor(fd: number, pageSize: number) {
+  constructor(fd: number) {
     this.#fd = fd;
-    this.#pageSize = pageSize;
-    this.#lockPage = lockPageNumber(pageSize);
-    this.#sum = new DatabaseChecksum(pageSize);
-    this.#page = new Uint8Array(pageSize);
   }
 
   /** write takes the next bytes of the image (which start at image offset `at`); resolves when it may take more. */
   async write(bytes: Uint8Array, at: number): Promise<void> {
-    this.#hash(bytes);
     for (let i = 0; i < bytes.length; ) {
       if (this.#chunkUsed === 0) this.#chunkAt = at + i;
       const n = Math.min(WRITE_CHUNK - this.#chunkUsed, bytes.length - i);
@@ -161,37 +152,11 @@ class ImageSink {
     }
   }
 
-  #hash(bytes: Uint8Array): void {
-    let i = 0;
-    while (i < bytes.length) {
-      if (this.#filled === 0 && bytes.length - i >= this.#pageSize) {
-        this.#setPage(bytes.subarray(i, i + this.#pageSize));
-        i += this.#pageSize;
-        continue;
-      }
-      const n = Math.min(this.#pageSize - this.#filled, bytes.length - i);
-      this.#page.set(bytes.subarray(i, i + n), this.#filled);
-      this.#filled += n;
-      i += n;
-      if (this.#filled === this.#pageSize) {
-        this.#setPage(this.#page);
-        this.#filled = 0;
-      }
-    }
-  }
-
-  #setPage(data: Uint8Array): void {
-    if (this.#pgno !== this.#lockPage) this.#sum.setPage(this.#pgno, data);
-    this.#pgno++;
-  }
-
-  /** finish writes what is left, waits for every write and returns the image's checksum. */
-  async finish(): Promise<DatabaseChecksum> {
+  /** finish writes what is left and waits for every write. */
+  async finish(): Promise<void> {
     await this.#flush();
     await Promise.all(this.#writes.splice(0));
     await this.#syncing;
-    this.#sum.truncate(this.#pgno - 1);
-    return this.#sum;
   }
 
   /** abandon waits for the writes in flight (their errors are the caller's error's consequence). */

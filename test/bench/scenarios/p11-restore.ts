@@ -105,18 +105,22 @@ async function startPrimary(ctx: BenchContext, args: string[], env: Record<strin
   return { url: p.url, pid: p.pid, stop };
 }
 
-async function p4Row(ctx: BenchContext, s3: S3Server): Promise<Row> {
+async function p4Row(ctx: BenchContext): Promise<Row> {
   const dir = tempDir(ctx, 'p4-backup');
+  // The bucket in a process of its own: on the bench's event loop it would slow the load generator.
+  const bucket = await spawnNode([join(REPO_ROOT, 'bin', 'run-ts.mjs'), join(REPO_ROOT, 'test', 'bench', 's3rver-main.ts')]);
+  const stopBucket = ctx.cleanup.add(`s3rver (pid ${bucket.pid})`, async () => void (await bucket.stop()));
+  const s3env = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_S3: bucket.url };
   const common = ['--listen', '127.0.0.1:0'];
   const off = await startPrimary(ctx, ['--data', join(dir, 'off'), ...common], {});
-  const on = await startPrimary(ctx, ['--data', join(dir, 'on'), ...common, '--backup', `s3://${S3_BUCKET}/p11-p4`, '--backup-interval', '1s'], s3.env);
+  const on = await startPrimary(ctx, ['--data', join(dir, 'on'), ...common, '--backup', `s3://${S3_BUCKET}/p11-p4`, '--backup-interval', '1s'], s3env);
   const value = 'x'.repeat(100);
   for (const p of [off, on]) {
     await postJson(`${p.url}/v1/db/bench`, undefined, 'PUT');
     await postJson(`${p.url}/v1/db/bench/exec`, { sql: 'CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT NOT NULL)' });
   }
   const body = () => JSON.stringify({ sql: 'INSERT INTO w (v) VALUES (?)', params: [value] });
-  const durationSec = ctx.quick ? 1 : 5;
+  const durationSec = ctx.quick ? 1 : 10;
   const rates = { on: [] as number[], off: [] as number[] };
   for (let i = 0; i < ctx.runs; i++) {
     for (const [name, p] of i % 2 === 0 ? ([['off', off], ['on', on]] as const) : ([['on', on], ['off', off]] as const)) {
@@ -126,6 +130,7 @@ async function p4Row(ctx: BenchContext, s3: S3Server): Promise<Row> {
   }
   await on.stop();
   await off.stop();
+  await stopBucket();
   const r = median(rates.on) / median(rates.off);
   return {
     id: 'P11',
@@ -137,7 +142,7 @@ async function p4Row(ctx: BenchContext, s3: S3Server): Promise<Row> {
     ratio: r,
     goal: '≥ 0.9×',
     met: r >= 0.9,
-    notes: [`${durationSec} s per run, runs alternate which goes first; s3rver runs in the bench process`],
+    notes: [`${durationSec} s per run, runs alternate which goes first; s3rver in a process of its own on the same 2 cores`],
   };
 }
 
@@ -215,7 +220,7 @@ export async function runP11(ctx: BenchContext): Promise<Row[]> {
   const s3 = await startS3();
   const stop = ctx.cleanup.add('s3rver', () => s3.close());
   try {
-    return [await restoreRow(ctx, s3), await p4Row(ctx, s3), await putsRow(ctx)];
+    return [await restoreRow(ctx, s3), await p4Row(ctx), await putsRow(ctx)];
   } finally {
     await stop();
   }
