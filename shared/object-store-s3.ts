@@ -12,6 +12,11 @@ import type { ObjectInfo, ObjectStore, S3Config } from './object-store.ts';
 export const S3_LIST_PAGE = 1000;
 /** S3_REQUEST_TIMEOUT_MS bounds one request, so an unreachable store fails (and is retried) instead of hanging. */
 export const S3_REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * S3_MIN_UPLOAD_BYTES_PER_MS: a PUT is given S3_REQUEST_TIMEOUT_MS plus its size at this rate (1 MiB/s),
+ * so a large snapshot on a slow link is not cut at 30 s and retried for ever.
+ */
+export const S3_MIN_UPLOAD_BYTES_PER_MS = 1024 * 1024 / 1000;
 
 export interface S3StoreOptions {
   /** aws4fetch's retries of a 5xx or network failure, with its own backoff. */
@@ -44,7 +49,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
-    const res = await this.#send('PUT', this.#url(key), bytes);
+    const res = await this.#send('PUT', this.#url(key), bytes, AbortSignal.timeout(S3_REQUEST_TIMEOUT_MS + Math.ceil(bytes.length / S3_MIN_UPLOAD_BYTES_PER_MS)));
     await this.#expect(res, 'PUT', key);
   }
 

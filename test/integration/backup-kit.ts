@@ -29,9 +29,10 @@ export interface S3Server {
 }
 
 /** startS3 runs s3rver (credentials S3RVER/S3RVER, which it checks) with one bucket, on `listenPort` (0: any free one). */
-export async function startS3(listenPort = 0): Promise<S3Server> {
+/** startS3 starts s3rver on 127.0.0.1 (`listenPort`, 0: any), its objects in a new directory under `root`. */
+export async function startS3(listenPort = 0, root = tmpdir()): Promise<S3Server> {
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverCtor;
-  const directory = mkdtempSync(join(tmpdir(), 'edgelite-s3rver-'));
+  const directory = mkdtempSync(join(root, 'edgelite-s3rver-'));
   const server = new S3rver({ address: '127.0.0.1', port: listenPort, directory, silent: true, configureBuckets: [{ name: S3_BUCKET }] });
   const { port } = await server.run();
   const endpoint = `http://127.0.0.1:${port}`;
