@@ -53,14 +53,44 @@ export class S3ObjectStore implements ObjectStore {
     await this.#expect(res, 'PUT', key);
   }
 
+  /**
+   * get reads the object whole. Like getStream, S3_REQUEST_TIMEOUT_MS bounds the wait for the answer's
+   * headers and then for each piece of the body, not the whole body: a large object on a slow link
+   * takes what its size needs, a stalled one fails.
+   */
   async get(key: string): Promise<Uint8Array | null> {
-    const res = await this.#send('GET', this.#url(key));
-    if (res.status === 404) {
-      await res.body?.cancel();
-      return null;
+    const body = await this.getStream(key);
+    if (body === null) return null;
+    const reader = body.getReader();
+    const pieces: Uint8Array[] = [];
+    let length = 0;
+    for (;;) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const idle = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new EdgeliteError('UNAVAILABLE', `GET ${this.description}${key}: nothing received for ${S3_REQUEST_TIMEOUT_MS} ms`)), S3_REQUEST_TIMEOUT_MS);
+      });
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await Promise.race([reader.read(), idle]);
+      } catch (err) {
+        await reader.cancel().catch(() => undefined); // the error below is the one reported
+        if (err instanceof EdgeliteError) throw err;
+        throw new EdgeliteError('UNAVAILABLE', `GET ${this.description}${key}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      } finally {
+        clearTimeout(timer);
+      }
+      if (r.done) break;
+      pieces.push(r.value);
+      length += r.value.length;
     }
-    if (!res.ok) await this.#expect(res, 'GET', key);
-    return new Uint8Array(await res.arrayBuffer());
+    if (pieces.length === 1) return pieces[0]!;
+    const out = new Uint8Array(length);
+    let at = 0;
+    for (const p of pieces) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
   }
 
   /**
