@@ -30,8 +30,9 @@ import type { Logger } from '../shared/log.ts';
 import type { ObjectStore } from '../shared/object-store.ts';
 import type { Txid } from '../shared/types.ts';
 import { AckWaiters, type BackupWait } from './backup-ack.ts';
-import { compact, type CompactionState } from './backup-compact.ts';
+import { compact } from './backup-compact.ts';
 import { readBackedUp, snapshotObject } from './backup-io.ts';
+import { holds, isBehind, newDbState, oldestPending, progressOf, type DbState } from './backup-state.ts';
 import { DEFAULT_BACKUP_RETENTION_MS } from './config.ts';
 import type { PrimaryDatabase } from './database.ts';
 import type { PrimaryStore } from './store.ts';
@@ -82,20 +83,6 @@ export interface BackupStatus {
   compactionErrors: number;
 }
 
-interface DbState extends CompactionState {
-  /** The generation the figures below are about; null until the store was listed for it. */
-  generation: number | null;
-  uploadedTxid: Txid;
-  hasSnapshot: boolean;
-  segmentsSinceSnapshot: number;
-  bytesSinceSnapshot: number;
-  pendingSince: number | null;
-  failures: number;
-  retryAt: number;
-  errors: number;
-  /** Commit time of the newest snapshot of the current generation. */
-  snapshotTime: number;
-}
 
 export class BackupRunner {
   readonly objects: ObjectStore;
@@ -159,9 +146,18 @@ export class BackupRunner {
         return db !== undefined && isBehind(this.#state(n), db);
       });
       if (behind.length === 0) return;
-      const errors = behind.reduce((n, name) => n + this.status(name).errors, 0);
+      const errorsBefore = new Map(behind.map((name) => [name, this.#state(name).errors]));
       await this.#pass(true);
-      if (behind.reduce((n, name) => n + this.status(name).errors, 0) > errors) throw new EdgeliteError('UNAVAILABLE', `backup flush failed for ${behind.join(', ')}`);
+      // Failed: a database the pass left behind after an error of its own (an ack upload failing
+      // meanwhile for one that then caught up is not a failure of the flush).
+      const failed = behind.filter((name) => {
+        const db = store.get(name);
+        const s = this.#state(name);
+        return db !== undefined && isBehind(s, db) && s.errors > errorsBefore.get(name)!;
+      });
+      if (failed.length > 0) {
+        throw new EdgeliteError('UNAVAILABLE', `backup flush failed for ${failed.map((name) => `${name} (${this.#state(name).lastError ?? 'unknown error'})`).join(', ')}`);
+      }
     }
   }
 
@@ -263,6 +259,7 @@ export class BackupRunner {
   /** #failed counts a failed upload, logs it (the store's description, never a credential) and sets its retry backoff. */
   #failed(name: string, s: DbState, err: unknown): void {
     s.errors++;
+    s.lastError = err instanceof Error ? err.message : String(err);
     s.failures++;
     const backoff = Math.min(BACKUP_MAX_BACKOFF_MS, this.#opts.intervalMs * 2 ** Math.min(s.failures, 16));
     s.retryAt = Date.now() + backoff * (0.5 + Math.random() / 2);
@@ -307,10 +304,7 @@ export class BackupRunner {
   #state(name: string): DbState {
     let s = this.#states.get(name);
     if (!s) {
-      s = {
-        generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0,
-        objects: new Map(), snapshotTime: 0, supersededSince: new Map(), damaged: new Set(), dueAt: Infinity, relist: false, compactions: 0, deleted: 0, compactionErrors: 0,
-      };
+      s = newDbState();
       this.#states.set(name, s);
     }
     return s;
@@ -388,33 +382,4 @@ export class BackupRunner {
     return txid;
   }
 
-}
-
-/**
- * holds: the backup holds txid `w.txid` of generation `w.generation`, in that generation or in a later
- * one (whose chain starts from a snapshot taken after the write: txids grow across generations).
- */
-function holds(s: DbState, w: { generation: number; txid: Txid }): boolean {
-  return s.generation !== null && s.generation >= w.generation && s.hasSnapshot && s.uploadedTxid >= w.txid;
-}
-
-/** progressOf: what an upload moves when it does something. */
-function progressOf(s: DbState): string {
-  return `${s.generation}:${s.hasSnapshot}:${s.uploadedTxid}`;
-}
-
-/**
- * oldestPending is the commit time of the oldest change not uploaded yet: the first log record after the
- * uploaded txid (one record read, then kept until the next upload). A database whose generation's
- * first snapshot is not uploaded yet counts from its last commit.
- */
-function oldestPending(db: PrimaryDatabase, s: DbState, now: number): number {
-  if (s.generation !== db.position.generation || !s.hasSnapshot) return db.lastCommitTime || now;
-  const first = db.log.iterateSince(db.position.generation, s.uploadedTxid, 1)?.[0];
-  return first?.timestamp ?? now;
-}
-
-/** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */
-function isBehind(s: DbState, db: PrimaryDatabase): boolean {
-  return s.generation !== db.position.generation || !s.hasSnapshot || db.position.txid > s.uploadedTxid;
 }

@@ -188,7 +188,7 @@ describe('PUTs grow with the databases that changed', () => {
 });
 
 describe('backup lag', () => {
-  it('is the age of the oldest change not uploaded: counted from its commit, not from when someone first asked', async () => {
+  it('is the age of the oldest change not uploaded: counted from its commit, not from when someone first asked; a failing flush says why', async () => {
     const files = new FileObjectStore(join(dir, 'lag-bucket'));
     let failPuts = false;
     const flaky = { description: files.description, get: files.get.bind(files), list: files.list.bind(files), delete: files.delete.bind(files), put: (key: string, bytes: Uint8Array) => (failPuts ? Promise.reject(new Error('bucket down (test)')) : files.put(key, bytes)) };
@@ -209,6 +209,8 @@ describe('backup lag', () => {
       const { lagMs } = runner.status(DB);
       expect(lagMs).toBeGreaterThanOrEqual(Date.now() - committed - 50);
       expect(lagMs).toBeGreaterThanOrEqual(250);
+      // A flush that cannot upload says which database and why.
+      await expect(runner.flush()).rejects.toThrow(`backup flush failed for ${DB} (bucket down (test))`);
       failPuts = false;
       await runner.flush();
       expect(runner.status(DB)).toMatchObject({ lagMs: 0, uploadedTxid: store.require(DB).position.txid });
