@@ -258,20 +258,30 @@ describe('replica --source file:// with no primary', () => {
   }, 60_000);
 });
 
+/**
+ * primaryWithSegments starts a primary backing up to `file://<dir>/made` and makes `n` writes, each
+ * waiting for its upload (one segment per write); the replica under test reads `<dir>/bucket`, which
+ * the test fills from `made`.
+ */
+async function primaryWithSegments(n: number, value: (i: number) => string) {
+  const dir = tempDir();
+  const made = join(dir, 'made');
+  const bucket = join(dir, 'bucket');
+  const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${made}`, '--backup-interval', '50ms', '--query-timeout-ms', '0']);
+  await http(primary.url, 'PUT', `/v1/db/${DB}`);
+  await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
+  const at: Array<{ txid: number; checksum: string }> = [];
+  for (let i = 0; i < n; i++) {
+    at.push(await write(primary.url, value(i)));
+    await uploaded(primary.url, at.at(-1)!.txid);
+  }
+  return { dir, made, bucket, primary, at };
+}
+
 describe('replica --source: damaged objects in the bucket', () => {
   it('refuses a flipped byte and a truncated segment, stays at the last good state, and moves on once good objects are there', async () => {
-    const dir = tempDir();
-    const made = join(dir, 'made');
-    const bucket = join(dir, 'bucket');
-    const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${made}`, '--backup-interval', '50ms', '--query-timeout-ms', '0']);
-    await http(primary.url, 'PUT', `/v1/db/${DB}`);
-    await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
     // One segment per write: each write waits for its upload.
-    const at: Array<{ txid: number; checksum: string }> = [];
-    for (let i = 0; i < 4; i++) {
-      at.push(await write(primary.url, `row-${i}-${'x'.repeat(3000)}`));
-      await uploaded(primary.url, at.at(-1)!.txid);
-    }
+    const { dir, made, bucket, primary, at } = await primaryWithSegments(4, (i) => `row-${i}-${'x'.repeat(3000)}`);
     await stop(primary);
     // The replica reads another directory, which the test fills from the primary's objects.
     const keys = listKeys(made);
@@ -330,17 +340,7 @@ describe('replica --source: damaged objects in the bucket', () => {
 
 describe('replica --source: a damaged object healed by the primary', () => {
   it('stays at the last good state while the primary is unreachable, then takes what follows from the primary', async () => {
-    const dir = tempDir();
-    const made = join(dir, 'made');
-    const bucket = join(dir, 'bucket');
-    const primary = await start(['primary', '--data', join(dir, 'primary'), '--listen', '127.0.0.1:0', '--backup', `file://${made}`, '--backup-interval', '50ms', '--query-timeout-ms', '0']);
-    await http(primary.url, 'PUT', `/v1/db/${DB}`);
-    await exec(primary.url, DB, { sql: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)' });
-    const at: Array<{ txid: number; checksum: string }> = [];
-    for (let i = 0; i < 3; i++) {
-      at.push(await write(primary.url, `row-${i}`));
-      await uploaded(primary.url, at.at(-1)!.txid);
-    }
+    const { dir, made, bucket, primary, at } = await primaryWithSegments(3, (i) => `row-${i}`);
     // The bucket the replica reads: everything up to at[0], then a damaged copy of what follows.
     const maxOf = (k: string) => Number.parseInt(k.split('/').at(-1)!.slice(17, 33), 16);
     for (const key of listKeys(made)) {
