@@ -11,7 +11,7 @@ import type { SnapshotObject } from '../shared/backup-layout.ts';
 import { DatabaseChecksum, Hash64, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { ObjectStore } from '../shared/object-store.ts';
-import { formatChecksum } from '../shared/types.ts';
+import { formatChecksum, concatBytes } from '../shared/types.ts';
 
 const writeAsync = promisify(write);
 const fdatasyncAsync = promisify(fdatasync);
@@ -40,7 +40,7 @@ export async function streamSnapshot(objects: ObjectStore, snap: SnapshotObject,
     while (first.length < SNAPSHOT_HEADER_SIZE) {
       const piece = await read();
       if (piece === null) break;
-      first = concat(first, piece);
+      first = concatBytes([first, piece]);
     }
     if (!isSnapshotStart(first)) {
       await reader.cancel();
@@ -195,10 +195,3 @@ export function writeAll(fd: number, data: Uint8Array, position: number): void {
   while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
-}

@@ -17,7 +17,7 @@ import { changeSetByteLength, HEADER_SIZE, readChangeSetHeader } from './changes
 import { CHANGES_TXIDS_HEADER, changesPath, FRESH_PARAM } from './changes.ts';
 import { bodyChunks } from './follower-decode.ts';
 import { encodeFrame } from './frames.ts';
-import type { Position } from './types.ts';
+import { concatBytes, type Position } from './types.ts';
 
 /** RangeResponse is the part of a fetch Response a range read needs. */
 export interface RangeResponse {
@@ -151,13 +151,13 @@ export class RangeCatchUp {
       for (;;) {
         const next = this.#next(queue);
         if (next === 'damaged') {
-          if (frames.length > 0) yield concat(frames);
+          if (frames.length > 0) yield concatBytes(frames);
           return 'damaged'; // leaving the loop cancels the body
         }
         if (next === null) break;
         frames.push(next);
       }
-      if (frames.length > 0) yield concat(frames);
+      if (frames.length > 0) yield concatBytes(frames);
     }
     return queue.length === 0 && this.position.txid >= last ? 'done' : 'damaged';
   }
@@ -204,7 +204,7 @@ class ByteQueue {
   peek(n: number): Uint8Array {
     const first = this.#chunks[0]!;
     if (first.byteLength >= n) return first.subarray(0, n);
-    const merged = concat(this.#chunks);
+    const merged = concatBytes(this.#chunks);
     this.#chunks = [merged];
     return merged.subarray(0, n);
   }
@@ -228,16 +228,6 @@ class ByteQueue {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
 
 /** lastTxidOf reads `<first>-<last>` of CHANGES_TXIDS_HEADER, or null (damaged: the range is refused). */
 function lastTxidOf(header: string): number | null {

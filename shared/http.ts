@@ -2,6 +2,7 @@
  * HTTP plumbing shared by the primary, the Node replica and the Worker replica (hono runs on all three):
  * typed error responses, auth per route, bounded JSON bodies, results as JSON or msgpack.
  */
+import { concatBytes } from './types.ts';
 import type { Context, MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { authorize, type AuthConfig, type Right } from './auth.ts';
@@ -138,7 +139,7 @@ function readIncoming(incoming: NodeIncoming, maxBytes: number): Promise<Uint8Ar
     };
     const onEnd = () => {
       stop();
-      resolve(concat(chunks, size));
+      resolve(concatBytes(chunks));
     };
     const onError = (err: Error) => {
       stop();
@@ -166,19 +167,9 @@ async function readWebBody(c: Context, maxBytes: number): Promise<Uint8Array> {
     }
     chunks.push(value);
   }
-  return concat(chunks, size);
+  return concatBytes(chunks);
 }
 
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const bytes = new Uint8Array(size);
-  let off = 0;
-  for (const ch of chunks) {
-    bytes.set(ch, off);
-    off += ch.byteLength;
-  }
-  return bytes;
-}
 
 function parseJson(bytes: Uint8Array): unknown {
   try {

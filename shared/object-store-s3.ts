@@ -4,6 +4,7 @@
  * `<endpoint>/<bucket>/<key>` (path style, as R2, MinIO and test servers expect); without one,
  * `https://<bucket>.s3.<region>.amazonaws.com/<key>`.
  */
+import { concatBytes } from './types.ts';
 import { AwsClient } from 'aws4fetch';
 import { EdgeliteError } from './errors.ts';
 import type { ObjectInfo, ObjectStore, S3Config } from './object-store.ts';
@@ -63,7 +64,6 @@ export class S3ObjectStore implements ObjectStore {
     if (body === null) return null;
     const reader = body.getReader();
     const pieces: Uint8Array[] = [];
-    let length = 0;
     for (;;) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const idle = new Promise<never>((_, reject) => {
@@ -81,16 +81,8 @@ export class S3ObjectStore implements ObjectStore {
       }
       if (r.done) break;
       pieces.push(r.value);
-      length += r.value.length;
     }
-    if (pieces.length === 1) return pieces[0]!;
-    const out = new Uint8Array(length);
-    let at = 0;
-    for (const p of pieces) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
+    return concatBytes(pieces);
   }
 
   /**

@@ -134,3 +134,15 @@ export function validateDatabaseName(name: unknown): string {
   }
   return name;
 }
+
+/** concatBytes joins byte pieces into one array (the piece itself when there is one). */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}

@@ -99,6 +99,16 @@ export function thrownEdgelite(fn: () => unknown): EdgeliteError {
   throw new Error('expected an EdgeliteError, nothing was thrown');
 }
 
+/** rejectedEdgelite awaits `p` and returns the EdgeliteError it rejects with; anything else, or a resolve, fails. */
+export async function rejectedEdgelite(p: Promise<unknown>): Promise<EdgeliteError> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(EdgeliteError);
+  return err as EdgeliteError;
+}
+
 /**
  * kvFile registers (beforeAll/afterAll) a real database file written by better-sqlite3 in rollback
  * mode, so the file is the whole database: table `kv (k INTEGER PRIMARY KEY, v TEXT)` with `rows` rows

@@ -5,6 +5,7 @@
  * at that txid, retention removes what the window no longer needs while every point inside it still
  * restores, and an idle database costs no request.
  */
+import { rejectedEdgelite } from '../helpers.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,11 +32,6 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function rejection(p: Promise<unknown>): Promise<EdgeliteError> {
-  const err = await p.then(() => null, (e: unknown) => e);
-  expect(err).toBeInstanceOf(EdgeliteError);
-  return err as EdgeliteError;
-}
 
 /** Levels of 5 min, 30 min, 2 h and 6 h, a snapshot every 12 h; uploads 1..4 min apart. */
 const COMPACTION = { levelsMs: [5 * MINUTE, 30 * MINUTE, 2 * HOUR, 6 * HOUR], snapshotEveryMs: 12 * HOUR, graceMs: 10 * MINUTE };
@@ -135,7 +131,7 @@ describe('compaction and retention over two simulated days (file://)', () => {
       const plan = planRestore(DB, catalog(listing).get(DB), { txid: x.txid });
       return plan.segments.some((o) => gone.includes(o.key)) && still.has(plan.snapshot.key);
     })!;
-    const err = await rejection(restoreDatabase(frozen, { db: DB, target: { txid: w.txid }, out: join(dir, 'frozen-late.db') }));
+    const err = await rejectedEdgelite(restoreDatabase(frozen, { db: DB, target: { txid: w.txid }, out: join(dir, 'frozen-late.db') }));
     expect([err.code, /listed but missing/.test(err.message)]).toEqual(['BACKUP_CORRUPT', true]);
     const fresh = await sim.restoreAndCompare(DB, w, 'relisted');
     expect([fresh.txid, fresh.file]).toEqual([w.txid, w.checksum]);
@@ -168,10 +164,10 @@ describe('compaction and retention over two simulated days (file://)', () => {
     const gone: Recorded[] = sim.written.filter((w) => w.txid < first.fromTxid);
     expect(gone.length).toBeGreaterThan(sim.written.length / 3);
     for (const w of [gone[0]!, gone[Math.floor(gone.length / 2)]!, gone.at(-1)!]) {
-      const err = await rejection(restoreDatabase(sim.objects, { db: DB, target: { txid: w.txid }, out: join(dir, 'gone.db') }));
+      const err = await rejectedEdgelite(restoreDatabase(sim.objects, { db: DB, target: { txid: w.txid }, out: join(dir, 'gone.db') }));
       expect([err.code, err.details?.reason]).toEqual(['NOT_RESTORABLE', 'before-first-backup']);
     }
-    const err = await rejection(restoreDatabase(sim.objects, { db: DB, target: { time: gone[0]!.time }, out: join(dir, 'gone.db') }));
+    const err = await rejectedEdgelite(restoreDatabase(sim.objects, { db: DB, target: { time: gone[0]!.time }, out: join(dir, 'gone.db') }));
     expect([err.code, err.details?.reason]).toEqual(['NOT_RESTORABLE', 'before-first-backup']);
 
     const logged = sim.lines.filter((l) => l.msg === 'backup objects deleted' && l.db === DB);
@@ -228,7 +224,7 @@ describe('compaction and retention on S3 (s3rver)', () => {
       const r = await sim.restoreAndCompare(DB, w, `s3-${i}`);
       expect([r.txid, r.file]).toEqual([w.txid, w.checksum]);
     }
-    const err = await rejection(restoreDatabase(sim.objects, { db: DB, target: { txid: sim.written[1]!.txid }, out: join(dir, 's3-gone.db') }));
+    const err = await rejectedEdgelite(restoreDatabase(sim.objects, { db: DB, target: { txid: sim.written[1]!.txid }, out: join(dir, 's3-gone.db') }));
     expect([err.code, err.details?.reason]).toEqual(['NOT_RESTORABLE', 'before-first-backup']);
   }, 600_000);
 });

@@ -3,6 +3,7 @@
  * restores to 50 random past txids and to past times equal the primary's state then (by checksum, and
  * integrity_check ok); damaged objects are reported, never applied; `backups` lists the ranges.
  */
+import { rejectedEdgelite } from '../helpers.ts';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,11 +53,6 @@ async function restoreTo(target: { txid: number } | { time: number }, name: stri
   return { out, result };
 }
 
-async function rejection(p: Promise<unknown>): Promise<EdgeliteError> {
-  const err = await p.then(() => null, (e: unknown) => e);
-  expect(err).toBeInstanceOf(EdgeliteError);
-  return err as EdgeliteError;
-}
 
 describe('backup to s3 and point-in-time restore', () => {
   it('restores 50 random past txids, each equal to the primary at that txid', async () => {
@@ -86,11 +82,11 @@ describe('backup to s3 and point-in-time restore', () => {
 
   it('refuses targets it cannot restore, with a typed error', async () => {
     const last = written.at(-1)!;
-    const after = await rejection(restoreTo({ txid: last.txid + 1 }, 'after'));
+    const after = await rejectedEdgelite(restoreTo({ txid: last.txid + 1 }, 'after'));
     expect([after.code, after.details?.reason]).toEqual(['NOT_RESTORABLE', 'after-last-upload']);
-    const before = await rejection(restoreTo({ time: written[0]!.before - 60_000 }, 'before'));
+    const before = await rejectedEdgelite(restoreTo({ time: written[0]!.before - 60_000 }, 'before'));
     expect([before.code, before.details?.reason]).toEqual(['NOT_RESTORABLE', 'before-first-backup']);
-    const none = await rejection(restoreDatabase(objects, { db: 'nothere', target: { latest: true }, out: join(dir, 'none.db') }));
+    const none = await rejectedEdgelite(restoreDatabase(objects, { db: 'nothere', target: { latest: true }, out: join(dir, 'none.db') }));
     expect([none.code, none.details?.reason]).toEqual(['NOT_RESTORABLE', 'no-backup']);
     expect(existsSync(join(dir, 'after.db'))).toBe(false);
   });
@@ -153,7 +149,7 @@ describe('backup to s3 and point-in-time restore', () => {
     for (const [what, bytes] of damages) {
       await objects.put(seg.key, bytes);
       const out = join(dir, 'damaged.db');
-      const err = await rejection(restoreDatabase(objects, { db: DB, target, out }));
+      const err = await rejectedEdgelite(restoreDatabase(objects, { db: DB, target, out }));
       expect(err.code, what).toBe('BACKUP_CORRUPT');
       expect(err.message, what).toContain(seg.key);
       expect(existsSync(out), what).toBe(false);
@@ -165,7 +161,7 @@ describe('backup to s3 and point-in-time restore', () => {
     const end = { txid: written.at(-1)!.txid };
     const snapBytes = (await objects.get(snap.key))!;
     await objects.put(snap.key, snapBytes.subarray(0, snapBytes.length - 1));
-    const err = await rejection(restoreDatabase(objects, { db: DB, target: end, out: join(dir, 'damaged.db') }));
+    const err = await rejectedEdgelite(restoreDatabase(objects, { db: DB, target: end, out: join(dir, 'damaged.db') }));
     expect([err.code, err.message.includes(snap.key)]).toEqual(['BACKUP_CORRUPT', true]);
     await objects.put(snap.key, snapBytes);
     const { out } = await restoreTo(end, 'repaired');

@@ -19,7 +19,7 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
-import { tempDir, stopsAfterEach } from '../helpers.ts';
+import { tempDir, stopsAfterEach, rejectedEdgelite } from '../helpers.ts';
 import { FaultProxy } from '../kit/proxy.ts';
 import { waitFor } from '../kit/wait.ts';
 
@@ -79,14 +79,6 @@ function client(replicas: string[], extra: Partial<Parameters<typeof connect>[0]
   return c;
 }
 
-async function rejection(p: Promise<unknown>): Promise<EdgeliteError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(EdgeliteError);
-  return err as EdgeliteError;
-}
 
 /**
  * proxyTo puts the kit's fault proxy in front of `port`: each chunk waits `delayMs` in each direction
@@ -135,7 +127,7 @@ describe('edgelite/client round trips', () => {
     expect(decodeToken(batch.token).txid).toBeGreaterThan(decodeToken(ret.token).txid);
 
     // One transaction: the second statement fails, so the first is not applied either.
-    const err = await rejection(s.batch([{ sql: "INSERT INTO kv VALUES ('y', 1)" }, { sql: "INSERT INTO kv VALUES ('x', 2)" }]));
+    const err = await rejectedEdgelite(s.batch([{ sql: "INSERT INTO kv VALUES ('y', 1)" }, { sql: "INSERT INTO kv VALUES ('x', 2)" }]));
     expect(err.code).toBe('CONSTRAINT_VIOLATION');
     expect(await rawCount(primary.url)).toBe(3);
 
@@ -163,20 +155,20 @@ describe('edgelite/client round trips', () => {
     const { a } = await cluster();
     const c = client([a.url]);
     const s = c.session(DB);
-    expect((await rejection(s.query('SELEKT 1'))).code).toBe('SQL_ERROR');
-    expect((await rejection(s.query("INSERT INTO kv VALUES ('q', 1)"))).code).toBe('READ_ONLY');
-    expect((await rejection(s.exec('INSERT INTO nope VALUES (1)'))).code).toBe('SQL_ERROR');
-    const missing = await rejection(c.query('missing', 'SELECT 1'));
+    expect((await rejectedEdgelite(s.query('SELEKT 1'))).code).toBe('SQL_ERROR');
+    expect((await rejectedEdgelite(s.query("INSERT INTO kv VALUES ('q', 1)"))).code).toBe('READ_ONLY');
+    expect((await rejectedEdgelite(s.exec('INSERT INTO nope VALUES (1)'))).code).toBe('SQL_ERROR');
+    const missing = await rejectedEdgelite(c.query('missing', 'SELECT 1'));
     expect(missing.code).toBe('DATABASE_NOT_FOUND');
     expect(missing.details).toMatchObject({ url: a.url, status: 404 });
     await s.exec("INSERT INTO kv VALUES ('u', 1)");
-    expect((await rejection(s.exec("INSERT INTO kv VALUES ('u', 2)"))).code).toBe('CONSTRAINT_VIOLATION');
+    expect((await rejectedEdgelite(s.exec("INSERT INTO kv VALUES ('u', 2)"))).code).toBe('CONSTRAINT_VIOLATION');
 
     expect(() => c.session('../etc')).toThrow(expect.objectContaining({ code: 'INVALID_DATABASE_NAME' }));
     expect(() => c.session(DB, { token: s.token!.replace(`.${DB}`, '.other') })).toThrow(expect.objectContaining({ code: 'TOKEN_DATABASE_MISMATCH' }));
     expect(() => c.session(DB, { token: 'nonsense' })).toThrow(expect.objectContaining({ code: 'INVALID_TOKEN' }));
     expect(() => c.session(DB, { consistency: { boundedMs: -1 } })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
-    expect((await rejection(s.query('SELECT ?', [2n ** 60n]))).code).toBe('BAD_REQUEST');
+    expect((await rejectedEdgelite(s.query('SELECT ?', [2n ** 60n]))).code).toBe('BAD_REQUEST');
     expect(() => connect({ replicas: [a.url], replica: 'x' } as never)).toThrow(/unknown option "replica"; did you mean "replicas"/);
     expect(() => connect({ replicas: ['ftp://x'] })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
     expect(() => connect({ replicas: [a.url], writesTo: 'primary' })).toThrow(/needs the "primary" URL/);
@@ -187,7 +179,7 @@ describe('edgelite/client round trips', () => {
     expect((await c.createDatabase('tenant-1')).created).toBe(false);
 
     c.close();
-    expect((await rejection(s.query('SELECT 1'))).code).toBe('UNAVAILABLE');
+    expect((await rejectedEdgelite(s.query('SELECT 1'))).code).toBe('UNAVAILABLE');
   });
 });
 
@@ -235,11 +227,11 @@ describe('edgelite/client failover', () => {
     expect(eventual).toMatchObject({ url: b.url, txid: bTxid, rows: [[1]] });
 
     // The session's read waits at B for its position, then fails; it never returns the older state.
-    const behind = await rejection(s.query('SELECT count(*) FROM kv'));
+    const behind = await rejectedEdgelite(s.query('SELECT count(*) FROM kv'));
     expect(behind.code).toBe('REPLICA_BEHIND');
     // A bounded read is served on lag alone by the replica; the client refuses the older answer.
     const bounded = c.session(DB, { consistency: { boundedMs: 600_000 }, token: s.token });
-    const refused = await rejection(bounded.query('SELECT count(*) FROM kv'));
+    const refused = await rejectedEdgelite(bounded.query('SELECT count(*) FROM kv'));
     expect(refused.code).toBe('REPLICA_BEHIND');
     expect(refused.details).toMatchObject({ wantTxid: seen, haveTxid: bTxid });
 
@@ -289,7 +281,7 @@ describe('edgelite/client writes are never sent twice', () => {
     await rawExec(primary.url, 'CREATE TABLE events (n)');
     const cut = await proxyTo(a.port, { dropResponses: true });
     const c = client([cut.url, b.url]);
-    const err = await rejection(c.exec(DB, 'INSERT INTO events VALUES (1)'));
+    const err = await rejectedEdgelite(c.exec(DB, 'INSERT INTO events VALUES (1)'));
     expect(err.code).toBe('UNAVAILABLE');
     expect(err.details).toMatchObject({ url: cut.url, outcome: 'unknown' });
     // A applied it (the proxy passed the request on); B was not asked to apply it again.

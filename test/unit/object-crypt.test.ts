@@ -4,6 +4,7 @@
  * an object bound to its name, each way of mixing keys and plaintext a typed error, key file mistakes
  * MISCONFIGURED naming the file and never the key, and the flag's wiring into the primary's config.
  */
+import { rejectedEdgelite } from '../helpers.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,14 +30,6 @@ const KEY_B = b64();
 const ring = parseKeyring(`# backup keys\r\nold ${KEY_A}\r\n\r\n  new   ${KEY_B}  \r\n`, '/etc/edgelite/backup.keys');
 const OBJ = 'app/00000001/0000000000000001-0000000000000004-000000000001.changes';
 
-async function rejection(p: Promise<unknown>): Promise<EdgeliteError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(EdgeliteError);
-  return err as EdgeliteError;
-}
 
 function misconfig(text: string): EdgeliteError {
   try {
@@ -109,23 +102,23 @@ describe('envelope', () => {
     for (let i = 0; i < sealed.length; i++) {
       const bad = Uint8Array.from(sealed);
       bad[i]! ^= 0x01;
-      const err = await rejection(openObject(ring, OBJ, bad));
+      const err = await rejectedEdgelite(openObject(ring, OBJ, bad));
       // A flip in the id "new" (bytes 8..10) names another id, which the ring lacks; in its zero padding, none.
       expect(err.code, `byte ${i}`).toBe(i >= 8 && i < 11 ? 'BACKUP_KEY_MISMATCH' : 'BACKUP_CORRUPT');
       expect(err.details?.key, `byte ${i}`).toBe(OBJ);
     }
     for (let n = 0; n < sealed.length; n++) {
-      const err = await rejection(openObject(ring, OBJ, sealed.subarray(0, n)));
+      const err = await rejectedEdgelite(openObject(ring, OBJ, sealed.subarray(0, n)));
       expect(err.code, `${n} bytes`).toBe('BACKUP_CORRUPT');
     }
     const longer = new Uint8Array(sealed.length + 1);
     longer.set(sealed);
-    expect((await rejection(openObject(ring, OBJ, longer))).code).toBe('BACKUP_CORRUPT');
+    expect((await rejectedEdgelite(openObject(ring, OBJ, longer))).code).toBe('BACKUP_CORRUPT');
   });
 
   it('binds an object to its name: the same bytes under another key fail authentication', async () => {
     const sealed = await sealObject(ring, OBJ, plain);
-    const err = await rejection(openObject(ring, OBJ.replace('0000000000000004', '0000000000000005'), sealed));
+    const err = await rejectedEdgelite(openObject(ring, OBJ.replace('0000000000000004', '0000000000000005'), sealed));
     expect(err.code).toBe('BACKUP_CORRUPT');
     expect(err.message).toContain('fails authentication under key id "new"');
     expect(err.details).toMatchObject({ keyId: 'new' });
@@ -134,13 +127,13 @@ describe('envelope', () => {
   it('says which key is missing, and tells plaintext and ciphertext apart', async () => {
     const sealed = await sealObject(ring, OBJ, plain);
     const onlyOld = parseKeyring(`old ${KEY_A}`, '/k/old');
-    const missing = await rejection(openObject(onlyOld, OBJ, sealed));
+    const missing = await rejectedEdgelite(openObject(onlyOld, OBJ, sealed));
     expect([missing.code, missing.details?.reason, missing.details?.keyId]).toEqual(['BACKUP_KEY_MISMATCH', 'unknown-key-id', 'new']);
     expect(missing.message).toContain('/k/old lacks');
     expect(missing.status).toBe(503);
-    const wrong = await rejection(openObject(parseKeyring(`new ${KEY_A}`, '/k/wrong'), OBJ, sealed));
+    const wrong = await rejectedEdgelite(openObject(parseKeyring(`new ${KEY_A}`, '/k/wrong'), OBJ, sealed));
     expect([wrong.code, wrong.details?.keyId]).toEqual(['BACKUP_CORRUPT', 'new']);
-    const notEncrypted = await rejection(openObject(ring, OBJ, plain));
+    const notEncrypted = await rejectedEdgelite(openObject(ring, OBJ, plain));
     expect([notEncrypted.code, notEncrypted.details?.reason]).toEqual(['BACKUP_KEY_MISMATCH', 'not-encrypted']);
   });
 });
@@ -156,7 +149,7 @@ describe('stores', () => {
     expect(Buffer.from((await enc.get(OBJ))!).equals(Buffer.from(bytes))).toBe(true);
     expect(await enc.get('app/none')).toBeNull();
     expect(enc.description).toContain('encrypted, writing with key id "new"');
-    const err = await rejection(new PlaintextObjectStore(files).get(OBJ));
+    const err = await rejectedEdgelite(new PlaintextObjectStore(files).get(OBJ));
     expect([err.code, err.details?.reason, err.details?.keyId]).toEqual(['BACKUP_KEY_MISMATCH', 'no-key', 'new']);
     expect(err.message).toContain('--encryption-key-file');
     await enc.delete(OBJ);
@@ -188,7 +181,7 @@ describe("a bucket-fed replica's --encryption-key-file", () => {
     expect([...(await withKey.get(OBJ))!]).toEqual([1, 2, 3]);
     expect((await new FileObjectStore(join(dir, 'replica-bucket')).get(OBJ))!.length).toBe(3 + ENVELOPE_OVERHEAD);
     const plain = replica().source!;
-    const err = await rejection(openObjectStore(plain.target, plain.keyring).get(OBJ));
+    const err = await rejectedEdgelite(openObjectStore(plain.target, plain.keyring).get(OBJ));
     expect([err.code, err.details?.reason]).toEqual(['BACKUP_KEY_MISMATCH', 'no-key']);
     writeFileSync(keys, 'r1 no!pe\n');
     expect(() => replica('--encryption-key-file', keys)).toThrow(`encryption key file ${keys}, line 1: the key is not base64`);
