@@ -10,6 +10,7 @@ import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
+import type { CompactionPolicy } from '../shared/backup-compaction.ts';
 import type { SynchronousMode } from './sqlite.ts';
 import type { RangeLayout } from './changes.ts';
 
@@ -45,7 +46,7 @@ export interface PrimaryConfig {
   auth: AuthConfig;
   retention: { maxRecords?: number; maxBytes?: number; maxAgeMs?: number };
   /** Continuous backup (`--backup URL`), or null. */
-  backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number; /** `--backup-retention` (ms); parse sets it, DEFAULT_BACKUP_RETENTION_MS when absent. */ retentionMs?: number } | null;
+  backup: { target: BackupTarget; intervalMs: number; /** `--encryption-key-file`: every object encrypted (shared/object-crypt.ts), or null. */ keyring: Keyring | null; /** Tests only: a snapshot every N segments (primary/backup.ts). */ snapshotEverySegments?: number; /** Tests only: other compaction levels (shared/backup-compaction.ts); `levelsMs: []` merges nothing. */ compaction?: Partial<Omit<CompactionPolicy, 'retentionMs'>>; /** `--backup-retention` (ms); parse sets it, DEFAULT_BACKUP_RETENTION_MS when absent. */ retentionMs?: number } | null;
   /** `--backup-ack` (only with `--backup`): a write is answered once its change set is in the bucket, waiting at most timeoutMs; null: off. */
   backupAck: { timeoutMs: number } | null;
   /** Tests only: how catch-up ranges are cut (primary/changes.ts); absent, the defaults. */

@@ -31,7 +31,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
-  const backup = config.backup ? new BackupRunner(openObjectStore(config.backup.target, config.backup.keyring), { intervalMs: config.backup.intervalMs, retentionMs: config.backup.retentionMs, logger, ...(config.backup.snapshotEverySegments ? { snapshotEverySegments: config.backup.snapshotEverySegments } : {}) }) : null;
+  const backup = config.backup ? new BackupRunner(openObjectStore(config.backup.target, config.backup.keyring), { intervalMs: config.backup.intervalMs, retentionMs: config.backup.retentionMs, logger, ...(config.backup.snapshotEverySegments ? { snapshotEverySegments: config.backup.snapshotEverySegments } : {}), ...(config.backup.compaction ? { compaction: config.backup.compaction } : {}) }) : null;
   const store = new PrimaryStore(config.dataDir, {
     synchronous: config.synchronous,
     busyTimeoutMs: config.busyTimeoutMs,

@@ -235,6 +235,8 @@ export class BucketStreamSource implements StreamSource {
       const now = this.#o.positions([db])[db] ?? null;
       if (now === null || now.generation !== position.generation || now.txid < last) return null;
       feed.noteApplied(db, got.length);
+      // What the bucket applied, it fed: say so now, not only once a primary attempt has failed.
+      this.#take('bucket');
       txid = last;
     }
     return null;
@@ -244,7 +246,7 @@ export class BucketStreamSource implements StreamSource {
     if (kind === 'primary') this.#primaryStreams++;
     if (this.#feeding === kind) return;
     this.#feeding = kind;
-    this.#o.logger(kind === 'primary' ? { msg: 'taking the live tail from the primary' } : { msg: 'following the bucket alone', bucket: this.#o.feed.description, interval: this.#o.intervalMs });
+    this.#o.logger(kind === 'primary' ? { msg: 'taking the live tail from the primary' } : { msg: 'following the bucket', bucket: this.#o.feed.description, interval: this.#o.intervalMs });
   }
 
   #primaryFailed(err: unknown): void {
