@@ -17,6 +17,7 @@ import type { BackupRunner } from './backup.ts';
 import { changesResponse, DEFAULT_RANGE_LAYOUT, rangesBehind, type RangeLayout } from './changes.ts';
 import { CHANGES_NO_STORE, FRESH_PARAM, parseChangesPathParams } from '../shared/changes.ts';
 import { waitBackedUp } from './backup-ack.ts';
+import { assertWritable, EPOCH_HEADER, type PrimaryHa } from './ha.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
@@ -35,6 +36,8 @@ export interface PrimaryAppOptions {
   ranges?: RangeLayout;
   /** `--backup-ack`: writes are answered once their change set is in the bucket (primary/backup-ack.ts). */
   backupAck?: { timeoutMs: number } | null;
+  /** Under the failover lease (primary/ha.ts): writes only while it is held; answers carry its epoch. */
+  ha?: PrimaryHa | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -61,6 +64,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
 
   app.put('/v1/db/:name', write, async (c) => {
+    assertWritable(o.ha, 'not-applied');
     const { db, created } = store.create(validateDatabaseName(c.req.param('name')));
     if (backup && o.backupAck) {
       const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, db.name, db.position, null, c.req.raw.signal);
@@ -81,14 +85,17 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const name = c.req.param('name');
     const db = store.require(name);
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
+    assertWritable(o.ha, 'not-applied');
     const { results, position } = await db.write(statements);
     await db.whenDurable();
     const token = encodeToken({ db: name, databaseId: db.databaseId, generation: position.generation, txid: position.txid });
-    const headers = { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary') };
+    const headers = { [TOKEN_HEADER]: token, ...positionHeaders(position, db.databaseId, 'primary'), ...(o.ha ? { [EPOCH_HEADER]: String(o.ha.epoch) } : {}) };
     if (backup && o.backupAck) {
       const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, name, position, token, c.req.raw.signal);
       if (pending) return errorResponseWith(pending, headers);
     }
+    // Acknowledged only while the lease is held: every answer of an epoch comes before a later epoch can exist.
+    assertWritable(o.ha, 'unknown');
     return resultResponse(c.req.header('accept'), { results, token }, 200, headers);
   });
 
@@ -118,7 +125,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     }
     const sub = new Subscription(store, store.hub, req);
     return new Response(sub.stream, {
-      headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store' },
+      headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store', ...(o.ha ? { [EPOCH_HEADER]: String(o.ha.epoch) } : {}) },
     });
   });
 

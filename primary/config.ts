@@ -8,6 +8,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
+import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
 import type { CompactionPolicy } from '../shared/backup-compaction.ts';
@@ -51,11 +52,17 @@ export interface PrimaryConfig {
   backupAck: { timeoutMs: number } | null;
   /** Tests only: how catch-up ranges are cut (primary/changes.ts); absent, the defaults. */
   ranges?: RangeLayout;
+  /** `--lease etcd://…` (README.md#high-availability): only the lease holder accepts writes; null: no lease, always writable. */
+  lease: LeaseConfig | null;
+  /** `--sync-replicas N` (needs `--lease`): a write is answered once N candidates applied it, waiting at most timeoutMs; 0: off. */
+  sync: SyncConfig;
 }
+
 
 export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
                         [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
                          [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
+                        [--lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]]
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
@@ -86,6 +93,9 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       'encryption-key-file': { type: 'string' },
       'backup-ack': { type: 'boolean' },
       'backup-ack-timeout': { type: 'string' },
+      ...LEASE_FLAGS,
+      'sync-replicas': { type: 'string' },
+      'sync-timeout': { type: 'string' },
     },
     strict: true,
   });
@@ -111,6 +121,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     retention: {},
     backup: withRetention(parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env, values['encryption-key-file']), values['backup-retention']),
     backupAck: parseBackupAck(values.backup !== undefined, values['backup-ack'], values['backup-ack-timeout']),
+    ...leaseAndSync(values, host, port),
   };
 }
 

@@ -13,6 +13,7 @@ import { createPrimaryApp } from './app.ts';
 import { BackupRunner } from './backup.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { PrimaryConfig } from './config.ts';
+import type { PrimaryHa } from './ha.ts';
 import { PrimaryStore } from './store.ts';
 
 export interface PrimaryHandle {
@@ -26,7 +27,12 @@ export interface PrimaryHandle {
   close(): Promise<void>;
 }
 
-export async function startPrimary(config: PrimaryConfig, logger: Logger): Promise<PrimaryHandle> {
+/** PrimaryExtras are what a caller running the primary under the failover lease (bin/ha.ts) passes in. */
+export interface PrimaryExtras {
+  ha?: PrimaryHa | null;
+}
+
+export async function startPrimary(config: PrimaryConfig, logger: Logger, extras: PrimaryExtras = {}): Promise<PrimaryHandle> {
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
@@ -45,7 +51,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger): Promi
   }).open();
   queryPool?.warm(1);
   backup?.start(store);
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));

@@ -8,6 +8,7 @@ import { DEFAULT_SOURCE_INTERVAL_MS } from '../shared/bucket-feed.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
+import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
@@ -50,11 +51,18 @@ export interface ReplicaConfig {
   busyTimeoutMs: number;
   /** Time limit of one read request (ms); reads then run in a query pool. 0: in-process, no limit. */
   queryTimeoutMs: number;
+  /** `--lease etcd://…`: the primary is whoever holds the lease (README.md#high-availability); `--primary` is then optional. */
+  lease: LeaseConfig | null;
+  /** `--candidate` (needs `--lease`): this replica stands in elections and takes over when the lease lapses. */
+  candidate: boolean;
+  /** `--sync-replicas N [--sync-timeout D]`: what this candidate does as primary after a promotion (as the primary's flags). */
+  sync: SyncConfig;
 }
 
 export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|* | --lazy [--max-databases N]]
   [--source s3://BUCKET/PREFIX | file:///DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]] (with --source, --primary is optional)
   [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
+  [--lease etcd://HOST:PORT/PREFIX [--candidate] [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]] (with --lease, --primary is optional)
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
 export function parseDatabases(text: string): '*' | string[] {
@@ -94,16 +102,23 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
       'source-interval': { type: 'string' },
       'encryption-key-file': { type: 'string' },
       's3-endpoint': { type: 'string' },
+      ...LEASE_FLAGS,
+      candidate: { type: 'boolean' },
+      'sync-replicas': { type: 'string' },
+      'sync-timeout': { type: 'string' },
     },
     strict: true,
   });
   const source = parseSource(values.source, values['source-interval'], values['s3-endpoint'], values['encryption-key-file'], env);
   const primaryUrl = values.primary ?? env.EDGELITE_PRIMARY ?? null;
-  if (!primaryUrl && !source) throw new EdgeliteError('MISCONFIGURED', `--primary is required (or --source)\n${REPLICA_USAGE}`);
+  const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_REPLICA_PORT}`, DEFAULT_REPLICA_PORT);
+  const { lease, sync } = leaseAndSync(values, host, port);
+  if (values.candidate && !lease) throw new EdgeliteError('MISCONFIGURED', '--candidate needs --lease (elections run in the lease store)');
+  if (!values.candidate && sync.replicas > 0) throw new EdgeliteError('MISCONFIGURED', '--sync-replicas on a replica needs --candidate (it is what the replica does once promoted)');
+  if (!primaryUrl && !source && !lease) throw new EdgeliteError('MISCONFIGURED', `--primary is required (or --source, or --lease)\n${REPLICA_USAGE}`);
   if (primaryUrl !== null && (!/^https?:\/\/[^/]/.test(primaryUrl) || !URL.canParse(primaryUrl))) throw new EdgeliteError('MISCONFIGURED', `--primary (EDGELITE_PRIMARY) must be an http(s) URL, got "${primaryUrl}"`);
   const dataDir = values.data ?? env.EDGELITE_DATA;
   if (!dataDir) throw new EdgeliteError('MISCONFIGURED', `--data is required\n${REPLICA_USAGE}`);
-  const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_REPLICA_PORT}`, DEFAULT_REPLICA_PORT);
   const onBehind = values['on-behind'] ?? 'error';
   if (onBehind !== 'error' && onBehind !== 'primary') {
     throw new EdgeliteError('MISCONFIGURED', `--on-behind must be error or primary, got "${onBehind}"`);
@@ -117,8 +132,8 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
   if (lazy && databasesText !== undefined) {
     throw new EdgeliteError('MISCONFIGURED', '--lazy fetches databases on demand: drop --databases (or EDGELITE_DATABASES)');
   }
-  if (primaryUrl === null && lazy) throw new EdgeliteError('MISCONFIGURED', '--lazy asks the primary which databases exist: it needs --primary');
-  if (primaryUrl === null && onBehind === 'primary') throw new EdgeliteError('MISCONFIGURED', '--on-behind primary needs --primary');
+  if (primaryUrl === null && !lease && lazy) throw new EdgeliteError('MISCONFIGURED', '--lazy asks the primary which databases exist: it needs --primary');
+  if (primaryUrl === null && !lease && onBehind === 'primary') throw new EdgeliteError('MISCONFIGURED', '--on-behind primary needs --primary');
   const maxText = values['max-databases'] ?? env.EDGELITE_MAX_DATABASES;
   if (!lazy && maxText !== undefined) throw new EdgeliteError('MISCONFIGURED', '--max-databases only applies with --lazy (nothing is evicted otherwise)');
   return {
@@ -142,6 +157,9 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
     backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
     busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
+    lease,
+    candidate: values.candidate === true,
+    sync,
   };
 }
 

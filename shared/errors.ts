@@ -35,6 +35,14 @@ export const ERROR_STATUS = {
   /** A replica fed from a bucket with no --primary has nowhere to forward a write (or a strong read). */
   NO_PRIMARY: 503,
   UNAVAILABLE: 503,
+  /**
+   * This node does not hold the failover lease (README.md#high-availability): `details.primary` is the
+   * holder's URL (or null while none holds it), `details.epoch` its epoch; `details.outcome` is
+   * `not-applied` (refused before it ran) or `unknown` (committed here as the lease ran out).
+   */
+  NOT_PRIMARY: 503,
+  /** `--sync-replicas`: committed on the primary, but not applied by enough candidates in time (`details.outcome: 'applied'`). */
+  REPLICATION_PENDING: 504,
   /** The server's own configuration is wrong (the Worker, which cannot refuse to start): not the client's fault. */
   MISCONFIGURED: 503,
   CHECKSUM_MISMATCH: 500,
