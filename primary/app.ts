@@ -55,6 +55,14 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
   app.use('*', closeAfterRefusedBody(), corsMiddleware());
+  // Every answer under the lease says its epoch (snapshots, errors): a replica refuses an older one.
+  if (o.ha) {
+    const ha = o.ha;
+    app.use('*', async (c, next) => {
+      await next();
+      c.res.headers.set(EPOCH_HEADER, String(ha.epoch));
+    });
+  }
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
   app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));

@@ -78,19 +78,24 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const ok = lagging.length === 0 && contact <= Math.max(o.maxHealthyLagMs, CONTACT_GRACE_MS);
     const fed = o.follower?.bucket ? { source: o.follower.bucket.feeding } : {};
     return jsonResponse(
-      { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded', ...fed },
+      { status: ok ? 'ok' : 'lagging', role: 'replica', databases: store.names().length, lagging, lastContactMs: finite(contact), stream: o.follower?.state ?? 'embedded', ...fed, ...leaseView() },
       ok ? 200 : 503,
     );
   });
 
   app.get('/metrics', read, () => {
-    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy, ranges: o.primary?.rangeStats ?? null });
+    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy, ranges: o.primary?.rangeStats ?? null, lease: o.primary?.locator ? { staleRefusals: o.primary.staleRefusals, readFailures: o.primary.locator.failures } : null });
     return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
 
+  /** leaseView: under the lease (README.md#high-availability), the holder followed now and its epoch. */
+  const leaseView = (): Record<string, unknown> => {
+    const locator = o.primary?.locator;
+    return locator ? { primary: locator.current?.url ?? null, epoch: locator.current?.epoch ?? null } : {};
+  };
   const described = (db: ReplicaDatabase): Record<string, unknown> => {
     const feed = o.follower?.feed;
-    return feed ? { ...describe(db), bucket: feed.status(db.name) } : describe(db);
+    return { ...(feed ? { ...describe(db), bucket: feed.status(db.name) } : describe(db)), ...leaseView() };
   };
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => described(store.get(n)!)) }));
   app.get('/v1/db/:name', read, async (c) => {

@@ -81,6 +81,11 @@ export class Follower {
     return this.#core.follow(names);
   }
 
+  /** reconnect ends the stream session now and opens the next at once (the lease holder changed); see FollowerCore.reconnect. */
+  reconnect(reason: string): void {
+    this.#core.reconnect(reason);
+  }
+
   /** applied says how many change sets and snapshots this follower applied to `name` since start. */
   applied(name: string): { changeSets: number; snapshots: number } {
     return this.#core.applied(name);

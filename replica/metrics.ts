@@ -25,6 +25,8 @@ export interface ReplicaMetricsSources {
   lazy?: LazyDatabases | null;
   /** The primary client's catch-up range reads (GET /v1/db/{name}/changes/...); null without a primary. */
   ranges?: RangeStats | null;
+  /** Under the failover lease (README.md#high-availability): the fence's refusals and failed reads of the lease record; null otherwise. */
+  lease?: { staleRefusals: number; readFailures: number } | null;
 }
 
 /** FOLLOWER_STATES lists every state, so each gets a 0/1 sample (a Record: a new state fails to compile). */
@@ -91,6 +93,10 @@ export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
       snapshots(st.snapshots, { db: name });
       refused(st.refused, { db: name });
     }
+  }
+  if (o.lease) {
+    m.counter('edgelite_stale_primary_refusals_total', 'Streams and snapshots refused because their primary had an older lease epoch than one seen (a deposed primary).')(o.lease.staleRefusals);
+    m.counter('edgelite_lease_read_failures_total', 'Reads of the lease record that failed (etcd unreachable); the last known primary is followed meanwhile.')(o.lease.readFailures);
   }
   if (o.lazy) {
     m.counter('edgelite_lazy_fetches_total', 'Databases fetched on their first request (lazy mode).')(o.lazy.fetches);

@@ -8,9 +8,15 @@
  * per connection and never queued behind one another (pipelining 1), each bounded by the request
  * timeout; the stream and snapshots hold a connection for long, with no body timeout (the stream's body
  * never ends; its heartbeat watchdog decides when it is dead). The only replica module that imports undici.
+ *
+ * Under the failover lease (README.md#high-availability) the primary's origin changes with the holder:
+ * pools are made per origin on first use, and the pools of the previous origin are closed gracefully
+ * (requests in flight there finish; the follower has ended its stream) once another origin is used.
  */
 import { Pool, type Dispatcher } from 'undici';
+import type { Logger } from '../shared/log.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS, PrimaryClient, primaryOrigin, type PrimaryFetch, type PrimaryResponse } from '../shared/primary-client.ts';
+import type { PrimaryLocator } from '../shared/primary-locator.ts';
 
 /** DEFAULT_PRIMARY_CONNECTIONS: forwarded writes run concurrently, one per connection. */
 export const DEFAULT_PRIMARY_CONNECTIONS = 64;
@@ -18,7 +24,10 @@ export const DEFAULT_PRIMARY_CONNECTIONS = 64;
 const STREAM_CONNECTIONS = 4;
 
 export interface NodePrimaryClientOptions {
-  url: string;
+  /** The primary's URL, or the PrimaryLocator of the lease holder (shared/primary-client.ts). */
+  url: string | PrimaryLocator;
+  /** Where the client logs a refused primary of an older epoch. */
+  logger?: Logger;
   token?: string | undefined;
   connections?: number;
   requestTimeoutMs?: number;
@@ -27,16 +36,41 @@ export interface NodePrimaryClientOptions {
 /** nodePrimaryClient is the PrimaryClient of a Node replica; closing it closes its connections. */
 export function nodePrimaryClient(o: NodePrimaryClientOptions): PrimaryClient {
   const timeout = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  const origin = primaryOrigin(o.url);
-  const requests = new Pool(origin, { connections: o.connections ?? DEFAULT_PRIMARY_CONNECTIONS, pipelining: 1, headersTimeout: timeout, bodyTimeout: timeout });
-  const long = new Pool(origin, { connections: STREAM_CONNECTIONS, headersTimeout: timeout, bodyTimeout: 0 });
-  const fetch: PrimaryFetch = async (url, init) => {
-    const pool = init.long ? long : requests;
-    const res = await pool.request({ method: init.method, path: url.slice(origin.length), headers: init.headers, body: init.body ?? null, signal: init.signal ?? null });
+  const url = typeof o.url === 'string' ? primaryOrigin(o.url) : o.url;
+  interface Pools {
+    origin: string;
+    requests: Pool;
+    long: Pool;
+  }
+  let current: Pools | null = null;
+  const retired = new Set<Pools>();
+  const poolsFor = (target: string): Pools => {
+    if (current && target.startsWith(current.origin) && target.charAt(current.origin.length) === '/') return current;
+    const origin = primaryOrigin(target);
+    if (current) {
+      const old = current;
+      retired.add(old);
+      void Promise.all([old.requests.close(), old.long.close()]).finally(() => retired.delete(old));
+    }
+    current = {
+      origin,
+      requests: new Pool(origin, { connections: o.connections ?? DEFAULT_PRIMARY_CONNECTIONS, pipelining: 1, headersTimeout: timeout, bodyTimeout: timeout }),
+      long: new Pool(origin, { connections: STREAM_CONNECTIONS, headersTimeout: timeout, bodyTimeout: 0 }),
+    };
+    return current;
+  };
+  const fetch: PrimaryFetch = async (target, init) => {
+    const pools = poolsFor(target);
+    const pool = init.long ? pools.long : pools.requests;
+    const res = await pool.request({ method: init.method, path: target.slice(pools.origin.length), headers: init.headers, body: init.body ?? null, signal: init.signal ?? null });
     return response(res, init.long === true);
   };
+  const onClose = async (): Promise<void> => {
+    const all = [...retired, ...(current ? [current] : [])];
+    await Promise.all(all.flatMap((p) => [p.requests.destroy(), p.long.destroy()]));
+  };
   // The pools bound every request themselves (requestTimeoutMs: 0, no timer of the client's own).
-  return new PrimaryClient({ url: origin, ...(o.token ? { token: o.token } : {}), fetch, requestTimeoutMs: 0, onClose: async () => void (await Promise.all([requests.destroy(), long.destroy()])) });
+  return new PrimaryClient({ url, ...(o.token ? { token: o.token } : {}), ...(o.logger ? { logger: o.logger } : {}), fetch, requestTimeoutMs: 0, onClose });
 }
 
 /** response presents undici's answer as the part of a fetch Response the client reads. */

@@ -9,6 +9,8 @@ import { isLoopback } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { BucketFeed } from '../shared/bucket-feed.ts';
+import { LeaseStore } from '../shared/lease.ts';
+import { PrimaryLocator } from '../shared/primary-locator.ts';
 import { createReplicaApp } from './app.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { ReplicaConfig } from './config.ts';
@@ -28,14 +30,30 @@ export interface ReplicaHandle {
   close(): Promise<void>;
 }
 
-export async function startReplica(config: ReplicaConfig, logger: Logger): Promise<ReplicaHandle> {
+/** ReplicaExtras are what a caller running the replica under the failover lease (bin/ha.ts) passes in. */
+export interface ReplicaExtras {
+  /**
+   * The node's one PrimaryLocator (shared/primary-locator.ts), so the highest epoch seen outlives this
+   * role: started here if it is not yet, never stopped here. Without it, a replica with `--lease` makes
+   * (and stops) its own.
+   */
+  locator?: PrimaryLocator | null;
+}
+
+export async function startReplica(config: ReplicaConfig, logger: Logger, extras: ReplicaExtras = {}): Promise<ReplicaHandle> {
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
   const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
   if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
-  const primary = config.primaryUrl === null ? null : nodePrimaryClient({ url: config.primaryUrl, token: config.primaryToken });
+  // Under the lease the holder's record says where the primary is (README.md#high-availability).
+  const ownLocator = !extras.locator && config.lease ? new PrimaryLocator({ store: new LeaseStore(config.lease.target), logger }) : null;
+  const locator = extras.locator ?? ownLocator;
+  locator?.start();
+  if (locator && config.primaryUrl !== null) logger({ msg: 'following the lease holder; --primary is not used under --lease', primary: config.primaryUrl, lease: locator.description });
+  const primaryUrl = locator ?? config.primaryUrl;
+  const primary = primaryUrl === null ? null : nodePrimaryClient({ url: primaryUrl, token: config.primaryToken, logger });
   // A bucket-fed replica's object store, opening sealed objects with the keyring when one is given.
   const feed = config.source ? new BucketFeed(openObjectStore(config.source.target, config.source.keyring), logger) : null;
   const lazy: LazyDatabases | null = config.lazy && primary
@@ -58,6 +76,8 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     logger,
   });
   follower.start();
+  // A new holder (or none): nothing more is taken from the old one; the next session goes to the new one.
+  const unfollow = locator?.onChange((now) => follower.reconnect(now ? `the lease moved to ${now.url} (epoch ${now.epoch})` : 'no node holds the lease')) ?? null;
   const app = createReplicaApp({
     store,
     follower,
@@ -79,7 +99,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   queryPool?.warm(1);
-  logger({ msg: 'replica listening', url, primary: config.primaryUrl, ...(feed ? { source: feed.description } : {}), data: config.dataDir, databases: lazy ? 'lazy' : config.databases, ...(lazy ? { local: lazy.followed.length, maxDatabases: config.maxDatabases } : {}) });
+  logger({ msg: 'replica listening', url, primary: locator ? (locator.current?.url ?? null) : config.primaryUrl, ...(locator ? { lease: locator.description } : {}), ...(feed ? { source: feed.description } : {}), data: config.dataDir, databases: lazy ? 'lazy' : config.databases, ...(lazy ? { local: lazy.followed.length, maxDatabases: config.maxDatabases } : {}) });
   return {
     url,
     port,
@@ -87,6 +107,8 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     follower,
     lazy,
     close: async () => {
+      unfollow?.();
+      ownLocator?.stop();
       await follower.stop();
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };

@@ -41,6 +41,11 @@ export const ERROR_STATUS = {
    * `not-applied` (refused before it ran) or `unknown` (committed here as the lease ran out).
    */
   NOT_PRIMARY: 503,
+  /**
+   * A replica under the lease refused a stream or snapshot from a primary whose `Edgelite-Epoch` is older
+   * than one it has seen (README.md#high-availability): a deposed primary. `details.epoch`, `details.maxEpoch`.
+   */
+  STALE_PRIMARY: 502,
   /** `--sync-replicas`: committed on the primary, but not applied by enough candidates in time (`details.outcome: 'applied'`). */
   REPLICATION_PENDING: 504,
   /** The server's own configuration is wrong (the Worker, which cannot refuse to start): not the client's fault. */

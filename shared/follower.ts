@@ -132,6 +132,16 @@ export class FollowerCore {
     return ended;
   }
 
+  /**
+   * reconnect ends the current session, a snapshot download included, and starts the next at once (a
+   * wait between sessions is cut short): the primary moved (README.md#high-availability), so nothing
+   * more is taken from the one this session talks to.
+   */
+  reconnect(reason: string): void {
+    if (this.#inSession) this.#abort?.abort(new Restart(reason));
+    else this.#wakeSleep?.();
+  }
+
   start(): void {
     if (this.#loop) return;
     this.#state = 'connecting';

@@ -17,11 +17,15 @@
 import { RangeCatchUp, type RangeResponse, type RangeStats } from './changes-client.ts';
 import { EdgeliteError, errorFromBody, type AppliedOutcome } from './errors.ts';
 import { bodyChunks } from './follower-decode.ts';
+import type { Logger } from './log.ts';
+import { EPOCH_HEADER, type PrimaryLocator } from './primary-locator.ts';
+import { PrimaryTarget, type TargetAt } from './primary-target.ts';
 import { readSnapshotHead, STREAM_PATH, streamRequestBody, type SnapshotHead } from './protocol.ts';
 import { parseChecksum, type Position } from './types.ts';
 import type { GenerationStart, PrimaryPosition } from './consistency.ts';
 
 export type { SnapshotHead } from './protocol.ts';
+export { primaryOrigin } from './primary-target.ts';
 
 /** PrimaryRequestInit is what the client passes to its fetch; `long` marks the stream and snapshots. */
 export interface PrimaryRequestInit {
@@ -47,7 +51,15 @@ export interface PrimaryResponse {
 export type PrimaryFetch = (url: string, init: PrimaryRequestInit) => Promise<PrimaryResponse>;
 
 export interface PrimaryClientOptions {
-  url: string;
+  /**
+   * The primary (`--primary`), or under the failover lease (README.md#high-availability) the
+   * PrimaryLocator whose holder every request goes to: PRIMARY_UNAVAILABLE `not-applied` while none
+   * holds it, a stream or snapshot of an older epoch refused (STALE_PRIMARY), a write refused
+   * NOT_PRIMARY `not-applied` sent once more when the lease moved (forward).
+   */
+  url: string | PrimaryLocator;
+  /** Where a refusal of a primary of an older epoch is logged. */
+  logger?: Logger;
   /** Bearer token with the rights the replica needs (replicate and read; write for forwarding). */
   token?: string;
   /** The fetch to use; default the global one. */
@@ -91,7 +103,7 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 const CONNECT_FAILURE = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT)$/;
 
 export class PrimaryClient {
-  readonly url: string;
+  readonly #target: PrimaryTarget;
   readonly #token: string | undefined;
   readonly #fetch: PrimaryFetch;
   readonly #timeout: number;
@@ -102,7 +114,7 @@ export class PrimaryClient {
   readonly #rangeStats: RangeStats = { ranges: 0, changeSets: 0, damaged: 0, fresh: 0 };
 
   constructor(o: PrimaryClientOptions) {
-    this.url = primaryOrigin(o.url);
+    this.#target = new PrimaryTarget(o.url, o.logger);
     this.#token = o.token;
     const f: PrimaryFetch = o.fetch ?? globalThis.fetch;
     // Called as a plain function: Workers' fetch throws "Illegal invocation" when called as a method.
@@ -110,6 +122,21 @@ export class PrimaryClient {
     this.#timeout = o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#onClose = o.onClose;
     this.#rangeCatchUp = o.rangeCatchUp ?? true;
+  }
+
+  /** url is the primary's origin now: the fixed one, or the lease holder's ('' while none holds it). */
+  get url(): string {
+    return this.#target.url;
+  }
+
+  /** locator is the PrimaryLocator this client follows, or null for a fixed URL. */
+  get locator(): PrimaryLocator | null {
+    return this.#target.locator;
+  }
+
+  /** staleRefusals counts streams and snapshots refused because their primary's epoch was older than one seen. */
+  get staleRefusals(): number {
+    return this.#target.staleRefusals;
   }
 
   /** rangeStats counts the catch-up ranges read since the client was made (a copy). */
@@ -125,23 +152,38 @@ export class PrimaryClient {
     return h;
   }
 
-  /** forward sends an API request to the primary and returns its status, JSON body and headers. */
+  /**
+   * forward sends an API request to the primary and returns its status, JSON body and headers. Under
+   * the lease, an answer 503 NOT_PRIMARY `not-applied` (the old holder refused before running it) reads
+   * the record again and sends the request once more, to the new holder, only if the lease moved; any
+   * other answer, and any failure to get one, is passed on as it is (never sent twice).
+   */
   async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}): Promise<ForwardResult> {
+    const at = this.#target.now();
+    const r = await this.#forwardTo(at, method, path, body, headers);
+    if (!this.#target.locator || !refusedNotApplied(r)) return r;
+    const next = await this.#target.moved(at);
+    return next ? this.#forwardTo(next, method, path, body, headers) : r;
+  }
+
+  async #forwardTo(at: TargetAt, method: 'POST' | 'PUT' | 'GET', path: string, body: string | undefined, headers: Record<string, string>): Promise<ForwardResult> {
+    const url = at.origin;
     const init: PrimaryRequestInit = { method, headers: this.#headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }) };
     if (body !== undefined) init.body = body;
     if (this.#timeout > 0) init.signal = AbortSignal.timeout(this.#timeout);
     let res: PrimaryResponse;
     try {
-      res = await this.#fetch(this.url + path, init);
+      res = await this.#fetch(url + path, init);
     } catch (err) {
+      this.#target.locator?.refresh().catch(() => undefined); // a dead holder: find the next one sooner
       // Whether the primary may have received it matters to a client deciding to resend a write.
-      throw unreachable(`primary ${this.url} unreachable: ${messageOf(err)}`, err, outcomeOf(err));
+      throw unreachable(`primary ${url} unreachable: ${messageOf(err)}`, err, outcomeOf(err));
     }
     let text: string;
     try {
       text = await res.text();
     } catch (err) {
-      throw unreachable(`primary ${this.url} answered ${res.status} but its body was cut: ${messageOf(err)}`, err, 'unknown');
+      throw unreachable(`primary ${url} answered ${res.status} but its body was cut: ${messageOf(err)}`, err, 'unknown');
     }
     let parsed: unknown = null;
     if (text) {
@@ -153,6 +195,7 @@ export class PrimaryClient {
     }
     const out: Record<string, string> = {};
     res.headers.forEach((v, k) => (out[k.toLowerCase()] = v));
+    this.#target.observe(out[EPOCH_HEADER]);
     return { status: res.status, body: parsed, headers: out };
   }
 
@@ -223,14 +266,15 @@ export class PrimaryClient {
 
   async #postStream(databases: string[] | '*', positions: Record<string, Position | null>, ranges: boolean, signal: AbortSignal): Promise<PrimaryResponse> {
     const init: PrimaryRequestInit = { method: 'POST', body: streamRequestBody(databases, positions, ranges), headers: this.#headers({ 'content-type': 'application/json' }) };
-    return this.#open(STREAM_PATH, init, signal, `stream to ${this.url}`);
+    return this.#open(STREAM_PATH, init, signal, 'stream');
   }
 
   /** #rangesThenStream yields the ranges' frames, then the stream from where they took each database. */
   async *#rangesThenStream(databases: string[] | '*', positions: Record<string, Position | null>, names: string[], signal: AbortSignal): AsyncGenerator<Uint8Array> {
     const reached = { ...positions };
+    const origin = this.#target.now().origin; // the holder that answered USE_RANGES (fenced by #open)
     const get = (path: string, fresh: boolean): Promise<RangeResponse> =>
-      this.#fetch(this.url + path, { method: 'GET', headers: this.#headers(fresh ? { 'cache-control': 'no-cache' } : {}), long: true, redirect: 'manual', signal: anySignal([signal, this.#closed.signal]) });
+      this.#fetch(origin + path, { method: 'GET', headers: this.#headers(fresh ? { 'cache-control': 'no-cache' } : {}), long: true, redirect: 'manual', signal: anySignal([signal, this.#closed.signal]) });
     for (const name of names) {
       const from = reached[name];
       if (!from) continue;
@@ -250,42 +294,40 @@ export class PrimaryClient {
     await this.#onClose?.();
   }
 
-  /** #open starts a long request (stream, snapshot): no time limit on the body, only on the answer. */
+  /**
+   * #open starts a long request (stream, snapshot): no time limit on the body, only on the answer.
+   * Under the lease it waits (bounded, and by `signal`) for a holder, and refuses an answer of an
+   * older epoch (PrimaryTarget.fence) before reading anything of it.
+   */
   async #open(path: string, init: PrimaryRequestInit, signal: AbortSignal | undefined, what: string): Promise<PrimaryResponse> {
     const signals = signal ? [signal, this.#closed.signal] : [this.#closed.signal];
     const answered = new AbortController();
     if (this.#timeout > 0) signals.push(answered.signal);
     const timer = this.#timeout > 0 ? setTimeout(() => answered.abort(new EdgeliteError('PRIMARY_UNAVAILABLE', `${what}: no answer in ${this.#timeout} ms`)), this.#timeout) : undefined;
     let res: PrimaryResponse;
+    let at: TargetAt;
     try {
-      res = await this.#fetch(this.url + path, { ...init, long: true, signal: anySignal(signals) });
+      const any = anySignal(signals);
+      at = await this.#target.wait(this.#timeout || DEFAULT_REQUEST_TIMEOUT_MS, any);
+      res = await this.#fetch(at.origin + path, { ...init, long: true, signal: any });
     } catch (err) {
       if (answered.signal.aborted) throw answered.signal.reason;
-      if (signal?.aborted) throw err;
+      if (signal?.aborted || err instanceof EdgeliteError) throw err;
       throw unreachable(`${what} failed: ${messageOf(err)}`, err);
     } finally {
       clearTimeout(timer);
     }
-    if (res.status !== 200 || !res.body) {
+    const ok = res.status === 200 && res.body !== null;
+    const stale = this.#target.fence(res.headers.get(EPOCH_HEADER), ok, at, what);
+    if (stale && ok) res.body!.cancel().catch(() => undefined); // dropped unread; its own error says nothing more
+    if (stale) throw stale;
+    if (!ok) {
       const text = await res.text().catch(() => '');
       throw errorFromBody(safeJson(text), res.status);
     }
     return res;
   }
 }
-
-/** primaryOrigin checks a primary URL and returns its origin, the base of every request; MISCONFIGURED if it is not http(s). */
-export function primaryOrigin(url: string): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch (err) {
-    throw new EdgeliteError('MISCONFIGURED', `primary URL "${url}" is not a URL`, { cause: err });
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new EdgeliteError('MISCONFIGURED', `primary URL must be http(s), got ${url}`);
-  return u.origin;
-}
-
 
 /**
  * anySignal aborts when any of `signals` does (AbortSignal.any, where the runtime has it). The
@@ -324,6 +366,13 @@ function messageOf(err: unknown): string {
   const e = err as { message?: unknown; cause?: { message?: unknown; code?: unknown } };
   const cause = e?.cause?.message ?? e?.cause?.code;
   return `${String(e?.message ?? err)}${cause ? ` (${String(cause)})` : ''}`;
+}
+
+/** refusedNotApplied: the answer is a NOT_PRIMARY refusal given before the request ran (safe to send elsewhere). */
+function refusedNotApplied(r: ForwardResult): boolean {
+  if (r.status !== 503) return false;
+  const e = (r.body as { error?: { code?: unknown; details?: { outcome?: unknown } } } | null)?.error;
+  return e?.code === 'NOT_PRIMARY' && e.details?.outcome === 'not-applied';
 }
 
 function safeJson(text: string): unknown {
