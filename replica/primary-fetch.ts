@@ -112,6 +112,8 @@ function toWeb(body: Dispatcher.ResponseData['body']): ReadableStream<Uint8Array
       },
       cancel(reason) {
         cancelled = true;
+        // Dropped by us, maybe before a byte was read (a refused stream): its abort error says nothing more.
+        body.on('error', () => undefined);
         body.destroy(reason instanceof Error ? reason : undefined);
       },
     },
