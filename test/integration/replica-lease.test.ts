@@ -212,6 +212,14 @@ describe('a replica under the lease', () => {
     expect(err.code).toBe('STALE_PRIMARY');
     expect(err.details).toMatchObject({ epoch: a.epoch, maxEpoch: rec!.epoch });
     expect(direct.staleRefusals).toBe(1);
+
+    // A primary not under the lease at all (no epoch on its answers), named by a record: refused as well.
+    cpSync(join(t.dir, 'a'), join(t.dir, 'd'), { recursive: true });
+    const d = await primaryOn(join(t.dir, 'd'), 0, null);
+    await etcd.call('kv/put', { key: Buffer.from(`${prefix}/primary`).toString('base64'), value: Buffer.from(JSON.stringify({ node: 'd', url: d.url, ttlMs: TTL_MS, since: Date.now() })).toString('base64') });
+    expect(await locator.refresh()).toMatchObject({ url: d.url });
+    await waitFor(() => replica.follower.lastError?.includes(`refused ${d.url}, epoch none`), 'the stream without an epoch to be refused');
+    expect(replica.store.get('app')!.position!.txid).toBe(txidOf(b.primary));
   }, 60_000);
 
   it('a forward cut mid-flight is unknown and never sent again', async () => {
