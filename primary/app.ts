@@ -7,7 +7,7 @@ import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { tokenFor, tokenLost, tokenLostError } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import { type AppExtension, closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH } from '../shared/protocol.ts';
@@ -38,6 +38,8 @@ export interface PrimaryAppOptions {
   backupAck?: { timeoutMs: number } | null;
   /** Under the failover lease (primary/ha.ts): writes only while it is held; answers carry its epoch. */
   ha?: PrimaryHa | null;
+  /** Added by a caller that runs this primary as part of a failover node (bin/ha.ts): more routes and metric lines. */
+  extend?: AppExtension;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -57,7 +59,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.use('*', closeAfterRefusedBody(), corsMiddleware());
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 
@@ -129,6 +131,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     });
   });
 
+  o.extend?.routes?.(app);
   return app;
 }
 

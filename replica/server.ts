@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import type { AppExtension } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
 import { BucketFeed } from '../shared/bucket-feed.ts';
 import { createReplicaApp } from './app.ts';
@@ -28,7 +29,12 @@ export interface ReplicaHandle {
   close(): Promise<void>;
 }
 
-export async function startReplica(config: ReplicaConfig, logger: Logger): Promise<ReplicaHandle> {
+/** ReplicaExtras are what a caller running the replica as part of a failover node (bin/ha.ts) passes in. */
+export interface ReplicaExtras {
+  extend?: AppExtension;
+}
+
+export async function startReplica(config: ReplicaConfig, logger: Logger, extras: ReplicaExtras = {}): Promise<ReplicaHandle> {
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
@@ -59,6 +65,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   });
   follower.start();
   const app = createReplicaApp({
+    ...(extras.extend ? { extend: extras.extend } : {}),
     store,
     follower,
     primary,
