@@ -17,7 +17,7 @@ import type { BackupRunner } from './backup.ts';
 import { changesResponse, DEFAULT_RANGE_LAYOUT, rangesBehind, type RangeLayout } from './changes.ts';
 import { CHANGES_NO_STORE, FRESH_PARAM, parseChangesPathParams } from '../shared/changes.ts';
 import { waitBackedUp } from './backup-ack.ts';
-import { assertWritable, EPOCH_HEADER, type PrimaryHa } from './ha.ts';
+import { assertWritable, EPOCH_HEADER, notPrimary, type PrimaryHa } from './ha.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
@@ -77,7 +77,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.post('/v1/db/:name/query', read, async (c) => {
     const db = store.require(c.req.param('name'));
-    checkToken(c, db);
+    checkToken(c, db, o.ha ?? null);
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
     const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'primary'));
@@ -145,10 +145,11 @@ function errorResponseWith(err: EdgeliteError, headers: Record<string, string>):
 /**
  * checkToken refuses a read whose token (header or cookie) the primary cannot honour: one for another
  * incarnation of the database (TOKEN_DATABASE_MISMATCH), or one whose write a newer generation started
- * without (TOKEN_LOST, docs/ARCHITECTURE.md#tokens-and-consistency). Any other token is served: the
- * primary holds every write it acknowledged.
+ * without (TOKEN_LOST, docs/ARCHITECTURE.md#tokens-and-consistency), and, on a node that does not hold
+ * the failover lease, one for a write it does not have (a newer primary's: NOT_PRIMARY, naming it).
+ * Any other token is served: the primary holds every write it acknowledged.
  */
-function checkToken(c: Context, db: PrimaryDatabase): void {
+function checkToken(c: Context, db: PrimaryDatabase, ha: PrimaryHa | null): void {
   const text = c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
   const token = text ? tokenFor(db.name, text) : null;
   if (token === null) return;
@@ -157,6 +158,8 @@ function checkToken(c: Context, db: PrimaryDatabase): void {
   }
   const lost = tokenLost(token, db.generations);
   if (lost !== null) throw tokenLostError(db.name, token, lost);
+  const p = db.position;
+  if (ha && !ha.writable() && (token.generation > p.generation || token.txid > p.txid)) throw notPrimary(ha, 'not-applied');
 }
 
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */

@@ -78,11 +78,11 @@ describe('failover nodes (child processes, real etcd)', () => {
     const nu = holder.node === 'n1' ? 1 : 2;
     const after = await waitFor(async () => {
       const r = await exec(url(nu), DB, { sql: 'INSERT INTO t (v) VALUES (?)', params: ['after'] }).catch(() => null); // refused while its role switches
-      return r?.status === 200 ? r : null;
+      return r && r.status === 200 ? r : null;
     }, 'the new primary to take a write', 20_000, 50);
     expect(after.headers.get('edgelite-epoch')).toBe(String(holder.epoch));
-    expect(Number(after.headers.get('edgelite-txid'))).toBe(last!.txid + 2); // T + 1 starts the new generation
-    expect(Number(after.headers.get('edgelite-generation'))).toBeGreaterThan(last!.generation);
+    expect(Number(after.headers.get('edgelite-txid'))).toBe(last!.txid! + 2); // T + 1 starts the new generation
+    expect(Number(after.headers.get('edgelite-generation'))).toBeGreaterThan(last!.generation!);
     const rows = (await http(url(nu), 'POST', `/v1/db/${DB}/query`, { sql: 'SELECT count(*) FROM t' })).json as { results: Array<{ rows: unknown[][] }> };
     expect(rows.results[0]!.rows).toEqual([[23]]);
 
