@@ -12,6 +12,7 @@ const USAGE = `usage:
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite primary ... --lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N]
   edgelite replica --candidate --lease etcd://HOST:PORT/PREFIX --data DIR [--listen ...] [--advertise URL] [--sync-replicas N]
+  edgelite promote URL [--timeout 10s]   (make the failover node at URL the primary; the holder hands over once URL caught up)
   edgelite status URL
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
@@ -38,6 +39,9 @@ export async function main(argv: string[]): Promise<void> {
         return;
       case 'backups':
         await (await import('./restore.ts')).backupsMain(rest);
+        return;
+      case 'promote':
+        await (await import('./promote.ts')).promoteMain(rest);
         return;
       case 'status':
         await (await import('./status.ts')).statusMain(rest);

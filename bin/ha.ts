@@ -26,6 +26,7 @@ import { startReplica, type ReplicaHandle } from '../replica/server.ts';
 import { rankCandidates } from '../shared/election.ts';
 import { LeaseKeeper, LeaseStore, type PrimaryRecord } from '../shared/lease.ts';
 import type { AuthConfig } from '../shared/auth.ts';
+import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { generationStartsOf } from '../shared/primary-client.ts';
 import { candidatePositions, isEmptyDataDir, isPrimaryDataDir, removeReplicaState, setAside, unreplicated, type NodeConfigs } from './ha-roles.ts';
@@ -63,6 +64,8 @@ export class FailoverNode implements PrimaryHa {
   #timer: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
   #busy = false;
+  /** Set while a hand-over (stepDown) waits for the target to catch up: no write is acknowledged. */
+  #steppingDown = false;
   /** Transactions an old primary held that the new history lacks, per database (the metric). */
   readonly discarded = new Map<string, number>();
   readonly events: FailoverEvent[] = [];
@@ -79,7 +82,7 @@ export class FailoverNode implements PrimaryHa {
     return this.#keeper?.epoch ?? this.#lastEpoch;
   }
   writable(): boolean {
-    return this.#keeper?.writable() ?? false;
+    return !this.#steppingDown && (this.#keeper?.writable() ?? false);
   }
   holder(): { url: string; epoch: number } | null {
     return this.#holder ? { url: this.#holder.url, epoch: this.#holder.epoch } : null;
@@ -178,7 +181,81 @@ export class FailoverNode implements PrimaryHa {
     await this.#campaign();
   }
 
-  async #campaign(): Promise<void> {
+  /**
+   * promoteHere is `edgelite promote` (POST /v1/ha/promote) on this node: take the lease now. Vacant:
+   * campaign without waiting for the ranking. Held by another node: ask it to hand over
+   * (`stepDown`, which waits until this node has caught up), then campaign at once.
+   */
+  async promoteHere(auth: string | undefined, timeoutMs: number): Promise<{ epoch: number; handedOverBy: string | null }> {
+    if (this.writable()) return { epoch: this.epoch, handedOverBy: null };
+    let holder = await this.store.primary();
+    let handedOverBy: string | null = null;
+    if (holder && holder.node !== this.node) {
+      const res = await fetch(`${holder.url}/v1/ha/step-down`, { method: 'POST', headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) }, body: JSON.stringify({ to: this.node, url: this.#c.lease.advertise, timeoutMs }), signal: AbortSignal.timeout(timeoutMs + 5000) });
+      const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string } } | null;
+      if (!res.ok) throw new EdgeliteError(body?.error?.code === 'HANDOVER_FAILED' ? 'HANDOVER_FAILED' : 'UNAVAILABLE', `the holder ${holder.node} (${holder.url}) did not hand over: ${body?.error?.message ?? res.status}`);
+      handedOverBy = holder.node;
+      holder = null;
+    }
+    if (holder && holder.node === this.node) throw new EdgeliteError('HANDOVER_FAILED', `this node's own earlier lease (epoch ${holder.epoch}) has not lapsed yet; retry in ${Math.ceil(holder.ttlMs / 1000)} s`);
+    await this.#exclusive(() => this.#campaign(true));
+    if (!this.#keeper) throw new EdgeliteError('HANDOVER_FAILED', `another node took the lease first: ${this.#holder?.node ?? 'unknown'}`);
+    return { epoch: this.#keeper.epoch, handedOverBy };
+  }
+
+  /**
+   * stepDown hands the lease to node `to` (POST /v1/ha/step-down): stop acknowledging writes, wait until
+   * `to` has applied everything this primary holds (its GET /v1/db/{name}), then give the lease up.
+   * Not caught up within `timeoutMs`: writes resume and HANDOVER_FAILED.
+   */
+  async stepDown(to: { node: string; url: string }, auth: string | undefined, timeoutMs: number): Promise<{ positions: Record<string, number> }> {
+    const role = this.#role;
+    if (role?.kind !== 'primary' || !this.#keeper?.writable()) throw new EdgeliteError('NOT_PRIMARY', `${this.node} does not hold the lease`, { details: { primary: this.#holder?.url ?? null, epoch: this.#holder?.epoch ?? null, node: this.node, outcome: 'not-applied' } });
+    this.#steppingDown = true;
+    try {
+      const deadline = Date.now() + timeoutMs;
+      const positions = Object.fromEntries(role.handle.store.names().map((n) => [n, role.handle.store.require(n).position.txid]));
+      for (;;) {
+        // Writes are refused from here: what the target must reach no longer moves.
+        for (const n of role.handle.store.names()) positions[n] = role.handle.store.require(n).position.txid;
+        const behind: string[] = [];
+        for (const [db, txid] of Object.entries(positions)) {
+          const r = await fetch(`${to.url}/v1/db/${db}`, { headers: auth ? { authorization: auth } : {}, signal: AbortSignal.timeout(2000) }).catch(() => null);
+          const got = r?.ok ? ((await r.json()) as { txid?: number }).txid ?? -1 : -1;
+          if (got < txid) behind.push(db);
+        }
+        if (behind.length === 0) break;
+        if (Date.now() > deadline) throw new EdgeliteError('HANDOVER_FAILED', `${to.node} did not catch up within ${timeoutMs} ms (behind on ${behind.join(', ')}); this node keeps the lease`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const keeper = this.#keeper;
+      this.#keeper = null;
+      await keeper.resign();
+      this.#event('lost-lease', keeper.epoch, { handedOverTo: to.node });
+      this.#logger({ msg: 'handed the lease over', to: to.node, epoch: keeper.epoch, positions });
+      return { positions };
+    } finally {
+      this.#steppingDown = false;
+    }
+  }
+
+  /** #exclusive runs `fn` when no step of the loop runs (role switches never interleave). */
+  async #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.#busy) await new Promise((r) => setTimeout(r, 10));
+    this.#busy = true;
+    try {
+      return await fn();
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * #campaign takes the lease if it is vacant. A replica then promotes: at once, or, for
+   * `deferPromotion` (the request that asked for it must be answered before the role's server closes),
+   * right after.
+   */
+  async #campaign(deferPromotion = false): Promise<void> {
     const r = await this.store.campaign({ node: this.node, url: this.#c.lease.advertise, ttlMs: this.#c.lease.ttlMs, since: Date.now() });
     if (!r.won) {
       this.#holder = r.holder;
@@ -189,7 +266,10 @@ export class FailoverNode implements PrimaryHa {
     this.#lastEpoch = r.epoch;
     this.#holder = { node: this.node, url: this.#c.lease.advertise, epoch: r.epoch, ttlMs: this.#c.lease.ttlMs, since: Date.now() };
     this.#vacantSince = null;
-    if (this.#role?.kind === 'replica') await this.#promote(r.epoch);
+    if (this.#role?.kind === 'replica') {
+      if (deferPromotion) setTimeout(() => void this.#exclusive(() => this.#promote(r.epoch)).catch((err: unknown) => this.#logger({ msg: 'promotion failed', error: (err as Error).message })), 50);
+      else await this.#promote(r.epoch);
+    }
     this.#event('took-lease', r.epoch);
     this.#logger({ msg: 'holding the lease: accepting writes', node: this.node, epoch: r.epoch, url: this.#c.lease.advertise });
     await this.#publish(true);

@@ -41,6 +41,8 @@ export const ERROR_STATUS = {
    * `not-applied` (refused before it ran) or `unknown` (committed here as the lease ran out).
    */
   NOT_PRIMARY: 503,
+  /** `edgelite promote`: the holder did not hand the lease over (the target did not catch up in time, or another node took it). */
+  HANDOVER_FAILED: 409,
   /** `--sync-replicas`: committed on the primary, but not applied by enough candidates in time (`details.outcome: 'applied'`). */
   REPLICATION_PENDING: 504,
   /** The server's own configuration is wrong (the Worker, which cannot refuse to start): not the client's fault. */

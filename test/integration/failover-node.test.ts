@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LeaseStore } from '../../shared/lease.ts';
 import { exec, freePort, http, info } from '../kit/api.ts';
 import { startEtcd, type Etcd } from '../kit/etcd.ts';
-import { spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
+import { runEdgelite, spawnEdgelite, type EdgeliteProcess } from '../kit/spawn.ts';
 import { waitFor } from '../kit/wait.ts';
 
 const DB = 'app';
@@ -95,5 +95,26 @@ describe('failover nodes (child processes, real etcd)', () => {
     expect(readdirSync(join(dir, 'n0', '.discarded')).length).toBe(1);
     const end = await info(url(nu), DB);
     for (const i of [0, 1, 2]) await waitFor(async () => (await info(url(i), DB).catch(() => null))?.checksum === end!.checksum ? true : null, `n${i} to converge`, 20_000, 50);
+
+    // `edgelite promote` by hand: the holder hands over to n0 once n0 has caught up.
+    const before2 = (await store.primary())!;
+    const promoted = await runEdgelite(['promote', url(0), '--json']);
+    expect(promoted.status, promoted.stderr).toBe(0);
+    const answer = JSON.parse(promoted.stdout) as { node: string; epoch: number; handedOverBy: string };
+    expect(answer).toMatchObject({ node: 'n0', handedOverBy: before2.node });
+    expect(answer.epoch).toBeGreaterThan(before2.epoch);
+    expect((await store.primary())?.node).toBe('n0');
+    const w2 = await waitFor(async () => {
+      const r = await exec(url(0), DB, { sql: 'INSERT INTO t (v) VALUES (?)', params: ['after-promote'] }).catch(() => null);
+      return r && r.status === 200 ? r : null;
+    }, 'n0 to take writes', 20_000, 50);
+    expect(w2.headers.get('edgelite-epoch')).toBe(String(answer.epoch));
+    const count = (await http(url(0), 'POST', `/v1/db/${DB}/query`, { sql: 'SELECT count(*) FROM t' })).json as { results: Array<{ rows: unknown[][] }> };
+    expect(count.results[0]!.rows).toEqual([[25]]);
+    // The old holder was caught-up-checked before the hand-over: nothing of it was discarded.
+    await waitFor(async () => (await ha(nu).catch(() => null))?.role === 'replica', 'the old holder to demote', 20_000, 50);
+    const metrics = await (await fetch(`${url(nu)}/metrics`)).text();
+    expect(metrics).toContain('edgelite_ha_holder 0');
+    expect(metrics).not.toMatch(/edgelite_failover_discarded_transactions_total\{/);
   }, 120_000);
 });
