@@ -10,6 +10,9 @@ const USAGE = `usage:
   edgelite restore s3://BUCKET/PREFIX | file:///DIR --all --data DIR [--time ISO] [--force] [--encryption-key-file PATH]
   edgelite primary ... --backup URL --backup-ack [--backup-ack-timeout 10s]   (a write answered once it is in the bucket)
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
+  edgelite primary ... --lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N]
+  edgelite replica --candidate --lease etcd://HOST:PORT/PREFIX --data DIR [--listen ...] [--advertise URL] [--sync-replicas N]
+  edgelite promote URL [--timeout 10s]   (make the failover node at URL the primary; the holder hands over once URL caught up)
   edgelite status URL
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
@@ -18,16 +21,27 @@ export async function main(argv: string[]): Promise<void> {
   try {
     switch (command) {
       case 'primary':
-        stopOnSignal(await (await import('../primary/main.ts')).primaryMain(rest));
-        return;
       case 'replica':
-        stopOnSignal(await (await import('../replica/main.ts')).replicaMain(rest));
+        if (isFailoverNode(command, rest)) {
+          // Under the lease, one process holds both roles and switches on failover (bin/ha.ts).
+          const { haMain } = await import('./ha.ts');
+          const { nodeConfigs } = await import('./ha-roles.ts');
+          const { jsonLogger } = await import('../shared/log.ts');
+          stopOnSignal(await haMain(nodeConfigs(command, rest, process.env), jsonLogger(command, (line) => process.stdout.write(line))));
+        } else if (command === 'primary') {
+          stopOnSignal(await (await import('../primary/main.ts')).primaryMain(rest));
+        } else {
+          stopOnSignal(await (await import('../replica/main.ts')).replicaMain(rest));
+        }
         return;
       case 'restore':
         await (await import('./restore.ts')).restoreMain(rest);
         return;
       case 'backups':
         await (await import('./restore.ts')).backupsMain(rest);
+        return;
+      case 'promote':
+        await (await import('./promote.ts')).promoteMain(rest);
         return;
       case 'status':
         await (await import('./status.ts')).statusMain(rest);
@@ -46,6 +60,12 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof EdgeliteError && err.code === 'MISCONFIGURED' && !err.message.includes('usage:')) process.stderr.write(`${USAGE}\n`);
     process.exit(1);
   }
+}
+
+/** isFailoverNode: `primary --lease …` or `replica --candidate …` run as a failover node (README.md#high-availability). */
+function isFailoverNode(command: 'primary' | 'replica', argv: string[]): boolean {
+  const has = (flag: string) => argv.some((a) => a === flag || a.startsWith(`${flag}=`));
+  return command === 'primary' ? has('--lease') : has('--candidate');
 }
 
 /** stopOnSignal closes a running role cleanly on SIGINT/SIGTERM, then exits. */

@@ -7,7 +7,7 @@ import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { tokenFor, tokenLost, tokenLostError } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import { type AppExtension, closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH } from '../shared/protocol.ts';
@@ -17,7 +17,7 @@ import type { BackupRunner } from './backup.ts';
 import { changesResponse, DEFAULT_RANGE_LAYOUT, rangesBehind, type RangeLayout } from './changes.ts';
 import { CHANGES_NO_STORE, FRESH_PARAM, parseChangesPathParams } from '../shared/changes.ts';
 import { waitBackedUp } from './backup-ack.ts';
-import { assertWritable, EPOCH_HEADER, type PrimaryHa } from './ha.ts';
+import { assertWritable, EPOCH_HEADER, notPrimary, type PrimaryHa } from './ha.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
@@ -38,6 +38,8 @@ export interface PrimaryAppOptions {
   backupAck?: { timeoutMs: number } | null;
   /** Under the failover lease (primary/ha.ts): writes only while it is held; answers carry its epoch. */
   ha?: PrimaryHa | null;
+  /** Added by a caller that runs this primary as part of a failover node (bin/ha.ts): more routes and metric lines. */
+  extend?: AppExtension;
   logger: (e: Record<string, unknown>) => void;
 }
 
@@ -65,7 +67,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   }
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 
@@ -83,7 +85,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.post('/v1/db/:name/query', read, async (c) => {
     const db = store.require(c.req.param('name'));
-    checkToken(c, db);
+    checkToken(c, db, o.ha ?? null);
     const statements = parseStatementsBody(await readJsonBody(c, o.maxBodyBytes));
     const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'primary'));
@@ -137,6 +139,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     });
   });
 
+  o.extend?.routes?.(app);
   return app;
 }
 
@@ -150,10 +153,11 @@ function errorResponseWith(err: EdgeliteError, headers: Record<string, string>):
 /**
  * checkToken refuses a read whose token (header or cookie) the primary cannot honour: one for another
  * incarnation of the database (TOKEN_DATABASE_MISMATCH), or one whose write a newer generation started
- * without (TOKEN_LOST, docs/ARCHITECTURE.md#tokens-and-consistency). Any other token is served: the
- * primary holds every write it acknowledged.
+ * without (TOKEN_LOST, docs/ARCHITECTURE.md#tokens-and-consistency), and, on a node that does not hold
+ * the failover lease, one for a write it does not have (a newer primary's: NOT_PRIMARY, naming it).
+ * Any other token is served: the primary holds every write it acknowledged.
  */
-function checkToken(c: Context, db: PrimaryDatabase): void {
+function checkToken(c: Context, db: PrimaryDatabase, ha: PrimaryHa | null): void {
   const text = c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
   const token = text ? tokenFor(db.name, text) : null;
   if (token === null) return;
@@ -162,6 +166,8 @@ function checkToken(c: Context, db: PrimaryDatabase): void {
   }
   const lost = tokenLost(token, db.generations);
   if (lost !== null) throw tokenLostError(db.name, token, lost);
+  const p = db.position;
+  if (ha && !ha.writable() && (token.generation > p.generation || token.txid > p.txid)) throw notPrimary(ha, 'not-applied');
 }
 
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */

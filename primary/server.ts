@@ -6,6 +6,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
+import type { AppExtension } from '../shared/http.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
@@ -30,9 +31,11 @@ export interface PrimaryHandle {
 /** PrimaryExtras are what a caller running the primary under the failover lease (bin/ha.ts) passes in. */
 export interface PrimaryExtras {
   ha?: PrimaryHa | null;
+  extend?: AppExtension;
 }
 
 export async function startPrimary(config: PrimaryConfig, logger: Logger, extras: PrimaryExtras = {}): Promise<PrimaryHandle> {
+  if (config.lease && !extras.ha) throw new EdgeliteError('MISCONFIGURED', '--lease runs through the failover node (edgelite primary --lease ..., bin/ha.ts), which holds the lease for the primary');
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
@@ -51,7 +54,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
   }).open();
   queryPool?.warm(1);
   backup?.start(store);
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, ...(extras.extend ? { extend: extras.extend } : {}), logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));

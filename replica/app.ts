@@ -4,6 +4,7 @@
  * and a forwarded write is answered once this replica has applied it (so the client's next read here
  * sees it), bounded by `writeWaitMs`.
  */
+import type { AppExtension } from '../shared/http.ts';
 import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
@@ -24,6 +25,8 @@ import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 
 export interface ReplicaAppOptions {
+  /** Added by a caller that runs this replica as part of a failover node (bin/ha.ts): more routes and metric lines. */
+  extend?: AppExtension;
   store: ReplicaStore;
   follower: Follower | null;
   /** null: a replica fed from a bucket alone; writes, database creation and strong reads get NO_PRIMARY. */
@@ -84,7 +87,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   });
 
   app.get('/metrics', read, () => {
-    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy, ranges: o.primary?.rangeStats ?? null, lease: o.primary?.locator ? { staleRefusals: o.primary.staleRefusals, readFailures: o.primary.locator.failures } : null });
+    const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy, ranges: o.primary?.rangeStats ?? null, lease: o.primary?.locator ? { staleRefusals: o.primary.staleRefusals, readFailures: o.primary.locator.failures } : null }) + (o.extend?.metrics?.() ?? '');
     return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
 
@@ -159,6 +162,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     return jsonResponse(w.body, 200, headers);
   });
 
+  o.extend?.routes?.(app);
   return app;
 }
 

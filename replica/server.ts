@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import type { AppExtension } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
 import { BucketFeed } from '../shared/bucket-feed.ts';
 import { LeaseStore } from '../shared/lease.ts';
@@ -30,8 +31,9 @@ export interface ReplicaHandle {
   close(): Promise<void>;
 }
 
-/** ReplicaExtras are what a caller running the replica under the failover lease (bin/ha.ts) passes in. */
+/** ReplicaExtras are what a caller running the replica as part of a failover node (bin/ha.ts) passes in. */
 export interface ReplicaExtras {
+  extend?: AppExtension;
   /**
    * The node's one PrimaryLocator (shared/primary-locator.ts), so the highest epoch seen outlives this
    * role: started here if it is not yet, never stopped here. Without it, a replica with `--lease` makes
@@ -51,7 +53,6 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
   const ownLocator = !extras.locator && config.lease ? new PrimaryLocator({ store: new LeaseStore(config.lease.target), logger }) : null;
   const locator = extras.locator ?? ownLocator;
   locator?.start();
-  if (locator && config.primaryUrl !== null) logger({ msg: 'following the lease holder; --primary is not used under --lease', primary: config.primaryUrl, lease: locator.description });
   const primaryUrl = locator ?? config.primaryUrl;
   const primary = primaryUrl === null ? null : nodePrimaryClient({ url: primaryUrl, token: config.primaryToken, logger });
   // A bucket-fed replica's object store, opening sealed objects with the keyring when one is given.
@@ -79,6 +80,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
   // A new holder (or none): nothing more is taken from the old one; the next session goes to the new one.
   const unfollow = locator?.onChange((now) => follower.reconnect(now ? `the lease moved to ${now.url} (epoch ${now.epoch})` : 'no node holds the lease')) ?? null;
   const app = createReplicaApp({
+    ...(extras.extend ? { extend: extras.extend } : {}),
     store,
     follower,
     primary,

@@ -46,6 +46,8 @@ export const ERROR_STATUS = {
    * than one it has seen (README.md#high-availability): a deposed primary. `details.epoch`, `details.maxEpoch`.
    */
   STALE_PRIMARY: 502,
+  /** `edgelite promote`: the holder did not hand the lease over (the target did not catch up in time, or another node took it). */
+  HANDOVER_FAILED: 409,
   /** `--sync-replicas`: committed on the primary, but not applied by enough candidates in time (`details.outcome: 'applied'`). */
   REPLICATION_PENDING: 504,
   /** The server's own configuration is wrong (the Worker, which cannot refuse to start): not the client's fault. */

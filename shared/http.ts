@@ -214,3 +214,10 @@ export function resultResponse(accept: string | undefined, body: unknown, status
   }
   return jsonResponse(body, status, headers);
 }
+
+/** AppExtension adds routes and metric lines to a server's app (a failover node's `/v1/ha`, bin/ha.ts). */
+export interface AppExtension {
+  routes?: (app: import('hono').Hono) => void;
+  /** Prometheus text appended to `/metrics`. */
+  metrics?: () => string;
+}

@@ -384,7 +384,7 @@ function safeJson(text: string): unknown {
 }
 
 /** generationStartsOf reads GET /v1/db/{name}'s `generations`; null when absent or not that shape. */
-function generationStartsOf(v: unknown): GenerationStart[] | null {
+export function generationStartsOf(v: unknown): GenerationStart[] | null {
   if (!Array.isArray(v)) return null;
   const out: GenerationStart[] = [];
   for (const e of v as Array<{ generation?: unknown; startTxid?: unknown }>) {
