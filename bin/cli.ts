@@ -11,6 +11,7 @@ const USAGE = `usage:
   edgelite primary ... --backup URL --backup-ack [--backup-ack-timeout 10s]   (a write answered once it is in the bucket)
   edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json]
   edgelite status URL
+  edgelite status --lease etcd://HOST:PORT/PREFIX [--json]   (holder, epoch, candidates and sync set of the failover lease)
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
 export async function main(argv: string[]): Promise<void> {
