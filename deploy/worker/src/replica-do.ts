@@ -30,6 +30,7 @@ import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../../../shared/consistency.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS } from '../../../shared/follower-port.ts';
 import { WorkerFollower } from './follower.ts';
+import { LeasePrimary, type WorkerPrimary } from './lease-primary.ts';
 import { PageStore } from './page-store.ts';
 import { WorkerReplica } from './replica.ts';
 import type { WasmModule } from './sqlite.ts';
@@ -62,7 +63,7 @@ export class ReplicaObject extends DurableObject<Env> {
   #replica: WorkerReplica | null = null;
   #follower: WorkerFollower | null = null;
   #feed: BucketFeed | null = null;
-  #client: PrimaryClient | null = null;
+  #client: WorkerPrimary | null = null;
   #bootedFrom: 'storage' | 'snapshot' | null = null;
   #snapshotsAtBoot = 0;
   #alarmSet = false;
@@ -102,6 +103,8 @@ export class ReplicaObject extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    // Under LEASE_URL, a holder that changed while the old primary still streams is found here too.
+    if (this.#client instanceof LeasePrimary) await this.#client.refresh();
     if (this.#replica) this.#follower!.start();
     await this.ctx.storage.setAlarm(Date.now() + (this.#config?.alarmIntervalMs ?? 10_000));
     this.#alarmSet = true;
@@ -217,6 +220,13 @@ export class ReplicaObject extends DurableObject<Env> {
     throw new EdgeliteError('REPLICA_BEHIND', `database ${replica.name} is not replicated here yet`);
   }
 
+  /** #primaryDescription is /describe's `primary` (the URL in use) and `epoch` (the lease holder's, null without LEASE_URL). */
+  #primaryDescription(): Record<string, unknown> {
+    const c = this.#client;
+    if (!(c instanceof LeasePrimary)) return { primary: c instanceof PrimaryClient ? c.url : null, epoch: null };
+    return { primary: c.primary, epoch: c.epoch, lease: { url: c.store.description, highestEpoch: c.highestEpoch, switches: c.switches, lastError: c.lastLeaseError } };
+  }
+
   #describe(): Record<string, unknown> {
     const replica = this.#replica!;
     const follower = this.#follower!;
@@ -229,6 +239,7 @@ export class ReplicaObject extends DurableObject<Env> {
       name: replica.name,
       role: 'replica',
       runtime: 'workerd',
+      ...this.#primaryDescription(),
       databaseId: replica.databaseId,
       generation: p?.generation ?? null,
       txid: p?.txid ?? null,
@@ -268,9 +279,20 @@ export function sourceStoreOf(source: NonNullable<WorkerConfig['source']>): Obje
   return withKeyring(new S3ObjectStore(source.s3), source.keyring);
 }
 
-/** primaryClientOf is the Worker's client of its primary, over the runtime's fetch. */
-export function primaryClientOf(config: WorkerConfig): PrimaryClient {
-  return new PrimaryClient({ url: config.primaryUrl, ...(config.primaryToken ? { token: config.primaryToken } : {}) });
+const primaries = new WeakMap<WorkerConfig, WorkerPrimary>();
+
+/**
+ * primaryClientOf is the Worker's client of its primary, over the runtime's fetch, one per parsed
+ * configuration: PRIMARY_URL's, or with LEASE_URL the lease holder's (lease-primary.ts).
+ */
+export function primaryClientOf(config: WorkerConfig): WorkerPrimary {
+  let p = primaries.get(config);
+  if (!p) {
+    const token = config.primaryToken ? { token: config.primaryToken } : {};
+    p = config.lease ? new LeasePrimary({ lease: config.lease, fallbackUrl: config.primaryUrl, log, ...token }) : new PrimaryClient({ url: config.primaryUrl!, ...token });
+    primaries.set(config, p);
+  }
+  return p;
 }
 
 /**
