@@ -60,9 +60,9 @@ export class LeasedPrimary implements PrimaryHa {
     return this.#store.publishSyncSet({ epoch: this.#epoch, nodes, since: Date.now() });
   }
 
-  /** take campaigns for the vacant lease (throws if another holds it) and keeps it renewed. */
-  async take(): Promise<number> {
-    const r = await this.#store.campaign({ node: this.node, url: this.url, ttlMs: TEST_LEASE_TTL_MS, since: Date.now() });
+  /** take campaigns for the vacant lease (throws if another holds it) and keeps it renewed; `advertise` is the record's URL (default its own). */
+  async take(advertise = this.url): Promise<number> {
+    const r = await this.#store.campaign({ node: this.node, url: advertise, ttlMs: TEST_LEASE_TTL_MS, since: Date.now() });
     if (!r.won) throw new Error(`${this.node} could not take the lease: ${r.holder?.node ?? 'none'} holds it`);
     this.#keeper = new LeaseKeeper({ store: this.#store, epoch: r.epoch, leaseId: r.leaseId, ttlMs: TEST_LEASE_TTL_MS, grantedAt: r.grantedAt });
     this.#epoch = r.epoch;

@@ -71,6 +71,7 @@ describe('Worker replica following the failover lease (workerd, real etcd)', () 
       logLevel: 'none',
       vars: {
         LEASE_URL: `etcd://${etcd.url.replace('http://', '')}/worker-lease`,
+        PRIMARY_URL: '', // wrangler.toml's default is unset: only the lease names the primary
         DATABASES: 'app',
         ALLOW_NO_AUTH: 'true',
         READ_WAIT_MS: '2000',
