@@ -60,18 +60,15 @@ describe('Worker replica following the failover lease (workerd, real etcd)', () 
     return r.status === 200 ? (r.json.results[0].rows as string[][]).map((row) => row[0]!) : [];
   };
 
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    store = new LeaseStore({ endpoint: etcd.url, prefix: 'worker-lease' });
-    p1 = await LeasedPrimary.start(t.dir, 'p1', store);
-    p2 = await LeasedPrimary.start(t.dir, 'p2', store);
-    worker = await unstable_dev(join(WORKER_DIR, 'src/index.ts'), {
+  function startWorker(vars: Record<string, string> = {}): Promise<Unstable_DevWorker> {
+    return unstable_dev(join(WORKER_DIR, 'src/index.ts'), {
       config: join(WORKER_DIR, 'wrangler.toml'),
       persistTo: join(t.dir, 'worker-state'),
       logLevel: 'none',
       vars: {
         LEASE_URL: `etcd://${etcd.url.replace('http://', '')}/worker-lease`,
         PRIMARY_URL: '', // wrangler.toml's default is unset: only the lease names the primary
+        ...vars,
         DATABASES: 'app',
         ALLOW_NO_AUTH: 'true',
         READ_WAIT_MS: '2000',
@@ -82,6 +79,14 @@ describe('Worker replica following the failover lease (workerd, real etcd)', () 
       },
       experimental: { disableExperimentalWarning: true },
     });
+  }
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    store = new LeaseStore({ endpoint: etcd.url, prefix: 'worker-lease' });
+    p1 = await LeasedPrimary.start(t.dir, 'p1', store);
+    p2 = await LeasedPrimary.start(t.dir, 'p2', store);
+    worker = await startWorker();
   }, 120_000);
 
   afterAll(async () => {
@@ -152,5 +157,20 @@ describe('Worker replica following the failover lease (workerd, real etcd)', () 
     } finally {
       await store.resign(r.epoch, r.leaseId);
     }
+  }, 60_000);
+
+  it('remembers the highest epoch across a restart: the stale primary at PRIMARY_URL is refused before the lease is read', async () => {
+    const highest = (await describeApp()).lease.highestEpoch as number;
+    expect(highest).toBeGreaterThan(p2.epoch);
+    // Restarted from its stored pages, with the lease vacant and PRIMARY_URL naming p1 (still epoch e1).
+    await worker.stop();
+    worker = await startWorker({ PRIMARY_URL: p1.url });
+    const d = await waitFor(async () => {
+      const x = await describeApp();
+      return /NOT_PRIMARY: refused the stream/.test(String(x.lastError)) ? x : null;
+    }, "the restarted Worker to refuse p1's stale stream", 30_000, 200);
+    expect(d).toMatchObject({ primary: p1.url, epoch: null, bootedFrom: 'storage', lease: { highestEpoch: highest } });
+    expect(d.lastError).toContain(`its epoch ${p1.epoch} is older than epoch ${highest} already seen`);
+    expect(await keys()).toEqual(['b', 'c', 'w2']);
   }, 60_000);
 });

@@ -59,6 +59,7 @@ export class LeasePrimary implements WorkerPrimary {
   lastLeaseError: string | null = null;
   /** How many times the holder changed under this object. */
   switches = 0;
+  #saveEpoch: ((epoch: number) => void) | null = null;
 
   constructor(o: LeasePrimaryOptions) {
     this.#o = o;
@@ -129,8 +130,20 @@ export class LeasePrimary implements WorkerPrimary {
     void old?.close(); // ends its stream: the follower's next session opens at the new holder
   }
 
+  /**
+   * keepEpochs starts from the highest epoch an earlier life of the object saw and saves each higher
+   * one (the object's storage), so an evicted object still refuses an older primary's stream, even
+   * before it can read the lease record.
+   */
+  keepEpochs(saved: number, save: (epoch: number) => void): void {
+    this.#noteEpoch(saved);
+    this.#saveEpoch = save;
+  }
+
   #noteEpoch(epoch: number): void {
-    if (epoch > this.#highestEpoch) this.#highestEpoch = epoch;
+    if (epoch <= this.#highestEpoch) return;
+    this.#highestEpoch = epoch;
+    this.#saveEpoch?.(epoch);
   }
 
   /** #clientFor is a client of one primary URL whose fetch reads each answer's epoch and fences the stream. */

@@ -85,6 +85,7 @@ export class ReplicaObject extends DurableObject<Env> {
     void ctx.blockConcurrencyWhile(async () => {
       this.#module = await loadSqlite();
       this.#store = new PageStore(ctx.storage, this.#config?.pageCacheBytes);
+      if (this.#client instanceof LeasePrimary) keepEpochs(ctx.storage.sql, this.#client);
       const name = this.#store.name ?? ctx.id.name;
       if (name) this.#init(name);
     });
@@ -268,6 +269,13 @@ export class ReplicaObject extends DurableObject<Env> {
       ...(this.#feed ? { source: follower.bucket?.feeding ?? null, bucket: this.#feed.status(replica.name) } : {}),
     };
   }
+}
+
+/** keepEpochs keeps the lease's highest epoch seen in the object's storage (LeasePrimary.keepEpochs). */
+function keepEpochs(sql: SqlStorage, lease: LeasePrimary): void {
+  sql.exec('CREATE TABLE IF NOT EXISTS lease_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)');
+  const row = sql.exec<{ epoch: number }>('SELECT epoch FROM lease_epoch').toArray()[0];
+  lease.keepEpochs(row?.epoch ?? 0, (epoch) => void sql.exec('INSERT OR REPLACE INTO lease_epoch (id, epoch) VALUES (1, ?)', epoch));
 }
 
 function finite(n: number): number | null {
