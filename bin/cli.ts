@@ -14,6 +14,7 @@ const USAGE = `usage:
   edgelite replica --candidate --lease etcd://HOST:PORT/PREFIX --data DIR [--listen ...] [--advertise URL] [--sync-replicas N]
   edgelite promote URL [--timeout 10s]   (make the failover node at URL the primary; the holder hands over once URL caught up)
   edgelite status URL
+  edgelite status --lease etcd://HOST:PORT/PREFIX [--json]   (holder, epoch, candidates and sync set of the failover lease)
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
 export async function main(argv: string[]): Promise<void> {

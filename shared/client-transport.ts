@@ -7,12 +7,22 @@
 import { EdgeliteError, type AppliedOutcome } from './errors.ts';
 import { responseError, send, type FetchFn } from './client-http.ts';
 import { ReplicaSet } from './client-replicas.ts';
+import { LeaseHolder, type Holder } from './client-lease.ts';
+import { parseLeaseUrl, type LeaseTarget } from './lease.ts';
 
 export interface ConnectOptions {
   /** Base URLs of the replicas, e.g. `http://127.0.0.1:7401`. May be empty when `primary` is given. */
   replicas: string[];
   /** The primary's base URL: writes go there directly with `writesTo: 'primary'`. */
   primary?: string;
+  /**
+   * `etcd://host:port/prefix` of the failover lease (README.md#high-availability): writes go to the
+   * holder named in the lease record, and follow a new holder without a restart. A write refused with 503
+   * NOT_PRIMARY `outcome: 'not-applied'` (or never sent) is sent once more to the next holder; one whose
+   * outcome is `unknown` is never resent. With `primary`, that URL is used while etcd cannot be read.
+   * With no `replicas`, reads go to the holder too.
+   */
+  lease?: string;
   /** Bearer token sent on every API request. */
   authToken?: string;
   /** Where writes go: a replica (default; it forwards them and waits until it has applied them) or the primary. */
@@ -35,6 +45,7 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 interface Config {
   replicas: string[];
   primary: string | null;
+  lease: LeaseTarget | null;
   authToken: string | null;
   writesTo: 'replica' | 'primary';
   fetch: FetchFn;
@@ -42,7 +53,7 @@ interface Config {
   requestTimeoutMs: number;
 }
 
-const KNOWN_OPTIONS = ['replicas', 'primary', 'authToken', 'writesTo', 'fetch', 'probeIntervalMs', 'requestTimeoutMs'];
+const KNOWN_OPTIONS = ['replicas', 'primary', 'lease', 'authToken', 'writesTo', 'fetch', 'probeIntervalMs', 'requestTimeoutMs'];
 
 /** Answer is a server's 2xx reply and who gave it. */
 export interface Answer {
@@ -64,16 +75,19 @@ export function expandConfig(o: ConnectOptions): Config {
   const replicas = o.replicas.map((u, i) => baseUrl(u, `replicas[${i}]`));
   if (new Set(replicas).size !== replicas.length) throw bad('"replicas" lists a URL twice');
   const primary = o.primary === undefined ? null : baseUrl(o.primary, 'primary');
-  if (replicas.length === 0 && primary === null) throw bad('give at least one replica URL, or a primary');
-  const writesTo = o.writesTo ?? 'replica';
+  const lease = o.lease === undefined ? null : leaseTarget(o.lease);
+  if (replicas.length === 0 && primary === null && lease === null) throw bad('give at least one replica URL, a primary, or a lease');
+  const writesTo = o.writesTo ?? (lease ? 'primary' : 'replica');
   if (writesTo !== 'replica' && writesTo !== 'primary') throw bad(`"writesTo" must be "replica" or "primary", got ${JSON.stringify(writesTo)}`);
-  if (writesTo === 'primary' && primary === null) throw bad('"writesTo": "primary" needs the "primary" URL');
+  if (lease && writesTo !== 'primary') throw bad('"lease" sends writes to the lease holder: leave "writesTo" out (or "primary")');
+  if (writesTo === 'primary' && primary === null && lease === null) throw bad('"writesTo": "primary" needs the "primary" URL (or a "lease")');
   if (o.authToken !== undefined && (typeof o.authToken !== 'string' || o.authToken === '')) throw bad('"authToken" must be a non-empty string');
   if (o.fetch !== undefined && typeof o.fetch !== 'function') throw bad('"fetch" must be a function');
   const userFetch = o.fetch ?? globalThis.fetch;
   return {
-    replicas: replicas.length > 0 ? replicas : [primary!],
+    replicas: replicas.length > 0 ? replicas : primary !== null && lease === null ? [primary] : [],
     primary,
+    lease,
     authToken: o.authToken ?? null,
     writesTo,
     // Called as a plain function: Workers' fetch throws "Illegal invocation" when called as a method.
@@ -86,11 +100,14 @@ export function expandConfig(o: ConnectOptions): Config {
 export class Transport {
   readonly config: Config;
   readonly replicas: ReplicaSet;
+  /** The lease holder (the `lease` option), or null. */
+  readonly lease: LeaseHolder | null;
   #closed = false;
 
   constructor(o: ConnectOptions) {
     this.config = expandConfig(o);
     this.replicas = new ReplicaSet(this.config.replicas, this.config.fetch);
+    this.lease = this.config.lease ? new LeaseHolder(this.config.lease, this.config.fetch, this.config.primary) : null;
     this.replicas.startProbes(this.config.probeIntervalMs);
   }
 
@@ -109,10 +126,13 @@ export class Transport {
     this.#checkOpen();
     const attempts: string[] = [];
     let serverError: EdgeliteError | null = null;
-    for (const url of this.replicas.order()) {
+    // With a lease and no replicas, reads go to the holder (read again after it fails).
+    const holder = this.config.replicas.length === 0 ? this.lease!.current(Date.now() + this.config.requestTimeoutMs) : null;
+    for (const url of holder ? [(await holder).url] : this.replicas.order()) {
       const x = await send(this.config.fetch, url + path, { method: 'POST', headers: this.#headers(headers, true), body, timeoutMs: this.config.requestTimeoutMs });
       if (x.kind === 'failed') {
         this.replicas.failed(url, x.message);
+        this.lease?.forget();
         attempts.push(`${url}: ${x.message}`);
         continue;
       }
@@ -124,6 +144,7 @@ export class Transport {
       }
       if (x.status >= 400 && x.status < 500) throw err;
       this.replicas.failed(url, `${err.code}: ${err.message}`);
+      if (holder) this.lease!.forget();
       attempts.push(`${url}: ${err.code}: ${err.message}`);
       serverError = err;
     }
@@ -143,6 +164,7 @@ export class Transport {
    */
   async write(method: 'POST' | 'PUT', path: string, body: string | undefined, idempotent = false): Promise<Answer> {
     this.#checkOpen();
+    if (this.lease) return this.#writeToHolder(method, path, body, idempotent);
     const toPrimary = this.config.writesTo === 'primary';
     const targets = toPrimary ? [this.config.primary!] : this.replicas.order();
     const attempts: string[] = [];
@@ -171,6 +193,46 @@ export class Transport {
     });
   }
 
+  /**
+   * #writeToHolder sends a write to the lease holder. Refused with NOT_PRIMARY `outcome: 'not-applied'`,
+   * or never sent (connection refused), it waits (within the request timeout) for the record to name
+   * the next holder and sends it there once. Anything that may have been applied is never resent.
+   */
+  async #writeToHolder(method: 'POST' | 'PUT', path: string, body: string | undefined, idempotent: boolean): Promise<Answer> {
+    const lease = this.lease!;
+    const deadline = Date.now() + this.config.requestTimeoutMs;
+    let h: Holder = await lease.current(deadline);
+    for (let attempt = 0; ; attempt++) {
+      const init = { method, headers: this.#headers({}, body !== undefined), timeoutMs: this.config.requestTimeoutMs };
+      const x = await send(this.config.fetch, h.url + path, body === undefined ? init : { ...init, body });
+      let err: EdgeliteError;
+      if (x.kind === 'failed') {
+        if (x.mayHaveBeenSent && !idempotent) {
+          lease.forget();
+          throw new EdgeliteError(
+            'UNAVAILABLE',
+            `write to ${h.url} failed after it may have reached the server (${x.message}); it may or may not have been applied, and was not resent`,
+            { cause: x.error, details: { url: h.url, outcome: 'unknown' satisfies AppliedOutcome } },
+          );
+        }
+        err = new EdgeliteError('UNAVAILABLE', `no server took the write (it was not applied): ${h.url}: ${x.message}`, { cause: x.error, details: { url: h.url, outcome: 'not-applied' satisfies AppliedOutcome } });
+      } else if (x.status >= 200 && x.status < 300) {
+        return { url: h.url, status: x.status, body: x.body, headers: x.headers };
+      } else {
+        err = responseError(x, h.url);
+        const resendable = err.code === 'NOT_PRIMARY' && (err.details?.outcome === 'not-applied' || idempotent);
+        if (!resendable) {
+          if (err.code === 'NOT_PRIMARY') lease.forget();
+          throw err;
+        }
+      }
+      if (attempt > 0) throw err;
+      const next = await lease.after(h, deadline).catch(() => null);
+      if (!next) throw err;
+      h = next;
+    }
+  }
+
   #headers(extra: Record<string, string>, json: boolean): Record<string, string> {
     const h: Record<string, string> = { accept: 'application/json', ...extra };
     if (json) h['content-type'] = 'application/json';
@@ -194,6 +256,15 @@ function baseUrl(u: unknown, where: string): string {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad(`"${where}" must be http(s), got ${url.protocol}`);
   if (url.search || url.hash) throw bad(`"${where}" must be a base URL without query or fragment`);
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+}
+
+function leaseTarget(u: unknown): LeaseTarget {
+  if (typeof u !== 'string') throw bad('"lease" must be an etcd://HOST:PORT/PREFIX string');
+  try {
+    return parseLeaseUrl(u, '"lease"');
+  } catch (err) {
+    throw new EdgeliteError('BAD_REQUEST', (err as Error).message, { cause: err });
+  }
 }
 
 function ms(v: unknown, fallback: number, name: string, min: number): number {

@@ -10,6 +10,9 @@
  *   `details.outcome: 'unknown'`). `details.outcome` is the one vocabulary (AppliedOutcome in errors.ts)
  *   on every path, a replica's forwarding error included: `not-applied` (safe to send again) or
  *   `unknown` (it may have committed).
+ * - With `lease: 'etcd://host:port/prefix'` (shared/client-lease.ts, README.md#high-availability),
+ *   writes go to the failover lease's holder, found in its record; a write the old holder refused as
+ *   not applied is sent once to the next holder, never one whose outcome is unknown.
  * - A Session (Cloudflare D1's `withSession` model) keeps the latest position it has seen of its
  *   database, from every write's token and every read's position, and sends it with each read: its
  *   reads never go backwards and always see its writes, on whichever replica serves them, across

@@ -8,12 +8,15 @@ import { parseKeyring, type Keyring } from '../../../shared/object-keyring.ts';
 import { parseBackupTarget, type S3Config } from '../../../shared/object-store.ts';
 import { configError } from '../../../shared/config.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
+import { parseLeaseUrl, type LeaseTarget } from '../../../shared/lease.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 
 /** Env is the Worker's bindings: the Durable Object namespace, vars and secrets (all strings). */
 export interface Env {
   REPLICA: DurableObjectNamespace;
   PRIMARY_URL?: string;
+  /** `etcd://host:port/prefix`: find the primary through the failover lease record (README.md#high-availability). */
+  LEASE_URL?: string;
   DATABASES?: string;
   EDGELITE_PRIMARY_TOKEN?: string;
   EDGELITE_TOKEN?: string;
@@ -42,7 +45,10 @@ export interface Env {
 }
 
 export interface WorkerConfig {
-  primaryUrl: string;
+  /** PRIMARY_URL's origin; with LEASE_URL it may be null (then only the lease names the primary). */
+  primaryUrl: string | null;
+  /** LEASE_URL parsed: the primary is the holder of this lease, PRIMARY_URL only until one is read. */
+  lease: LeaseTarget | null;
   /** '*' follows any database asked for; a list restricts the Worker to those names. */
   databases: '*' | string[];
   primaryToken: string | undefined;
@@ -78,21 +84,18 @@ export function parseWorkerConfig(env: Env): WorkerConfig {
 }
 
 function parse(env: Env): WorkerConfig {
+  const leaseUrl = env.LEASE_URL?.trim();
+  const lease = leaseUrl ? parseLeaseUrl(leaseUrl, 'LEASE_URL') : null;
   const primaryUrl = env.PRIMARY_URL?.trim();
-  if (!primaryUrl) throw new EdgeliteError('MISCONFIGURED', 'PRIMARY_URL is not set: the URL of the edgelite primary');
-  let url: URL;
-  try {
-    url = new URL(primaryUrl);
-  } catch (err) {
-    throw new EdgeliteError('MISCONFIGURED', `PRIMARY_URL "${primaryUrl}" is not a URL`, { cause: err });
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EdgeliteError('MISCONFIGURED', `PRIMARY_URL must be http(s), got ${primaryUrl}`);
+  if (!primaryUrl && !lease) throw new EdgeliteError('MISCONFIGURED', 'PRIMARY_URL is not set: the URL of the edgelite primary (or LEASE_URL, etcd://HOST:PORT/PREFIX of its failover lease)');
+  const url = primaryUrl ? parsePrimaryUrl(primaryUrl) : null;
   const auth = parseAuthConfig(env.EDGELITE_TOKEN || undefined, env.EDGELITE_TOKENS || undefined);
   if (auth.grants.length === 0 && env.ALLOW_NO_AUTH !== 'true') {
     throw new EdgeliteError('MISCONFIGURED', 'no EDGELITE_TOKEN or EDGELITE_TOKENS secret is set (set ALLOW_NO_AUTH = "true" only for local development)');
   }
   return {
-    primaryUrl: url.origin,
+    primaryUrl: url?.origin ?? null,
+    lease,
     databases: parseDatabases(env.DATABASES),
     primaryToken: env.EDGELITE_PRIMARY_TOKEN || undefined,
     auth,
@@ -104,6 +107,17 @@ function parse(env: Env): WorkerConfig {
     maxBodyBytes: int(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 'MAX_BODY_BYTES'),
     source: parseSource(env),
   };
+}
+
+function parsePrimaryUrl(primaryUrl: string): URL {
+  let url: URL;
+  try {
+    url = new URL(primaryUrl);
+  } catch (err) {
+    throw new EdgeliteError('MISCONFIGURED', `PRIMARY_URL "${primaryUrl}" is not a URL`, { cause: err });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EdgeliteError('MISCONFIGURED', `PRIMARY_URL must be http(s), got ${primaryUrl}`);
+  return url;
 }
 
 /** parseSource reads SOURCE_URL the way the Node replica reads --source (parseBackupTarget), S3 only. */

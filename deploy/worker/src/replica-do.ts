@@ -30,6 +30,7 @@ import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy } from '../../../shared/consistency.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS } from '../../../shared/follower-port.ts';
 import { WorkerFollower } from './follower.ts';
+import { LeasePrimary, type WorkerPrimary } from './lease-primary.ts';
 import { PageStore } from './page-store.ts';
 import { WorkerReplica } from './replica.ts';
 import type { WasmModule } from './sqlite.ts';
@@ -62,7 +63,7 @@ export class ReplicaObject extends DurableObject<Env> {
   #replica: WorkerReplica | null = null;
   #follower: WorkerFollower | null = null;
   #feed: BucketFeed | null = null;
-  #client: PrimaryClient | null = null;
+  #client: WorkerPrimary | null = null;
   #bootedFrom: 'storage' | 'snapshot' | null = null;
   #snapshotsAtBoot = 0;
   #alarmSet = false;
@@ -84,6 +85,7 @@ export class ReplicaObject extends DurableObject<Env> {
     void ctx.blockConcurrencyWhile(async () => {
       this.#module = await loadSqlite();
       this.#store = new PageStore(ctx.storage, this.#config?.pageCacheBytes);
+      if (this.#client instanceof LeasePrimary) keepEpochs(ctx.storage.sql, this.#client);
       const name = this.#store.name ?? ctx.id.name;
       if (name) this.#init(name);
     });
@@ -102,6 +104,8 @@ export class ReplicaObject extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    // Under LEASE_URL, a holder that changed while the old primary still streams is found here too.
+    if (this.#client instanceof LeasePrimary) await this.#client.refresh();
     if (this.#replica) this.#follower!.start();
     await this.ctx.storage.setAlarm(Date.now() + (this.#config?.alarmIntervalMs ?? 10_000));
     this.#alarmSet = true;
@@ -217,6 +221,13 @@ export class ReplicaObject extends DurableObject<Env> {
     throw new EdgeliteError('REPLICA_BEHIND', `database ${replica.name} is not replicated here yet`);
   }
 
+  /** #primaryDescription is /describe's `primary` (the URL in use) and `epoch` (the lease holder's, null without LEASE_URL). */
+  #primaryDescription(): Record<string, unknown> {
+    const c = this.#client;
+    if (!(c instanceof LeasePrimary)) return { primary: c instanceof PrimaryClient ? c.url : null, epoch: null };
+    return { primary: c.primary, epoch: c.epoch, lease: { url: c.store.description, highestEpoch: c.highestEpoch, switches: c.switches, lastError: c.lastLeaseError } };
+  }
+
   #describe(): Record<string, unknown> {
     const replica = this.#replica!;
     const follower = this.#follower!;
@@ -229,6 +240,7 @@ export class ReplicaObject extends DurableObject<Env> {
       name: replica.name,
       role: 'replica',
       runtime: 'workerd',
+      ...this.#primaryDescription(),
       databaseId: replica.databaseId,
       generation: p?.generation ?? null,
       txid: p?.txid ?? null,
@@ -259,6 +271,13 @@ export class ReplicaObject extends DurableObject<Env> {
   }
 }
 
+/** keepEpochs keeps the lease's highest epoch seen in the object's storage (LeasePrimary.keepEpochs). */
+function keepEpochs(sql: SqlStorage, lease: LeasePrimary): void {
+  sql.exec('CREATE TABLE IF NOT EXISTS lease_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)');
+  const row = sql.exec<{ epoch: number }>('SELECT epoch FROM lease_epoch').toArray()[0];
+  lease.keepEpochs(row?.epoch ?? 0, (epoch) => void sql.exec('INSERT OR REPLACE INTO lease_epoch (id, epoch) VALUES (1, ?)', epoch));
+}
+
 function finite(n: number): number | null {
   return Number.isFinite(n) ? Math.round(n) : null;
 }
@@ -268,9 +287,20 @@ export function sourceStoreOf(source: NonNullable<WorkerConfig['source']>): Obje
   return withKeyring(new S3ObjectStore(source.s3), source.keyring);
 }
 
-/** primaryClientOf is the Worker's client of its primary, over the runtime's fetch. */
-export function primaryClientOf(config: WorkerConfig): PrimaryClient {
-  return new PrimaryClient({ url: config.primaryUrl, ...(config.primaryToken ? { token: config.primaryToken } : {}) });
+const primaries = new WeakMap<WorkerConfig, WorkerPrimary>();
+
+/**
+ * primaryClientOf is the Worker's client of its primary, over the runtime's fetch, one per parsed
+ * configuration: PRIMARY_URL's, or with LEASE_URL the lease holder's (lease-primary.ts).
+ */
+export function primaryClientOf(config: WorkerConfig): WorkerPrimary {
+  let p = primaries.get(config);
+  if (!p) {
+    const token = config.primaryToken ? { token: config.primaryToken } : {};
+    p = config.lease ? new LeasePrimary({ lease: config.lease, fallbackUrl: config.primaryUrl, log, ...token }) : new PrimaryClient({ url: config.primaryUrl!, ...token });
+    primaries.set(config, p);
+  }
+  return p;
 }
 
 /**
