@@ -29,6 +29,7 @@ import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { generationStartsOf } from '../shared/primary-client.ts';
+import { PrimaryLocator } from '../shared/primary-locator.ts';
 import { candidatePositions, isEmptyDataDir, isPrimaryDataDir, removeReplicaState, setAside, unreplicated, type NodeConfigs } from './ha-roles.ts';
 import { haExtension } from './ha-routes.ts';
 
@@ -51,6 +52,8 @@ export interface FailoverEvent {
 export class FailoverNode implements PrimaryHa {
   readonly node: string;
   readonly store: LeaseStore;
+  /** The node's one locator, kept across role switches: the replica role follows the holder through it and the highest epoch seen survives a switch. */
+  readonly locator: PrimaryLocator;
   readonly #c: NodeConfigs;
   readonly #logger: Logger;
   #role: Role | null = null;
@@ -75,6 +78,7 @@ export class FailoverNode implements PrimaryHa {
     this.#logger = logger;
     this.node = configs.lease.node;
     this.store = new LeaseStore(configs.lease.target);
+    this.locator = new PrimaryLocator({ store: this.store, logger });
   }
 
   // PrimaryHa, for the primary role (primary/ha.ts).
@@ -116,6 +120,7 @@ export class FailoverNode implements PrimaryHa {
     const dir = this.#c.primary.dataDir;
     const asPrimary = isPrimaryDataDir(dir) || (this.#c.prefer === 'primary' && isEmptyDataDir(dir));
     this.#holder = await this.store.primary().catch(() => null);
+    this.locator.start();
     if (asPrimary) await this.#startPrimaryRole();
     else await this.#startReplicaRole(this.#holder);
     this.#logger({ msg: 'failover node started', node: this.node, role: this.role, lease: this.store.description, holder: this.#holder?.node ?? null, epoch: this.#holder?.epoch ?? null });
@@ -327,18 +332,17 @@ export class FailoverNode implements PrimaryHa {
   }
 
   async #startReplicaRole(holder: PrimaryRecord | null): Promise<void> {
-    const config = { ...this.#c.replica, primaryUrl: holder?.url ?? null };
-    const handle = await startReplica(config, this.#logger, { extend: haExtension(this) });
+    if (holder) this.locator.observe(holder.epoch);
+    const handle = await startReplica(this.#c.replica, this.#logger, { extend: haExtension(this), locator: this.locator });
     this.#role = { kind: 'replica', handle, following: holder?.url ?? null };
   }
 
-  /** #follow points the replica role at a new holder. */
+  /** #follow: the replica role follows the holder through the locator (no restart); this makes it look now. */
   async #follow(holder: PrimaryRecord): Promise<void> {
     const role = this.#role as Extract<Role, { kind: 'replica' }>;
     this.#logger({ msg: 'following the lease holder', primary: holder.url, node: holder.node, epoch: holder.epoch });
-    await role.handle.close();
-    this.#role = null;
-    await this.#startReplicaRole(holder);
+    role.following = holder.url;
+    await this.locator.refresh();
   }
 
   /** #publish writes this node's candidate record (positions) now when `now`, else once it is CANDIDATE_PUBLISH_MS old. */
@@ -377,6 +381,7 @@ export class FailoverNode implements PrimaryHa {
     if (candidate) await this.store.etcd.revoke(candidate.leaseId).catch(() => undefined);
     await this.#role?.handle.close();
     this.#role = null;
+    this.locator.stop();
   }
 }
 

@@ -6,8 +6,8 @@
  */
 import { EdgeliteError, type AppliedOutcome } from '../shared/errors.ts';
 
-/** EPOCH_HEADER carries the lease epoch on write answers and on the stream (README.md#high-availability). */
-export const EPOCH_HEADER = 'edgelite-epoch';
+/** EPOCH_HEADER carries the lease epoch on every answer under the lease (README.md#high-availability); one constant for all sides. */
+export { EPOCH_HEADER } from '../shared/primary-locator.ts';
 
 export interface PrimaryHa {
   /** This node's name in the lease records. */

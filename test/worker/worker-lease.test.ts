@@ -142,7 +142,7 @@ describe('Worker replica following the failover lease (workerd, real etcd)', () 
     try {
       const d = await waitFor(async () => {
         const x = await describeApp();
-        return x.primary === p1.url && /NOT_PRIMARY: refused the stream/.test(String(x.lastError)) ? x : null;
+        return x.primary === p1.url && /STALE_PRIMARY: refused the stream/.test(String(x.lastError)) ? x : null;
       }, "the Worker to refuse p1's stale stream", 30_000, 200);
       expect(d.lastError).toContain(`its epoch ${p1.epoch} is older than epoch ${r.epoch} already seen`);
       expect(d).toMatchObject({ epoch: r.epoch, lease: { highestEpoch: r.epoch } });
@@ -167,7 +167,7 @@ describe('Worker replica following the failover lease (workerd, real etcd)', () 
     worker = await startWorker({ PRIMARY_URL: p1.url });
     const d = await waitFor(async () => {
       const x = await describeApp();
-      return /NOT_PRIMARY: refused the stream/.test(String(x.lastError)) ? x : null;
+      return /STALE_PRIMARY: refused the stream/.test(String(x.lastError)) ? x : null;
     }, "the restarted Worker to refuse p1's stale stream", 30_000, 200);
     expect(d).toMatchObject({ primary: p1.url, epoch: null, bootedFrom: 'storage', lease: { highestEpoch: highest } });
     expect(d.lastError).toContain(`its epoch ${p1.epoch} is older than epoch ${highest} already seen`);

@@ -11,9 +11,10 @@
  * names another holder; any other outcome is passed on as it is (never sent twice).
  *
  * The epoch fence: every answer's `Edgelite-Epoch` raises the highest epoch this object has seen (as
- * does every record read), and a stream answered with an older epoch is refused (503 NOT_PRIMARY, which
+ * does every record read), and a stream answered with an older epoch is refused (502 STALE_PRIMARY, which
  * ends the session) before a byte of it is applied.
  */
+import { EPOCH_HEADER } from '../../../shared/primary-locator.ts';
 import { EdgeliteError } from '../../../shared/errors.ts';
 import { LeaseStore, type LeaseTarget, type PrimaryRecord } from '../../../shared/lease.ts';
 import type { Logger } from '../../../shared/log.ts';
@@ -23,8 +24,6 @@ import type { StreamBody } from '../../../shared/follower-port.ts';
 import { STREAM_PATH } from '../../../shared/protocol.ts';
 import type { Position } from '../../../shared/types.ts';
 
-/** EPOCH_HEADER is the primary's `Edgelite-Epoch` (README.md#high-availability), on write answers and the stream. */
-export const EPOCH_HEADER = 'edgelite-epoch';
 /** LEASE_REREAD_MS: the lease record is read at most this often. */
 export const LEASE_REREAD_MS = 500;
 
@@ -179,7 +178,7 @@ export class LeasePrimary implements WorkerPrimary {
     try {
       return await fn(c);
     } catch (err) {
-      if (err instanceof EdgeliteError && (err.code === 'PRIMARY_UNAVAILABLE' || err.code === 'NOT_PRIMARY' || err.code === 'UNAVAILABLE')) void this.refresh();
+      if (err instanceof EdgeliteError && (err.code === 'PRIMARY_UNAVAILABLE' || err.code === 'NOT_PRIMARY' || err.code === 'STALE_PRIMARY' || err.code === 'UNAVAILABLE')) void this.refresh();
       throw err;
     }
   }
@@ -224,9 +223,9 @@ function outcomeOf(r: ForwardResult): unknown {
   return (r.body as { error?: { details?: { outcome?: unknown } } } | null)?.error?.details?.outcome;
 }
 
-/** refusal is the 503 NOT_PRIMARY a stream from an older epoch is turned into (errorFromBody reads it). */
+/** refusal is the 502 STALE_PRIMARY a stream from an older epoch is turned into (errorFromBody reads it), as the Node replica's fence. */
 function refusal(url: string, epoch: number, highest: number, holder: { url: string; epoch: number } | null): Response {
   const message = `refused the stream of ${new URL(url).origin}: its epoch ${epoch} is older than epoch ${highest} already seen${holder ? ` (the holder is ${holder.url}, epoch ${holder.epoch})` : ''}`;
-  const details = { primary: holder?.url ?? null, epoch: holder?.epoch ?? highest, outcome: 'not-applied' };
-  return new Response(JSON.stringify({ error: { code: 'NOT_PRIMARY', message, details } }), { status: 503, headers: { 'content-type': 'application/json' } });
+  const details = { epoch, maxEpoch: highest, primary: holder?.url ?? null };
+  return new Response(JSON.stringify({ error: { code: 'STALE_PRIMARY', message, details } }), { status: 502, headers: { 'content-type': 'application/json' } });
 }
