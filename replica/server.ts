@@ -10,6 +10,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { BucketFeed } from '../shared/bucket-feed.ts';
 import { createReplicaApp } from './app.ts';
+import { AppliedReporter } from './applied-reporter.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
@@ -23,6 +24,8 @@ export interface ReplicaHandle {
   port: number;
   store: ReplicaStore;
   follower: Follower;
+  /** A candidate's applied reports to the primary (`--candidate --lease`), or null. */
+  reporter: AppliedReporter | null;
   /** Lazy mode's followed set (fetch on first use, LRU eviction); null otherwise. */
   lazy: LazyDatabases | null;
   close(): Promise<void>;
@@ -58,6 +61,9 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     logger,
   });
   follower.start();
+  // A candidate tells the primary what it applied, for `--sync-replicas` (README.md#synchronous-replicas).
+  const reporter = config.candidate && config.lease && primary ? new AppliedReporter({ client: primary, store, node: config.lease.node, url: config.lease.advertise, logger }) : null;
+  reporter?.start();
   const app = createReplicaApp({
     store,
     follower,
@@ -85,8 +91,10 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     port,
     store,
     follower,
+    reporter,
     lazy,
     close: async () => {
+      await reporter?.stop();
       await follower.stop();
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };
