@@ -75,7 +75,10 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
       if (pending) return errorResponse(pending);
     }
     const unsynced = sync ? await sync.wait(db.name, db.position, null, c.req.raw.signal) : null;
-    if (unsynced) return errorResponse(unsynced);
+    if (unsynced) {
+      assertWritable(o.ha, 'unknown');
+      return errorResponse(unsynced);
+    }
     return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
   });
 
@@ -101,7 +104,11 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
       if (pending) return errorResponseWith(pending, headers);
     }
     const unsynced = sync ? await sync.wait(name, position, token, c.req.raw.signal) : null;
-    if (unsynced) return errorResponseWith(unsynced, headers);
+    if (unsynced) {
+      // Committed here but on too few candidates: 'applied' holds only while this node still holds the lease.
+      assertWritable(o.ha, 'unknown');
+      return errorResponseWith(unsynced, headers);
+    }
     // Acknowledged only while the lease is held: every answer of an epoch comes before a later epoch can exist.
     assertWritable(o.ha, 'unknown');
     return resultResponse(c.req.header('accept'), { results, token }, 200, headers);
