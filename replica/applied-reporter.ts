@@ -82,7 +82,9 @@ export class AppliedReporter {
     const { client, node, url, logger } = this.#o;
     const body = `{"node":${JSON.stringify(node)},"url":${JSON.stringify(url)},"positions":${positions}}`;
     try {
-      const r = await client.forward('POST', APPLIED_PATH, body);
+      // Beside the stream, not in the forwarding pool: with every forwarding connection busy with writes
+      // that wait at the primary for this very report, it would otherwise wait for their timeout.
+      const r = await client.forward('POST', APPLIED_PATH, body, {}, { long: true });
       if (r.status !== 200) throw errorFromBody(r.body, r.status);
       this.sent++;
       if (this.#failing !== null) logger({ msg: 'applied reports reach the primary again', primary: client.url });

@@ -125,9 +125,14 @@ export class PrimaryClient {
     return h;
   }
 
-  /** forward sends an API request to the primary and returns its status, JSON body and headers. */
-  async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}): Promise<ForwardResult> {
+  /**
+   * forward sends an API request to the primary and returns its status, JSON body and headers.
+   * `opts.long` sends it beside the stream rather than beside forwarded requests: a candidate's applied
+   * report (README.md#synchronous-replicas) must never queue behind forwarded writes that wait for it.
+   */
+  async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}, opts: { long?: boolean } = {}): Promise<ForwardResult> {
     const init: PrimaryRequestInit = { method, headers: this.#headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }) };
+    if (opts.long) init.long = true;
     if (body !== undefined) init.body = body;
     if (this.#timeout > 0) init.signal = AbortSignal.timeout(this.#timeout);
     let res: PrimaryResponse;
