@@ -21,6 +21,7 @@ import { assertWritable, EPOCH_HEADER, notPrimary, type PrimaryHa } from './ha.t
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { snapshotResponse } from './snapshot.ts';
+import { parseAppliedReport, type SyncReplicas } from './sync.ts';
 import type { PrimaryStore } from './store.ts';
 import { resumeProblem, Subscription } from './stream.ts';
 
@@ -40,12 +41,15 @@ export interface PrimaryAppOptions {
   ha?: PrimaryHa | null;
   /** Added by a caller that runs this primary as part of a failover node (bin/ha.ts): more routes and metric lines. */
   extend?: AppExtension;
+  /** `--sync-replicas` (primary/sync.ts): candidates' applied reports, and the wait for the sync set; null: no route, no wait. */
+  sync?: SyncReplicas | null;
   logger: (e: Record<string, unknown>) => void;
 }
 
 export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   const { store, auth } = o;
   const backup = o.backup ?? null;
+  const sync = o.sync ?? null;
   const describe = (db: PrimaryDatabase): Record<string, unknown> => describeDatabase(db, backup);
   /** Catch-up range answers by HTTP status, for /metrics: a cache in front shows as few 200s for many replicas. */
   const rangeAnswers = new Map<number, number>();
@@ -68,6 +72,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
   app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers, sync), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 
@@ -79,6 +84,11 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     if (backup && o.backupAck) {
       const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, db.name, db.position, null, c.req.raw.signal);
       if (pending) return errorResponse(pending);
+    }
+    const unsynced = sync ? await sync.wait(db.name, db.position, null, c.req.raw.signal) : null;
+    if (unsynced) {
+      assertWritable(o.ha, 'unknown');
+      return errorResponse(unsynced);
     }
     return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
   });
@@ -104,10 +114,25 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
       const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, name, position, token, c.req.raw.signal);
       if (pending) return errorResponseWith(pending, headers);
     }
+    const unsynced = sync ? await sync.wait(name, position, token, c.req.raw.signal) : null;
+    if (unsynced) {
+      // Committed here but on too few candidates: 'applied' holds only while this node still holds the lease.
+      assertWritable(o.ha, 'unknown');
+      return errorResponseWith(unsynced, headers);
+    }
     // Acknowledged only while the lease is held: every answer of an epoch comes before a later epoch can exist.
     assertWritable(o.ha, 'unknown');
     return resultResponse(c.req.header('accept'), { results, token }, 200, headers);
   });
+
+  if (sync) {
+    // Candidates' applied positions (README.md#synchronous-replicas), and the list `edgelite status` shows.
+    app.post('/v1/replicas/applied', replicate, async (c) => {
+      sync.report(parseAppliedReport(await readJsonBody(c, o.maxBodyBytes)));
+      return jsonResponse({ ok: true, members: sync.members });
+    });
+    app.get('/v1/replicas', read, () => jsonResponse(sync.list()));
+  }
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
 

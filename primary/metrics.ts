@@ -7,9 +7,10 @@ import type { QueryPool } from '../shared/node/query-pool.ts';
 import { queryPoolMetrics } from '../shared/node/query-pool-metrics.ts';
 import { MetricsText } from '../shared/prometheus.ts';
 import type { BackupRunner } from './backup.ts';
+import type { SyncReplicas } from './sync.ts';
 import type { PrimaryStore } from './store.ts';
 
-export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null, backup: BackupRunner | null = null, rangeAnswers: ReadonlyMap<number, number> = new Map()): string {
+export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null = null, backup: BackupRunner | null = null, rangeAnswers: ReadonlyMap<number, number> = new Map(), sync: SyncReplicas | null = null): string {
   const m = new MetricsText();
   const ranges = m.counter('edgelite_catchup_range_answers_total', 'Catch-up range requests (GET /v1/db/{name}/changes/...) answered, by HTTP status (200 range, 304 not modified, 308 to the aligned range, 409 use the stream or a snapshot).');
   for (const [status, n] of [...rangeAnswers].sort(([a], [b]) => a - b)) ranges(n, { status: String(status) });
@@ -58,6 +59,12 @@ export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null =
       deleted(s.deleted, { db: name });
       compactionErrors(s.compactionErrors, { db: name });
     }
+  }
+  if (sync && sync.replicas > 0) {
+    const f = sync.figures;
+    m.gauge('edgelite_sync_replicas_members', 'Members of the --sync-replicas sync set (README.md#synchronous-replicas).')(f.members);
+    m.summary('edgelite_sync_wait_seconds', 'Time writes waited for the sync set.')(f.waitSecondsSum, f.waits);
+    m.counter('edgelite_sync_pending_total', 'Writes answered 504 REPLICATION_PENDING (committed, not on the sync set in time).')(f.pending);
   }
   return m.toString();
 }

@@ -16,6 +16,7 @@ import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { PrimaryConfig } from './config.ts';
 import type { PrimaryHa } from './ha.ts';
 import { PrimaryStore } from './store.ts';
+import { SyncReplicas } from './sync.ts';
 
 export interface PrimaryHandle {
   url: string;
@@ -25,6 +26,8 @@ export interface PrimaryHandle {
   queryPool: QueryPool | null;
   /** The continuous backup (`--backup`), or null. */
   backup: BackupRunner | null;
+  /** Candidates' applied reports and `--sync-replicas` (primary/sync.ts). */
+  sync: SyncReplicas;
   close(): Promise<void>;
 }
 
@@ -39,6 +42,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
   if (!authEnabled(config.auth) && !isLoopback(config.host)) {
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
+  if (config.sync.replicas > 0 && !extras.ha) throw new EdgeliteError('MISCONFIGURED', '--sync-replicas needs the failover lease held for it (PrimaryExtras.ha): the sync set is published under its epoch');
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
   const backup = config.backup ? new BackupRunner(openObjectStore(config.backup.target, config.backup.keyring), { intervalMs: config.backup.intervalMs, retentionMs: config.backup.retentionMs, logger, ...(config.backup.snapshotEverySegments ? { snapshotEverySegments: config.backup.snapshotEverySegments } : {}), ...(config.backup.compaction ? { compaction: config.backup.compaction } : {}) }) : null;
   const store = new PrimaryStore(config.dataDir, {
@@ -54,7 +58,9 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
   }).open();
   queryPool?.warm(1);
   backup?.start(store);
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, ...(extras.extend ? { extend: extras.extend } : {}), logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
+  const initial = Object.fromEntries(store.names().map((n) => [n, store.require(n).position]));
+  const sync = new SyncReplicas({ replicas: config.sync.replicas, timeoutMs: config.sync.timeoutMs, ha: extras.ha ?? null, initial, logger });
+  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, sync, ...(extras.extend ? { extend: extras.extend } : {}), logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));
@@ -68,7 +74,9 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
     store,
     queryPool,
     backup,
+    sync,
     close: async () => {
+      sync.close();
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };
         s.close(() => resolve());

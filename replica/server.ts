@@ -13,6 +13,7 @@ import { BucketFeed } from '../shared/bucket-feed.ts';
 import { LeaseStore } from '../shared/lease.ts';
 import { PrimaryLocator } from '../shared/primary-locator.ts';
 import { createReplicaApp } from './app.ts';
+import { AppliedReporter } from './applied-reporter.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
@@ -26,6 +27,8 @@ export interface ReplicaHandle {
   port: number;
   store: ReplicaStore;
   follower: Follower;
+  /** A candidate's applied reports to the primary (`--candidate --lease`), or null. */
+  reporter: AppliedReporter | null;
   /** Lazy mode's followed set (fetch on first use, LRU eviction); null otherwise. */
   lazy: LazyDatabases | null;
   close(): Promise<void>;
@@ -79,6 +82,9 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
   follower.start();
   // A new holder (or none): nothing more is taken from the old one; the next session goes to the new one.
   const unfollow = locator?.onChange((now) => follower.reconnect(now ? `the lease moved to ${now.url} (epoch ${now.epoch})` : 'no node holds the lease')) ?? null;
+  // A candidate tells the primary what it applied, for `--sync-replicas` (README.md#synchronous-replicas).
+  const reporter = config.candidate && config.lease && primary ? new AppliedReporter({ client: primary, store, node: config.lease.node, url: config.lease.advertise, logger }) : null;
+  reporter?.start();
   const app = createReplicaApp({
     ...(extras.extend ? { extend: extras.extend } : {}),
     store,
@@ -107,10 +113,12 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     port,
     store,
     follower,
+    reporter,
     lazy,
     close: async () => {
       unfollow?.();
       ownLocator?.stop();
+      await reporter?.stop();
       await follower.stop();
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };

@@ -157,18 +157,21 @@ export class PrimaryClient {
    * the lease, an answer 503 NOT_PRIMARY `not-applied` (the old holder refused before running it) reads
    * the record again and sends the request once more, to the new holder, only if the lease moved; any
    * other answer, and any failure to get one, is passed on as it is (never sent twice).
+   * `opts.long` sends it beside the stream rather than beside forwarded requests: a candidate's applied
+   * report (README.md#synchronous-replicas) must never queue behind forwarded writes that wait for it.
    */
-  async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}): Promise<ForwardResult> {
+  async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}, opts: { long?: boolean } = {}): Promise<ForwardResult> {
     const at = this.#target.now();
-    const r = await this.#forwardTo(at, method, path, body, headers);
+    const r = await this.#forwardTo(at, method, path, body, headers, opts);
     if (!this.#target.locator || !refusedNotApplied(r)) return r;
     const next = await this.#target.moved(at);
-    return next ? this.#forwardTo(next, method, path, body, headers) : r;
+    return next ? this.#forwardTo(next, method, path, body, headers, opts) : r;
   }
 
-  async #forwardTo(at: TargetAt, method: 'POST' | 'PUT' | 'GET', path: string, body: string | undefined, headers: Record<string, string>): Promise<ForwardResult> {
+  async #forwardTo(at: TargetAt, method: 'POST' | 'PUT' | 'GET', path: string, body: string | undefined, headers: Record<string, string>, opts: { long?: boolean }): Promise<ForwardResult> {
     const url = at.origin;
     const init: PrimaryRequestInit = { method, headers: this.#headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }) };
+    if (opts.long) init.long = true;
     if (body !== undefined) init.body = body;
     if (this.#timeout > 0) init.signal = AbortSignal.timeout(this.#timeout);
     let res: PrimaryResponse;

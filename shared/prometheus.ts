@@ -15,7 +15,7 @@ import { EdgeliteError } from './errors.ts';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-export type MetricType = 'counter' | 'gauge';
+export type MetricType = 'counter' | 'gauge' | 'summary';
 export type Labels = Readonly<Record<string, string>>;
 /** Sample adds one sample (a number; booleans are 1/0) with its labels. */
 export type Sample = (value: number | boolean, labels?: Labels) => void;
@@ -40,6 +40,15 @@ export class MetricsText {
 
   gauge(name: string, help: string): Sample {
     return this.#declare(name, 'gauge', help);
+  }
+
+  /** summary declares a summary without quantiles: one `_sum` and one `_count` sample (mean = sum / count). */
+  summary(name: string, help: string): (sum: number, count: number, labels?: Labels) => void {
+    this.#declare(name, 'summary', help);
+    const family = this.#families.get(name)!;
+    return (sum, count, labels) => {
+      family.samples.push(`${name}_sum${formatLabels(labels)} ${formatValue(sum)}`, `${name}_count${formatLabels(labels)} ${formatValue(count)}`);
+    };
   }
 
   toString(): string {

@@ -50,6 +50,8 @@ const PRIMARY_ROUTES: Route[] = [
   { method: 'GET', path: `/v1/db/${DB}/snapshot`, right: 'replicate' },
   { method: 'POST', path: '/v1/stream', right: 'replicate', body: { databases: [DB] } },
   { method: 'GET', path: `/v1/db/${DB}/changes/00000001/0000000000000001`, right: 'replicate', through: { status: 409, code: 'USE_STREAM' } },
+  { method: 'POST', path: '/v1/replicas/applied', right: 'replicate', body: { node: 'walk', url: 'http://127.0.0.1:1', positions: {} } },
+  { method: 'GET', path: '/v1/replicas', right: 'read' },
 ];
 
 /** Every route of the replica (replica/app.ts): the same API, minus what only a primary serves. */

@@ -7,6 +7,13 @@ import { describe, expect, it } from 'vitest';
 import { escapeLabelValue, formatValue, MetricsText } from '../../shared/prometheus.ts';
 
 describe('MetricsText', () => {
+  it('prints a summary without quantiles as one _sum and one _count sample under TYPE summary', () => {
+    const m = new MetricsText();
+    m.summary('edgelite_w_seconds', 'W.')(1.5, 3, { db: 'x' });
+    expect(m.toString()).toBe(['# HELP edgelite_w_seconds W.', '# TYPE edgelite_w_seconds summary', 'edgelite_w_seconds_sum{db="x"} 1.5', 'edgelite_w_seconds_count{db="x"} 3', ''].join('\n'));
+    expect(() => m.summary('edgelite_w_seconds', 'again')).toThrow(/declared twice/);
+  });
+
   it('prints HELP and TYPE once per metric, samples grouped, in declaration order', () => {
     const m = new MetricsText();
     const a = m.gauge('edgelite_a', 'A per database.');

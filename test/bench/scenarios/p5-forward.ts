@@ -21,7 +21,7 @@ async function call(pool: Pool, method: 'GET' | 'POST', path: string, body?: str
   if (res.statusCode >= 300) throw new Error(`${method} ${path} answered ${res.statusCode}: ${text.slice(0, 200)}`);
 }
 
-async function latencies(url: string, method: 'GET' | 'POST', path: string, n: number, body?: string): Promise<number[]> {
+export async function latencies(url: string, method: 'GET' | 'POST', path: string, n: number, body?: string): Promise<number[]> {
   const pool = new Pool(url, { connections: 1 });
   try {
     for (let i = 0; i < Math.min(200, n); i++) await call(pool, method, path, body);
@@ -37,7 +37,7 @@ async function latencies(url: string, method: 'GET' | 'POST', path: string, n: n
   }
 }
 
-async function throughput(url: string, path: string, concurrency: number, durationMs: number): Promise<number> {
+export async function throughput(url: string, path: string, concurrency: number, durationMs: number): Promise<number> {
   const pool = new Pool(url, { connections: concurrency });
   let done = 0;
   let stop = false;
