@@ -71,8 +71,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   }
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers, sync), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers, sync) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
   app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
 

@@ -158,6 +158,10 @@ describe('--sync-replicas 1', () => {
     expect(p.store.get(DB)).toBeDefined();
     lease.keeper.stop();
     await lease.store.resign(lease.ha.epoch, lease.keeper.leaseId);
+    // A newer record names the same URL (candidates follow the record under --lease), so p hears the
+    // candidate's reports, but p's own epoch no longer holds the lease: etcd refuses its sync set.
+    const other = await lease.store.campaign({ node: 'other', url: p.url, ttlMs: 5000, since: Date.now() });
+    if (other.won) stops.push(() => lease.store.etcd.revoke(other.leaseId));
     const c1 = await candidate('c1', p.url, lease.leaseUrl);
     await waitFor(() => lines.find((l) => l.msg === 'sync set not published; the old one stays'), 'the refused publish');
     expect(await members(p.url)).toEqual([]);
