@@ -12,7 +12,8 @@ import { parseReplicaConfig, type ReplicaConfig } from '../replica/config.ts';
 import { positionFilePath } from '../replica/position-file.ts';
 import type { GenerationStart } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import type { CandidatePosition, LeaseConfig, SyncConfig } from '../shared/lease.ts';
+import type { CandidatePosition } from '../shared/lease.ts';
+import type { LeaseConfig, SyncConfig } from '../shared/lease-config.ts';
 import type { Logger } from '../shared/log.ts';
 import { formatChecksum, type Position } from '../shared/types.ts';
 

@@ -34,11 +34,11 @@ import { candidatePositions, isEmptyDataDir, isPrimaryDataDir, removeReplicaStat
 import { haExtension } from './ha-routes.ts';
 
 /** How often a node reads the lease record (and so how soon it sees a vacancy or a new holder). */
-export const LEASE_POLL_MS = 200;
+export const LEASE_POLL_MS = 100;
 /** How often a node re-publishes its candidate record while nothing changes. */
 export const CANDIDATE_PUBLISH_MS = 1000;
 /** How long a vacancy must be seen before the ranking is read: time for every live node to publish its final positions. */
-export const ELECTION_SETTLE_MS = 600;
+export const ELECTION_SETTLE_MS = 300;
 
 type Role = { kind: 'primary'; handle: PrimaryHandle } | { kind: 'replica'; handle: ReplicaHandle; following: string | null };
 

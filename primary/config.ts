@@ -8,7 +8,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
-import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease.ts';
+import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
 import type { CompactionPolicy } from '../shared/backup-compaction.ts';

@@ -8,7 +8,7 @@ import { DEFAULT_SOURCE_INTERVAL_MS } from '../shared/bucket-feed.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
-import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease.ts';
+import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';

@@ -13,7 +13,6 @@
  * - `PREFIX/sync`: the SyncSetRecord of `--sync-replicas` (which candidates the holder waits for), put
  *   only while the holder's record still has the holder's epoch.
  */
-import { parseDurationMs } from './config.ts';
 import { EdgeliteError } from './errors.ts';
 
 /** LeaseTarget is a parsed `--lease etcd://host:port/prefix`. */
@@ -42,12 +41,6 @@ export function parseLeaseUrl(url: string, flag = '--lease'): LeaseTarget {
   }
   const prefix = decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, '') || 'edgelite';
   return { endpoint: `http://${u.host}`, prefix };
-}
-
-/** parseLeaseTtl reads `--lease-ttl`: whole seconds (etcd's lease unit), at least 2. */
-export function parseLeaseTtlMs(ms: number, flag = '--lease-ttl'): number {
-  if (!Number.isSafeInteger(ms) || ms < 2000 || ms % 1000 !== 0) throw new EdgeliteError('MISCONFIGURED', `${flag} must be whole seconds, at least 2s, got ${ms} ms`);
-  return ms;
 }
 
 /** PrimaryRecord is the value of `PREFIX/primary`. `epoch` is not stored: it is the key's create revision. */
@@ -317,154 +310,5 @@ function primaryOf(kv: KeyValue): PrimaryRecord {
   return { node: String(v.node ?? '?'), url: String(v.url ?? ''), ttlMs: Number(v.ttlMs ?? 0), since: Number(v.since ?? 0), epoch: kv.createRevision };
 }
 
-/**
- * safetyMarginMs: a holder stops accepting writes this long before its lease can expire in etcd. The
- * lease in etcd runs from when etcd handled a renewal, which is after the holder sent it: counting from
- * the send, minus this margin, leaves room for clocks that run at slightly different rates.
- */
-export function safetyMarginMs(ttlMs: number): number {
-  return Math.max(500, Math.round(ttlMs / 4));
-}
-
-/**
- * LeaseKeeper renews a won lease every TTL/4 and says until when the holder may accept writes: the
- * send time of the last renewal etcd confirmed + TTL − safetyMarginMs. A renewal etcd answers with TTL 0
- * (the lease is gone) is final: `lost` resolves and writable() stays false.
- */
-export class LeaseKeeper {
-  readonly epoch: number;
-  readonly leaseId: string;
-  readonly #store: LeaseStore;
-  readonly #ttlMs: number;
-  readonly #now: () => number;
-  #writableUntil: number;
-  #timer: ReturnType<typeof setTimeout> | null = null;
-  #stopped = false;
-  #lost = false;
-  #resolveLost!: (why: string) => void;
-  /** Resolves (with the reason) once the lease is known to be gone. */
-  readonly lost: Promise<string>;
-  /** Renewals that failed to reach etcd (each a step nearer the margin). */
-  failures = 0;
-
-  constructor(o: { store: LeaseStore; epoch: number; leaseId: string; ttlMs: number; grantedAt: number; now?: () => number }) {
-    this.#store = o.store;
-    this.epoch = o.epoch;
-    this.leaseId = o.leaseId;
-    this.#ttlMs = o.ttlMs;
-    this.#now = o.now ?? (() => performance.now());
-    this.#writableUntil = o.grantedAt + o.ttlMs - safetyMarginMs(o.ttlMs);
-    this.lost = new Promise((resolve) => (this.#resolveLost = resolve));
-    this.#schedule();
-  }
-
-  /** writable: this holder may acknowledge a write now. */
-  writable(): boolean {
-    return !this.#lost && !this.#stopped && this.#now() < this.#writableUntil;
-  }
-
-  /** writableForMs is how long writes stay allowed without another renewal (≤ 0: not now). */
-  writableForMs(): number {
-    return this.#lost || this.#stopped ? 0 : this.#writableUntil - this.#now();
-  }
-
-  #schedule(): void {
-    if (this.#stopped || this.#lost) return;
-    this.#timer = setTimeout(() => void this.#renew(), Math.max(100, Math.floor(this.#ttlMs / 4)));
-  }
-
-  async #renew(): Promise<void> {
-    const sent = this.#now();
-    try {
-      const ttl = await this.#store.etcd.keepAlive(this.leaseId);
-      if (this.#stopped) return;
-      if (ttl <= 0) {
-        this.#markLost('etcd no longer holds the lease (it expired)');
-        return;
-      }
-      this.#writableUntil = Math.max(this.#writableUntil, sent + ttl - safetyMarginMs(ttl));
-    } catch {
-      this.failures++;
-      if (this.#now() >= this.#writableUntil + safetyMarginMs(this.#ttlMs)) {
-        this.#markLost('renewals failed past the lease TTL');
-        return;
-      }
-    }
-    this.#schedule();
-  }
-
-  #markLost(why: string): void {
-    if (this.#lost) return;
-    this.#lost = true;
-    this.#resolveLost(why);
-  }
-
-  /** stop ends renewals (the lease then lapses unless resign() gave it up first). */
-  stop(): void {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#markLost('stopped');
-  }
-
-  /** resign stops renewals and gives the lease up in etcd, so a candidate takes over at once. */
-  async resign(): Promise<void> {
-    this.stop();
-    await this.#store.resign(this.epoch, this.leaseId);
-  }
-}
-
-/** LeaseConfig is `--lease URL [--lease-ttl 5s] [--advertise URL] [--node-id ID]`, on the primary and on replicas. */
-export interface LeaseConfig {
-  target: LeaseTarget;
-  ttlMs: number;
-  /** The URL others reach this node at (`--advertise`; default: http://LISTEN). */
-  advertise: string;
-  /** This node's name in the lease records (`--node-id`; default: the advertised host and port). */
-  node: string;
-}
-
-/** LEASE_FLAGS are the parseArgs options of LeaseConfig, for both roles' parsers. */
-export const LEASE_FLAGS = {
-  lease: { type: 'string' },
-  'lease-ttl': { type: 'string' },
-  advertise: { type: 'string' },
-  'node-id': { type: 'string' },
-} as const;
-
-/** parseLeaseConfig reads LEASE_FLAGS; null without `--lease` (then the other three are refused). */
-export function parseLeaseConfig(values: { lease?: string; 'lease-ttl'?: string; advertise?: string; 'node-id'?: string }, host: string, port: number): LeaseConfig | null {
-  if (values.lease === undefined) {
-    for (const f of ['lease-ttl', 'advertise', 'node-id'] as const) if (values[f] !== undefined) throw new EdgeliteError('MISCONFIGURED', `--${f} needs --lease`);
-    return null;
-  }
-  const target = parseLeaseUrl(values.lease);
-  const ttlMs = parseLeaseTtlMs(values['lease-ttl'] === undefined ? DEFAULT_LEASE_TTL_MS : parseDurationMs(values['lease-ttl'], '--lease-ttl'));
-  const advertise = values.advertise ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  if (!/^https?:\/\/[^/]/.test(advertise) || !URL.canParse(advertise)) throw new EdgeliteError('MISCONFIGURED', `--advertise must be an http(s) URL, got "${advertise}"`);
-  if (port === 0 && values.advertise === undefined) throw new EdgeliteError('MISCONFIGURED', '--lease with an ephemeral port (--listen HOST:0) needs --advertise');
-  const node = values['node-id'] ?? new URL(advertise).host.replace(/[^A-Za-z0-9.-]/g, '-');
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(node)) throw new EdgeliteError('MISCONFIGURED', `--node-id must be 1-64 letters, digits, '.', '_' or '-', got "${node}"`);
-  return { target, ttlMs, advertise: advertise.replace(/\/+$/, ''), node };
-}
-
-/** SyncConfig is `--sync-replicas N [--sync-timeout D]`. */
-export interface SyncConfig {
-  replicas: number;
-  timeoutMs: number;
-}
-
-/** `--sync-timeout`: how long a write waits for `--sync-replicas` candidates before 504 REPLICATION_PENDING (as the backup ack's 10 s). */
-export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
-
-/** leaseAndSync reads the lease flags and `--sync-replicas N [--sync-timeout D]` (which need `--lease`: candidates exist only there). */
-export function leaseAndSync(values: Record<string, string | boolean | undefined>, host: string, port: number): { lease: LeaseConfig | null; sync: SyncConfig } {
-  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
-  const lease = parseLeaseConfig({ lease: str('lease'), 'lease-ttl': str('lease-ttl'), advertise: str('advertise'), 'node-id': str('node-id') }, host, port);
-  const n = str('sync-replicas');
-  const replicas = n === undefined ? 0 : Number(n);
-  if (!Number.isSafeInteger(replicas) || replicas < 0 || (n !== undefined && !/^\d+$/.test(n))) throw new EdgeliteError('MISCONFIGURED', `--sync-replicas must be a whole number >= 0, got "${n}"`);
-  if (replicas > 0 && !lease) throw new EdgeliteError('MISCONFIGURED', '--sync-replicas needs --lease (the candidates it waits for are found through the lease)');
-  if (replicas === 0 && str('sync-timeout') !== undefined) throw new EdgeliteError('MISCONFIGURED', '--sync-timeout needs --sync-replicas');
-  const t = str('sync-timeout');
-  return { lease, sync: { replicas, timeoutMs: t === undefined ? DEFAULT_SYNC_TIMEOUT_MS : parseDurationMs(t, '--sync-timeout') } };
-}
+// The holder's renewals and write fence live in lease-keeper.ts; re-exported so one import serves.
+export { LeaseKeeper, safetyMarginMs } from './lease-keeper.ts';
