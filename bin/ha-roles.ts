@@ -13,7 +13,7 @@ import { positionFilePath } from '../replica/position-file.ts';
 import type { GenerationStart } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { CandidatePosition } from '../shared/lease.ts';
-import type { LeaseConfig, SyncConfig } from '../shared/lease-config.ts';
+import type { LeaseConfig } from '../shared/lease-config.ts';
 import type { Logger } from '../shared/log.ts';
 import { formatChecksum, type Position } from '../shared/types.ts';
 
@@ -25,33 +25,64 @@ export interface NodeConfigs {
   prefer: 'primary' | 'replica';
 }
 
-/** The flags both roles share, as the command line gave them (the other role is started with these). */
-function sharedArgs(lease: LeaseConfig, sync: SyncConfig, dataDir: string, host: string, port: number, queryTimeoutMs: number): string[] {
-  return [
-    '--data', dataDir, '--listen', `${host.includes(':') ? `[${host}]` : host}:${port}`,
-    '--lease', `etcd://${lease.target.endpoint.replace(/^http:\/\//, '')}/${lease.target.prefix}`,
-    '--lease-ttl', `${lease.ttlMs}ms`, '--advertise', lease.advertise, '--node-id', lease.node,
-    '--query-timeout-ms', String(queryTimeoutMs),
-    ...(sync.replicas > 0 ? ['--sync-replicas', String(sync.replicas), '--sync-timeout', `${sync.timeoutMs}ms`] : []),
-  ];
+/** Flags only the primary role takes (its value-less ones marked true), and only the replica role. */
+const PRIMARY_ONLY: Record<string, boolean> = { synchronous: false, 'checkpoint-frames': false, compress: true, backup: false, 'backup-interval': false, 'backup-retention': false, 'backup-ack': true, 'backup-ack-timeout': false };
+const REPLICA_ONLY: Record<string, boolean> = { candidate: true, lazy: true, primary: false, databases: false, 'max-databases': false, 'read-wait-ms': false, 'write-wait-ms': false, 'on-behind': false, 'max-lag-ms': false, 'heartbeat-timeout-ms': false, source: false, 'source-interval': false };
+/** `--encryption-key-file` and `--s3-endpoint` go with `--backup` (primary) or `--source` (replica). */
+const WITH_BUCKET = new Set(['encryption-key-file', 's3-endpoint']);
+
+/**
+ * splitNodeArgs sorts a failover node's command line into the primary role's flags and the replica
+ * role's: a node keeps every flag it was given across role switches (a candidate promoted keeps
+ * `--backup`, a demoted primary keeps `--read-wait-ms`). Flags of neither list go to both, where each
+ * role's own parser refuses what it does not know.
+ */
+export function splitNodeArgs(argv: readonly string[]): { primary: string[]; replica: string[] } {
+  const primary: string[] = [];
+  const replica: string[] = [];
+  const bucket: string[][] = [];
+  let backup = false;
+  let source = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const m = /^--([a-z0-9-]+)(=.*)?$/.exec(a);
+    if (!m) {
+      primary.push(a);
+      replica.push(a);
+      continue;
+    }
+    const name = m[1]!;
+    const boolean = PRIMARY_ONLY[name] ?? REPLICA_ONLY[name] ?? false;
+    const pair = m[2] !== undefined || boolean || i + 1 >= argv.length ? [a] : [a, argv[++i]!];
+    if (name === 'backup') backup = true;
+    if (name === 'source') source = true;
+    if (name in PRIMARY_ONLY) primary.push(...pair);
+    else if (name in REPLICA_ONLY) replica.push(...pair);
+    else if (WITH_BUCKET.has(name)) bucket.push(pair);
+    else {
+      primary.push(...pair);
+      replica.push(...pair);
+    }
+  }
+  if (bucket.length > 0) {
+    if (backup && source) throw new EdgeliteError('MISCONFIGURED', 'a failover node with both --backup and --source cannot tell whose --encryption-key-file or --s3-endpoint that is: use one bucket option');
+    (source ? replica : primary).push(...bucket.flat());
+  }
+  return { primary, replica };
 }
 
 /**
- * nodeConfigs parses `edgelite primary --lease …` or `edgelite replica --candidate --lease …` and
- * derives the other role's configuration: the same data directory, listen address, lease, auth and
- * `--sync-replicas`; the other role's own flags at their defaults.
+ * nodeConfigs parses `edgelite primary --lease …` or `edgelite replica --candidate --lease …` into both
+ * roles' configurations (splitNodeArgs): the same data directory, listen address, lease, auth and
+ * `--sync-replicas`, and each role's own flags as given.
  */
 export function nodeConfigs(command: 'primary' | 'replica', argv: string[], env: Record<string, string | undefined>): NodeConfigs {
-  if (command === 'primary') {
-    const primary = parsePrimaryConfig(argv, env);
-    if (!primary.lease) throw new EdgeliteError('MISCONFIGURED', 'a failover node needs --lease');
-    const replica = parseReplicaConfig([...sharedArgs(primary.lease, primary.sync, primary.dataDir, primary.host, primary.port, primary.queryTimeoutMs), '--candidate'], env);
-    return { lease: primary.lease, primary, replica, prefer: 'primary' };
-  }
-  const replica = parseReplicaConfig(argv, env);
-  if (!replica.lease || !replica.candidate) throw new EdgeliteError('MISCONFIGURED', 'a failover node needs --candidate --lease');
-  const primary = parsePrimaryConfig(sharedArgs(replica.lease, replica.sync, replica.dataDir, replica.host, replica.port, replica.queryTimeoutMs), env);
-  return { lease: replica.lease, primary, replica, prefer: 'replica' };
+  const split = splitNodeArgs(argv);
+  const replicaArgs = split.replica.includes('--candidate') ? split.replica : [...split.replica, '--candidate'];
+  const primary = parsePrimaryConfig(split.primary, env);
+  const replica = parseReplicaConfig(replicaArgs, env);
+  if (!primary.lease || !replica.lease) throw new EdgeliteError('MISCONFIGURED', `a failover node needs --lease (edgelite ${command === 'primary' ? 'primary' : 'replica --candidate'} --lease etcd://HOST:PORT/PREFIX …)`);
+  return { lease: primary.lease, primary, replica, prefer: command };
 }
 
 /** isPrimaryDataDir: the directory holds a primary's state (meta files and logs under `.edgelite/`). */

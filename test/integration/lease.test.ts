@@ -6,20 +6,14 @@
  * the holder's epoch; a holder cut off from etcd stops being writable a safety margin before its lease
  * can expire.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EdgeliteError } from '../../shared/errors.ts';
 import { LeaseKeeper, LeaseStore, parseLeaseUrl, safetyMarginMs } from '../../shared/lease.ts';
-import { startEtcd, type Etcd } from '../kit/etcd.ts';
+import { etcdForFile } from '../kit/etcd.ts';
 import { FaultProxy } from '../kit/proxy.ts';
 import { sleep, waitFor } from '../kit/wait.ts';
 
-let etcd: Etcd;
-beforeAll(async () => {
-  etcd = await startEtcd();
-}, 30_000);
-afterAll(async () => {
-  await etcd?.stop();
-});
+const etcd = etcdForFile();
 
 const rec = (node: string) => ({ node, url: `http://127.0.0.1:1/${node}`, ttlMs: 2000, since: Date.now() });
 

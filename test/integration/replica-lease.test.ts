@@ -9,7 +9,7 @@
  */
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
 import { LeaseKeeper, LeaseStore } from '../../shared/lease.ts';
 import { silentLogger, type Logger } from '../../shared/log.ts';
@@ -22,19 +22,13 @@ import { nodePrimaryClient } from '../../replica/primary-fetch.ts';
 import { startReplica, type ReplicaHandle, type ReplicaExtras } from '../../replica/server.ts';
 import { rejectedEdgelite, stopsAfterEach, tempDir } from '../helpers.ts';
 import { exec, freePort, http, query } from '../kit/api.ts';
-import { startEtcd, type Etcd } from '../kit/etcd.ts';
+import { etcdForFile } from '../kit/etcd.ts';
 import { FaultProxy } from '../kit/proxy.ts';
 import { waitFor } from '../kit/wait.ts';
 
 const TTL_MS = 2000;
-let etcd: Etcd;
+const etcd = etcdForFile();
 let prefixes = 0;
-beforeAll(async () => {
-  etcd = await startEtcd();
-}, 30_000);
-afterAll(async () => {
-  await etcd?.stop();
-});
 
 const stops = stopsAfterEach();
 const nextPrefix = (): string => `replica-lease-${++prefixes}`;

@@ -4,20 +4,14 @@
  * holder (node, url, epoch, since, TTL), each candidate with its positions and record age, and the sync
  * set, in text and with --json; a vacant lease says so; an unreachable etcd is UNAVAILABLE, exit 1.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LeaseStore } from '../../shared/lease.ts';
 import type { LeaseStatus } from '../../bin/status.ts';
 import { freePort } from '../kit/api.ts';
-import { startEtcd, type Etcd } from '../kit/etcd.ts';
+import { etcdForFile } from '../kit/etcd.ts';
 import { runEdgelite } from '../kit/spawn.ts';
 
-let etcd: Etcd;
-beforeAll(async () => {
-  etcd = await startEtcd();
-}, 30_000);
-afterAll(async () => {
-  await etcd?.stop();
-});
+const etcd = etcdForFile();
 
 describe('edgelite status --lease', () => {
   it('prints the holder, its epoch, the candidates and the sync set read from etcd', async () => {

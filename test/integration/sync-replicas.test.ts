@@ -9,14 +9,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import { parseAppliedReport } from '../../primary/sync.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { decodeToken, TOKEN_HEADER } from '../../shared/token.ts';
-import { startEtcd, type Etcd } from '../kit/etcd.ts';
+import { etcdForFile } from '../kit/etcd.ts';
 import { exec, freePort, http, info, query } from '../kit/api.ts';
 import { holdLease, type HeldLease } from '../kit/held-lease.ts';
 import { waitFor } from '../kit/wait.ts';
@@ -24,13 +24,7 @@ import { stopsAfterEach, thrownEdgelite } from '../helpers.ts';
 import { quietLogger } from './backup-kit.ts';
 
 const DB = 'app';
-let etcd: Etcd;
-beforeAll(async () => {
-  etcd = await startEtcd();
-}, 30_000);
-afterAll(async () => {
-  await etcd?.stop();
-});
+const etcd = etcdForFile();
 const stops = stopsAfterEach();
 let prefixes = 0;
 

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './api.ts';
@@ -66,4 +67,32 @@ export async function startEtcd(): Promise<Etcd> {
     throw err;
   }
   return { url, pid: proc.pid!, call, stop };
+}
+
+/**
+ * etcdForFile starts one etcd for the whole test file (beforeAll) and stops it after (afterAll); read
+ * `.url` (and the rest) inside tests.
+ */
+export function etcdForFile(): Etcd {
+  let etcd: Etcd | null = null;
+  beforeAll(async () => {
+    etcd = await startEtcd();
+  }, 30_000);
+  afterAll(async () => {
+    await etcd?.stop();
+  });
+  const running = (): Etcd => {
+    if (!etcd) throw new Error('etcd is not started yet (use it inside a test)');
+    return etcd;
+  };
+  return {
+    get url() {
+      return running().url;
+    },
+    get pid() {
+      return running().pid;
+    },
+    call: (path, body) => running().call(path, body),
+    stop: (signal) => running().stop(signal),
+  };
 }
