@@ -60,7 +60,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
-  app.use('*', closeAfterRefusedBody(), corsMiddleware());
+  app.use('*', closeAfterRefusedBody(o.maxBodyBytes), corsMiddleware());
   // Every answer under the lease says its epoch (snapshots, errors): a replica refuses an older one.
   if (o.ha) {
     const ha = o.ha;

@@ -71,7 +71,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
 
   app.onError((err) => errorResponse(err, o.logger));
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
-  app.use('*', closeAfterRefusedBody(), corsMiddleware());
+  app.use('*', closeAfterRefusedBody(o.maxBodyBytes), corsMiddleware());
 
   app.get('/v1/health', () => {
     // A lazy replica's database still bootstrapping for its first request is not lagging: it is arriving.

@@ -47,11 +47,35 @@ export function corsMiddleware(origin: string | string[] = '*'): MiddlewareHandl
 /**
  * closeAfterRefusedBody marks a 413 answer `Connection: close`: a body refused part-way is cancelled,
  * which ends the socket after the answer, and a keep-alive client would otherwise send its next request
- * into the closed connection. Register it first, so it runs after every other middleware.
+ * into the closed connection. It also reads, before the answer goes out, a body the route never read
+ * (a 404, an auth refusal, a route that takes none), up to `maxBodyBytes` (past it: cancelled and
+ * `Connection: close`): left to the HTTP server, it is drained after the answer under a 500 ms timer
+ * that closes the socket under the client when the event loop was busy, so the client saw "other side
+ * closed" instead of the answer (found by the HTTP fuzz). Register it first, so it runs after every
+ * other middleware.
  */
-export function closeAfterRefusedBody(): MiddlewareHandler {
+export function closeAfterRefusedBody(maxBodyBytes = DEFAULT_MAX_BODY_BYTES): MiddlewareHandler {
   return async (c, next) => {
     await next();
+    const req = c.req.raw;
+    if (req.body && !req.bodyUsed) {
+      const reader = req.body.getReader();
+      let n = 0;
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          n += value.byteLength;
+          if (n > maxBodyBytes) {
+            await reader.cancel();
+            c.res.headers.set('connection', 'close');
+            break;
+          }
+        }
+      } catch {
+        c.res.headers.set('connection', 'close'); // the client went away mid-body: nothing to keep alive
+      }
+    }
     if (c.res.status === 413) c.res.headers.set('connection', 'close');
   };
 }
