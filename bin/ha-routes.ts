@@ -30,14 +30,14 @@ export function haStatus(node: FailoverNode): Record<string, unknown> {
 export function haExtension(node: FailoverNode): AppExtension {
   return {
     routes: (app: Hono) => {
-      app.get('/v1/ha', requireRight(node.auth, 'read'), () => jsonResponse(haStatus(node)));
+      app.get('/v1/ha', requireRight(node.auth, 'read', { every: true }), () => jsonResponse(haStatus(node)));
       // `edgelite promote` (README.md#high-availability): take the lease here, by hand.
-      app.post('/v1/ha/promote', requireRight(node.auth, 'admin'), async (c) => {
+      app.post('/v1/ha/promote', requireRight(node.auth, 'admin', { every: true }), async (c) => {
         const body = (await readJsonBody(c, 4096).catch(() => ({}))) as { timeoutMs?: unknown };
         const timeoutMs = typeof body.timeoutMs === 'number' && body.timeoutMs > 0 && body.timeoutMs <= 60_000 ? body.timeoutMs : 10_000;
         return jsonResponse({ node: node.node, ...(await node.promoteHere(c.req.header('authorization'), timeoutMs)) });
       });
-      app.post('/v1/ha/step-down', requireRight(node.auth, 'admin'), async (c) => {
+      app.post('/v1/ha/step-down', requireRight(node.auth, 'admin', { every: true }), async (c) => {
         const body = (await readJsonBody(c, 4096)) as { to?: unknown; url?: unknown; timeoutMs?: unknown };
         if (typeof body.to !== 'string' || typeof body.url !== 'string' || !URL.canParse(body.url)) throw new EdgeliteError('BAD_REQUEST', 'step-down wants {"to": NODE, "url": URL}');
         const timeoutMs = typeof body.timeoutMs === 'number' && body.timeoutMs > 0 && body.timeoutMs <= 60_000 ? body.timeoutMs : 10_000;

@@ -4,13 +4,14 @@
  */
 import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
-import type { AuthConfig } from '../shared/auth.ts';
+import { type AccessGrant, assertDatabase, type AuthConfig } from '../shared/auth.ts';
+import { isPattern } from '../shared/db-pattern.ts';
 import { tokenFor, tokenLost, tokenLostError } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { type AppExtension, closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import { type AppExtension, closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
-import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH } from '../shared/protocol.ts';
+import { parseStatementsBody, parseStreamRequest, positionHeaders, STREAM_PATH, type StreamRequest } from '../shared/protocol.ts';
 import { encodeToken, TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import type { BackupRunner } from './backup.ts';
@@ -71,9 +72,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   }
 
   app.get('/v1/health', () => jsonResponse({ status: 'ok', role: 'primary', databases: store.names().length }));
-  app.get('/metrics', read, () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers, sync) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
+  // A tenant-scoped token sees its own databases only: /metrics (every database) needs an unscoped one.
+  app.get('/metrics', requireRight(auth, 'read', { every: true }), () => new Response(renderMetrics(store, o.queryPool ?? null, backup, rangeAnswers, sync) + (o.extend?.metrics?.() ?? ''), { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } }));
 
-  app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => describe(store.require(n))) }));
+  app.get('/v1/db', read, (c) => {
+    const grant = requestGrant(auth, c, 'read');
+    return jsonResponse({ databases: store.names().filter(grant.allows).map((n) => describe(store.require(n))) });
+  });
 
   app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
 
@@ -126,11 +131,11 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   if (sync) {
     // Candidates' applied positions (README.md#synchronous-replicas), and the list `edgelite status` shows.
-    app.post('/v1/replicas/applied', replicate, async (c) => {
+    app.post('/v1/replicas/applied', requireRight(auth, 'replicate', { every: true }), async (c) => {
       sync.report(parseAppliedReport(await readJsonBody(c, o.maxBodyBytes)));
       return jsonResponse({ ok: true, members: sync.members });
     });
-    app.get('/v1/replicas', read, () => jsonResponse(sync.list()));
+    app.get('/v1/replicas', requireRight(auth, 'read', { every: true }), () => jsonResponse(sync.list()));
   }
 
   app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
@@ -152,12 +157,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   });
 
   app.post(STREAM_PATH, replicate, async (c) => {
-    const req = parseStreamRequest(await readJsonBody(c, o.maxBodyBytes));
+    const grant = requestGrant(auth, c, 'replicate');
+    const req = scopeStreamRequest(parseStreamRequest(await readJsonBody(c, o.maxBodyBytes)), grant);
     if (req.ranges) {
       const behind = rangesBehind((n) => store.get(n), req.positions, layout, (db, pos) => resumeProblem(db, pos) === null);
       if (behind.length > 0) throw new EdgeliteError('USE_RANGES', `${behind.join(', ')} ${behind.length === 1 ? 'is' : 'are'} a sealed range or more behind: GET the ranges first`, { details: { databases: behind } });
     }
-    const sub = new Subscription(store, store.hub, req);
+    const sub = new Subscription(store, store.hub, req, grant.allows);
     return new Response(sub.stream, {
       headers: { 'content-type': 'application/vnd.edgelite.stream', 'cache-control': 'no-store', ...(o.ha ? { [EPOCH_HEADER]: String(o.ha.epoch) } : {}) },
     });
@@ -165,6 +171,18 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   o.extend?.routes?.(app);
   return app;
+}
+
+/**
+ * scopeStreamRequest narrows a stream request to a tenant-scoped token's databases
+ * (README.md#tenant-scoped-tokens): a listed name outside them is FORBIDDEN; `"*"` and patterns mean
+ * what the token may see (Subscription applies the limit); positions of other databases are dropped.
+ */
+function scopeStreamRequest(req: StreamRequest, grant: AccessGrant): StreamRequest {
+  if (grant.databases === null) return req;
+  if (req.databases !== '*') for (const e of req.databases) if (!isPattern(e)) assertDatabase(grant, e);
+  const positions = Object.fromEntries(Object.entries(req.positions).filter(([n]) => grant.allows(n)));
+  return { ...req, positions };
 }
 
 /** errorResponseWith is errorResponse plus headers (a BACKUP_PENDING answer carries its write's token and position). */

@@ -7,6 +7,7 @@
  */
 import { readChangeSetHeader } from '../shared/changeset.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import { compilePatterns, type DatabaseMatcher, isPattern } from '../shared/db-pattern.ts';
 import { encodeFrame, type Frame } from '../shared/frames.ts';
 import type { StreamRequest } from '../shared/protocol.ts';
 import type { Position } from '../shared/types.ts';
@@ -94,22 +95,27 @@ export class Subscription {
   readonly stream: ReadableStream<Uint8Array>;
   readonly #source: StreamSource;
   readonly #hub: StreamHub;
-  readonly #all: boolean;
-  /** Names asked for (when not '*'): a listed database created later joins the stream. */
-  readonly #wanted: ReadonlySet<string>;
+  /** Which databases the stream carries: a database created later that matches joins it. */
+  readonly #wanted: DatabaseMatcher;
   readonly deltas: boolean;
   readonly #dbs = new Map<string, DbCursor>();
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  constructor(source: StreamSource, hub: StreamHub, req: SubscribeRequest) {
+  /**
+   * `limit` narrows the request to what its token may see (a tenant-scoped replicate token,
+   * README.md#tenant-scoped-tokens); the caller has already refused a listed name outside it.
+   */
+  constructor(source: StreamSource, hub: StreamHub, req: SubscribeRequest, limit: DatabaseMatcher = () => true) {
     this.#source = source;
     this.#hub = hub;
-    this.#all = req.databases === '*';
-    this.#wanted = new Set(req.databases === '*' ? [] : req.databases);
+    const asked = req.databases === '*' ? () => true : compilePatterns(req.databases);
+    this.#wanted = (name) => asked(name) && limit(name);
     this.deltas = req.deltas;
-    const names = req.databases === '*' ? source.names() : req.databases;
+    // Listed names are opened even when absent (they are reported and join once created); patterns match what exists.
+    const listed = req.databases === '*' ? [] : req.databases.filter((e) => !isPattern(e) && limit(e));
+    const names = [...new Set([...listed, ...source.names().filter(this.#wanted)])];
     this.stream = new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
@@ -199,7 +205,7 @@ export class Subscription {
   event(name: string, event: 'created' | 'dropped' | 'generation'): void {
     if (this.#closed) return;
     if (event === 'created') {
-      if ((!this.#all && !this.#wanted.has(name)) || this.#dbs.has(name)) return;
+      if (!this.#wanted(name) || this.#dbs.has(name)) return;
       this.#send({ type: 'db-created', db: name });
       this.#open(name, null);
     } else if (event === 'dropped') {

@@ -9,7 +9,7 @@ import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requireRight, resultResponse } from '../shared/http.ts';
+import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, POSITION_HEADERS, positionHeaders, type Statement } from '../shared/protocol.ts';
@@ -86,7 +86,8 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     );
   });
 
-  app.get('/metrics', read, () => {
+  // A tenant-scoped token sees its own databases only: /metrics (every database) needs an unscoped one.
+  app.get('/metrics', requireRight(auth, 'read', { every: true }), () => {
     const text = renderReplicaMetrics({ store, follower: o.follower, forwarded, queryPool: o.queryPool ?? null, lazy, ranges: o.primary?.rangeStats ?? null, lease: o.primary?.locator ? { staleRefusals: o.primary.staleRefusals, readFailures: o.primary.locator.failures } : null }) + (o.extend?.metrics?.() ?? '');
     return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } });
   });
@@ -100,7 +101,10 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const feed = o.follower?.feed;
     return { ...(feed ? { ...describe(db), bucket: feed.status(db.name) } : describe(db)), ...leaseView() };
   };
-  app.get('/v1/db', read, () => jsonResponse({ databases: store.names().map((n) => described(store.get(n)!)) }));
+  app.get('/v1/db', read, (c) => {
+    const grant = requestGrant(auth, c, 'read');
+    return jsonResponse({ databases: store.names().filter(grant.allows).map((n) => described(store.get(n)!)) });
+  });
   app.get('/v1/db/:name', read, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
     if (!lazy) return jsonResponse(described(store.require(name)));

@@ -6,13 +6,13 @@ import { parseArgs } from 'node:util';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { DEFAULT_SOURCE_INTERVAL_MS } from '../shared/bucket-feed.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
+import { parsePatternList } from '../shared/db-pattern.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
-import { validateDatabaseName } from '../shared/types.ts';
 import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from './follower.ts';
 
 export const DEFAULT_REPLICA_PORT = 7401;
@@ -35,6 +35,8 @@ export interface ReplicaConfig {
   port: number;
   /** What the stream follows from the start: all, a list; in lazy mode the list the replica starts from is found on disk. */
   databases: '*' | string[];
+  /** With `--lazy`, the names and patterns (`--databases`) a lazy replica may fetch, others DATABASE_NOT_FOUND; null: any. */
+  lazyLimit: string[] | null;
   /** Lazy mode (`--lazy`): a database is fetched on its first request and evicted under `maxDatabases` (replica/lazy.ts). */
   lazy: boolean;
   /** Most databases a lazy replica keeps on disk (least recently used evicted first). */
@@ -65,11 +67,14 @@ export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [
   [--lease etcd://HOST:PORT/PREFIX [--candidate] [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]] (with --lease, --primary is optional)
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
+/**
+ * parseDatabases reads `--databases` / EDGELITE_DATABASES: `*`, or comma-separated names and patterns
+ * (`tenant-*,global`, shared/db-pattern.ts); a pattern follows every matching database, including ones
+ * created later. A bad entry is MISCONFIGURED naming it.
+ */
 export function parseDatabases(text: string): '*' | string[] {
   if (text.trim() === '*') return '*';
-  const names = text.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw new EdgeliteError('MISCONFIGURED', '--databases wants a comma-separated list or *');
-  return names.map((n) => validateDatabaseName(n));
+  return parsePatternList(text, '--databases');
 }
 
 /** parseReplicaConfig reads argv and env once; any bad value is MISCONFIGURED, naming the flag or variable. */
@@ -129,9 +134,6 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
   }
   const lazy = values.lazy === true || lazyEnv === '1' || lazyEnv === 'true';
   const databasesText = values.databases ?? env.EDGELITE_DATABASES;
-  if (lazy && databasesText !== undefined) {
-    throw new EdgeliteError('MISCONFIGURED', '--lazy fetches databases on demand: drop --databases (or EDGELITE_DATABASES)');
-  }
   if (primaryUrl === null && !lease && lazy) throw new EdgeliteError('MISCONFIGURED', '--lazy asks the primary which databases exist: it needs --primary');
   if (primaryUrl === null && !lease && onBehind === 'primary') throw new EdgeliteError('MISCONFIGURED', '--on-behind primary needs --primary');
   const maxText = values['max-databases'] ?? env.EDGELITE_MAX_DATABASES;
@@ -144,6 +146,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
     host,
     port,
     databases: lazy ? [] : parseDatabases(databasesText ?? '*'),
+    lazyLimit: lazy ? lazyLimit(databasesText) : null,
     lazy,
     maxDatabases: positiveInt(maxText, DEFAULT_MAX_DATABASES, '--max-databases'),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
@@ -161,6 +164,12 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
     candidate: values.candidate === true,
     sync,
   };
+}
+
+/** lazyLimit: with --lazy, `--databases` limits what may be fetched (`*` or absent: anything the primary has). */
+function lazyLimit(text: string | undefined): string[] | null {
+  const parsed = text === undefined ? '*' : parseDatabases(text);
+  return parsed === '*' ? null : parsed;
 }
 
 /** parseSource reads `--source` the way the primary reads `--backup` (parseBackupTarget: AWS_* variables, `--s3-endpoint`). */

@@ -15,6 +15,7 @@
  *   least recently modified beyond the limit deleted first.
  */
 import { statSync } from 'node:fs';
+import type { DatabaseMatcher } from '../shared/db-pattern.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { validateDatabaseName } from '../shared/types.ts';
@@ -28,6 +29,8 @@ export interface LazyOptions {
   /** Changes the stream's list; resolves once no session writes to a database left out (Follower.follow). */
   follow(names: string[]): Promise<void>;
   maxDatabases: number;
+  /** `--databases` with `--lazy`: only matching databases are fetched (others DATABASE_NOT_FOUND); null: any. */
+  allowed?: DatabaseMatcher | null;
   logger: Logger;
 }
 
@@ -85,6 +88,9 @@ export class LazyDatabases {
    */
   async acquire(name: string): Promise<Release> {
     validateDatabaseName(name);
+    if (this.#o.allowed && !this.#o.allowed(name) && !this.#lru.has(name)) {
+      throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here (outside --databases)`);
+    }
     this.#users.set(name, (this.#users.get(name) ?? 0) + 1);
     let released = false;
     const release = () => {

@@ -6,6 +6,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
+import { compilePatterns, isPattern } from '../shared/db-pattern.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { AppExtension } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
@@ -51,7 +52,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
   }
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
   const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
-  if (config.databases !== '*') for (const n of config.databases) store.ensure(n);
+  if (config.databases !== '*') for (const n of config.databases) if (!isPattern(n)) store.ensure(n);
   // Under the lease the holder's record says where the primary is (README.md#high-availability).
   const ownLocator = !extras.locator && config.lease ? new PrimaryLocator({ store: new LeaseStore(config.lease.target), logger }) : null;
   const locator = extras.locator ?? ownLocator;
@@ -66,6 +67,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
         primaryHas: (name) => primary.position(name),
         follow: (names): Promise<void> => follower.follow(names),
         maxDatabases: config.maxDatabases,
+        allowed: config.lazyLimit ? compilePatterns(config.lazyLimit) : null,
         logger,
       })
     : null;

@@ -3,6 +3,7 @@
  * applier's position sidecar, and `<name>.db.snapshot-tmp` while a snapshot downloads: see
  * snapshot-file.ts) and what the primary's heartbeats said about them.
  */
+import { compilePatterns, hasPattern, isPattern } from '../shared/db-pattern.ts';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
@@ -121,9 +122,12 @@ export class ReplicaStore {
     return this.#changes.until(holds, timeoutMs);
   }
 
-  /** positions lists where each followed database stands, for the stream request. */
+  /**
+   * positions lists where each followed database stands, for the stream request: every listed name,
+   * and every local database a listed pattern matches (shared/db-pattern.ts).
+   */
   positions(databases: '*' | string[]): Record<string, Position | null> {
-    const names = databases === '*' ? this.names() : databases;
+    const names = databases === '*' ? this.names() : hasPattern(databases) ? [...new Set([...databases.filter((e) => !isPattern(e)), ...this.names().filter(compilePatterns(databases))])] : databases;
     const out: Record<string, Position | null> = {};
     for (const n of names) out[n] = this.#dbs.get(n)?.position ?? null;
     return out;

@@ -18,6 +18,7 @@
  *   bytes but no whole frame below MIN_FRAME_BYTES_PER_SEC (a length prefix corrupted upwards makes the
  *   decoder wait for bytes that never form the frame while heartbeats keep trickling in).
  */
+import { compilePatterns, type DatabaseMatcher } from './db-pattern.ts';
 import { divergenceOf, EdgeliteError } from './errors.ts';
 import { backoffDelayMs, decodeStreamChangeSet, readChunks, untilAborted } from './follower-decode.ts';
 import type { AppliedCounts, FollowerCoreOptions, FollowerCoreState, FollowerFailure } from './follower-port.ts';
@@ -56,7 +57,8 @@ export class FollowerCore {
   /** Per database since start; kept here because a port may replace its database objects. */
   readonly #applied = new Map<string, AppliedCounts>();
   #databases: '*' | string[];
-  #followed: ReadonlySet<string> | null;
+  /** Which databases this follower applies (names and patterns, shared/db-pattern.ts); null: every one. */
+  #followed: DatabaseMatcher | null;
   /** Whether a session runs, whether it is inside a snapshot, and who waits for it to end (follow()). */
   #inSession = false;
   #snapshotting = false;
@@ -65,7 +67,7 @@ export class FollowerCore {
   constructor(options: FollowerCoreOptions) {
     this.#o = options;
     this.#databases = options.databases === '*' ? '*' : [...options.databases];
-    this.#followed = options.databases === '*' ? null : new Set(options.databases);
+    this.#followed = options.databases === '*' ? null : compilePatterns(options.databases);
   }
 
   /** databases is the followed set as the next session will ask for it. */
@@ -122,7 +124,7 @@ export class FollowerCore {
   follow(names: string[]): Promise<void> {
     if (this.#databases === '*') throw new EdgeliteError('INTERNAL', 'a follower of every database cannot change its list');
     this.#databases = [...names];
-    this.#followed = new Set(names);
+    this.#followed = compilePatterns(names);
     if (!this.#inSession) {
       this.#wakeSleep?.(); // waiting to reconnect: do it now, with the new list
       return Promise.resolve();
@@ -159,7 +161,7 @@ export class FollowerCore {
   }
 
   #follows(name: string): boolean {
-    return this.#followed === null || this.#followed.has(name);
+    return this.#followed === null || this.#followed(name);
   }
 
   #stopped(): boolean {

@@ -5,7 +5,7 @@
 import { concatBytes } from './types.ts';
 import type { Context, MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
-import { authorize, type AuthConfig, type Right } from './auth.ts';
+import { type AccessGrant, assertEveryDatabase, authorize, type AuthConfig, type Right } from './auth.ts';
 import { EdgeliteError, toEdgeliteError } from './errors.ts';
 import { Packr } from 'msgpackr';
 import { toJSONValue } from './protocol.ts';
@@ -90,12 +90,22 @@ export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) =
   });
 }
 
-/** requireRight is the per-route auth middleware. */
-export function requireRight(auth: AuthConfig, right: Right): MiddlewareHandler {
+/**
+ * requireRight is the per-route auth middleware. On a route with a `:name` the token must also reach that
+ * database (a tenant-scoped token, README.md#tenant-scoped-tokens); `every: true` refuses a scoped token
+ * outright (a route that shows every database, like /metrics).
+ */
+export function requireRight(auth: AuthConfig, right: Right, opts: { every?: boolean } = {}): MiddlewareHandler {
   return async (c, next) => {
-    authorize(auth, c.req.header('authorization'), right);
+    const grant = authorize(auth, c.req.header('authorization'), right, c.req.param('name'));
+    if (opts.every) assertEveryDatabase(grant, `${c.req.method} ${c.req.path}`);
     await next();
   };
+}
+
+/** requestGrant is the grant of a request that passed requireRight(auth, right): what a listing or the stream narrows to. */
+export function requestGrant(auth: AuthConfig, c: Context, right: Right): AccessGrant {
+  return authorize(auth, c.req.header('authorization'), right);
 }
 
 /**

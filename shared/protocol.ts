@@ -5,6 +5,7 @@
  * the Node replica and the Worker replica.
  */
 import { hash64 } from './checksum.ts';
+import { validatePattern } from './db-pattern.ts';
 import { EdgeliteError } from './errors.ts';
 import { formatChecksum, parseChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from './types.ts';
 
@@ -153,7 +154,9 @@ export const STREAM_PATH = '/v1/stream';
 /**
  * StreamRequest is the body of `POST /v1/stream`, as JSON:
  *
- *   {"databases": ["a", "b"] | "*",          which databases ("*": all, and any created later)
+ *   {"databases": ["a", "b"] | "*",          which databases ("*": all, and any created later); an
+ *                                            entry may be a pattern ("tenant-*", shared/db-pattern.ts):
+ *                                            every matching database, and any created later
  *    "deltas": true,                          the replica holds base pages: live frames may be deltas
  *    "positions": {"a": {"generation": 3, "txid": 41, "checksum": "<16 hex>"} | null},
  *    "ranges": true}                          optional: the replica can GET sealed catch-up ranges
@@ -192,8 +195,8 @@ export function parseStreamRequest(body: unknown): StreamRequest {
   if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
   let databases: string[] | '*';
   if (b.databases === '*' || b.databases === undefined) databases = '*';
-  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => validateDatabaseName(n));
-  else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names');
+  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => validatePattern(n, '"databases"', 'BAD_REQUEST'));
+  else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names and patterns');
   const positions: Record<string, Position | null> = {};
   if (b.positions !== undefined) {
     if (!b.positions || typeof b.positions !== 'object') throw new EdgeliteError('BAD_REQUEST', '"positions" must be an object');

@@ -219,7 +219,9 @@ describe('lazy replica config', () => {
     expect(parseReplicaConfig([...base, '--lazy', '--max-databases', '7'], {}).maxDatabases).toBe(7);
     expect(parseReplicaConfig(base, { EDGELITE_LAZY: '1', EDGELITE_MAX_DATABASES: '3' })).toMatchObject({ lazy: true, maxDatabases: 3 });
     expect(parseReplicaConfig([...base, '--databases', 'a,b'], {})).toMatchObject({ lazy: false, databases: ['a', 'b'] });
-    expect(() => parseReplicaConfig([...base, '--lazy', '--databases', 'a'], {})).toThrow(/drop --databases/);
+    expect(parseReplicaConfig([...base, '--lazy', '--databases', 'tenant-*,a'], {})).toMatchObject({ lazy: true, databases: [], lazyLimit: ['tenant-*', 'a'] });
+    expect(parseReplicaConfig([...base, '--lazy'], {}).lazyLimit).toBeNull();
+    expect(() => parseReplicaConfig([...base, '--lazy', '--databases', 'a/b'], {})).toThrow(/bad database pattern "a\/b"/);
     expect(() => parseReplicaConfig([...base, '--max-databases', '3'], {})).toThrow(/only applies with --lazy/);
     expect(() => parseReplicaConfig([...base, '--lazy', '--max-databases', '0'], {})).toThrow(/--max-databases must be a positive integer/);
     expect(() => parseReplicaConfig(base, { EDGELITE_LAZY: 'yes' })).toThrow(/EDGELITE_LAZY/);

@@ -8,7 +8,7 @@
  */
 import { Hono, type Context } from 'hono';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
-import { corsMiddleware, errorResponse, jsonResponse, requireRight } from '../../../shared/http.ts';
+import { corsMiddleware, errorResponse, jsonResponse, requestGrant, requireRight } from '../../../shared/http.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { clientAuth, DB_HEADER, primaryClientOf } from './replica-do.ts';
@@ -61,9 +61,11 @@ app.get('/v1/health', (c) => {
 });
 
 app.get('/v1/db', right('read'), async (c) => {
-  const { databases } = c.get('config');
+  const { databases, auth } = c.get('config');
   if (databases === '*') return jsonResponse({ databases: [], note: 'DATABASES is "*": objects exist per database asked for; list them on the primary' });
-  const described = await Promise.all(databases.map(async (name) => (await toObject(c, name, 'describe', new Request('https://replica/describe'))).json()));
+  // A tenant-scoped token lists only its databases (README.md#tenant-scoped-tokens).
+  const grant = requestGrant(auth, c, 'read');
+  const described = await Promise.all(databases.filter(grant.allows).map(async (name) => (await toObject(c, name, 'describe', new Request('https://replica/describe'))).json()));
   return jsonResponse({ databases: described });
 });
 
