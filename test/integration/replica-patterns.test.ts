@@ -58,7 +58,7 @@ afterAll(async () => {
 describe('replica --databases with patterns', () => {
   it("follows tenant-1, tenant-2 and global but not other, and a matching database created later", async () => {
     const r = await replicaWith('r1', ['--databases', 'tenant-*,global']);
-    await waitFor(() => ['tenant-1', 'tenant-2', 'global'].every((n) => caughtUp(r, n)), 20_000);
+    await waitFor(() => ['tenant-1', 'tenant-2', 'global'].every((n) => caughtUp(r, n)), 'the databases to replicate', 20_000);
     const q = await post(r.url, '/v1/db/tenant-2/query', { sql: 'SELECT x FROM t' });
     expect(q.json.results[0].rows).toEqual([[2]]);
     expect(r.store.get('other')).toBeUndefined();
@@ -66,17 +66,17 @@ describe('replica --databases with patterns', () => {
 
     await createWithRow('tenant-3', 30);
     await createWithRow('other-2', 40);
-    await waitFor(() => caughtUp(r, 'tenant-3'), 20_000);
+    await waitFor(() => caughtUp(r, 'tenant-3'), 'the databases to replicate', 20_000);
     expect((await post(r.url, '/v1/db/tenant-3/query', { sql: 'SELECT x FROM t' })).json.results[0].rows).toEqual([[30]]);
     // A later write to a followed database still arrives; the non-matching ones never did.
     expect((await post(primary.url, '/v1/db/tenant-1/exec', { sql: 'INSERT INTO t VALUES (11)' })).status).toBe(200);
-    await waitFor(() => caughtUp(r, 'tenant-1'), 20_000);
+    await waitFor(() => caughtUp(r, 'tenant-1'), 'the databases to replicate', 20_000);
     expect(r.store.names().sort()).toEqual(['global', 'tenant-1', 'tenant-2', 'tenant-3']);
   }, 60_000);
 
   it('reads the same from EDGELITE_DATABASES, with ? for one character', async () => {
     const r = await replicaWith('r2', [], { EDGELITE_DATABASES: 'tenant-?' });
-    await waitFor(() => ['tenant-1', 'tenant-2', 'tenant-3'].every((n) => caughtUp(r, n)), 20_000);
+    await waitFor(() => ['tenant-1', 'tenant-2', 'tenant-3'].every((n) => caughtUp(r, n)), 'the databases to replicate', 20_000);
     expect(r.store.names().sort()).toEqual(['tenant-1', 'tenant-2', 'tenant-3']);
   }, 60_000);
 

@@ -72,7 +72,7 @@ beforeAll(async () => {
     parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], { EDGELITE_TOKENS: SPEC, EDGELITE_PRIMARY_TOKEN: ADMIN }),
     silentLogger,
   );
-  await waitFor(() => ['tenant-a', 'tenant-b', 'other'].every((n) => replica.store.get(n)?.position?.txid === primary.store.get(n)!.position.txid), 20_000);
+  await waitFor(() => ['tenant-a', 'tenant-b', 'other'].every((n) => replica.store.get(n)?.position?.txid === primary.store.get(n)!.position.txid), 'the databases to replicate', 20_000);
 }, 60_000);
 
 afterAll(async () => {
