@@ -19,6 +19,7 @@
  * the replica's lag grows from the commit time of the newest txid it holds (shared/lag.ts), which is
  * the truth as far as a reader of the bucket can know it. Worker-safe.
  */
+import { compilePatterns, hasPattern, isPattern } from './db-pattern.ts';
 import { isStoreFailure, type BucketFeed, type BucketStep } from './bucket-feed.ts';
 import type { GenerationBackup } from './backup-layout.ts';
 import { backoffDelayMs, readChunks } from './follower-decode.ts';
@@ -176,7 +177,8 @@ export class BucketStreamSource implements StreamSource {
     const { feed, logger } = this.#o;
     let backups: Map<string, GenerationBackup[]>;
     try {
-      backups = await feed.list(databases);
+      // Patterns (README.md#database-patterns): list the whole bucket and keep what matches.
+      backups = databases !== '*' && hasPattern(databases) ? filterBackups(await feed.list('*'), compilePatterns(databases)) : await feed.list(databases);
     } catch (err) {
       if (!isStoreFailure(err)) throw err;
       if (!this.#bucketDown) logger({ msg: 'bucket unreachable; retrying every interval', bucket: feed.description, error: (err as Error).message });
@@ -185,7 +187,7 @@ export class BucketStreamSource implements StreamSource {
     }
     if (this.#bucketDown) logger({ msg: 'bucket reachable again', bucket: feed.description });
     this.#bucketDown = false;
-    const names = databases === '*' ? [...new Set([...backups.keys(), ...Object.keys(positions)])].sort() : databases;
+    const names = databases === '*' || hasPattern(databases) ? [...new Set([...backups.keys(), ...Object.keys(positions), ...(databases === '*' ? [] : databases.filter((e) => !isPattern(e)))])].sort() : databases;
     for (const db of names) {
       if (signal.aborted) return;
       const gens = backups.get(db);
@@ -292,4 +294,8 @@ function wake(ms: number, settled: Promise<void> | undefined, signal: AbortSigna
     signal.addEventListener('abort', done, { once: true });
     void settled?.then(done);
   });
+}
+
+function filterBackups(all: Map<string, GenerationBackup[]>, wanted: (name: string) => boolean): Map<string, GenerationBackup[]> {
+  return new Map([...all].filter(([name]) => wanted(name)));
 }

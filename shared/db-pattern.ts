@@ -1,5 +1,5 @@
 /**
- * Database patterns (README.md#many-databases): a pattern is a database name in which `*` stands for any
+ * Database patterns (README.md#database-patterns): a pattern is a database name in which `*` stands for any
  * run of name characters (none included) and `?` for exactly one; nothing else is special. A pattern
  * list is comma-separated names or patterns, e.g. `tenant-*,global`. Worker-safe: pure JS.
  *

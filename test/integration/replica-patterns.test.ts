@@ -1,5 +1,5 @@
 /**
- * A replica following database patterns (README.md#many-databases): a real primary and real replicas.
+ * A replica following database patterns (README.md#database-patterns): a real primary and real replicas.
  * `--databases 'tenant-*,global'` gets tenant-1, tenant-2 and global but not other, and a matching
  * database created later is followed; EDGELITE_DATABASES says the same; with `--lazy` the patterns
  * limit what is fetched (others 404 DATABASE_NOT_FOUND). Bad patterns are MISCONFIGURED naming them.
