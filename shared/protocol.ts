@@ -5,7 +5,7 @@
  * the Node replica and the Worker replica.
  */
 import { hash64 } from './checksum.ts';
-import { validatePattern } from './db-pattern.ts';
+import { isPattern, validatePattern } from './db-pattern.ts';
 import { EdgeliteError } from './errors.ts';
 import { formatChecksum, parseChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from './types.ts';
 
@@ -195,7 +195,7 @@ export function parseStreamRequest(body: unknown): StreamRequest {
   if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
   let databases: string[] | '*';
   if (b.databases === '*' || b.databases === undefined) databases = '*';
-  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => validatePattern(n, '"databases"', 'BAD_REQUEST'));
+  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => (typeof n === 'string' && isPattern(n) ? validatePattern(n, '"databases"', 'INVALID_DATABASE_NAME') : validateDatabaseName(n)));
   else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names and patterns');
   const positions: Record<string, Position | null> = {};
   if (b.positions !== undefined) {

@@ -28,9 +28,10 @@ describe('database patterns', () => {
     expect(() => parsePatternList(' , ', '--databases')).toThrow(/--databases/);
   });
 
-  it('lets a stream request list patterns and refuses a bad one as BAD_REQUEST', () => {
+  it('lets a stream request list patterns and refuses a bad one as INVALID_DATABASE_NAME', () => {
     expect(parseStreamRequest({ databases: ['tenant-*', 'global'] }).databases).toEqual(['tenant-*', 'global']);
-    expect(() => parseStreamRequest({ databases: ['ten/ant'] })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    expect(() => parseStreamRequest({ databases: ['ten/ant*'] })).toThrow(expect.objectContaining({ code: 'INVALID_DATABASE_NAME', message: expect.stringContaining('ten/ant*') }));
+    expect(() => parseStreamRequest({ databases: ['ten/ant'] })).toThrow(expect.objectContaining({ code: 'INVALID_DATABASE_NAME' }));
   });
 });
 
