@@ -117,6 +117,22 @@ describe('BucketStreamSource', () => {
     abort.abort();
   });
 
+  it('a pattern list follows only the matching databases in the bucket (README.md#database-patterns)', async () => {
+    const b = bucket();
+    b.put(snapshotKey('other', 1, 0, T0), new Uint8Array(8));
+    b.put(snapshotKey('tenant-1', 1, 0, T0), new Uint8Array(8));
+    const replica = new Replica();
+    const { source: s } = source(b.root, replica, null);
+    const abort = new AbortController();
+    // With '*' the first database ('other', by name) is asked for first; with the pattern only tenant-1 is.
+    await replica.read(await s.openStream('*', {}, abort.signal), (f) => f.type === 'snapshot-needed');
+    expect(replica.frames.at(-1)).toMatchObject({ type: 'snapshot-needed', db: 'other' });
+    replica.frames.length = 0;
+    await replica.read(await s.openStream(['tenant-*'], {}, abort.signal), (f) => f.type === 'snapshot-needed');
+    expect(replica.frames.filter((f) => 'db' in f).map((f) => (f as { db: string }).db)).toEqual(['tenant-1']);
+    abort.abort();
+  });
+
   it('a damaged segment: refused and reported; the copy stays; a newer snapshot that covers it is asked for', async () => {
     const b = bucket();
     b.put(snapshotKey('app', 1, 0, T0), new Uint8Array(8));
