@@ -74,6 +74,18 @@ describe('replica --databases with patterns', () => {
     expect(r.store.names().sort()).toEqual(['global', 'tenant-1', 'tenant-2', 'tenant-3']);
   }, 60_000);
 
+  it('a restarted pattern replica resumes its local databases from their positions, without new snapshots', async () => {
+    const first = await replicaWith('r4', ['--databases', 'tenant-*']);
+    await waitFor(() => ['tenant-1', 'tenant-2'].every((n) => caughtUp(first, n)), 'the databases to replicate', 20_000);
+    await first.close();
+    replicas.splice(replicas.indexOf(first), 1);
+    expect((await post(primary.url, '/v1/db/tenant-2/exec', { sql: 'INSERT INTO t VALUES (22)' })).status).toBe(200);
+    const again = await replicaWith('r4', ['--databases', 'tenant-*']);
+    await waitFor(() => caughtUp(again, 'tenant-2') && caughtUp(again, 'tenant-1'), 'the restarted replica to catch up', 20_000);
+    expect(again.follower.applied('tenant-2')).toMatchObject({ snapshots: 0, changeSets: 1 });
+    expect(again.follower.applied('tenant-1').snapshots).toBe(0);
+  }, 60_000);
+
   it('reads the same from EDGELITE_DATABASES, with ? for one character', async () => {
     const r = await replicaWith('r2', [], { EDGELITE_DATABASES: 'tenant-?' });
     await waitFor(() => ['tenant-1', 'tenant-2', 'tenant-3'].every((n) => caughtUp(r, n)), 'the databases to replicate', 20_000);
