@@ -63,7 +63,7 @@ export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0
                         [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
                          [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
                         [--lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]]
-  env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...")
+  env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...; read+write@tenant-*=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
 /** parsePrimaryConfig reads argv and env once; any bad value is MISCONFIGURED, naming the flag or variable. */

@@ -61,7 +61,7 @@ export interface ReplicaConfig {
   sync: SyncConfig;
 }
 
-export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,b|* | --lazy [--max-databases N]]
+export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,tenant-*|* | --lazy [--databases PATTERNS] [--max-databases N]]
   [--source s3://BUCKET/PREFIX | file:///DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]] (with --source, --primary is optional)
   [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
   [--lease etcd://HOST:PORT/PREFIX [--candidate] [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]] (with --lease, --primary is optional)

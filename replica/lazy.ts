@@ -88,7 +88,7 @@ export class LazyDatabases {
    */
   async acquire(name: string): Promise<Release> {
     validateDatabaseName(name);
-    if (this.#o.allowed && !this.#o.allowed(name) && !this.#lru.has(name)) {
+    if (this.#o.allowed && !this.#o.allowed(name)) {
       throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here (outside --databases)`);
     }
     this.#users.set(name, (this.#users.get(name) ?? 0) + 1);
