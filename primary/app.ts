@@ -20,6 +20,7 @@ import { waitBackedUp } from './backup-ack.ts';
 import { assertWritable, EPOCH_HEADER, notPrimary, type PrimaryHa } from './ha.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
+import { parseForkBody } from './fork.ts';
 import { snapshotResponse } from './snapshot.ts';
 import { parseAppliedReport, type SyncReplicas } from './sync.ts';
 import type { PrimaryStore } from './store.ts';
@@ -77,9 +78,22 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
 
-  app.put('/v1/db/:name', write, async (c) => {
+  const admin = requireRight(auth, 'admin');
+  app.delete('/v1/db/:name', admin, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
     assertWritable(o.ha, 'not-applied');
-    const { db, created } = store.create(validateDatabaseName(c.req.param('name')));
+    await store.drop(name);
+    return jsonResponse({ name, dropped: true });
+  });
+
+  app.put('/v1/db/:name', write, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const fork = hasBody(c) ? parseForkBody(await readJsonBody(c, o.maxBodyBytes)) : null;
+    assertWritable(o.ha, 'not-applied');
+    const forked = fork ? await store.fork(name, fork.from, fork.txid) : null;
+    const { db, created } = forked ? { db: forked.db, created: true } : store.create(name);
+    // What the fork holds: the source's position it was built from (README.md#http-api).
+    const forkedFrom = forked && fork ? { forkedFrom: { name: fork.from, txid: forked.source.txid, checksum: formatChecksum(forked.source.checksum) } } : {};
     if (backup && o.backupAck) {
       const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, db.name, db.position, null, c.req.raw.signal);
       if (pending) return errorResponse(pending);
@@ -89,7 +103,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
       assertWritable(o.ha, 'unknown');
       return errorResponse(unsynced);
     }
-    return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
+    return jsonResponse({ ...describe(db), created, ...forkedFrom }, created ? 201 : 200);
   });
 
   app.post('/v1/db/:name/query', read, async (c) => {
@@ -165,6 +179,11 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   o.extend?.routes?.(app);
   return app;
+}
+
+/** hasBody says whether a request carries a body (a PUT /v1/db/{name} without one is a plain create). */
+function hasBody(c: Context): boolean {
+  return Number(c.req.header('content-length') ?? '0') > 0 || c.req.header('transfer-encoding') !== undefined;
 }
 
 /** errorResponseWith is errorResponse plus headers (a BACKUP_PENDING answer carries its write's token and position). */
