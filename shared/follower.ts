@@ -349,7 +349,12 @@ export class FollowerCore {
         logger({ msg: 'database created on the primary', db: f.db });
         return;
       case 'db-dropped':
-        logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
+        if (port.dropped) {
+          port.dropped(f.db);
+          logger({ msg: 'database dropped on the primary; local copy deleted', db: f.db });
+        } else {
+          logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
+        }
         return;
       case 'heartbeat':
         port.noteHeartbeat(f.time, f.positions);
