@@ -209,6 +209,22 @@ describe('drop and fork', () => {
     expect(replica!.store.get('src')!.position!.checksum).toBe(reborn.position.checksum);
   });
 
+  it('a drop waits for the write in flight: it commits and is answered, the drop follows', async () => {
+    const { primary, dir } = await setup();
+    const db = primary.store.require('src');
+    expect(db.writeStats).not.toBeNull(); // the API writes run in the query processes' write queue
+    const slow = http(primary.url, 'POST', '/v1/db/src/exec', { sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 400000) INSERT INTO kv SELECT 'r' || x, 'v' FROM c" }, writer);
+    await waitFor(() => db.writeStats!.busy, 'the write is in a query process');
+    const dropped = await http(primary.url, 'DELETE', '/v1/db/src', undefined, admin);
+    const w = await slow;
+    expect(w.status, JSON.stringify(w.json)).toBe(200);
+    expect(w.json.results[0].changes).toBe(400000);
+    expect(dropped.status, JSON.stringify(dropped.json)).toBe(200);
+    expect(existsSync(join(dir, 'src.db'))).toBe(false);
+    const late = await http(primary.url, 'POST', '/v1/db/src/exec', { sql: "INSERT INTO kv VALUES ('late', 'x')" }, writer);
+    expect([late.status, late.json.error.code]).toEqual([404, 'DATABASE_NOT_FOUND']);
+  });
+
   it('a fork through a replica is forwarded and replicated', async () => {
     const { primary, replica } = await setup(true);
     await fill(primary.url, 'src', 0, 10);
