@@ -17,6 +17,8 @@ export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> &
   pollIntervalMs: number;
   /** logHold gives each database's log its keepAfter pin (the backup's, primary/backup.ts). */
   logHold?: (name: string) => () => number;
+  /** onDrop hears a drop once the store no longer holds the database, before it closes (the backup's forget). */
+  onDrop?: (name: string) => Promise<void>;
 };
 
 export class PrimaryStore implements StreamSource {
@@ -126,6 +128,7 @@ export class PrimaryStore implements StreamSource {
     this.#busy.add(name);
     this.#dbs.delete(name);
     try {
+      await this.#opts.onDrop?.(name);
       await db.closeForDrop();
       this.#opts.queryPool?.forget(db.path);
       removeFiles(this.dataDir, name);
@@ -141,7 +144,7 @@ export class PrimaryStore implements StreamSource {
   }
 
   #openDb(name: string): PrimaryDatabase {
-    const { logHold, ...opts } = this.#opts;
+    const { logHold, onDrop: _onDrop, ...opts } = this.#opts;
     const db = PrimaryDatabase.open(name, this.dataDir, {
       ...opts,
       log: logHold ? { ...opts.log, keepAfter: logHold(name) } : opts.log,

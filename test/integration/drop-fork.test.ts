@@ -14,8 +14,9 @@ import { parsePrimaryConfig } from '../../primary/config.ts';
 import { stateDir } from '../../primary/meta.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
 import type { PrimaryDatabase } from '../../primary/database.ts';
+import { restoreDatabase } from '../../primary/restore.ts';
 import { PrimaryStore } from '../../primary/store.ts';
-import type { Position } from '../../shared/types.ts';
+import { formatChecksum, type Position } from '../../shared/types.ts';
 import { parseReplicaConfig } from '../../replica/config.ts';
 import { startReplica, type ReplicaHandle } from '../../replica/server.ts';
 import { stopsAfterEach, tempDir } from '../helpers.ts';
@@ -223,6 +224,30 @@ describe('drop and fork', () => {
     expect(existsSync(join(dir, 'src.db'))).toBe(false);
     const late = await http(primary.url, 'POST', '/v1/db/src/exec', { sql: "INSERT INTO kv VALUES ('late', 'x')" }, writer);
     expect([late.status, late.json.error.code]).toEqual([404, 'DATABASE_NOT_FOUND']);
+  });
+
+  it('with --backup, a drop keeps the objects (restorable); a re-created name is not backed up over them', async () => {
+    const t = tempDir('drop-fork-backup');
+    stops.push(t.cleanup);
+    const primary = await startPrimary(parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0', '--backup', `file://${join(t.dir, 'b')}`, '--backup-interval', '50ms'], { EDGELITE_TOKENS: TOKENS }), silentLogger);
+    stops.push(() => primary.close());
+    await http(primary.url, 'PUT', '/v1/db/src', undefined, writer);
+    await write(primary.url, 'src', 'CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)');
+    await fill(primary.url, 'src', 0, 30);
+    const before = primary.store.require('src').position;
+    await primary.backup!.flush();
+    expect((await http(primary.url, 'DELETE', '/v1/db/src', undefined, admin)).status).toBe(200);
+    const restored = await restoreDatabase(primary.backup!.objects, { db: 'src', target: { latest: true }, out: join(t.dir, 'restored.db') });
+    expect([restored.txid, restored.checksum]).toEqual([before.txid, formatChecksum(before.checksum)]);
+
+    await http(primary.url, 'PUT', '/v1/db/src', undefined, writer);
+    await write(primary.url, 'src', 'CREATE TABLE again (x)');
+    const reborn = primary.store.require('src').position;
+    expect(reborn.txid).toBeLessThan(before.txid);
+    // The bucket still holds the dropped incarnation under the name: the runner refuses to mix them, loudly.
+    await expect(primary.backup!.flush()).rejects.toThrow(/ahead of the database/);
+    const again = await restoreDatabase(primary.backup!.objects, { db: 'src', target: { latest: true }, out: join(t.dir, 'restored-again.db') });
+    expect(again.checksum).toBe(formatChecksum(before.checksum));
   });
 
   it('a fork through a replica is forwarded and replicated', async () => {
