@@ -39,7 +39,8 @@ export interface FollowerPort {
   markReady(db: string): void;
   /**
    * dropped hears that the primary dropped a database (the `db-dropped` frame, DELETE /v1/db/{name}):
-   * the replica deletes its copy. A port without it keeps the copy, read-only (the Worker, today).
+   * the replica deletes its copy (the Node replica its files, the Worker its object's storage). A port
+   * without it keeps the copy, read-only.
    */
   dropped?(db: string): void;
   /** noteHeartbeat records what the primary's heartbeat says of each database (for lag). */

@@ -80,7 +80,7 @@ app.put('/v1/db/:name', right('write'), async (c) => {
   return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
 });
 
-// A drop goes to the primary; this Worker's object keeps its copy, read-only (README.md#http-api).
+// A drop goes to the primary; the stream's db-dropped then clears the object's storage (README.md#http-api).
 app.delete('/v1/db/:name', right('admin'), async (c) => {
   const name = validateDatabaseName(c.req.param('name'));
   const r = await primaryClientOf(c.get('config')).forward('DELETE', `/v1/db/${encodeURIComponent(name)}`, undefined, clientAuth(c.req.raw));
