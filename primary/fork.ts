@@ -59,7 +59,9 @@ export async function writeFork(source: PrimaryDatabase, txid: number | null, pa
       }
       sum.truncate(pageCount);
       if (sum.value !== want) {
-        throw new EdgeliteError('FORK_TXID_UNAVAILABLE', `the state of ${source.name} built for txid ${target} has checksum ${formatChecksum(sum.value)}, the log says ${formatChecksum(want)}`, { details: { db: source.name, txid: target } });
+        const msg = `the state of ${source.name} built for txid ${target} has checksum ${formatChecksum(sum.value)}, the log says ${formatChecksum(want)}`;
+        // The current state comes from the snapshot alone: a mismatch there is damage, not a txid out of reach.
+        throw past ? new EdgeliteError('FORK_TXID_UNAVAILABLE', msg, { details: { db: source.name, txid: target } }) : new EdgeliteError('CHECKSUM_MISMATCH', msg);
       }
       fsyncSync(fd);
     } catch (err) {
@@ -91,7 +93,8 @@ function pastState(source: PrimaryDatabase, now: Position, snapshotPages: number
   const upTo = log.index(now.generation, 1, target).filter((r) => r.maxTxid <= target);
   const at = upTo.at(-1);
   if (!at || at.maxTxid !== target) throw unavailable(source.name, target, 'no retained change set ends at it (retention, or inside a merged change set)');
-  const { commit, postChecksum } = readChangeSet(source, now, at.minTxid, at.maxTxid);
+  const { commit, postChecksum, pageSize } = readChangeSet(source, now, at.minTxid, at.maxTxid);
+  if (pageSize !== source.pageSize) throw unavailable(source.name, target, `its page size was ${pageSize}, now ${source.pageSize} (VACUUM changed it since)`);
   // Needed: every page written after the target, and every page the file had then but the snapshot lacks (it shrank).
   const needed = new Set<number>();
   for (const rec of later) {
@@ -103,7 +106,9 @@ function pastState(source: PrimaryDatabase, now: Position, snapshotPages: number
   const pages = new Map<number, Uint8Array>();
   for (let i = upTo.length - 1; i >= 0 && needed.size > 0; i--) {
     const info = upTo[i]!;
-    for (const page of readChangeSet(source, now, info.minTxid, info.maxTxid).pages) {
+    const cs = readChangeSet(source, now, info.minTxid, info.maxTxid);
+    if (cs.pageSize !== pageSize) throw unavailable(source.name, target, `a page it held was last written at another page size (change set ${info.minTxid}..${info.maxTxid})`);
+    for (const page of cs.pages) {
       if (needed.delete(page.pgno)) pages.set(page.pgno, page.data);
     }
   }
