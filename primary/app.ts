@@ -21,6 +21,7 @@ import { waitBackedUp } from './backup-ack.ts';
 import { assertWritable, EPOCH_HEADER, notPrimary, type PrimaryHa } from './ha.ts';
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
+import { parseForkBody } from './fork.ts';
 import { snapshotResponse } from './snapshot.ts';
 import { parseAppliedReport, type SyncReplicas } from './sync.ts';
 import type { PrimaryStore } from './store.ts';
@@ -82,9 +83,24 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
 
-  app.put('/v1/db/:name', write, async (c) => {
+  const admin = requireRight(auth, 'admin');
+  app.delete('/v1/db/:name', admin, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
     assertWritable(o.ha, 'not-applied');
-    const { db, created } = store.create(validateDatabaseName(c.req.param('name')));
+    await store.drop(name);
+    return jsonResponse({ name, dropped: true });
+  });
+
+  app.put('/v1/db/:name', write, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const fork = hasBody(c) ? parseForkBody(await readJsonBody(c, o.maxBodyBytes)) : null;
+    // A fork reads its source: a tenant-scoped token must be allowed the source too (README.md#tenant-scoped-tokens).
+    if (fork) assertDatabase(requestGrant(auth, c, 'read'), fork.from);
+    assertWritable(o.ha, 'not-applied');
+    const forked = fork ? await store.fork(name, fork.from, fork.txid) : null;
+    const { db, created } = forked ? { db: forked.db, created: true } : store.create(name);
+    // What the fork holds: the source's position it was built from (README.md#http-api).
+    const forkedFrom = forked && fork ? { forkedFrom: { name: fork.from, txid: forked.source.txid, checksum: formatChecksum(forked.source.checksum) } } : {};
     if (backup && o.backupAck) {
       const pending = await waitBackedUp(backup, o.backupAck.timeoutMs, db.name, db.position, null, c.req.raw.signal);
       if (pending) return errorResponse(pending);
@@ -94,7 +110,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
       assertWritable(o.ha, 'unknown');
       return errorResponse(unsynced);
     }
-    return jsonResponse({ ...describe(db), created }, created ? 201 : 200);
+    return jsonResponse({ ...describe(db), created, ...forkedFrom }, created ? 201 : 200);
   });
 
   app.post('/v1/db/:name/query', read, async (c) => {
@@ -183,6 +199,11 @@ function scopeStreamRequest(req: StreamRequest, grant: AccessGrant): StreamReque
   if (req.databases !== '*') for (const e of req.databases) if (!isPattern(e)) assertDatabase(grant, e);
   const positions = Object.fromEntries(Object.entries(req.positions).filter(([n]) => grant.allows(n)));
   return { ...req, positions };
+}
+
+/** hasBody says whether a request carries a body (a PUT /v1/db/{name} without one is a plain create). */
+function hasBody(c: Context): boolean {
+  return Number(c.req.header('content-length') ?? '0') > 0 || c.req.header('transfer-encoding') !== undefined;
 }
 
 /** errorResponseWith is errorResponse plus headers (a BACKUP_PENDING answer carries its write's token and position). */

@@ -301,6 +301,16 @@ export class BackupRunner {
     return p;
   }
 
+  /**
+   * forget is called when database `name` is dropped (PrimaryStore.drop), once the store no longer
+   * holds it: it waits for the upload in flight, then drops what the runner knows of the name, so a
+   * database later created under it starts with a snapshot of its own. The objects stay in the bucket.
+   */
+  async forget(name: string): Promise<void> {
+    await this.#locks.get(name);
+    this.#states.delete(name);
+  }
+
   #state(name: string): DbState {
     let s = this.#states.get(name);
     if (!s) {

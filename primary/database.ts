@@ -377,6 +377,15 @@ export class PrimaryDatabase {
     });
   }
 
+  /**
+   * closeForDrop closes the database once no API write is in flight (the write queue's turn), so a
+   * drop never cuts a running write short; writes queued behind it fail with UNAVAILABLE.
+   */
+  async closeForDrop(): Promise<void> {
+    if (this.#writes && !this.#closed) await this.#writes.barrier(() => undefined);
+    this.close();
+  }
+
   /** close captures what is left, makes the log durable and closes every connection. */
   close(): void {
     if (this.#closed) return;

@@ -54,7 +54,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
     log: { retention: config.retention },
     queryPool,
     logger,
-    ...(backup ? { logHold: (name: string) => backup.holdFor(name) } : {}),
+    ...(backup ? { logHold: (name: string) => backup.holdFor(name), onDrop: (name: string) => backup.forget(name) } : {}),
   }).open();
   queryPool?.warm(1);
   backup?.start(store);

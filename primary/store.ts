@@ -3,11 +3,13 @@
  * demand, and notices writes made by other processes: a watch on the directory for `-wal` changes plus
  * a poll as a safety net, each triggering a capture of that database.
  */
-import { existsSync, mkdirSync, readdirSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
-import { validateDatabaseName } from '../shared/types.ts';
+import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { PrimaryDatabase, type DatabaseOptions } from './database.ts';
+import { writeFork } from './fork.ts';
+import { stateDir } from './meta.ts';
 import { StreamHub, type StreamSource } from './stream.ts';
 
 export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> & {
@@ -15,6 +17,8 @@ export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> &
   pollIntervalMs: number;
   /** logHold gives each database's log its keepAfter pin (the backup's, primary/backup.ts). */
   logHold?: (name: string) => () => number;
+  /** onDrop hears a drop once the store no longer holds the database, before it closes (the backup's forget). */
+  onDrop?: (name: string) => Promise<void>;
 };
 
 export class PrimaryStore implements StreamSource {
@@ -23,6 +27,8 @@ export class PrimaryStore implements StreamSource {
   readonly #opts: StoreOptions;
   readonly #dbs = new Map<string, PrimaryDatabase>();
   readonly #pending = new Set<string>();
+  /** Names being dropped or forked into: no create, fork or drop of them until that ends. */
+  readonly #busy = new Set<string>();
   #watcher: FSWatcher | undefined;
   #poll: ReturnType<typeof setInterval> | undefined;
 
@@ -77,14 +83,68 @@ export class PrimaryStore implements StreamSource {
     validateDatabaseName(name);
     const existing = this.#dbs.get(name);
     if (existing) return { db: existing, created: false };
+    this.#assertNotBusy(name);
     const created = !existsSync(join(this.dataDir, `${name}.db`));
     const db = this.#openDb(name);
     this.hub.publishEvent(name, 'created');
     return { db, created };
   }
 
+  /**
+   * fork creates `name` from `from`'s state now or at `txid` (primary/fork.ts): a new database (new
+   * database id, generation 1) with its own history. DATABASE_EXISTS if `name` exists.
+   */
+  async fork(name: string, from: string, txid: number | null): Promise<{ db: PrimaryDatabase; source: Position }> {
+    validateDatabaseName(name);
+    const source = this.require(from);
+    if (name === from) throw new EdgeliteError('BAD_REQUEST', `a database cannot be forked into itself (${name})`);
+    if (this.#dbs.has(name)) throw new EdgeliteError('DATABASE_EXISTS', `database ${name} exists: a fork creates a new database (DELETE it first)`);
+    this.#assertNotBusy(name);
+    const path = join(this.dataDir, `${name}.db`);
+    if (existsSync(path)) throw new EdgeliteError('DATABASE_EXISTS', `${name}.db exists in the data directory`);
+    this.#busy.add(name);
+    try {
+      // Left behind by a crash between a drop's steps: the fork must not inherit its id or log.
+      removeFiles(this.dataDir, name);
+      const result = await writeFork(source, txid, path);
+      const db = this.#openDb(name);
+      this.hub.publishEvent(name, 'created');
+      this.#opts.logger({ msg: 'database forked', db: name, from, txid: result.from.txid, databaseId: db.databaseId });
+      return { db, source: result.from };
+    } finally {
+      this.#busy.delete(name);
+    }
+  }
+
+  /**
+   * drop removes a database (README.md#http-api, DELETE /v1/db/{name}): new requests get
+   * DATABASE_NOT_FOUND at once; it closes once the write in flight is done (PrimaryDatabase.closeForDrop),
+   * the query processes forget the file, then its file, WAL, SHM, log and meta are deleted and the
+   * streams say `db-dropped`. Backup objects are kept (restorable with `edgelite restore`).
+   */
+  async drop(name: string): Promise<void> {
+    const db = this.require(name);
+    this.#assertNotBusy(name);
+    this.#busy.add(name);
+    this.#dbs.delete(name);
+    try {
+      await this.#opts.onDrop?.(name);
+      await db.closeForDrop();
+      this.#opts.queryPool?.forget(db.path);
+      removeFiles(this.dataDir, name);
+      this.hub.publishEvent(name, 'dropped');
+      this.#opts.logger({ msg: 'database dropped', db: name, databaseId: db.databaseId });
+    } finally {
+      this.#busy.delete(name);
+    }
+  }
+
+  #assertNotBusy(name: string): void {
+    if (this.#busy.has(name)) throw new EdgeliteError('BUSY', `database ${name} is being dropped or forked into; try again`);
+  }
+
   #openDb(name: string): PrimaryDatabase {
-    const { logHold, ...opts } = this.#opts;
+    const { logHold, onDrop: _onDrop, ...opts } = this.#opts;
     const db = PrimaryDatabase.open(name, this.dataDir, {
       ...opts,
       log: logHold ? { ...opts.log, keepAfter: logHold(name) } : opts.log,
@@ -118,6 +178,19 @@ export class PrimaryStore implements StreamSource {
     clearInterval(this.#poll);
     for (const db of this.#dbs.values()) db.close();
     this.#dbs.clear();
+  }
+}
+
+/** removeFiles deletes a database's file, WAL, SHM and state directory (log and meta), durably. */
+function removeFiles(dataDir: string, name: string): void {
+  const path = join(dataDir, `${name}.db`);
+  for (const suffix of ['-wal', '-shm', '']) rmSync(`${path}${suffix}`, { force: true });
+  rmSync(stateDir(dataDir, name), { recursive: true, force: true });
+  const fd = openSync(dataDir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

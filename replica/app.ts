@@ -116,7 +116,17 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
 
   app.put('/v1/db/:name', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
-    const r = await primary().forward('PUT', `/v1/db/${name}`, undefined, passAuth(c));
+    // A fork's body ({"from", "txid"}) goes on as it came; the primary validates it.
+    const body = hasBody(c) ? JSON.stringify(await readJsonBody(c, o.maxBodyBytes)) : undefined;
+    const r = await primary().forward('PUT', `/v1/db/${name}`, body, passAuth(c));
+    return jsonResponse(r.body, r.status);
+  });
+
+  app.delete('/v1/db/:name', requireRight(auth, 'admin'), async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const r = await primary().forward('DELETE', `/v1/db/${name}`, undefined, passAuth(c));
+    // Answered once the stream's db-dropped removed the local copy here too (bounded like a forwarded write).
+    if (r.status === 200) await store.until(() => store.get(name) === undefined, o.writeWaitMs);
     return jsonResponse(r.body, r.status);
   });
 
@@ -200,6 +210,11 @@ function finite(n: number): number | null {
 
 function tokenOf(c: Context): string | undefined {
   return c.req.header(TOKEN_HEADER) ?? getCookie(c, TOKEN_COOKIE);
+}
+
+/** hasBody says whether a request carries a body. */
+function hasBody(c: Context): boolean {
+  return Number(c.req.header('content-length') ?? '0') > 0 || c.req.header('transfer-encoding') !== undefined;
 }
 
 /** passAuth is the client's own Authorization header, forwarded unchanged (the rule in shared/primary-client.ts). */

@@ -154,6 +154,11 @@ export class NodeFollowerPort implements FollowerPort {
     if (local) local.ready = true;
   }
 
+  /** dropped deletes the local copy of a database the primary dropped (store.drop: file, WAL, SHM, sidecar). */
+  dropped(db: string): void {
+    this.#store.drop(db);
+  }
+
   noteHeartbeat(time: number, positions: Record<string, StreamPosition>): void {
     this.#store.noteHeartbeat(time, positions);
   }

@@ -110,6 +110,7 @@ export class ReplicaStore {
     this.#dbs.delete(name);
     for (const suffix of ['', '-wal', '-shm']) rmSync(`${db.path}${suffix}`, { force: true });
     rmSync(positionFilePath(db.path), { force: true });
+    this.#changes.wake();
     return true;
   }
 

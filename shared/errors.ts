@@ -21,6 +21,8 @@ export const ERROR_STATUS = {
   METHOD_NOT_ALLOWED: 405,
   DATABASE_EXISTS: 409,
   CONSTRAINT_VIOLATION: 409,
+  /** A fork at a txid the source's log cannot rebuild (retention, another generation, ahead of it): primary/fork.ts. `details.db`, `details.txid`. */
+  FORK_TXID_UNAVAILABLE: 409,
   GENERATION_MISMATCH: 409,
   SNAPSHOT_NEEDED: 409,
   /** A catch-up range asked for is still open (its txids are not all sealed): take them from the stream (shared/changes.ts). */

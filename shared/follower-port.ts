@@ -37,6 +37,12 @@ export interface FollowerPort {
   snapshot(db: string, reason: string, signal: AbortSignal, onProgress: () => void): Promise<void>;
   /** markReady records that a database caught up with the primary (the `ready` frame). */
   markReady(db: string): void;
+  /**
+   * dropped hears that the primary dropped a database (the `db-dropped` frame, DELETE /v1/db/{name}):
+   * the replica deletes its copy (the Node replica its files, the Worker its object's storage). A port
+   * without it keeps the copy, read-only.
+   */
+  dropped?(db: string): void;
   /** noteHeartbeat records what the primary's heartbeat says of each database (for lag). */
   noteHeartbeat(time: number, positions: Record<string, StreamPosition>): void;
 }

@@ -351,7 +351,15 @@ export class FollowerCore {
         logger({ msg: 'database created on the primary', db: f.db });
         return;
       case 'db-dropped':
-        logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
+        // Until it is created again (a snapshot resets it): what a bootstrap of it would be told.
+        this.#lastFailure = { code: 'DATABASE_NOT_FOUND', name: 'EdgeliteError', message: `database ${f.db} was dropped on the primary` };
+        this.#lastFailureCode = 'DATABASE_NOT_FOUND';
+        if (port.dropped) {
+          port.dropped(f.db);
+          logger({ msg: 'database dropped on the primary; local copy deleted', db: f.db });
+        } else {
+          logger({ msg: 'database dropped on the primary; keeping the local copy read-only', db: f.db });
+        }
         return;
       case 'heartbeat':
         port.noteHeartbeat(f.time, f.positions);

@@ -32,7 +32,7 @@ export const EXPOSED_HEADERS = [
 export function corsMiddleware(origin: string | string[] = '*'): MiddlewareHandler {
   const inner = cors({
     origin,
-    allowMethods: ['GET', 'POST', 'PUT', 'OPTIONS'],
+    allowMethods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
     allowHeaders: ['Authorization', 'Content-Type', 'Accept', 'Edgelite-Token', 'Edgelite-Consistency'],
     exposeHeaders: EXPOSED_HEADERS,
     maxAge: 600,

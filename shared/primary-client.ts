@@ -29,7 +29,7 @@ export { primaryOrigin } from './primary-target.ts';
 
 /** PrimaryRequestInit is what the client passes to its fetch; `long` marks the stream and snapshots. */
 export interface PrimaryRequestInit {
-  method: 'GET' | 'POST' | 'PUT';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   headers: Record<string, string>;
   body?: string;
   signal?: AbortSignal;
@@ -160,7 +160,7 @@ export class PrimaryClient {
    * `opts.long` sends it beside the stream rather than beside forwarded requests: a candidate's applied
    * report (README.md#synchronous-replicas) must never queue behind forwarded writes that wait for it.
    */
-  async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}, opts: { long?: boolean } = {}): Promise<ForwardResult> {
+  async forward(method: 'POST' | 'PUT' | 'GET' | 'DELETE', path: string, body?: string, headers: Record<string, string> = {}, opts: { long?: boolean } = {}): Promise<ForwardResult> {
     const at = this.#target.now();
     const r = await this.#forwardTo(at, method, path, body, headers, opts);
     if (!this.#target.locator || !refusedNotApplied(r)) return r;
@@ -168,7 +168,7 @@ export class PrimaryClient {
     return next ? this.#forwardTo(next, method, path, body, headers, opts) : r;
   }
 
-  async #forwardTo(at: TargetAt, method: 'POST' | 'PUT' | 'GET', path: string, body: string | undefined, headers: Record<string, string>, opts: { long?: boolean }): Promise<ForwardResult> {
+  async #forwardTo(at: TargetAt, method: 'POST' | 'PUT' | 'GET' | 'DELETE', path: string, body: string | undefined, headers: Record<string, string>, opts: { long?: boolean }): Promise<ForwardResult> {
     const url = at.origin;
     const init: PrimaryRequestInit = { method, headers: this.#headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }) };
     if (opts.long) init.long = true;

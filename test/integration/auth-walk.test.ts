@@ -45,6 +45,7 @@ const PRIMARY_ROUTES: Route[] = [
   { method: 'GET', path: '/v1/db', right: 'read' },
   { method: 'GET', path: `/v1/db/${DB}`, right: 'read' },
   { method: 'PUT', path: '/v1/db/walk-created', right: 'write' },
+  { method: 'DELETE', path: '/v1/db/walk-dropped', right: 'admin' },
   { method: 'POST', path: `/v1/db/${DB}/query`, right: 'read', body: { sql: 'SELECT count(*) FROM t' } },
   { method: 'POST', path: `/v1/db/${DB}/exec`, right: 'write', body: { sql: 'INSERT INTO t VALUES (1)' } },
   { method: 'GET', path: `/v1/db/${DB}/snapshot`, right: 'replicate' },
@@ -61,6 +62,7 @@ const REPLICA_ROUTES: Route[] = [
   { method: 'GET', path: '/v1/db', right: 'read' },
   { method: 'GET', path: `/v1/db/${DB}`, right: 'read' },
   { method: 'PUT', path: '/v1/db/walk-created-by-replica', right: 'write' },
+  { method: 'DELETE', path: '/v1/db/walk-dropped-by-replica', right: 'admin' },
   { method: 'POST', path: `/v1/db/${DB}/query`, right: 'read', body: { sql: 'SELECT count(*) FROM t' } },
   { method: 'POST', path: `/v1/db/${DB}/exec`, right: 'write', body: { sql: 'INSERT INTO t VALUES (2)' } },
 ];
@@ -75,6 +77,7 @@ beforeAll(async () => {
   const admin = { authorization: `Bearer ${TOKENS.admin}`, 'content-type': 'application/json' };
   expect((await fetch(`${primary.url}/v1/db/${DB}`, { method: 'PUT', headers: admin })).status).toBe(201);
   expect((await fetch(`${primary.url}/v1/db/${DB}/exec`, { method: 'POST', headers: admin, body: JSON.stringify({ sql: 'CREATE TABLE t (x)' }) })).status).toBe(200);
+  for (const name of ['walk-dropped', 'walk-dropped-by-replica']) expect((await fetch(`${primary.url}/v1/db/${name}`, { method: 'PUT', headers: admin })).status).toBe(201);
   replica = await startReplica(
     parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], { EDGELITE_TOKENS: SPEC, EDGELITE_PRIMARY_TOKEN: TOKENS.admin }),
     silentLogger,

@@ -239,7 +239,8 @@ describe('primary HTTP API', () => {
   it('answers unknown routes and databases with typed 404s', async () => {
     expectError(await call(app, 'GET', '/v1/nope'), 404, 'NOT_FOUND');
     expectError(await call(app, 'GET', '/'), 404, 'NOT_FOUND');
-    expectError(await call(app, 'DELETE', '/v1/db/x'), 404, 'NOT_FOUND');
+    expectError(await call(app, 'PATCH', '/v1/db/x'), 404, 'NOT_FOUND');
+    expectError(await call(app, 'DELETE', '/v1/db/x'), 404, 'DATABASE_NOT_FOUND');
     expectError(await call(app, 'GET', '/v1/db/missing'), 404, 'DATABASE_NOT_FOUND');
     expectError(await call(app, 'POST', '/v1/db/missing/query', { sql: 'SELECT 1' }), 404, 'DATABASE_NOT_FOUND');
     expectError(await call(app, 'POST', '/v1/db/missing/exec', { sql: 'SELECT 1' }), 404, 'DATABASE_NOT_FOUND');

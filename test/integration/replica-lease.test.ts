@@ -187,6 +187,12 @@ describe('a replica under the lease', () => {
     expect(refused.body).toMatchObject({ error: { code: 'NOT_PRIMARY', details: { outcome: 'not-applied' } } });
     expect(locator.current).toBeNull();
     expect(await query(b.url, 'app', "SELECT count(*) FROM kv WHERE k = 'refused'")).toEqual([[0]]);
+    // Nor a drop or a fork: only the holder changes which databases exist (primary/ha.ts assertWritable).
+    const drop = await http(b.url, 'DELETE', '/v1/db/app');
+    expect([drop.status, drop.json.error.code]).toEqual([503, 'NOT_PRIMARY']);
+    const fork = await http(b.url, 'PUT', '/v1/db/branch', { from: 'app' });
+    expect([fork.status, fork.json.error.code]).toEqual([503, 'NOT_PRIMARY']);
+    expect([b.primary.store.get('app') !== undefined, b.primary.store.get('branch')]).toEqual([true, undefined]);
 
     // C is a deposed primary (A's epoch) that never noticed; the record is pointed at it by hand.
     const c = await stale(join(t.dir, 'c'), a.epoch);

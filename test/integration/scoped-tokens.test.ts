@@ -107,6 +107,19 @@ describe('tenant-scoped tokens on the primary', () => {
     expectForbidden(await call(primary.url, 'POST', '/v1/db/tenant-a/query', B, { sql: 'SELECT 1' }));
   });
 
+  it("a fork needs the token to reach its source too: tenant-b's token cannot copy tenant-a into a name it owns", async () => {
+    // `global` exists (the test above created it): drop it first, then fork into the free name.
+    expect((await call(primary.url, 'DELETE', '/v1/db/global', ADMIN)).status).toBe(200);
+    const refused = await call(primary.url, 'PUT', '/v1/db/global', B, { from: 'tenant-a' });
+    expect([refused.status, refused.json.error.code]).toEqual([403, 'FORBIDDEN']);
+    expect(refused.text).not.toContain(B);
+    expect(primary.store.get('global')).toBeUndefined();
+    const viaReplica = await call(replica.url, 'PUT', '/v1/db/global', B, { from: 'other' });
+    expect([viaReplica.status, primary.store.get('global')]).toEqual([403, undefined]);
+    const forked = await call(primary.url, 'PUT', '/v1/db/global', B, { from: 'tenant-b' });
+    expect([forked.status, forked.json.forkedFrom?.name]).toEqual([201, 'tenant-b']);
+  });
+
   it('lists only the databases a scoped token reaches; /metrics needs an unscoped token', async () => {
     const names = (r: { json: any }) => (r.json.databases as Array<{ name: string }>).map((d) => d.name).sort();
     expect(names(await call(primary.url, 'GET', '/v1/db', A))).toEqual(['tenant-a']);

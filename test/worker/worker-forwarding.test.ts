@@ -28,15 +28,16 @@ function start(vars: Record<string, string>): Promise<Unstable_DevWorker> {
 describe('Worker replica: forwarding credentials and configuration errors (workerd)', () => {
   let primary: Server;
   let primaryUrl: string;
-  const seen: Array<{ method: string; path: string; authorization: string | undefined }> = [];
+  const seen: Array<{ method: string; path: string; authorization: string | undefined; body: string }> = [];
   const workers: Unstable_DevWorker[] = [];
 
   beforeAll(async () => {
     // Answers a forwarded write and a database creation; the follower's snapshot and stream fail, so it retries.
     primary = createServer((req, res) => {
-      req.resume();
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        seen.push({ method: req.method ?? '', path: req.url ?? '', authorization: req.headers.authorization });
+        seen.push({ method: req.method ?? '', path: req.url ?? '', authorization: req.headers.authorization, body: Buffer.concat(chunks).toString() });
         res.writeHead(req.url === '/v1/stream' ? 503 : 200, { 'content-type': 'application/json' });
         res.end(req.url === '/v1/stream' ? JSON.stringify({ error: { code: 'UNAVAILABLE', message: 'not a primary' } }) : JSON.stringify({ results: [], created: true }));
       });
@@ -59,6 +60,10 @@ describe('Worker replica: forwarding credentials and configuration errors (worke
     expect((await exec({})).status).toBe(200);
     expect((await worker.fetch('/v1/db/app', { method: 'PUT', headers: { authorization: CLIENT } })).status).toBe(200);
     expect((await worker.fetch('/v1/db/app', { method: 'PUT' })).status).toBe(200);
+    // A fork's body goes on to the primary; a drop is forwarded too.
+    const fork = { from: 'app', txid: 3 };
+    expect((await worker.fetch('/v1/db/branch', { method: 'PUT', body: JSON.stringify(fork), headers: { authorization: CLIENT, 'content-type': 'application/json' } })).status).toBe(200);
+    expect((await worker.fetch('/v1/db/branch', { method: 'DELETE', headers: { authorization: CLIENT } })).status).toBe(200);
     const own = (s: { path: string }) => s.path === '/v1/stream' || s.path.endsWith('/snapshot');
     const forwarded = seen.filter((s) => !own(s)).map((s) => [s.method, s.path, s.authorization]);
     expect(forwarded).toEqual([
@@ -66,7 +71,10 @@ describe('Worker replica: forwarding credentials and configuration errors (worke
       ['POST', '/v1/db/app/exec', `Bearer ${OWN}`],
       ['PUT', '/v1/db/app', CLIENT],
       ['PUT', '/v1/db/app', `Bearer ${OWN}`],
+      ['PUT', '/v1/db/branch', CLIENT],
+      ['DELETE', '/v1/db/branch', CLIENT],
     ]);
+    expect(JSON.parse(seen.find((s) => s.method === 'PUT' && s.path === '/v1/db/branch')!.body)).toEqual(fork);
     // The Worker's own requests (its follower's snapshot and stream) carry its own token, whoever asked.
     const ownRequests = seen.filter(own);
     expect(ownRequests.length).toBeGreaterThan(0);

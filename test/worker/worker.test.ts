@@ -323,6 +323,34 @@ describe('Worker replica in workerd (wrangler unstable_dev)', () => {
     expect([proxy.snapshots, nodeProxy.snapshots]).toEqual([snapshots[0]! + 1, snapshots[1]! + 1]);
   });
 
+  it('a drop clears the object\'s copy (404 DATABASE_NOT_FOUND), and a database created again bootstraps afresh', async () => {
+    const other = async (sql: string): Promise<void> => {
+      const res = await fetch(`${primary.url}/v1/db/other/exec`, { method: 'POST', body: JSON.stringify({ sql }), headers: { 'content-type': 'application/json' } });
+      expect(res.status, await res.text()).toBe(200);
+    };
+    const describeOther = async (): Promise<Json> => (await call('GET', '/v1/db/other', READ)).json;
+    expect((await fetch(`${primary.url}/v1/db/other`, { method: 'PUT' })).status).toBe(201);
+    await other('CREATE TABLE t (x)');
+    await other('INSERT INTO t VALUES (1)');
+    const first = primary.store.require('other').position;
+    await waitFor(async () => (await describeOther()).txid === first.txid, 'the Worker has other', 30_000);
+
+    expect((await call('DELETE', '/v1/db/other', WRITE)).status).toBe(403);
+    const dropped = await call('DELETE', '/v1/db/other', ADMIN);
+    expect([dropped.status, dropped.json]).toEqual([200, { name: 'other', dropped: true }]);
+    await waitFor(async () => (await describeOther()).txid === null, 'the Worker dropped its copy', 30_000);
+    expect(await describeOther()).toMatchObject({ txid: null, checksum: null, pageCount: 0 });
+    const gone = await call('POST', '/v1/db/other/query', READ, { sql: 'SELECT count(*) FROM t' });
+    expect([gone.status, gone.json.error.code]).toEqual([404, 'DATABASE_NOT_FOUND']);
+
+    expect((await fetch(`${primary.url}/v1/db/other`, { method: 'PUT' })).status).toBe(201);
+    await other('CREATE TABLE fresh (y)');
+    const again = primary.store.require('other');
+    await waitFor(async () => (await describeOther()).checksum === formatChecksum(again.position.checksum), 'the Worker bootstrapped the new other', 30_000);
+    const tables = await call('POST', '/v1/db/other/query', READ, { sql: 'SELECT name FROM sqlite_master ORDER BY name' });
+    expect(tables.json.results[0].rows).toEqual([['fresh']]);
+  });
+
   it('measures point reads and applies inside the Worker (figures printed, not asserted)', async () => {
     const before = (await describeApp()).apply;
     let token = '';

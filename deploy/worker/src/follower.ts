@@ -141,6 +141,11 @@ export class WorkerFollowerPort implements FollowerPort {
     this.#replica.ready = true;
   }
 
+  /** dropped clears the object's storage: the primary dropped its database. */
+  dropped(): void {
+    this.#replica.drop();
+  }
+
   noteHeartbeat(_time: number, positions: Record<string, StreamPosition>): void {
     const p = positions[this.#replica.name];
     if (p) this.#replica.notePrimary(p);

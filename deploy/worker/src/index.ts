@@ -8,7 +8,7 @@
  */
 import { Hono, type Context } from 'hono';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
-import { corsMiddleware, errorResponse, jsonResponse, requestGrant, requireRight } from '../../../shared/http.ts';
+import { corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight } from '../../../shared/http.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { clientAuth, DB_HEADER, primaryClientOf } from './replica-do.ts';
@@ -74,7 +74,18 @@ app.get('/v1/db/:name', right('read'), (c) => toObject(c, c.req.param('name'), '
 app.put('/v1/db/:name', right('write'), async (c) => {
   const config = c.get('config');
   const name = validateDatabaseName(c.req.param('name'));
-  const r = await primaryClientOf(config).forward('PUT', `/v1/db/${encodeURIComponent(name)}`, undefined, clientAuth(c.req.raw));
+  // A fork's body ({"from", "txid"}) goes on as it came; the primary validates it.
+  const hasBody = Number(c.req.header('content-length') ?? '0') > 0 || c.req.header('transfer-encoding') !== undefined;
+  const body = hasBody ? JSON.stringify(await readJsonBody(c, config.maxBodyBytes)) : undefined;
+  const r = await primaryClientOf(config).forward('PUT', `/v1/db/${encodeURIComponent(name)}`, body, clientAuth(c.req.raw));
+  if (r.status >= 400) throw errorFromBody(r.body, r.status);
+  return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
+});
+
+// A drop goes to the primary; the stream's db-dropped then clears the object's storage (README.md#http-api).
+app.delete('/v1/db/:name', right('admin'), async (c) => {
+  const name = validateDatabaseName(c.req.param('name'));
+  const r = await primaryClientOf(c.get('config')).forward('DELETE', `/v1/db/${encodeURIComponent(name)}`, undefined, clientAuth(c.req.raw));
   if (r.status >= 400) throw errorFromBody(r.body, r.status);
   return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
 });

@@ -29,7 +29,7 @@ export const LEASE_REREAD_MS = 500;
 
 /** WorkerPrimary is what the Worker's object needs of its primary: PrimaryClient is one, LeasePrimary another. */
 export interface WorkerPrimary {
-  forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers?: Record<string, string>): Promise<ForwardResult>;
+  forward(method: 'POST' | 'PUT' | 'GET' | 'DELETE', path: string, body?: string, headers?: Record<string, string>): Promise<ForwardResult>;
   position(db: string): Promise<PrimaryPosition>;
   openStream(databases: string[] | '*', positions: Record<string, Position | null>, signal: AbortSignal): Promise<StreamBody>;
   snapshot(db: string, sink: SnapshotSink, signal?: AbortSignal, onProgress?: () => void): Promise<SnapshotHead>;
@@ -183,7 +183,7 @@ export class LeasePrimary implements WorkerPrimary {
     }
   }
 
-  async forward(method: 'POST' | 'PUT' | 'GET', path: string, body?: string, headers: Record<string, string> = {}): Promise<ForwardResult> {
+  async forward(method: 'POST' | 'PUT' | 'GET' | 'DELETE', path: string, body?: string, headers: Record<string, string> = {}): Promise<ForwardResult> {
     const c = await this.#current();
     let r: ForwardResult;
     try {

@@ -170,6 +170,18 @@ export class PageStore implements PageSource {
     this.#version++;
   }
 
+  /** clear deletes every stored page, the staging table and the position (the database was dropped on the primary). */
+  clear(): void {
+    this.#storage.transactionSync(() => {
+      this.#sql.exec('DELETE FROM pages');
+      this.#sql.exec('DELETE FROM staging');
+      this.#sql.exec("DELETE FROM meta WHERE key = 'state'");
+    });
+    this.#cache.clear();
+    this.#meta = null;
+    this.#version++;
+  }
+
   /** forget drops the position (pages stay until the next snapshot replaces them). */
   forget(): void {
     this.#sql.exec("DELETE FROM meta WHERE key = 'state'");

@@ -164,6 +164,17 @@ export class WorkerReplica extends ReplicaFacade {
     this.noteApplied(appliedTimestamp, position);
   }
 
+  /**
+   * drop deletes the object's copy (the primary dropped the database: the `db-dropped` frame): pages,
+   * position and the open connection. A database created again under the name bootstraps afresh.
+   */
+  drop(): void {
+    this.#closeConnection();
+    this.#sum = null;
+    this.#store.clear();
+    this.needsSnapshot = null;
+  }
+
   /** query runs read-only statements over the page map. */
   query(statements: Statement[]): QueryResult[] {
     if (!this.#store.meta) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is not replicated yet (bootstrapping)`);
