@@ -57,8 +57,12 @@ export function corsMiddleware(origin: string | string[] = '*'): MiddlewareHandl
 export function closeAfterRefusedBody(maxBodyBytes = DEFAULT_MAX_BODY_BYTES): MiddlewareHandler {
   return async (c, next) => {
     await next();
+    // Headers first: touching `body` of a request that has none would build the full Request object,
+    // which the Node server otherwise skips on its fast path (reads are most requests).
+    const length = c.req.header('content-length');
+    const sent = (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
     const req = c.req.raw;
-    if (req.body && !req.bodyUsed) {
+    if (sent && req.body && !req.bodyUsed) {
       const reader = req.body.getReader();
       let n = 0;
       try {
