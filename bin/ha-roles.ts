@@ -127,7 +127,7 @@ export async function unreplicated(store: PrimaryStore, holderGenerations: (db: 
   const discarded: Discarded[] = [];
   const unknown: string[] = [];
   for (const db of store.names()) {
-    const p = store.require(db).position;
+    const p = store.requireInfo(db).position;
     const gens = await holderGenerations(db);
     if (gens === undefined) {
       unknown.push(db);

@@ -219,10 +219,10 @@ export class FailoverNode implements PrimaryHa {
     this.#steppingDown = true;
     try {
       const deadline = Date.now() + timeoutMs;
-      const positions = Object.fromEntries(role.handle.store.names().map((n) => [n, role.handle.store.require(n).position.txid]));
+      const positions = Object.fromEntries(role.handle.store.names().map((n) => [n, role.handle.store.requireInfo(n).position.txid]));
       for (;;) {
         // Writes are refused from here: what the target must reach no longer moves.
-        for (const n of role.handle.store.names()) positions[n] = role.handle.store.require(n).position.txid;
+        for (const n of role.handle.store.names()) positions[n] = role.handle.store.requireInfo(n).position.txid;
         const behind: string[] = [];
         for (const [db, txid] of Object.entries(positions)) {
           const r = await fetch(`${to.url}/v1/db/${db}`, { headers: auth ? { authorization: auth } : {}, signal: AbortSignal.timeout(2000) }).catch(() => null);
@@ -351,7 +351,7 @@ export class FailoverNode implements PrimaryHa {
     const role = this.#role;
     if (!role) return;
     const positions = role.kind === 'primary'
-      ? candidatePositions(role.handle.store.names().map((n) => [n, role.handle.store.require(n).position]))
+      ? candidatePositions(role.handle.store.names().map((n) => [n, role.handle.store.requireInfo(n).position]))
       : candidatePositions(role.handle.store.names().map((n) => [n, role.handle.store.get(n)!.position]));
     if (!this.#candidateKeeper || !this.#candidateKeeper.writable()) {
       this.#candidateKeeper?.stop();

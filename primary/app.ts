@@ -24,7 +24,7 @@ import { renderMetrics } from './metrics.ts';
 import { parseForkBody } from './fork.ts';
 import { snapshotResponse } from './snapshot.ts';
 import { parseAppliedReport, type SyncReplicas } from './sync.ts';
-import type { PrimaryStore } from './store.ts';
+import type { DbInfo, PrimaryStore } from './store.ts';
 import { resumeProblem, Subscription } from './stream.ts';
 
 export interface PrimaryAppOptions {
@@ -52,7 +52,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   const { store, auth } = o;
   const backup = o.backup ?? null;
   const sync = o.sync ?? null;
-  const describe = (db: PrimaryDatabase): Record<string, unknown> => describeDatabase(db, backup);
+  const describe = (db: DbInfo): Record<string, unknown> => describeDatabase(db, backup);
   /** Catch-up range answers by HTTP status, for /metrics: a cache in front shows as few 200s for many replicas. */
   const rangeAnswers = new Map<number, number>();
   const app = new Hono();
@@ -78,10 +78,10 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   app.get('/v1/db', read, (c) => {
     const grant = requestGrant(auth, c, 'read');
-    return jsonResponse({ databases: store.names().filter(grant.allows).map((n) => describe(store.require(n))) });
+    return jsonResponse({ databases: store.names().filter(grant.allows).map((n) => describe(store.requireInfo(n))) });
   });
 
-  app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.require(c.req.param('name')))));
+  app.get('/v1/db/:name', read, (c) => jsonResponse(describe(store.requireInfo(c.req.param('name')))));
 
   const admin = requireRight(auth, 'admin');
   app.delete('/v1/db/:name', admin, async (c) => {
@@ -176,7 +176,13 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const grant = requestGrant(auth, c, 'replicate');
     const req = scopeStreamRequest(parseStreamRequest(await readJsonBody(c, o.maxBodyBytes)), grant);
     if (req.ranges) {
-      const behind = rangesBehind((n) => store.get(n), req.positions, layout, (db, pos) => resumeProblem(db, pos) === null);
+      // Only a database behind the request's position is opened (a closed one caught up stays closed).
+      const opened = (n: string) => {
+        const info = store.info(n);
+        const pos = req.positions[n];
+        return info && pos && (pos.generation !== info.position.generation || pos.txid < info.position.txid) ? store.get(n) : undefined;
+      };
+      const behind = rangesBehind(opened, req.positions, layout, (db, pos) => resumeProblem(db, pos) === null);
       if (behind.length > 0) throw new EdgeliteError('USE_RANGES', `${behind.join(', ')} ${behind.length === 1 ? 'is' : 'are'} a sealed range or more behind: GET the ranges first`, { details: { databases: behind } });
     }
     const sub = new Subscription(store, store.hub, req, grant.allows);
@@ -234,7 +240,7 @@ function checkToken(c: Context, db: PrimaryDatabase, ha: PrimaryHa | null): void
 }
 
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */
-export function describeDatabase(db: PrimaryDatabase, backup: BackupRunner | null = null): Record<string, unknown> {
+export function describeDatabase(db: DbInfo, backup: BackupRunner | null = null): Record<string, unknown> {
   const p = db.position;
   const out: Record<string, unknown> = {
     name: db.name,

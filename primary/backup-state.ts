@@ -3,7 +3,7 @@
  * questions it asks of it: is the database ahead of its backup, does the backup hold a txid, how old
  * is the oldest change not uploaded.
  */
-import type { Txid } from '../shared/types.ts';
+import type { Position, Txid } from '../shared/types.ts';
 import type { CompactionState } from './backup-compact.ts';
 import type { PrimaryDatabase } from './database.ts';
 
@@ -56,6 +56,6 @@ export function oldestPending(db: PrimaryDatabase, s: DbState, now: number): num
 }
 
 /** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */
-export function isBehind(s: DbState, db: PrimaryDatabase): boolean {
+export function isBehind(s: DbState, db: { readonly position: Position }): boolean {
   return s.generation !== db.position.generation || !s.hasSnapshot || db.position.txid > s.uploadedTxid;
 }

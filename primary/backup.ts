@@ -113,7 +113,7 @@ export class BackupRunner {
   holdFor(name: string): () => Txid {
     return () => {
       const s = this.#states.get(name);
-      const db = this.#store?.get(name);
+      const db = this.#store?.info(name);
       return s && db && s.generation === db.position.generation ? s.uploadedTxid : 0;
     };
   }
@@ -125,12 +125,14 @@ export class BackupRunner {
   }
 
   status(name: string): BackupStatus {
-    const db = this.#store?.get(name);
-    if (!db) return { uploadedTxid: 0, lagMs: 0, errors: 0, compactions: 0, deleted: 0, compactionErrors: 0 };
+    const info = this.#store?.info(name);
+    if (!info) return { uploadedTxid: 0, lagMs: 0, errors: 0, compactions: 0, deleted: 0, compactionErrors: 0 };
     const s = this.#state(name);
-    const behind = isBehind(s, db);
+    const behind = isBehind(s, info);
     const now = this.#clock();
-    if (behind && s.pendingSince === null) s.pendingSince = oldestPending(db, s, now);
+    // Only a database the backup is behind on is opened (its log says when the oldest pending change was).
+    const db = behind && s.pendingSince === null ? this.#store?.get(name) : undefined;
+    if (db) s.pendingSince = oldestPending(db, s, now);
     const { compactions, deleted, compactionErrors } = s;
     return { uploadedTxid: s.uploadedTxid, lagMs: behind ? Math.max(0, now - (s.pendingSince ?? now)) : 0, errors: s.errors, compactions, deleted, compactionErrors };
   }
@@ -142,7 +144,7 @@ export class BackupRunner {
       const store = this.#store;
       if (!store) return;
       const behind = store.names().filter((n) => {
-        const db = store.get(n);
+        const db = store.info(n);
         return db !== undefined && isBehind(this.#state(n), db);
       });
       if (behind.length === 0) return;
@@ -151,7 +153,7 @@ export class BackupRunner {
       // Failed: a database the pass left behind after an error of its own (an ack upload failing
       // meanwhile for one that then caught up is not a failure of the flush).
       const failed = behind.filter((name) => {
-        const db = store.get(name);
+        const db = store.info(name);
         const s = this.#state(name);
         return db !== undefined && isBehind(s, db) && s.errors > errorsBefore.get(name)!;
       });
@@ -282,10 +284,14 @@ export class BackupRunner {
       const worker = async (): Promise<void> => {
         while (next < names.length) {
           const name = names[next++]!;
-          const db = this.#store?.get(name);
-          if (!db || this.#closed) continue;
+          const info = this.#store?.info(name);
+          if (!info || this.#closed) continue;
           const s = this.#state(name);
           if (!ignoreBackoff && Date.now() < s.retryAt) continue;
+          // A closed database with nothing new for the bucket costs no open.
+          if (!isBehind(s, info) && !this.#store?.peek(name)) continue;
+          const db = this.#store?.get(name);
+          if (!db) continue;
           try {
             await this.#exclusive(name, () => this.#backUp(name, db, s));
             s.failures = 0;

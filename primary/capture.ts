@@ -138,6 +138,16 @@ export class Capturer {
     this.#logChangeSet(mergePages(transactions), last.commit, state.txid + 1, state.txid + transactions.length, preChecksum, last.cursor);
   }
 
+  /**
+   * emitDiff logs one change set from a page-hash diff (database.ts #diffFromClose): `pages` are every
+   * page whose hash differs from the logged state's, `commit` the size now; its pre-checksum is the
+   * logged one, its post-checksum this capturer's (the database's from-scratch checksum now).
+   */
+  emitDiff(pages: PageImage[], commit: number, preChecksum: bigint, cursor: WalCursor | null): void {
+    const state = this.#state;
+    this.#logChangeSet(pages, commit, state.txid + 1, state.txid + 1, preChecksum, cursor);
+  }
+
   #emit(transactions: WalTransaction[], minTxid: number): void {
     const last = transactions[transactions.length - 1]!;
     const pages = mergePages(transactions);
@@ -173,7 +183,7 @@ export class Capturer {
     minTxid: number,
     maxTxid: number,
     pre: bigint,
-    cursor: WalCursor,
+    cursor: WalCursor | null,
     bases: Map<number, Uint8Array> | null = null,
   ): void {
     const { log, checksum } = this.#o;

@@ -20,6 +20,8 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 /** Checkpoint after ~16 MiB of WAL at 4 KiB pages. */
 export const DEFAULT_CHECKPOINT_FRAMES = 4000;
 export const DEFAULT_POLL_INTERVAL_MS = 100;
+/** `--idle-close-ms`: a database unused this long is closed (README.md#many-databases); 0 keeps all open. */
+export const DEFAULT_IDLE_CLOSE_MS = 60_000;
 /** `--backup-interval`: how often databases that changed upload a segment. */
 export const DEFAULT_BACKUP_INTERVAL_MS = 1000;
 /** `--backup-retention`: every point this far back stays restorable (docs/FORMAT.md#compaction-and-retention). */
@@ -41,6 +43,8 @@ export interface PrimaryConfig {
   compress: boolean;
   checkpointFrames: number;
   pollIntervalMs: number;
+  /** `--idle-close-ms`: close a database nobody used for this long (0: never; every database stays open). */
+  idleCloseMs: number;
   maxBodyBytes: number;
   /** Time limit of an API read (ms): it runs in a query process, killed at the limit; 0 runs reads in-process with none. */
   queryTimeoutMs: number;
@@ -59,7 +63,7 @@ export interface PrimaryConfig {
 }
 
 
-export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)]
+export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)] [--idle-close-ms N (60000; 0: never)]
                         [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
                          [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
                         [--lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]]
@@ -85,6 +89,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       'checkpoint-frames': { type: 'string' },
       'max-body-bytes': { type: 'string' },
       'query-timeout-ms': { type: 'string' },
+      'idle-close-ms': { type: 'string' },
       compress: { type: 'boolean' },
       backup: { type: 'string' },
       'backup-interval': { type: 'string' },
@@ -115,6 +120,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     compress: values.compress ?? false,
     checkpointFrames: positiveInt(values['checkpoint-frames'], DEFAULT_CHECKPOINT_FRAMES, '--checkpoint-frames'),
     pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
+    idleCloseMs: nonNegativeMs(values['idle-close-ms'] ?? env.EDGELITE_IDLE_CLOSE_MS, DEFAULT_IDLE_CLOSE_MS, '--idle-close-ms'),
     maxBodyBytes: positiveInt(values['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, '--max-body-bytes'),
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
@@ -155,4 +161,11 @@ function parseBackupAck(backup: boolean, ack: boolean | undefined, timeout: stri
   }
   if (!backup) throw new EdgeliteError('MISCONFIGURED', '--backup-ack needs --backup (a write can only wait for a bucket there is)');
   return { timeoutMs: timeout === undefined ? DEFAULT_BACKUP_ACK_TIMEOUT_MS : parseDurationMs(timeout, '--backup-ack-timeout') };
+}
+
+/** nonNegativeMs reads a whole number of milliseconds, 0 allowed; absent: the default. */
+function nonNegativeMs(raw: string | undefined, fallback: number, flag: string): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new EdgeliteError('MISCONFIGURED', `${flag} must be a whole number of milliseconds (0: never), got "${raw}"`);
+  return Number(raw);
 }

@@ -4,6 +4,7 @@
  * in query processes (write-queue.ts, shared/node/query-pool.ts). The HTTP layer calls it.
  */
 import { mkdirSync } from 'node:fs';
+import { dropClosedRecord, fileSignature, readClosedRecord, readPageHashes, recordPosition, unchangedSince, writeClosedRecord, type ClosedRecord } from './closed-record.ts';
 import { join } from 'node:path';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
@@ -16,7 +17,7 @@ import { ChangeSetLog, type LogOptions } from './log.ts';
 import { generationStarts, MAX_GENERATION_STARTS, metaPath, newMeta, readMeta, stateDir as stateDirOf, writeMeta, type DatabaseMeta } from './meta.ts';
 import type { GenerationStart } from '../shared/consistency.ts';
 import { PageCache } from './page-cache.ts';
-import { databaseChecksum, walEnd, walSinceLogged } from './db-read.ts';
+import { databaseChecksum, readPageImages, walEnd, walSinceLogged } from './db-read.ts';
 import { ReadLock } from './read-lock.ts';
 import { WriteQueue, type WriteQueueStats } from './write-queue.ts';
 import { SnapshotView } from './snapshot.ts';
@@ -69,6 +70,7 @@ export class PrimaryDatabase {
   readonly #wal: WalReader;
   readonly #log: ChangeSetLog;
   readonly #metaPath: string;
+  readonly #stateDir: string;
   readonly #opts: DatabaseOptions;
   #meta: DatabaseMeta;
   #capturer: Capturer;
@@ -90,6 +92,10 @@ export class PrimaryDatabase {
       : null;
     const stateDir = stateDirOf(dataDir, name);
     mkdirSync(stateDir, { recursive: true });
+    this.#stateDir = stateDir;
+    // Read before anything of ours touches the files, then removed: from here on it would describe the past.
+    const record = readClosedRecord(stateDir);
+    if (record) dropClosedRecord(stateDir);
     this.#metaPath = metaPath(dataDir, name);
     this.#writer = openWriter(path, { synchronous: opts.synchronous, busyTimeoutMs: opts.busyTimeoutMs });
     this.#lock = new ReadLock(openReader(path, opts.busyTimeoutMs), openReader(path, opts.busyTimeoutMs));
@@ -98,7 +104,7 @@ export class PrimaryDatabase {
     this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous });
     const existing = readMeta(this.#metaPath);
     this.#meta = existing ?? newMeta();
-    this.#capturer = this.#recover();
+    this.#capturer = this.#recover(record);
   }
 
   /** open opens (creating if needed) `<dataDir>/<name>.db` and recovers its capture state. */
@@ -150,11 +156,10 @@ export class PrimaryDatabase {
    * #recover reconciles the log with the database under a write barrier (no foreign commit can land
    * while it runs): it reads what chooseRecovery (recovery.ts) decides on, then carries the decision out.
    */
-  #recover(): Capturer {
+  #recover(record: ClosedRecord | null): Capturer {
     return this.#barrier(() => {
       this.#lock.advance();
       const pageSize = Number(this.#writer.pragma('page_size', { simple: true }));
-      const checksum = databaseChecksum(this.#lock.activeConnection, pageSize);
       const last = this.#log.last();
       const fromLog = last && last.generation >= this.#meta.generation;
       const logged = fromLog
@@ -162,6 +167,13 @@ export class PrimaryDatabase {
         : { generation: this.#meta.generation, txid: this.#meta.startTxid, checksum: parseChecksum(this.#meta.startChecksum), cursor: this.#meta.startCursor };
       const { generation, txid, cursor } = logged;
       const state: CaptureState = { databaseId: this.#meta.databaseId, generation, txid, cursor, timestamp: last?.timestamp ?? (this.#opts.clock ?? Date.now)() };
+      const trusted = record ? this.#trusted(record, logged, pageSize) : null;
+      if (trusted) {
+        // Closed cleanly and untouched since (closed-record.ts): the page hashes stored at close are the
+        // checksum, with no read of every page. The WAL, if a foreign connection kept it, is all backfilled.
+        return this.#newCapturer(trusted, { ...state, timestamp: record!.timestamp, cursor: walEnd(this.#wal) });
+      }
+      const checksum = databaseChecksum(this.#lock.activeConnection, pageSize);
       const pending = cursor ? walSinceLogged(this.#wal, cursor, this.#meta.generation > 0 ? this.path : null, pageSize) : null;
       const decision = chooseRecovery({ generation: this.#meta.generation, loggedChecksum: logged.checksum, currentChecksum: checksum.value, wal: pending?.wal ?? null });
       switch (decision.action) {
@@ -177,10 +189,44 @@ export class PrimaryDatabase {
           this.#opts.logger({ msg, db: this.name, count: txs.length, txid: capturer.state.txid });
           return capturer;
         }
-        case 'new-generation':
-          return this.#startGeneration(checksum, state, decision.reason, decision.cursor === 'none' ? null : walEnd(this.#wal));
+        case 'new-generation': {
+          const walCursor = decision.cursor === 'none' ? null : walEnd(this.#wal);
+          const diffed = this.#meta.generation === 0 ? null : this.#diffFromClose(checksum, { generation, txid, checksum: logged.checksum }, state, walCursor);
+          return diffed ?? this.#startGeneration(checksum, state, decision.reason, walCursor);
+        }
       }
     });
+  }
+
+  /** #trusted is the checksum a closed record vouches for, when it still describes the files and the log; else null. */
+  #trusted(record: ClosedRecord, logged: { generation: number; txid: number; checksum: bigint }, pageSize: number): DatabaseChecksum | null {
+    const pos = recordPosition(record);
+    const agrees = record.databaseId === this.#meta.databaseId && record.pageSize === pageSize &&
+      pos.generation === logged.generation && pos.txid === logged.txid && pos.checksum === logged.checksum;
+    if (!agrees || !unchangedSince(record, this.path)) return null;
+    return readPageHashes(this.#stateDir, pos);
+  }
+
+  /**
+   * #diffFromClose turns a database that differs from the log into one change set instead of a new
+   * generation, when the page hashes stored at the last close are those of the logged position (the
+   * way a foreign writer that checkpointed its WAL away is caught up: closed-record.ts,
+   * docs/ARCHITECTURE.md#many-databases). The change set holds every page whose hash differs, and the
+   * new size; its pre-checksum is the logged one, its post-checksum the database's now. Null: no hashes.
+   */
+  #diffFromClose(current: DatabaseChecksum, logged: Position, state: CaptureState, cursor: WalCursor | null): Capturer | null {
+    const known = readPageHashes(this.#stateDir, logged);
+    if (!known || known.pageSize !== current.pageSize) return null;
+    const changed: number[] = [];
+    for (let pgno = 1; pgno <= current.pageCount; pgno++) {
+      const now = current.pageHashAt(pgno);
+      if (now !== null && now !== known.pageHashAt(pgno)) changed.push(pgno);
+    }
+    const pages = readPageImages(this.#lock.activeConnection, changed);
+    const capturer = this.#newCapturer(current, { ...state, cursor });
+    capturer.emitDiff(pages, current.pageCount, logged.checksum, cursor);
+    this.#opts.logger({ msg: 'caught up a foreign change by page hashes', db: this.name, pages: pages.length, txid: capturer.state.txid });
+    return capturer;
   }
 
   /**
@@ -386,6 +432,51 @@ export class PrimaryDatabase {
     this.close();
   }
 
+  /** idle: no API write is running or queued, so closing now cuts nothing short. */
+  get idle(): boolean {
+    return !this.#writes || (!this.#writes.busy && this.#writes.stats().waiting === 0);
+  }
+
+  /**
+   * closeToRecord closes the database and leaves a closed record (closed-record.ts) so the next open
+   * is cheap. Under one write barrier: capture the rest, make the log durable, checkpoint everything
+   * (PASSIVE, our read mark released), and take the files' signatures; no commit by anyone can land in
+   * between. A foreign commit after the barrier changes a signature, so the record is then not trusted.
+   * Returns the record (null when the database was already closed).
+   */
+  closeToRecord(): ClosedRecord | null {
+    if (this.#closed) return null;
+    this.#writes?.close();
+    let record: ClosedRecord | null = null;
+    try {
+      this.#barrier(() => {
+        this.#capture(true);
+        this.#log.syncNow();
+        this.#lock.release();
+        this.#lock.idleConnection.pragma('wal_checkpoint(PASSIVE)');
+        this.#log.prune();
+        const p = this.position;
+        record = {
+          version: 1,
+          databaseId: this.databaseId,
+          generation: p.generation,
+          txid: p.txid,
+          checksum: formatChecksum(p.checksum),
+          timestamp: this.lastCommitTime,
+          pageSize: this.pageSize,
+          pageCount: this.pageCount,
+          generations: this.generations,
+          file: fileSignature(this.path),
+          wal: fileSignature(`${this.path}-wal`),
+        };
+        writeClosedRecord(this.#stateDir, record, this.#capturer.checksum);
+      });
+    } finally {
+      this.#closeConnections();
+    }
+    return record;
+  }
+
   /** close captures what is left, makes the log durable and closes every connection. */
   close(): void {
     if (this.#closed) return;
@@ -394,13 +485,21 @@ export class PrimaryDatabase {
       this.capture();
       this.#log.syncNow();
     } finally {
-      this.#closed = true;
-      this.#lock.close();
-      this.#query.close();
-      this.#wal.close();
-      this.#writer.close();
-      this.#log.close();
+      this.#closeConnections();
     }
+  }
+
+  #closeConnections(): void {
+    this.#closed = true;
+    this.#lock.close();
+    this.#query.close();
+    this.#wal.close();
+    this.#writer.close();
+    this.#log.close();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
   }
 
   #assertOpen(): void {

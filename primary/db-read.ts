@@ -18,6 +18,16 @@ export function* readPages(conn: Connection, pageSize: number): Generator<{ pgno
   }
 }
 
+/** readPageImages reads the listed pages as `conn` sees them (its read transaction's snapshot), in order. */
+export function readPageImages(conn: Connection, pgnos: number[]): Array<{ pgno: number; data: Uint8Array }> {
+  const stmt = conn.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
+  return pgnos.map((pgno) => {
+    const data = stmt.get(pgno);
+    if (!(data instanceof Uint8Array)) throw new EdgeliteError('INTERNAL', `page ${pgno} could not be read`);
+    return { pgno, data };
+  });
+}
+
 /**
  * fileChecksum is the checksum of the database file itself, without its WAL: the pages SQLite would
  * see with no WAL frames (size from the header when it is valid, else from the file length).

@@ -17,19 +17,31 @@ export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null =
   const txid = m.gauge('edgelite_txid', 'Newest captured txid per database.');
   const generation = m.gauge('edgelite_generation', 'Current generation per database.');
   const pages = m.gauge('edgelite_db_pages', 'Database size in pages.');
-  const logRecords = m.gauge('edgelite_log_records', 'Change sets retained in the log.');
-  const logBytes = m.gauge('edgelite_log_bytes', 'Bytes retained in the log.');
+  const logRecords = m.gauge('edgelite_log_records', 'Change sets retained in the log (open databases only: a closed one reports none).');
+  const logBytes = m.gauge('edgelite_log_bytes', 'Bytes retained in the log (open databases only).');
   m.gauge('edgelite_stream_subscribers', 'Open replication streams.')(store.hub.size);
-  const dbs = store.names().map((name) => ({ name, db: store.get(name)! }));
-  for (const { name, db } of dbs) {
+  const counts = store.counts();
+  const databases = m.gauge('edgelite_databases', 'Databases in the data directory, by state (open: holding connections; closed: idle, README.md#many-databases).');
+  databases(counts.open, { state: 'open' });
+  databases(counts.databases - counts.open, { state: 'closed' });
+  const names = store.names();
+  for (const name of names) {
     const labels = { db: name };
-    const log = db.log.stats();
-    txid(db.position.txid, labels);
-    generation(db.position.generation, labels);
-    pages(db.pageCount, labels);
+    const info = store.info(name);
+    if (!info) continue;
+    txid(info.position.txid, labels);
+    generation(info.position.generation, labels);
+    pages(info.pageCount, labels);
+    const open = store.peek(name);
+    if (!open) continue;
+    const log = open.log.stats();
     logRecords(log.records, labels);
     logBytes(log.bytes, labels);
   }
+  const dbs = names.flatMap((name) => {
+    const db = store.peek(name);
+    return db ? [{ name, db }] : [];
+  });
   if (queryPool) {
     queryPoolMetrics(m, queryPool);
     const batches = m.counter('edgelite_write_batches_total', 'Group-committed write batches (one transaction each) with at least one write committed.');
@@ -50,7 +62,7 @@ export function renderMetrics(store: PrimaryStore, queryPool: QueryPool | null =
     const compactions = m.counter('edgelite_backup_compactions_total', 'Merged segments written by compaction (docs/FORMAT.md#compaction-and-retention).');
     const deleted = m.counter('edgelite_backup_deleted_objects_total', 'Backup objects deleted: superseded by a merged segment, or out of the retention window.');
     const compactionErrors = m.counter('edgelite_backup_compaction_errors_total', 'Failed merges or deletions (logged; retried).');
-    for (const { name } of dbs) {
+    for (const name of names) {
       const s = backup.status(name);
       uploaded(s.uploadedTxid, { db: name });
       lag(s.lagMs / 1000, { db: name });

@@ -51,6 +51,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
     compress: config.compress,
     checkpointFrames: config.checkpointFrames,
     pollIntervalMs: config.pollIntervalMs,
+    idleCloseMs: config.idleCloseMs,
     log: { retention: config.retention },
     queryPool,
     logger,
@@ -58,7 +59,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
   }).open();
   queryPool?.warm(1);
   backup?.start(store);
-  const initial = Object.fromEntries(store.names().map((n) => [n, store.require(n).position]));
+  const initial = Object.fromEntries(store.names().map((n) => [n, store.requireInfo(n).position]));
   const sync = new SyncReplicas({ replicas: config.sync.replicas, timeoutMs: config.sync.timeoutMs, ha: extras.ha ?? null, initial, logger });
   const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, sync, ...(extras.extend ? { extend: extras.extend } : {}), logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
   let server: ServerType;
@@ -67,7 +68,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
     server.once('error', reject);
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger({ msg: 'primary listening', url, data: config.dataDir, databases: store.names(), auth: authEnabled(config.auth), backup: backup?.objects.description ?? null });
+  logger({ msg: 'primary listening', url, data: config.dataDir, ...databasesLog(store), auth: authEnabled(config.auth), backup: backup?.objects.description ?? null });
   return {
     url,
     port,
@@ -87,4 +88,11 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
       store.close();
     },
   };
+}
+
+/** databasesLog names the databases in the start line, or only counts them when there are many. */
+function databasesLog(store: PrimaryStore): Record<string, unknown> {
+  const names = store.names();
+  const { open } = store.counts();
+  return names.length <= 20 ? { databases: names, open } : { databases: names.length, open };
 }

@@ -1,43 +1,89 @@
 /**
  * PrimaryStore serves every `*.db` in a data directory (database-per-tenant), creates databases on
- * demand, and notices writes made by other processes: a watch on the directory for `-wal` changes plus
- * a poll as a safety net, each triggering a capture of that database.
+ * demand, opens them on use and closes them when idle (docs/ARCHITECTURE.md#many-databases), and
+ * notices writes made by other processes: a watch on the directory, a poll of the open databases, and
+ * a sweep of the closed ones that only stats their files, each triggering a capture of that database.
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
+import type { GenerationStart } from '../shared/consistency.ts';
+import { readClosedRecord, recordPosition, unchangedSince, type ClosedRecord } from './closed-record.ts';
 import { PrimaryDatabase, type DatabaseOptions } from './database.ts';
 import { writeFork } from './fork.ts';
 import { stateDir } from './meta.ts';
 import { StreamHub, type StreamSource } from './stream.ts';
 
 export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> & {
-  /** Poll interval for foreign writes the directory watch may miss (ms). */
+  /** Poll interval for foreign writes the directory watch may miss, on open databases only (ms). */
   pollIntervalMs: number;
+  /**
+   * `--idle-close-ms`: a database nobody used for this long is closed, leaving a closed record
+   * (closed-record.ts); 0 keeps every database open from start to stop (the design before it).
+   */
+  idleCloseMs?: number;
+  /** How long the metadata sweep takes to stat every closed database once (ms); DEFAULT_SWEEP_CYCLE_MS. */
+  sweepCycleMs?: number;
   /** logHold gives each database's log its keepAfter pin (the backup's, primary/backup.ts). */
   logHold?: (name: string) => () => number;
   /** onDrop hears a drop once the store no longer holds the database, before it closes (the backup's forget). */
   onDrop?: (name: string) => Promise<void>;
 };
 
+/** DEFAULT_SWEEP_CYCLE_MS: every closed database's files are stat'ed once per this period (a foreign write the watch missed). */
+export const DEFAULT_SWEEP_CYCLE_MS = 15_000;
+const SWEEP_TICK_MS = 1000;
+
+/**
+ * DbInfo is what the store knows of a database without opening it: PrimaryDatabase has all of it, and a
+ * closed database has it from its closed record.
+ */
+export interface DbInfo {
+  readonly name: string;
+  readonly databaseId: number;
+  readonly position: Position;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  readonly lastCommitTime: number;
+  readonly generations: GenerationStart[];
+}
+
+/** Entry: one database of the data directory, open (db) or closed (record); usedAt for the idle sweep. */
+interface Entry {
+  db: PrimaryDatabase | null;
+  record: ClosedRecord | null;
+  usedAt: number;
+}
+
 export class PrimaryStore implements StreamSource {
   readonly dataDir: string;
   readonly hub = new StreamHub();
   readonly #opts: StoreOptions;
-  readonly #dbs = new Map<string, PrimaryDatabase>();
+  readonly #entries = new Map<string, Entry>();
   readonly #pending = new Set<string>();
   /** Names being dropped or forked into: no create, fork or drop of them until that ends. */
   readonly #busy = new Set<string>();
   #watcher: FSWatcher | undefined;
-  #poll: ReturnType<typeof setInterval> | undefined;
+  #timers: Array<ReturnType<typeof setInterval>> = [];
+  /** Where the metadata sweep goes on next (an index into the closed names at that tick). */
+  #sweepAt = 0;
+  #closing = false;
 
   constructor(dataDir: string, opts: StoreOptions) {
     this.dataDir = dataDir;
     this.#opts = opts;
   }
 
-  /** open creates the directory, opens every database in it and starts watching. */
+  get #idleCloseMs(): number {
+    return this.#opts.idleCloseMs ?? 0;
+  }
+
+  /**
+   * open lists the databases in the directory and starts watching. With idle closing, a database
+   * closed cleanly and untouched since stays closed (its record says where it stands); any other opens
+   * now, so its recovery runs before the first request (docs/ARCHITECTURE.md#many-databases).
+   */
   open(): this {
     mkdirSync(this.dataDir, { recursive: true });
     for (const file of readdirSync(this.dataDir)) {
@@ -49,39 +95,77 @@ export class PrimaryStore implements StreamSource {
         this.#opts.logger({ msg: 'skipping file with an unusable database name', file });
         continue;
       }
-      this.#openDb(name);
+      const record = this.#idleCloseMs > 0 ? readClosedRecord(stateDir(this.dataDir, name)) : null;
+      if (record && unchangedSince(record, join(this.dataDir, file))) this.#entries.set(name, { db: null, record, usedAt: 0 });
+      else this.#openDb(name);
     }
     this.#watcher = watch(this.dataDir, (_event, file) => {
-      if (typeof file === 'string' && file.endsWith('.db-wal')) this.#scheduleCapture(file.slice(0, -7));
+      if (typeof file !== 'string') return;
+      if (file.endsWith('.db-wal')) this.#scheduleCapture(file.slice(0, -7));
+      else if (file.endsWith('.db')) this.#scheduleCapture(file.slice(0, -3));
     });
-    this.#watcher.on('error', (err) => this.#opts.logger({ msg: 'directory watch failed; polling only', error: String(err) }));
-    this.#poll = setInterval(() => {
-      for (const name of this.#dbs.keys()) this.#scheduleCapture(name);
-    }, this.#opts.pollIntervalMs);
-    this.#poll.unref();
+    this.#watcher.on('error', (err) => this.#opts.logger({ msg: 'directory watch failed; polling and sweeping only', error: String(err) }));
+    this.#every(this.#opts.pollIntervalMs, () => {
+      for (const [name, e] of this.#entries) if (e.db) this.#scheduleCapture(name);
+    });
+    if (this.#idleCloseMs > 0) {
+      this.#every(Math.min(this.#idleCloseMs, SWEEP_TICK_MS), () => this.#closeIdle());
+      this.#every(SWEEP_TICK_MS, () => this.#sweep());
+    }
     return this;
   }
 
+  /** get returns the database, opening it if it is closed (and counting the use); undefined if there is none. */
   get(name: string): PrimaryDatabase | undefined {
-    return this.#dbs.get(name);
+    const e = this.#entries.get(name);
+    if (!e) return undefined;
+    e.usedAt = Date.now();
+    return e.db ?? this.#reopen(name, e);
   }
 
-  /** require returns the database or throws DATABASE_NOT_FOUND. */
+  /** peek returns the database only if it is open (no open, no use counted). */
+  peek(name: string): PrimaryDatabase | undefined {
+    return this.#entries.get(name)?.db ?? undefined;
+  }
+
+  /** info is where a database stands, without opening it. */
+  info(name: string): DbInfo | undefined {
+    const e = this.#entries.get(name);
+    if (!e) return undefined;
+    return e.db ?? recordInfo(name, e.record!);
+  }
+
+  /** require returns the database (opening it) or throws DATABASE_NOT_FOUND. */
   require(name: string): PrimaryDatabase {
     validateDatabaseName(name);
-    const db = this.#dbs.get(name);
+    const db = this.get(name);
     if (!db) throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} does not exist (create it with PUT /v1/db/${name})`);
     return db;
   }
 
+  /** requireInfo is info or DATABASE_NOT_FOUND. */
+  requireInfo(name: string): DbInfo {
+    validateDatabaseName(name);
+    const info = this.info(name);
+    if (!info) throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} does not exist (create it with PUT /v1/db/${name})`);
+    return info;
+  }
+
   names(): string[] {
-    return [...this.#dbs.keys()].sort();
+    return [...this.#entries.keys()].sort();
+  }
+
+  /** counts: databases known and open now (metrics, the P10 bench). */
+  counts(): { databases: number; open: number } {
+    let open = 0;
+    for (const e of this.#entries.values()) if (e.db) open++;
+    return { databases: this.#entries.size, open };
   }
 
   /** create opens `<name>.db`, creating it; returns whether it was new. Idempotent. */
   create(name: string): { db: PrimaryDatabase; created: boolean } {
     validateDatabaseName(name);
-    const existing = this.#dbs.get(name);
+    const existing = this.get(name);
     if (existing) return { db: existing, created: false };
     this.#assertNotBusy(name);
     const created = !existsSync(join(this.dataDir, `${name}.db`));
@@ -98,7 +182,7 @@ export class PrimaryStore implements StreamSource {
     validateDatabaseName(name);
     const source = this.require(from);
     if (name === from) throw new EdgeliteError('BAD_REQUEST', `a database cannot be forked into itself (${name})`);
-    if (this.#dbs.has(name)) throw new EdgeliteError('DATABASE_EXISTS', `database ${name} exists: a fork creates a new database (DELETE it first)`);
+    if (this.#entries.has(name)) throw new EdgeliteError('DATABASE_EXISTS', `database ${name} exists: a fork creates a new database (DELETE it first)`);
     this.#assertNotBusy(name);
     const path = join(this.dataDir, `${name}.db`);
     if (existsSync(path)) throw new EdgeliteError('DATABASE_EXISTS', `${name}.db exists in the data directory`);
@@ -126,7 +210,7 @@ export class PrimaryStore implements StreamSource {
     const db = this.require(name);
     this.#assertNotBusy(name);
     this.#busy.add(name);
-    this.#dbs.delete(name);
+    this.#entries.delete(name);
     try {
       await this.#opts.onDrop?.(name);
       await db.closeForDrop();
@@ -144,7 +228,7 @@ export class PrimaryStore implements StreamSource {
   }
 
   #openDb(name: string): PrimaryDatabase {
-    const { logHold, onDrop: _onDrop, ...opts } = this.#opts;
+    const { logHold, onDrop: _onDrop, idleCloseMs: _idle, sweepCycleMs: _sweep, ...opts } = this.#opts;
     const db = PrimaryDatabase.open(name, this.dataDir, {
       ...opts,
       log: logHold ? { ...opts.log, keepAfter: logHold(name) } : opts.log,
@@ -153,32 +237,117 @@ export class PrimaryStore implements StreamSource {
       onGeneration: () => this.hub.publishEvent(name, 'generation'),
       wantDeltas: () => this.hub.deltaSubscribers > 0,
     });
-    this.#dbs.set(name, db);
+    this.#entries.set(name, { db, record: null, usedAt: Date.now() });
     this.#opts.logger({ msg: 'database open', db: name, ...positionLog(db) });
     return db;
   }
 
+  /** #reopen opens a closed database; what changed while it was closed is caught up by its recovery. */
+  #reopen(name: string, e: Entry): PrimaryDatabase {
+    const before = e.record!;
+    const db = this.#openDb(name);
+    const p = db.position;
+    if (p.generation !== before.generation || p.txid !== before.txid) {
+      // Caught up while opening (a foreign write, by WAL or by page hashes): tell the live streams, which
+      // knew the closed position, through the catch-up path they take on an out-of-step change.
+      this.#opts.logger({ msg: 'closed database changed while closed', db: name, from: before.txid, to: p.txid, generation: p.generation });
+    }
+    return db;
+  }
+
   #scheduleCapture(name: string): void {
-    if (this.#pending.has(name) || !this.#dbs.has(name)) return;
+    if (this.#pending.has(name) || !this.#entries.has(name) || this.#closing) return;
     this.#pending.add(name);
     setImmediate(() => {
       this.#pending.delete(name);
-      const db = this.#dbs.get(name);
-      if (!db) return;
+      const e = this.#entries.get(name);
+      if (!e || this.#closing) return;
       try {
-        db.capture();
+        if (e.db) e.db.capture();
+        else if (!unchangedSince(e.record!, join(this.dataDir, `${name}.db`))) this.#wake(name, e);
       } catch (err) {
         this.#opts.logger({ msg: 'capture failed', db: name, error: String(err) });
       }
     });
   }
 
-  close(): void {
-    this.#watcher?.close();
-    clearInterval(this.#poll);
-    for (const db of this.#dbs.values()) db.close();
-    this.#dbs.clear();
+  /** #wake opens a closed database a foreign process wrote to, capturing the write, and tells the streams. */
+  #wake(name: string, e: Entry): void {
+    const db = this.#reopen(name, e);
+    e.usedAt = Date.now();
+    db.capture(); // recovery's catch-up and this capture reach the live streams through the hub
   }
+
+  /** #closeIdle closes the open databases nobody used for idleCloseMs (and that have no write running). */
+  #closeIdle(): void {
+    const cutoff = Date.now() - this.#idleCloseMs;
+    for (const [name, e] of this.#entries) {
+      if (!e.db || e.usedAt > cutoff || !e.db.idle || this.#busy.has(name)) continue;
+      this.#closeEntry(name, e);
+    }
+  }
+
+  #closeEntry(name: string, e: Entry): void {
+    const db = e.db!;
+    try {
+      const record = db.closeToRecord();
+      this.#opts.queryPool?.forget(db.path);
+      if (record) {
+        e.db = null;
+        e.record = record;
+      } else {
+        this.#entries.delete(name);
+      }
+    } catch (err) {
+      // Closed anyway (its connections are gone): open again on next use, through full recovery.
+      this.#opts.logger({ msg: 'idle close failed; the database reopens on next use', db: name, error: String(err) });
+      e.db = null;
+      e.record = null;
+      this.#entries.set(name, e);
+      this.#openDb(name);
+    }
+  }
+
+  /**
+   * #sweep stats a slice of the closed databases, so each is looked at once per sweep cycle: a foreign
+   * write the directory watch missed (another mount, a lost event) is caught within the cycle.
+   */
+  #sweep(): void {
+    const closed: string[] = [];
+    for (const [name, e] of this.#entries) if (!e.db) closed.push(name);
+    if (closed.length === 0) return;
+    const ticks = Math.max(1, Math.round((this.#opts.sweepCycleMs ?? DEFAULT_SWEEP_CYCLE_MS) / SWEEP_TICK_MS));
+    const slice = Math.ceil(closed.length / ticks);
+    for (let i = 0; i < slice; i++) {
+      const name = closed[(this.#sweepAt + i) % closed.length]!;
+      const e = this.#entries.get(name)!;
+      if (!unchangedSince(e.record!, join(this.dataDir, `${name}.db`))) this.#scheduleCapture(name);
+    }
+    this.#sweepAt = (this.#sweepAt + slice) % closed.length;
+  }
+
+  #every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms);
+    t.unref();
+    this.#timers.push(t);
+  }
+
+  /** close closes every open database, each leaving its closed record when idle closing is on. */
+  close(): void {
+    this.#closing = true;
+    this.#watcher?.close();
+    for (const t of this.#timers) clearInterval(t);
+    for (const [name, e] of this.#entries) {
+      if (!e.db) continue;
+      if (this.#idleCloseMs > 0) this.#closeEntry(name, e);
+      else e.db.close();
+    }
+    this.#entries.clear();
+  }
+}
+
+function recordInfo(name: string, r: ClosedRecord): DbInfo {
+  return { name, databaseId: r.databaseId, position: recordPosition(r), pageSize: r.pageSize, pageCount: r.pageCount, lastCommitTime: r.timestamp, generations: r.generations };
 }
 
 /** removeFiles deletes a database's file, WAL, SHM and state directory (log and meta), durably. */

@@ -20,9 +20,20 @@ const CATCH_UP_BATCH_BYTES = 1024 * 1024;
 const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 export const HEARTBEAT_INTERVAL_MS = 1000;
 
+/**
+ * StreamSource is the store as the stream sees it: `info` without opening a database (positions,
+ * heartbeats), `get` opening it when its log must be read (a subscriber that is behind).
+ */
 export interface StreamSource {
+  info(name: string): StreamDbInfo | undefined;
   get(name: string): PrimaryDatabase | undefined;
   names(): string[];
+}
+
+/** What the stream needs of a database it does not read the log of (the store's DbInfo). */
+export interface StreamDbInfo {
+  readonly position: Position;
+  readonly lastCommitTime: number;
 }
 
 interface DbCursor {
@@ -35,12 +46,15 @@ interface DbCursor {
  * resumeProblem is the resume rule (docs/ARCHITECTURE.md#the-stream-protocol): why a replica at `pos`
  * cannot continue from the primary's log, or null when it can.
  */
-export function resumeProblem(db: PrimaryDatabase, pos: Position): string | null {
+export function resumeProblem(db: StreamDbInfo, pos: Position, open: () => PrimaryDatabase | undefined = () => db as PrimaryDatabase): string | null {
   const cur = db.position;
   if (pos.generation !== cur.generation) return `generation ${pos.generation} is not the current ${cur.generation}`;
   if (pos.txid > cur.txid) return `txid ${pos.txid} is ahead of the primary (${cur.txid})`;
   if (pos.txid === cur.txid) return pos.checksum === cur.checksum ? null : 'checksum differs at the current txid';
-  const recs = db.log.iterateSince(pos.generation, pos.txid, 1);
+  // Behind: only the log can say whether it resumes (this opens a closed database).
+  const opened = open();
+  if (!opened) return 'database is gone';
+  const recs = opened.log.iterateSince(pos.generation, pos.txid, 1);
   if (!recs || recs.length === 0) return `txid ${pos.txid} is outside the retained log`;
   const pre = readChangeSetHeader(recs[0]!.payload).preChecksum;
   return pre === pos.checksum ? null : `checksum differs at txid ${pos.txid}`;
@@ -141,13 +155,13 @@ export class Subscription {
 
   /** #open decides, for one database, whether the replica can resume from its position. */
   #open(name: string, pos: Position | null): void {
-    const db = this.#source.get(name);
+    const db = this.#source.info(name);
     if (!db) {
       // Not an error for the whole stream: the database joins it when it is created (db-created).
       this.#send({ type: 'error', code: 'DATABASE_NOT_FOUND', message: `database ${name} does not exist yet; it will follow once created` });
       return;
     }
-    const reason = pos ? resumeProblem(db, pos) : 'replica has no position';
+    const reason = pos ? resumeProblem(db, pos, () => this.#source.get(name)) : 'replica has no position';
     if (reason) {
       this.#dbs.set(name, { mode: 'snapshot', generation: db.position.generation, txid: db.position.txid });
       this.#send({ type: 'snapshot-needed', db: name, reason });
@@ -161,14 +175,16 @@ export class Subscription {
     for (const [name, cur] of this.#dbs) {
       if (cur.mode !== 'catch-up' || this.#closed) continue;
       if ((this.#controller.desiredSize ?? 0) <= 0) return;
-      const db = this.#source.get(name);
-      if (!db) continue;
-      if (cur.generation === db.position.generation && cur.txid === db.position.txid) {
+      const info = this.#source.info(name);
+      if (!info) continue;
+      if (cur.generation === info.position.generation && cur.txid === info.position.txid) {
         // Nothing to read from the log (it may hold nothing of this generation yet): go live.
         cur.mode = 'live';
         this.#send({ type: 'ready', db: name });
         continue;
       }
+      const db = this.#source.get(name); // behind: its log is read (a closed database opens)
+      if (!db) continue;
       const recs = db.log.iterateSince(cur.generation, cur.txid, CATCH_UP_BATCH_BYTES);
       if (recs === null) {
         cur.mode = 'snapshot';
@@ -213,7 +229,7 @@ export class Subscription {
       this.#send({ type: 'db-dropped', db: name });
     } else {
       const cur = this.#dbs.get(name);
-      const db = this.#source.get(name);
+      const db = this.#source.info(name);
       if (!cur || !db) return;
       cur.mode = 'snapshot';
       this.#send({ type: 'new-generation', db: name, generation: db.position.generation, txid: db.position.txid });
@@ -224,7 +240,7 @@ export class Subscription {
   #sendHeartbeat(): void {
     const positions: Record<string, { generation: number; txid: number; timestamp: number }> = {};
     for (const name of this.#dbs.keys()) {
-      const db = this.#source.get(name);
+      const db = this.#source.info(name);
       if (db) positions[name] = { generation: db.position.generation, txid: db.position.txid, timestamp: db.lastCommitTime };
     }
     this.#send({ type: 'heartbeat', time: Date.now(), positions });

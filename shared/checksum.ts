@@ -319,6 +319,48 @@ export class DatabaseChecksum {
     return copy;
   }
 
+  /**
+   * toBytes serialises the per-page hashes (docs/FORMAT.md#page-hash-file): u32 page size, u32 page
+   * count, then each page's hash as two u32 (lo, hi), little-endian, pages 1..pageCount. 8 bytes a page.
+   */
+  toBytes(): Uint8Array {
+    const out = new Uint8Array(8 + this.#pageCount * 8);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, this.#pageSize, true);
+    view.setUint32(4, this.#pageCount, true);
+    const stored = Math.min(this.#pageCount, this.#lo.length - 1);
+    for (let p = 1; p <= stored; p++) {
+      view.setUint32(8 * p, this.#lo[p]!, true);
+      view.setUint32(8 * p + 4, this.#hi[p]!, true);
+    }
+    return out;
+  }
+
+  /** fromBytes is the inverse of toBytes; the value is the XOR of the stored hashes. INTERNAL on a malformed image. */
+  static fromBytes(bytes: Uint8Array): DatabaseChecksum {
+    if (bytes.length < 8) throw misuse(`page-hash image of ${bytes.length} bytes has no header`);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const pageSize = view.getUint32(0, true);
+    const pageCount = view.getUint32(4, true);
+    if (bytes.length !== 8 + pageCount * 8) throw misuse(`page-hash image of ${bytes.length} bytes does not hold ${pageCount} pages`);
+    const sum = new DatabaseChecksum(pageSize);
+    sum.#reserve(pageCount);
+    let lo = 0;
+    let hi = 0;
+    for (let p = 1; p <= pageCount; p++) {
+      const l = view.getUint32(8 * p, true);
+      const h = view.getUint32(8 * p + 4, true);
+      sum.#lo[p] = l;
+      sum.#hi[p] = h;
+      lo ^= l;
+      hi ^= h;
+    }
+    sum.#pageCount = pageCount;
+    sum.#valueLo = lo;
+    sum.#valueHi = hi;
+    return sum;
+  }
+
   static fromPages(pageSize: number, pages: Iterable<PageImage>): DatabaseChecksum {
     const sum = new DatabaseChecksum(pageSize);
     for (const page of pages) sum.setPage(page.pgno, page.data);

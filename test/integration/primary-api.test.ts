@@ -304,7 +304,7 @@ describe('primary HTTP API', () => {
     expect(metrics.text).toContain('edgelite_generation{db="d"} 1\n');
     expect(metrics.text).toContain('edgelite_stream_subscribers 0\n');
     expect(metrics.text).toMatch(/^# TYPE edgelite_log_records gauge$/m);
-    for (const line of metrics.text.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) \w+ .+|\w+(\{db="[^"]+"\})? \d+)$/);
+    for (const line of metrics.text.trim().split('\n')) expect(line).toMatch(/^(# (HELP|TYPE) \w+ .+|\w+(\{(db|state)="[^"]+"\})? \d+)$/);
   });
 
   it('serves a snapshot any SQLite opens, at the position in its headers', async () => {
