@@ -26,6 +26,7 @@ import { runP6 } from './scenarios/p6-fanout.ts';
 import { runP7 } from './scenarios/p7-bootstrap.ts';
 import { runP8 } from './scenarios/p8-wire.ts';
 import { runP9 } from './scenarios/p9-worker.ts';
+import { runP10 } from './scenarios/p10-tenants.ts';
 import { runP11 } from './scenarios/p11-restore.ts';
 import { runP12 } from './scenarios/p12-sync.ts';
 
@@ -47,6 +48,7 @@ const SCENARIOS: Array<[string, string, Scenario]> = [
   ['P6', 'stream fan-out', async (ctx, s) => runP6(ctx, await s.cluster())],
   ['P7', 'bootstrap by snapshot', async (ctx) => runP7(ctx)],
   ['P9', 'Worker replica beside the Node replica', async (ctx) => runP9(ctx)],
+  ['P10', 'ten thousand tenants on one primary', async (ctx) => runP10(ctx)],
   ['P11', 'object storage: restore, writes with backup, PUTs', async (ctx) => runP11(ctx)],
   ['P12', 'synchronous replicas (--sync-replicas 1 vs 0)', async (ctx) => runP12(ctx)],
 ];
