@@ -22,6 +22,8 @@ export const DEFAULT_CHECKPOINT_FRAMES = 4000;
 export const DEFAULT_POLL_INTERVAL_MS = 100;
 /** `--idle-close-ms`: a database unused this long is closed (README.md#many-databases); 0 keeps all open. */
 export const DEFAULT_IDLE_CLOSE_MS = 60_000;
+/** `--max-open-databases` (primary/store.ts DEFAULT_MAX_OPEN): about ten descriptors each. */
+export const DEFAULT_MAX_OPEN_DATABASES = 512;
 /** `--backup-interval`: how often databases that changed upload a segment. */
 export const DEFAULT_BACKUP_INTERVAL_MS = 1000;
 /** `--backup-retention`: every point this far back stays restorable (docs/FORMAT.md#compaction-and-retention). */
@@ -45,6 +47,8 @@ export interface PrimaryConfig {
   pollIntervalMs: number;
   /** `--idle-close-ms`: close a database nobody used for this long (0: never; every database stays open). */
   idleCloseMs: number;
+  /** `--max-open-databases`: with idle closing, the most databases open at once (least recently used closed first). */
+  maxOpenDatabases: number;
   maxBodyBytes: number;
   /** Time limit of an API read (ms): it runs in a query process, killed at the limit; 0 runs reads in-process with none. */
   queryTimeoutMs: number;
@@ -63,7 +67,7 @@ export interface PrimaryConfig {
 }
 
 
-export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)] [--idle-close-ms N (60000; 0: never)]
+export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)] [--idle-close-ms N (60000; 0: never)] [--max-open-databases N (512)]
                         [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
                          [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
                         [--lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]]
@@ -90,6 +94,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
       'max-body-bytes': { type: 'string' },
       'query-timeout-ms': { type: 'string' },
       'idle-close-ms': { type: 'string' },
+      'max-open-databases': { type: 'string' },
       compress: { type: 'boolean' },
       backup: { type: 'string' },
       'backup-interval': { type: 'string' },
@@ -121,6 +126,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     checkpointFrames: positiveInt(values['checkpoint-frames'], DEFAULT_CHECKPOINT_FRAMES, '--checkpoint-frames'),
     pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
     idleCloseMs: nonNegativeMs(values['idle-close-ms'] ?? env.EDGELITE_IDLE_CLOSE_MS, DEFAULT_IDLE_CLOSE_MS, '--idle-close-ms'),
+    maxOpenDatabases: positiveInt(values['max-open-databases'] ?? env.EDGELITE_MAX_OPEN_DATABASES, DEFAULT_MAX_OPEN_DATABASES, '--max-open-databases'),
     maxBodyBytes: positiveInt(values['max-body-bytes'], DEFAULT_MAX_BODY_BYTES, '--max-body-bytes'),
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),

@@ -52,6 +52,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
     checkpointFrames: config.checkpointFrames,
     pollIntervalMs: config.pollIntervalMs,
     idleCloseMs: config.idleCloseMs,
+    maxOpen: config.maxOpenDatabases,
     log: { retention: config.retention },
     queryPool,
     logger,

@@ -23,6 +23,11 @@ export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> &
    * (closed-record.ts); 0 keeps every database open from start to stop (the design before it).
    */
   idleCloseMs?: number;
+  /**
+   * `--max-open-databases`: with idle closing, at most this many databases are open at once; opening
+   * one more first closes the least recently used idle one (DEFAULT_MAX_OPEN).
+   */
+  maxOpen?: number;
   /** How long the metadata sweep takes to stat every closed database once (ms); DEFAULT_SWEEP_CYCLE_MS. */
   sweepCycleMs?: number;
   /** logHold gives each database's log its keepAfter pin (the backup's, primary/backup.ts). */
@@ -33,6 +38,8 @@ export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> &
 
 /** DEFAULT_SWEEP_CYCLE_MS: every closed database's files are stat'ed once per this period (a foreign write the watch missed). */
 export const DEFAULT_SWEEP_CYCLE_MS = 15_000;
+/** DEFAULT_MAX_OPEN: about ten descriptors each, so 512 open databases stay far below a 20,000 descriptor limit. */
+export const DEFAULT_MAX_OPEN = 512;
 const SWEEP_TICK_MS = 1000;
 
 /**
@@ -96,8 +103,14 @@ export class PrimaryStore implements StreamSource {
         continue;
       }
       const record = this.#idleCloseMs > 0 ? readClosedRecord(stateDir(this.dataDir, name)) : null;
-      if (record && unchangedSince(record, join(this.dataDir, file))) this.#entries.set(name, { db: null, record, usedAt: 0 });
-      else this.#openDb(name);
+      if (record && unchangedSince(record, join(this.dataDir, file))) {
+        this.#entries.set(name, { db: null, record, usedAt: 0 });
+      } else {
+        // Recovered now, before any request; with idle closing, closed again at once, so a first start
+        // of thousands of databases never holds them all open.
+        this.#openDb(name);
+        if (this.#idleCloseMs > 0) this.#closeEntry(name, this.#entries.get(name)!);
+      }
     }
     this.#watcher = watch(this.dataDir, (_event, file) => {
       if (typeof file !== 'string') return;
@@ -228,7 +241,7 @@ export class PrimaryStore implements StreamSource {
   }
 
   #openDb(name: string): PrimaryDatabase {
-    const { logHold, onDrop: _onDrop, idleCloseMs: _idle, sweepCycleMs: _sweep, ...opts } = this.#opts;
+    const { logHold, onDrop: _onDrop, idleCloseMs: _idle, sweepCycleMs: _sweep, maxOpen: _max, ...opts } = this.#opts;
     const db = PrimaryDatabase.open(name, this.dataDir, {
       ...opts,
       log: logHold ? { ...opts.log, keepAfter: logHold(name) } : opts.log,
@@ -239,7 +252,24 @@ export class PrimaryStore implements StreamSource {
     });
     this.#entries.set(name, { db, record: null, usedAt: Date.now() });
     this.#opts.logger({ msg: 'database open', db: name, ...positionLog(db) });
+    if (this.#idleCloseMs > 0) this.#enforceMaxOpen(name);
     return db;
+  }
+
+  /** #enforceMaxOpen closes least recently used idle databases while more than maxOpen are open (never `keep`). */
+  #enforceMaxOpen(keep: string): void {
+    const max = this.#opts.maxOpen ?? DEFAULT_MAX_OPEN;
+    const open: Array<[string, Entry]> = [];
+    for (const pair of this.#entries) if (pair[1].db) open.push(pair);
+    if (open.length <= max) return;
+    open.sort((a, b) => a[1].usedAt - b[1].usedAt);
+    let excess = open.length - max;
+    for (const [name, e] of open) {
+      if (excess === 0) break;
+      if (name === keep || !e.db!.idle || this.#busy.has(name)) continue;
+      this.#closeEntry(name, e);
+      excess--;
+    }
   }
 
   /** #reopen opens a closed database; what changed while it was closed is caught up by its recovery. */
