@@ -65,6 +65,7 @@ describe('status page (headless Chromium)', () => {
     });
 
     const page = await browser.newPage({ viewport: { width: 1100, height: 680 } });
+    page.setDefaultTimeout(15_000);
     const errors = pageErrors(page);
     const shell = await page.goto(`${cluster.replica.url}/ui`);
     expect(shell!.status()).toBe(200);
@@ -129,6 +130,7 @@ describe('status page (headless Chromium)', () => {
 
   it("the primary's page shows its replica's stream and its own position", async () => {
     const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+    page.setDefaultTimeout(15_000);
     const errors = pageErrors(page);
     await page.goto(`${cluster.primary.url}/ui`);
     await page.waitForSelector(`#databases tr[data-db="${DB}"]`);
