@@ -182,7 +182,8 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   if (o.ui) {
     const follower = o.follower;
     const node = () => ({ ...leaseView(), primary: publicUrl(o.primary?.url), stream: follower?.state ?? 'embedded', lastContactMs: follower ? finite(follower.lastContactMs) : null, ...(follower?.bucket ? { source: follower.bucket.feeding } : {}) });
-    mountStatusUi(app, o.ui, { auth, role: 'replica', sample: () => store.names().map((n) => lagSampleOf(describe(store.get(n)!))), node });
+    const sample = () => store.names().flatMap((n) => { const db = store.get(n); return db ? [lagSampleOf(describe(db))] : []; });
+    mountStatusUi(app, o.ui, { auth, role: 'replica', sample, node, logger: o.logger });
   }
   o.extend?.routes?.(app);
   return app;

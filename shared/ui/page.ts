@@ -97,5 +97,6 @@ dd { margin: 0; overflow-wrap: break-word; min-width: 0; }
   #topology-section, #chart-section, #databases-section { grid-column: 1; grid-row: auto; }
   header { padding: 8px; }
   th, td { padding: 4px; }
+  #databases [data-field="checksum"], #databases [data-field="generation"] { display: none; }
 }
 `;

@@ -34,6 +34,8 @@ export interface MountStatusUiOptions {
   sample: () => Iterable<LagSample>;
   /** What this node knows of the topology, for the page (no secrets: URLs without credentials). */
   node: () => Record<string, unknown>;
+  /** Where a tick whose sampling failed is logged (the page keeps going with the next tick). */
+  logger: (e: Record<string, unknown>) => void;
 }
 
 const SECURITY_HEADERS = {
@@ -52,6 +54,7 @@ export function mountStatusUi(app: Hono, ui: StatusUi, o: MountStatusUiOptions):
     ['uPlot.min.css', { body: ui.assets.uplotCss, type: 'text/css; charset=utf-8' }],
   ]);
   app.get('/ui', () => new Response(shell, { headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...SECURITY_HEADERS } }));
+  app.get('/ui/', (c) => c.redirect('/ui', 308));
   app.get(`${UI_ASSET_PREFIX}:file`, (c) => {
     const f = files.get(c.req.param('file'));
     if (!f) throw new EdgeliteError('NOT_FOUND', `no status page asset ${JSON.stringify(c.req.param('file').slice(0, 80))}`);
@@ -62,7 +65,7 @@ export function mountStatusUi(app: Hono, ui: StatusUi, o: MountStatusUiOptions):
     const since = parseSince(c.req.query('since'));
     return jsonResponse({ node: { role: o.role, ...o.node() }, ...ui.sampler.body(grant.allows, grant.databases === null, since) });
   });
-  ui.sampler.start(o.sample);
+  ui.sampler.start(o.sample, (err) => o.logger({ msg: 'status page sample failed', error: String(err), stack: (err as Error)?.stack }));
 }
 
 /** parseSince reads `?since=MS` (the last tick time the page holds): a non-negative integer, or absent. */

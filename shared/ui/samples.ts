@@ -58,6 +58,8 @@ export interface SamplesBody {
   intervalMs: number;
   capacity: number;
   top: number;
+  /** Ticks skipped because reading the databases failed (each logged). */
+  failures: number;
   /** Tick times, ms since the epoch, oldest first. */
   t: number[];
   /** Over every database (only for a token that reaches every database): how many, how many lag, the largest lags. */
@@ -83,6 +85,9 @@ export class LagSampler {
   #count = 0;
   #timer: ReturnType<typeof setInterval> | null = null;
   #source: (() => Iterable<LagSample>) | null = null;
+  #onError: ((err: unknown) => void) | null = null;
+  /** failures counts ticks skipped because the source threw (shown in GET /v1/ui/samples). */
+  failures = 0;
 
   constructor(o: LagSamplerOptions = {}) {
     this.intervalMs = positiveInteger(o.intervalMs ?? UI_SAMPLE_INTERVAL_MS, 'intervalMs');
@@ -92,12 +97,18 @@ export class LagSampler {
     this.#ring = new Array<Tick | undefined>(this.capacity);
   }
 
-  /** start samples `source` now and every intervalMs until stop(); a second start replaces the source. */
-  start(source: () => Iterable<LagSample>): void {
+  /**
+   * start samples `source` now and every intervalMs until stop(); a second start replaces the source.
+   * A tick whose source throws is skipped and counted, and `onError` hears it (without one, it is
+   * rethrown: a test's direct tick() sees it).
+   */
+  start(source: () => Iterable<LagSample>, onError: ((err: unknown) => void) | null = null): void {
     this.#source = source;
-    this.tick();
+    this.#onError = onError;
+    this.#guardedTick();
     if (this.#timer !== null) return;
-    this.#timer = setInterval(() => this.tick(), this.intervalMs);
+    // A throw inside a timer would end the process: the timer's ticks report to onError instead.
+    this.#timer = setInterval(() => this.#guardedTick(), this.intervalMs);
     (this.#timer as { unref?: () => void }).unref?.();
   }
 
@@ -116,6 +127,16 @@ export class LagSampler {
     const source = this.#source;
     if (!source) return;
     this.record(source());
+  }
+
+  #guardedTick(): void {
+    try {
+      this.tick();
+    } catch (err) {
+      this.failures++;
+      if (!this.#onError) throw err;
+      this.#onError(err);
+    }
   }
 
   /** record keeps one tick made of `samples` (the worst `top` rows and the aggregate). */
@@ -156,7 +177,7 @@ export class LagSampler {
     const all = everyDatabase
       ? { databases: ticks.map((k) => k.databases), lagging: ticks.map((k) => k.lagging), maxLagMs: ticks.map((k) => k.maxLagMs), maxBackupLagMs: ticks.map((k) => k.maxBackupLagMs) }
       : null;
-    return { intervalMs: this.intervalMs, capacity: this.capacity, top: this.top, t: ticks.map((k) => k.t), all, series };
+    return { intervalMs: this.intervalMs, capacity: this.capacity, top: this.top, failures: this.failures, t: ticks.map((k) => k.t), all, series };
   }
 
   /** #ticks lists the kept ticks, oldest first. */

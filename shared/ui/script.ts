@@ -181,7 +181,7 @@ export const STATUS_JS = String.raw`(function () {
     cols = cols.filter(function (c) { return hasBackup || c[0].indexOf('backup') !== 0; });
     var shown = list.slice().sort(function (a, b) { return a.name < b.name ? -1 : a.name > b.name ? 1 : 0; }).slice(0, MAX_ROWS);
     var t = byId('databases');
-    t.tHead.replaceChildren(el('tr', null, cols.map(function (c) { return el('th', { class: c[2] ? 'num' : null }, [c[1]]); })));
+    t.tHead.replaceChildren(el('tr', null, cols.map(function (c) { return el('th', { 'data-field': c[0], class: c[2] ? 'num' : null }, [c[1]]); })));
     t.tBodies[0].replaceChildren.apply(t.tBodies[0], shown.map(function (d) {
       return el('tr', { 'data-db': d.name }, cols.map(function (c) {
         var v = value(d, c[0]);

@@ -50,6 +50,8 @@ beforeAll(async () => {
     expect(await call('PUT', `/v1/db/${db}`)).toBe(201);
     expect(await call('POST', `/v1/db/${db}/exec`, { sql: 'CREATE TABLE t (x)' })).toBe(200);
   }
+  // The databases came after the sampler's first tick: wait for a tick that saw both.
+  await waitFor(async () => (await get('/v1/ui/samples', READ)).json.all.databases.at(-1) === 2, 'a tick with both databases', 10_000, 100);
 });
 
 afterAll(async () => {
@@ -67,6 +69,8 @@ describe('status page routes (real primary, auth on)', () => {
     expect(r.text).toContain('data-role="primary"');
     expect(r.text).not.toContain('tenant-a');
     expect(r.text).not.toContain('secret-db');
+    const slash = await fetch(`${primary.url}/ui/`, { redirect: 'manual' });
+    expect([slash.status, slash.headers.get('location')]).toEqual([308, '/ui']);
   });
 
   it('serves uPlot from the installed package, and 404s an unknown asset', async () => {

@@ -70,6 +70,22 @@ describe('LagSampler', () => {
     expect(s.body(() => true, true).series.a!.lagMs).toEqual([0, 1]);
   });
 
+  it('skips and counts a tick whose source throws, telling onError, and goes on', () => {
+    const s = new LagSampler({ intervalMs: 60_000 });
+    const heard: unknown[] = [];
+    let fail = true;
+    s.start(() => {
+      if (fail) throw new Error('store closed');
+      return [sample('a', 0)];
+    }, (err) => heard.push(err));
+    fail = false;
+    s.tick();
+    s.stop();
+    expect(heard.map((e) => (e as Error).message)).toEqual(['store closed']);
+    const b = s.body(() => true, true);
+    expect([b.failures, b.t.length]).toEqual([1, 1]);
+  });
+
   it('refuses options that are not positive integers', () => {
     expect(thrownEdgelite(() => new LagSampler({ capacity: 0 })).code).toBe('MISCONFIGURED');
     expect(thrownEdgelite(() => new LagSampler({ top: 1.5 })).message).toContain('top');
