@@ -26,6 +26,7 @@ import { snapshotResponse } from './snapshot.ts';
 import { parseAppliedReport, type SyncReplicas } from './sync.ts';
 import type { DbInfo, PrimaryStore } from './store.ts';
 import { resumeProblem, Subscription } from './stream.ts';
+import { lagSampleOf, mountStatusUi, type StatusUi } from '../shared/ui/routes.ts';
 
 export interface PrimaryAppOptions {
   store: PrimaryStore;
@@ -46,6 +47,8 @@ export interface PrimaryAppOptions {
   /** `--sync-replicas` (primary/sync.ts): candidates' applied reports, and the wait for the sync set; null: no route, no wait. */
   sync?: SyncReplicas | null;
   logger: (e: Record<string, unknown>) => void;
+  /** The status page (README.md#status-page): its sampler (stopped by the server on close) and assets; absent: no /ui. */
+  ui?: StatusUi | null;
 }
 
 export function createPrimaryApp(o: PrimaryAppOptions): Hono {
@@ -191,6 +194,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     });
   });
 
+  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => lagSampleOf(describe(store.require(n)))), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
   o.extend?.routes?.(app);
   return app;
 }

@@ -10,6 +10,7 @@ import type { AppExtension } from '../shared/http.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
+import { createStatusUi } from '../shared/node/ui-assets.ts';
 import { createPrimaryApp } from './app.ts';
 import { BackupRunner } from './backup.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
@@ -62,7 +63,8 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
   backup?.start(store);
   const initial = Object.fromEntries(store.names().map((n) => [n, store.requireInfo(n).position]));
   const sync = new SyncReplicas({ replicas: config.sync.replicas, timeoutMs: config.sync.timeoutMs, ha: extras.ha ?? null, initial, logger });
-  const app = createPrimaryApp({ store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, sync, ...(extras.extend ? { extend: extras.extend } : {}), logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
+  const ui = createStatusUi();
+  const app = createPrimaryApp({ ui, store, auth: config.auth, maxBodyBytes: config.maxBodyBytes, queryPool, backup, backupAck: config.backupAck, ha: extras.ha ?? null, sync, ...(extras.extend ? { extend: extras.extend } : {}), logger, ...(config.ranges ? { ranges: config.ranges } : {}) });
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));
@@ -78,6 +80,7 @@ export async function startPrimary(config: PrimaryConfig, logger: Logger, extras
     backup,
     sync,
     close: async () => {
+      ui.sampler.stop();
       sync.close();
       await new Promise<void>((resolve) => {
         const s = server as ServerType & { closeAllConnections?: () => void };

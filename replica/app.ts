@@ -23,6 +23,7 @@ import type { LazyDatabases, Release } from './lazy.ts';
 import { renderReplicaMetrics } from './metrics.ts';
 import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
+import { lagSampleOf, mountStatusUi, publicUrl, type StatusUi } from '../shared/ui/routes.ts';
 
 export interface ReplicaAppOptions {
   /** Added by a caller that runs this replica as part of a failover node (bin/ha.ts): more routes and metric lines. */
@@ -46,6 +47,8 @@ export interface ReplicaAppOptions {
   /** The store's query pool, if any: its figures go into /metrics. */
   queryPool?: QueryPool | null;
   logger: (e: Record<string, unknown>) => void;
+  /** The status page (README.md#status-page): its sampler (stopped by the server on close) and assets; absent: no /ui. */
+  ui?: StatusUi | null;
 }
 
 export function createReplicaApp(o: ReplicaAppOptions): Hono {
@@ -176,6 +179,12 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     return jsonResponse(w.body, 200, headers);
   });
 
+  if (o.ui) {
+    const follower = o.follower;
+    const node = () => ({ ...leaseView(), primary: publicUrl(o.primary?.url), stream: follower?.state ?? 'embedded', lastContactMs: follower ? finite(follower.lastContactMs) : null, ...(follower?.bucket ? { source: follower.bucket.feeding } : {}) });
+    const sample = () => store.names().flatMap((n) => { const db = store.get(n); return db ? [lagSampleOf(describe(db))] : []; });
+    mountStatusUi(app, o.ui, { auth, role: 'replica', sample, node, logger: o.logger });
+  }
   o.extend?.routes?.(app);
   return app;
 }

@@ -21,6 +21,7 @@ import { Follower } from './follower.ts';
 import { LazyDatabases } from './lazy.ts';
 import { nodePrimaryClient } from './primary-fetch.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
+import { createStatusUi } from '../shared/node/ui-assets.ts';
 import { ReplicaStore } from './store.ts';
 
 export interface ReplicaHandle {
@@ -87,7 +88,9 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
   // A candidate tells the primary what it applied, for `--sync-replicas` (README.md#synchronous-replicas).
   const reporter = config.candidate && config.lease && primary ? new AppliedReporter({ client: primary, store, node: config.lease.node, url: config.lease.advertise, logger }) : null;
   reporter?.start();
+  const ui = createStatusUi();
   const app = createReplicaApp({
+    ui,
     ...(extras.extend ? { extend: extras.extend } : {}),
     store,
     follower,
@@ -118,6 +121,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     reporter,
     lazy,
     close: async () => {
+      ui.sampler.stop();
       unfollow?.();
       ownLocator?.stop();
       await reporter?.stop();

@@ -36,7 +36,7 @@ export function ensureDebian(specs, log = (m) => process.stderr.write(`${m}\n`))
 }
 
 /** TEST_PACKAGES: what the tests need from Debian. */
-export const TEST_PACKAGES = ['etcd-server:etcd', 'sqlite3:sqlite3'];
+export const TEST_PACKAGES = ['etcd-server:etcd', 'sqlite3:sqlite3', 'chromium:chromium'];
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   try {
