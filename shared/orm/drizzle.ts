@@ -72,7 +72,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  * statement's column order; for `get` the first row alone (undefined when there is none). `run` also
  * says how many rows changed and the last insert's rowid.
  */
-function answer(o: Outcome, method: Method): { rows: unknown[]; changes?: number; lastInsertRowid?: number } {
+function answer(o: Outcome, method: Method): { rows: unknown[]; changes?: number; lastInsertRowid?: number | bigint } {
   if (method === 'get') return { rows: o.rows[0] as unknown[] };
   if (method === 'run') return { rows: o.rows, changes: o.changes, lastInsertRowid: o.lastInsertRowid };
   return { rows: o.rows };

@@ -87,8 +87,8 @@ export interface Outcome {
   rows: SqlValue[][];
   /** Rows changed (0 for a read). */
   changes: number;
-  /** The rowid of the last insert (0 for a read). */
-  lastInsertRowid: number;
+  /** The rowid of the last insert (0 for a read); a bigint where the client gives one (beyond 2^53). */
+  lastInsertRowid: number | bigint;
   /** It ran on the write path (/exec, on the primary). */
   write: boolean;
 }

@@ -6,7 +6,7 @@
  * read-your-writes across two replicas through the session's token.
  */
 import { DrizzleQueryError, eq, relations, sql } from 'drizzle-orm';
-import { blob, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import { blob, integer, numeric, sqliteTable, text } from 'drizzle-orm/sqlite-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drizzle } from '../../shared/orm/drizzle.ts';
 import { decodeToken } from '../../shared/token.ts';
@@ -22,6 +22,9 @@ const users = sqliteTable('users', {
   balance: blob('balance', { mode: 'bigint' }),
   active: integer('active', { mode: 'boolean' }).notNull().default(true),
 });
+
+/** drizzle's 64-bit integer column: bigints both ways, stored as INTEGER through NUMERIC affinity. */
+const counters = sqliteTable('counters', { name: text('name').primaryKey(), n: numeric('n', { mode: 'bigint' }).notNull() });
 
 const posts = sqliteTable('posts', {
   id: integer('id').primaryKey(),
@@ -103,17 +106,29 @@ describe('edgelite/drizzle', () => {
     ]);
   });
 
-  it('keeps integers exact: numbers within 2^53, a bigint beyond refused rather than rounded', async () => {
+  it('keeps integers exact: numbers within 2^53, a bigint beyond carried exactly or refused, never rounded', async () => {
     const db = drizzle(c.clientA, { database: ORM_DB });
     await db.insert(users).values([{ id: Number.MAX_SAFE_INTEGER, name: 'max' }, { id: -(2 ** 53) + 1, name: 'min' }]);
     const rows = await db.all(sql`SELECT id, typeof(id) FROM users WHERE name IN ('max', 'min') ORDER BY id`);
     expect(rows).toEqual([[-(2 ** 53) + 1, 'integer'], [Number.MAX_SAFE_INTEGER, 'integer']]);
     expect(await primaryRows("SELECT CAST(id AS TEXT) FROM users WHERE name IN ('max', 'min') ORDER BY id")).toEqual([['-9007199254740991'], ['9007199254740991']]);
     await db.delete(users).where(sql`name IN ('max', 'min')`);
-    // A bigint the client cannot carry exactly in JSON never reaches the server rounded.
-    const err = await rejectedEdgelite(causeOf(db.insert(users).values({ id: (2n ** 53n + 1n) as unknown as number, name: 'big' })));
-    expect(err.code).toBe('BAD_REQUEST');
-    expect(await primaryRows("SELECT count(*) FROM users WHERE name = 'big'")).toEqual([[0]]);
+    // A bigint beyond 2^53 in an integer column is carried exactly or refused (BAD_REQUEST), never rounded.
+    const big = await db.insert(users).values({ id: (2n ** 53n + 1n) as unknown as number, name: 'big' }).then(() => null, (e: unknown) => (e instanceof DrizzleQueryError ? e.cause : e));
+    const stored = await primaryRows("SELECT CAST(id AS TEXT) FROM users WHERE name = 'big'");
+    if (big === null) expect(stored).toEqual([['9007199254740993']]);
+    else expect([(big as { code?: unknown }).code, stored]).toEqual(['BAD_REQUEST', []]);
+    await db.delete(users).where(eq(users.name, 'big'));
+
+    // drizzle's numeric({ mode: 'bigint' }) sends the digits, which NUMERIC affinity stores as an exact INTEGER.
+    await db.run(sql`CREATE TABLE counters (name TEXT PRIMARY KEY, n NUMERIC NOT NULL)`);
+    await db.insert(counters).values([{ name: 'max', n: 2n ** 63n - 1n }, { name: 'min', n: -(2n ** 63n) }, { name: 'small', n: 42n }]);
+    expect(await primaryRows('SELECT name, typeof(n), CAST(n AS TEXT) FROM counters ORDER BY name')).toEqual([
+      ['max', 'integer', '9223372036854775807'],
+      ['min', 'integer', '-9223372036854775808'],
+      ['small', 'integer', '42'],
+    ]);
+    expect(await db.select({ n: counters.n }).from(counters).where(eq(counters.name, 'small')).get()).toEqual({ n: 42n });
   });
 
   it('runs a batch as one transaction: all applied at one txid, or nothing when a statement fails', async () => {
