@@ -110,14 +110,13 @@ describe('edgelite/drizzle', () => {
 
   it('keeps integers exact: numbers within 2^53, a bigint beyond carried exactly or refused, never rounded', async () => {
     const db = drizzle(c.clientA, { database: ORM_DB });
-    await db.insert(users).values([{ id: Number.MAX_SAFE_INTEGER, name: 'max' }, { id: -(2 ** 53) + 1, name: 'min' }]);
-    const rows = await db.all(sql`SELECT id, typeof(id) FROM users WHERE name IN ('max', 'min') ORDER BY id`);
-    expect(rows).toEqual([[-(2 ** 53) + 1, 'integer'], [Number.MAX_SAFE_INTEGER, 'integer']]);
-    expect(await primaryRows("SELECT CAST(id AS TEXT) FROM users WHERE name IN ('max', 'min') ORDER BY id")).toEqual([['-9007199254740991'], ['9007199254740991']]);
-    await db.delete(users).where(sql`name IN ('max', 'min')`);
-    // A bigint beyond 2^53 in an integer column is carried exactly or refused (BAD_REQUEST), never
-    // rounded. (Its own table: a big rowid in users would move AUTOINCREMENT past 2^53 for later tests.)
+    // Its own table: rowids this large in users would move AUTOINCREMENT past 2^53 for later inserts.
     await db.run(sql`CREATE TABLE wide (id INTEGER PRIMARY KEY, name TEXT NOT NULL)`);
+    await db.insert(wide).values([{ id: Number.MAX_SAFE_INTEGER, name: 'max' }, { id: -(2 ** 53) + 1, name: 'min' }]);
+    const rows = await db.all(sql`SELECT id, typeof(id) FROM wide ORDER BY id`);
+    expect(rows).toEqual([[-(2 ** 53) + 1, 'integer'], [Number.MAX_SAFE_INTEGER, 'integer']]);
+    expect(await primaryRows('SELECT CAST(id AS TEXT) FROM wide ORDER BY id')).toEqual([['-9007199254740991'], ['9007199254740991']]);
+    // A bigint beyond 2^53 in an integer column is carried exactly or refused (BAD_REQUEST), never rounded.
     const big = await db.insert(wide).values({ id: (2n ** 53n + 1n) as unknown as number, name: 'big' }).then(() => null, (e: unknown) => (e instanceof DrizzleQueryError ? e.cause : e));
     const stored = await primaryRows("SELECT CAST(id AS TEXT) FROM wide WHERE name = 'big'");
     if (big === null) expect(stored).toEqual([['9007199254740993']]);
