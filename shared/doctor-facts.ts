@@ -50,13 +50,6 @@ export interface TableFact {
   indexes: IndexFact[];
 }
 
-export interface SchemaObject {
-  type: 'table' | 'index' | 'view' | 'trigger';
-  name: string;
-  table: string;
-  sql: string | null;
-}
-
 export interface ForeignKeyViolation {
   table: string;
   rowid: number | string | null;
@@ -75,7 +68,6 @@ export interface DatabaseSettings {
 
 export interface DatabaseFacts {
   tables: TableFact[];
-  schema: SchemaObject[];
   /** integrity_check's rows: ['ok'] when it found nothing. */
   integrity: string[];
   foreignKeyViolations: ForeignKeyViolation[];
@@ -94,7 +86,6 @@ export const FACT_STATEMENTS: readonly string[] = [
   `SELECT t.name, c.name, c.type, c."notnull", c.pk, c.hidden FROM pragma_table_list AS t, pragma_table_xinfo(t.name) AS c WHERE ${USER_TABLES} ORDER BY t.name, c.cid`,
   `SELECT t.name, k.id, k.seq, k."table", k."from", k."to", k.on_update, k.on_delete FROM pragma_table_list AS t, pragma_foreign_key_list(t.name) AS k WHERE ${USER_TABLES} ORDER BY t.name, k.id, k.seq`,
   `SELECT t.name, i.name, i."unique", i.origin, i.partial, x.seqno, x.name FROM pragma_table_list AS t, pragma_index_list(t.name) AS i, pragma_index_info(i.name) AS x WHERE ${USER_TABLES} ORDER BY t.name, i.name, x.seqno`,
-  `SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid`,
   `PRAGMA integrity_check(${INTEGRITY_LIMIT})`,
   'PRAGMA foreign_key_check',
   'SELECT * FROM pragma_journal_mode',
@@ -112,7 +103,7 @@ export function readFacts(results: Rows[], writerAutoCheckpoint: number | null =
   if (results.length !== FACT_STATEMENTS.length) {
     throw new EdgeliteError('INTERNAL', `doctor expected ${FACT_STATEMENTS.length} results, got ${results.length}`);
   }
-  const [tables, columns, fks, indexes, schema, integrity, violations, journal, pageSize, foreignKeys] = results as [Rows, Rows, Rows, Rows, Rows, Rows, Rows, Rows, Rows, Rows];
+  const [tables, columns, fks, indexes, integrity, violations, journal, pageSize, foreignKeys] = results as [Rows, Rows, Rows, Rows, Rows, Rows, Rows, Rows, Rows];
   const byName = new Map<string, TableFact>();
   for (const [name, wr, strict, sql] of tables) {
     byName.set(str(name), { name: str(name), withoutRowid: num(wr) === 1, strict: num(strict) === 1, sql: str(sql), columns: [], foreignKeys: [], indexes: [] });
@@ -144,7 +135,6 @@ export function readFacts(results: Rows[], writerAutoCheckpoint: number | null =
   }
   return {
     tables: [...byName.values()],
-    schema: schema.map(([type, name, tbl, sql]) => ({ type: str(type) as SchemaObject['type'], name: str(name), table: str(tbl), sql: sql === null ? null : str(sql) })),
     integrity: integrity.map((r) => str(r[0])),
     foreignKeyViolations: violations.map(([t, rowid, parent, fkid]) => ({
       table: str(t),

@@ -1,18 +1,14 @@
 /**
  * The migrations `edgelite doctor` proposes (README.md#integrity): an index for an unindexed foreign key,
- * and SQLite's table rebuild (new table, copy, drop, rename, recreate indexes, triggers and views) to
- * make a table STRICT or give it a primary key, written as plain SQL that runs in one transaction on the
- * primary's writer (foreign_keys ON). Pure: nothing here touches a database.
+ * and a table rebuild to make a table STRICT or give it a primary key, in the migrate tool's rebuild
+ * syntax (README.md#migrations). Pure: nothing here touches a database.
  */
-import type { SchemaObject, TableFact } from './doctor-facts.ts';
-import { isColumnDefinition, parseCreateTable, quoteName, strictType, tokenize, unquoteName, withColumnType } from './doctor-sql.ts';
-
-/** REBUILD_PREFIX names the new table while it is filled: `_edgelite_new_<table>`. */
-export const REBUILD_PREFIX = '_edgelite_new_';
+import type { TableFact } from './doctor-facts.ts';
+import { isColumnDefinition, parseCreateTable, quoteName, strictType, withColumnType } from './doctor-sql.ts';
 
 export interface RebuildPlan {
   strict: boolean;
-  /** A column to add as `INTEGER PRIMARY KEY`, filled from the rowid (so rowids stay), or null. */
+  /** A column to add as `INTEGER PRIMARY KEY`, or null. */
   addPrimaryKey: string | null;
 }
 
@@ -32,16 +28,6 @@ export function rowidAlias(table: TableFact): string | null {
   return pk.length === 1 && pk[0]!.type.toUpperCase() === 'INTEGER' ? pk[0]!.name : null;
 }
 
-/** mentions: does `sql` use `name` as a name (a word or quoted name token, case-insensitively)? */
-export function mentions(sql: string, name: string): boolean {
-  const lower = name.toLowerCase();
-  return tokenize(sql).some((t) => {
-    if (t.kind === 'word') return t.text.toLowerCase() === lower;
-    if (t.kind === 'name' || t.kind === 'string') return unquoteName(t.text).toLowerCase() === lower;
-    return false;
-  });
-}
-
 /** newTableSql is the CREATE TABLE of the rebuilt table, under `newName`, keeping every constraint as written. */
 export function newTableSql(table: TableFact, plan: RebuildPlan, newName: string): string {
   const def = parseCreateTable(table.sql);
@@ -58,40 +44,16 @@ export function newTableSql(table: TableFact, plan: RebuildPlan, newName: string
 }
 
 /**
- * rebuildSql is the whole rebuild of `table` as a migration script. Views and triggers that name the
- * table are dropped first and recreated last (renaming a table checks every view and trigger, and those
- * would name a table that is gone for a moment); the table's own indexes and triggers are recreated from
- * their stored text. The copy keeps rowids. The writer runs with foreign_keys ON, so the copy checks the
- * table's own foreign keys row by row; a table other tables reference is not rebuilt this way (the
- * caller refuses it: see referencedBy), because dropping it would run their ON DELETE actions.
+ * rebuildMigration is a table rebuild in the migrate tool's syntax (README.md#migrations): the
+ * directive `-- edgelite:rebuild`, then the table's new CREATE TABLE under its own name. The migrate
+ * tool plans SQLite's rebuild from the schema as it is when the file runs (drop and recreate views and
+ * triggers, new table, copy the columns both have, drop, rename, indexes, foreign_key_check), so a
+ * schema changed since doctor looked is rebuilt as it then is. An added key column is numbered anew
+ * by SQLite as the rows are copied (in rowid order).
  */
-export function rebuildSql(table: TableFact, schema: readonly SchemaObject[], plan: RebuildPlan): string {
-  const name = quoteName(table.name);
-  const temp = quoteName(`${REBUILD_PREFIX}${table.name}`);
-  const copied = table.columns.filter((c) => c.hidden === 0).map((c) => quoteName(c.name));
-  const alias = rowidAlias(table);
-  const into = [...copied];
-  const from = [...copied];
-  if (plan.addPrimaryKey) {
-    into.unshift(quoteName(plan.addPrimaryKey));
-    from.unshift('rowid');
-  } else if (!table.withoutRowid && alias === null) {
-    into.unshift('rowid');
-    from.unshift('rowid');
-  }
-  const own = schema.filter((o) => o.table === table.name && (o.type === 'index' || o.type === 'trigger') && o.sql !== null);
-  const dependent = schema.filter((o) => o.sql !== null && o.table !== table.name && (o.type === 'view' || o.type === 'trigger') && mentions(o.sql, table.name));
-  const lines = [
-    `-- Rebuild ${name}${plan.strict ? ' as STRICT' : ''}${plan.addPrimaryKey ? ` with ${quoteName(plan.addPrimaryKey)} INTEGER PRIMARY KEY (taken from the rowid)` : ''}: SQLite's table rebuild, in one transaction.`,
-    ...[...dependent].reverse().map((o) => `DROP ${o.type.toUpperCase()} ${quoteName(o.name)};`),
-    `${newTableSql(table, plan, `${REBUILD_PREFIX}${table.name}`)};`,
-    `INSERT INTO ${temp} (${into.join(', ')}) SELECT ${from.join(', ')} FROM ${name};`,
-    `DROP TABLE ${name};`,
-    `ALTER TABLE ${temp} RENAME TO ${name};`,
-    ...own.map((o) => `${o.sql};`),
-    ...dependent.map((o) => `${o.sql};`),
-  ];
-  return `${lines.join('\n')}\n`;
+export function rebuildMigration(table: TableFact, plan: RebuildPlan): string {
+  const what = [plan.strict ? 'STRICT' : '', plan.addPrimaryKey ? `with ${quoteName(plan.addPrimaryKey)} INTEGER PRIMARY KEY` : ''].filter(Boolean).join(', ');
+  return `-- Rebuild ${quoteName(table.name)}: ${what}.\n-- edgelite:rebuild\n${newTableSql(table, plan, table.name)};\n`;
 }
 
 /** referencedBy lists the other tables whose foreign keys point at `table`. */

@@ -5,7 +5,7 @@
  * the same order, so `--fix` writes the same files twice.
  */
 import type { DatabaseFacts, TableFact } from './doctor-facts.ts';
-import { indexName, indexSql, primaryKeyColumnName, rebuildSql, referencedBy, rowidAlias } from './doctor-fix.ts';
+import { indexName, indexSql, primaryKeyColumnName, rebuildMigration, referencedBy, rowidAlias } from './doctor-fix.ts';
 import { quoteName } from './doctor-sql.ts';
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -151,9 +151,9 @@ function tableFindings(table: TableFact, facts: DatabaseFacts): Finding[] {
     const fix: Fix = parents.length
       ? {
           kind: 'manual',
-          steps: `${quoteName(table.name)} is referenced by ${parents.map(quoteName).join(', ')}: on edgelite's writer (foreign_keys ON) dropping it during a rebuild would run their ON DELETE actions, so rebuild it with foreign keys off (the migrate tool's rebuild, or the sqlite3 CLI with PRAGMA foreign_keys = OFF)`,
+          steps: `${quoteName(table.name)} is referenced by ${parents.map(quoteName).join(', ')}: on edgelite's writer (foreign_keys ON) dropping it during a rebuild would run their ON DELETE actions, and the migrate tool refuses it; rebuild it with the writers stopped and foreign keys off (sqlite3 CLI: PRAGMA foreign_keys = OFF, then SQLite's table rebuild)`,
         }
-      : { kind: 'migration', name: `rebuild_${table.name}`, sql: rebuildSql(table, facts.schema, plan) };
+      : { kind: 'migration', name: `rebuild_${table.name}`, sql: rebuildMigration(table, plan) };
     if (!table.strict) {
       out.push({
         code: 'NOT_STRICT',
