@@ -1,7 +1,7 @@
 /**
  * The migrations `edgelite doctor` proposes (README.md#integrity): an index for an unindexed foreign key,
  * and a table rebuild to make a table STRICT or give it a primary key, in the migrate tool's rebuild
- * syntax (README.md#migrations). Pure: nothing here touches a database.
+ * syntax (README.md#integrity, "--fix DIR"). Pure: nothing here touches a database.
  */
 import type { TableFact } from './doctor-facts.ts';
 import { isColumnDefinition, parseCreateTable, quoteName, strictType, withColumnType } from './doctor-sql.ts';
@@ -44,7 +44,7 @@ export function newTableSql(table: TableFact, plan: RebuildPlan, newName: string
 }
 
 /**
- * rebuildMigration is a table rebuild in the migrate tool's syntax (README.md#migrations): the
+ * rebuildMigration is a table rebuild in the migrate tool's syntax (README.md#integrity, "--fix DIR"): the
  * directive `-- edgelite:rebuild`, then the table's new CREATE TABLE under its own name. The migrate
  * tool plans SQLite's rebuild from the schema as it is when the file runs (drop and recreate views and
  * triggers, new table, copy the columns both have, drop, rename, indexes, foreign_key_check), so a

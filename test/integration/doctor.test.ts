@@ -4,7 +4,7 @@
  * violation written with foreign keys off, an unindexed foreign key, a non-STRICT table without a
  * primary key, page size 8192) and one built to the defaults. The CLI runs as a child process against
  * the primary and the replica; `--fix` files clear what they answer: the plain ones applied through
- * the exec API, and all of them through `edgelite migrate` where this tree has it (README.md#migrations).
+ * the exec API, and all of them through `edgelite migrate` where this tree has it (README.md#integrity, "--fix DIR").
  */
 import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
@@ -66,7 +66,7 @@ function craft(dir: string): void {
 const codes = (r: DatabaseReport | undefined) => (r?.findings ?? []).map((f) => f.code).sort();
 const CRAFTED = ['FOREIGN_KEYS_OFF_ELSEWHERE', 'FOREIGN_KEY_NOT_INDEXED', 'FOREIGN_KEY_VIOLATION', 'INTEGRITY_CHECK_FAILED', 'NOT_STRICT', 'NO_PRIMARY_KEY', 'PAGE_SIZE'];
 
-/** MIGRATE_BUILT: `edgelite migrate` (README.md#migrations) is in this tree: the rebuild fixes can run. */
+/** MIGRATE_BUILT: `edgelite migrate` (README.md#integrity, "--fix DIR") is in this tree: the rebuild fixes can run. */
 const MIGRATE_BUILT = existsSync(join(REPO_ROOT, 'bin', 'migrate.ts'));
 
 describe('edgelite doctor', () => {

@@ -3,7 +3,7 @@
  * very statements doctor sends through the API (FACT_STATEMENTS), here on a local connection. Each
  * finding kind once (journal mode and a writer's auto-checkpoint included, which no database served by
  * a primary can show through the API), none on a database built to the defaults, and the proposed
- * rebuild's new table (the migrate tool runs the rebuild itself, README.md#migrations) has no findings
+ * rebuild's new table (the migrate tool runs the rebuild itself, README.md#integrity) has no findings
  * and keeps every constraint of the old one.
  */
 import Database from 'better-sqlite3';
