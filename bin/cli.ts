@@ -15,6 +15,8 @@ const USAGE = `usage:
   edgelite promote URL [--timeout 10s]   (make the failover node at URL the primary; the holder hands over once URL caught up)
   edgelite status URL
   edgelite status --lease etcd://HOST:PORT/PREFIX [--json]   (holder, epoch, candidates and sync set of the failover lease)
+  edgelite doctor --db NAME | --all --primary URL [--json] [--fix DIR] [--token T]   (schema, integrity and settings findings with their fixes)
+  edgelite export NAME | --all --format parquet|csv|duckdb --out PATH --primary URL [--token T]   (a snapshot into analytics files)
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
 export async function main(argv: string[]): Promise<void> {
@@ -46,6 +48,12 @@ export async function main(argv: string[]): Promise<void> {
         return;
       case 'status':
         await (await import('./status.ts')).statusMain(rest);
+        return;
+      case 'doctor':
+        await (await import('./doctor.ts')).doctorMain(rest);
+        return;
+      case 'export':
+        await (await import('./export.ts')).exportMain(rest);
         return;
       case 'demo':
         await (await import('./demo.ts')).demoMain(rest);
