@@ -5,6 +5,7 @@
  * reports. Web APIs only, so it runs in Node, browsers and Workers.
  */
 import { EdgeliteError, errorFromBody } from './errors.ts';
+import { INT64_MAX, INT64_MIN, stringifyExactJson } from './exact-json.ts';
 import { base64ToBytes, bytesToBase64, type SqlValue } from './protocol.ts';
 import type { Token } from './token.ts';
 
@@ -98,10 +99,19 @@ export function responseError(x: { status: number; body: unknown }, url: string)
   return new EdgeliteError(err.code, err.message, { details });
 }
 
-/** statementsBody builds the request body for one statement or several. */
+/**
+ * statementsBody builds the request body for one statement or several. A bigint parameter goes as a
+ * bare integer literal, which the server keeps exact (README.md#http-api; JSON.stringify cannot write one).
+ */
 export function statementsBody(statements: StatementInput[]): string {
   const list = statements.map(normalise);
-  return JSON.stringify(list.length === 1 ? list[0] : { statements: list });
+  const body = list.length === 1 ? list[0] : { statements: list };
+  return list.some(hasBigInt) ? stringifyExactJson(body) : JSON.stringify(body);
+}
+
+function hasBigInt(s: { params: unknown }): boolean {
+  const p = s.params;
+  return Array.isArray(p) ? p.some((v) => typeof v === 'bigint') : p !== null && typeof p === 'object' && Object.values(p).some((v) => typeof v === 'bigint');
 }
 
 function normalise(s: StatementInput, i: number): { sql: string; params: unknown } {
@@ -125,10 +135,8 @@ function encodeParams(params: Params | undefined, where: string): unknown {
 function encodeValue(v: ParamValue, where: string): unknown {
   if (v instanceof Uint8Array) return { base64: bytesToBase64(v) };
   if (typeof v === 'bigint') {
-    // JSON has no 64-bit integers; a number is exact only up to 2^53.
-    const n = Number(v);
-    if (!Number.isSafeInteger(n)) throw new EdgeliteError('BAD_REQUEST', `${where}: bigint ${v} is outside the range JSON numbers carry exactly`);
-    return n;
+    if (v < INT64_MIN || v > INT64_MAX) throw new EdgeliteError('BAD_REQUEST', `${where}: bigint ${v} is outside SQLite's 64-bit integer range`);
+    return Number.isSafeInteger(Number(v)) ? Number(v) : v;
   }
   if (typeof v === 'number' && !Number.isFinite(v)) throw new EdgeliteError('BAD_REQUEST', `${where} must be a finite number`);
   if (v === null || typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') return v;

@@ -84,7 +84,8 @@ export type QueryManyResult = { results: Rows[] } & ReadInfo;
 /** StatementOutcome is one statement of a write: rows count, and rows for RETURNING. */
 export interface StatementOutcome extends Rows {
   changes: number;
-  lastInsertRowid: number;
+  /** A bigint beyond 2^53 (the server sends such a rowid as a string, README.md#http-api). */
+  lastInsertRowid: number | bigint;
 }
 
 export interface WriteInfo {
@@ -217,7 +218,7 @@ export class Session {
       columns: columnsOf(r),
       rows: decodeRows(r.rows),
       changes: typeof r.changes === 'number' ? r.changes : 0,
-      lastInsertRowid: typeof r.lastInsertRowid === 'number' ? r.lastInsertRowid : Number(r.lastInsertRowid ?? 0),
+      lastInsertRowid: rowidOf(r.lastInsertRowid),
     }));
     return { results, token: text, url: a.url };
   }
@@ -284,6 +285,11 @@ function resultList(a: Answer): RawResult[] {
   const results = (a.body as { results?: unknown } | null)?.results;
   if (!Array.isArray(results)) throw new EdgeliteError('INTERNAL', `${a.url} answered without "results"`);
   return results as RawResult[];
+}
+
+function rowidOf(v: unknown): number | bigint {
+  if (typeof v === 'number' || typeof v === 'bigint') return v;
+  return typeof v === 'string' && /^-?\d+$/.test(v) ? BigInt(v) : 0;
 }
 
 function columnsOf(r: RawResult): string[] {
