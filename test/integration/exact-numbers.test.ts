@@ -37,7 +37,7 @@ async function post(url: string, route: 'query' | 'exec', body: string | Uint8Ar
   const res = await fetch(`${url}/v1/db/${DB}/${route}`, {
     method: 'POST',
     headers: msgpack ? { 'content-type': 'application/msgpack', accept: 'application/msgpack' } : { 'content-type': 'application/json' },
-    body,
+    body: body as BodyInit,
   });
   const bytes = new Uint8Array(await res.arrayBuffer());
   const isMsgpack = (res.headers.get('content-type') ?? '').includes('msgpack');
