@@ -189,7 +189,7 @@ export class Session {
   /** queryMany runs read-only statements together, at one position. */
   async queryMany(statements: StatementInput[]): Promise<QueryManyResult> {
     const floor = this.#token;
-    const a = await this.#t.read(this.#path('query'), statementsBody(statements), this.#readHeaders(floor), (x) => this.#refuse(x, floor));
+    const a = await this.#t.read(this.#path('query'), statementsBody(statements, this.#t.config.encoding), this.#readHeaders(floor), (x) => this.#refuse(x, floor));
     const seen = positionOf(this.db, a.headers);
     if (seen) this.#observe(seen);
     const results = resultList(a).map((r) => ({ columns: columnsOf(r), rows: decodeRows(r.rows) }));
@@ -203,7 +203,7 @@ export class Session {
 
   /** batch runs write statements as one transaction: all applied, or none. */
   async batch(statements: StatementInput[]): Promise<BatchResult> {
-    const a = await this.#t.write('POST', this.#path('exec'), statementsBody(statements)).catch((err: unknown) => {
+    const a = await this.#t.write('POST', this.#path('exec'), statementsBody(statements, this.#t.config.encoding)).catch((err: unknown) => {
       // 504 BACKUP_PENDING (`--backup-ack`): the write is committed, only not in the bucket yet. The
       // session takes its token, so its next reads see the write; the error still says what happened.
       const token = err instanceof EdgeliteError && err.code === 'BACKUP_PENDING' ? err.details?.token : undefined;

@@ -4,13 +4,15 @@
  * and 2^63 - 1 go in as JSON literals and as msgpack int64, straight to the primary's /exec and
  * forwarded by the replica; each is read back with the sqlite3 CLI on the primary's file, exact and an
  * INTEGER, and through /query as JSON (strings) and msgpack (int64). 2^63 is refused with 400. Then
- * `?`, `?1`, `?NNN`, `:a`, `@a` and `$a` on query and exec, on both servers.
+ * `?`, `?1`, `?NNN`, `:a`, `@a` and `$a` on query and exec, on both servers. The client library
+ * sends bigints exactly with either encoding and reads them back as bigints with msgpack.
  */
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Packr, Unpackr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
+import { connect } from '../../shared/client.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
@@ -115,6 +117,31 @@ describe('integers beyond 2^53', () => {
       const mp = await post(url, 'query', packr.pack({ sql: "SELECT v, ? FROM t WHERE via = 'replica-msgpack' ORDER BY id", params: [-(2n ** 63n)] }), true);
       expect(mp.status).toBe(200);
       expect(mp.body.results[0].rows).toEqual(EDGES.map((v) => [BigInt(v), -(2n ** 63n)]));
+    }
+  });
+});
+
+describe('the client library', () => {
+  it('sends bigints exactly as JSON and as msgpack, and reads int64 back with msgpack', async () => {
+    const json = connect({ replicas: [replica.url], probeIntervalMs: 0 });
+    const mp = connect({ replicas: [replica.url], probeIntervalMs: 0, encoding: 'msgpack' });
+    try {
+      const edges = EDGES.map((v) => BigInt(v));
+      for (const [name, client] of [['client-json', json], ['client-msgpack', mp]] as const) {
+        const s = client.session(DB);
+        await s.batch(edges.map((v) => ({ sql: 'INSERT INTO t (via, v, w) VALUES (?, ?, ?)', params: [name, v, v] })));
+        const r = await s.query('SELECT v, w FROM t WHERE via = ? ORDER BY id', [name]);
+        expect(r.rows).toEqual(edges.map((v) => (client === mp ? [v, v] : [String(v), String(v)])));
+      }
+      expect(cli("SELECT via, typeof(v), v, typeof(w), w FROM t WHERE via LIKE 'client-%' ORDER BY id")).toEqual(
+        ['client-json', 'client-msgpack'].flatMap((via) => EDGES.map((v) => `${via}|integer|${v}|integer|${v}`)),
+      );
+      const row = await mp.session(DB).exec('INSERT INTO t (id, via) VALUES (?, ?)', [2n ** 63n - 1n, 'max-rowid']);
+      expect(row.lastInsertRowid).toBe(2n ** 63n - 1n);
+      await expect(json.session(DB).exec('INSERT INTO t (v) VALUES (?)', [2n ** 63n])).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    } finally {
+      json.close();
+      mp.close();
     }
   });
 });
