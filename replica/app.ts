@@ -9,6 +9,7 @@ import { Hono, type Context } from 'hono';
 import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import { stringifyRequestJson } from '../shared/exact-json.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
@@ -120,7 +121,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   app.put('/v1/db/:name', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
     // A fork's body ({"from", "txid"}) goes on as it came; the primary validates it.
-    const body = hasBody(c) ? JSON.stringify(await readJsonBody(c, o.maxBodyBytes)) : undefined;
+    const body = hasBody(c) ? stringifyRequestJson(await readJsonBody(c, o.maxBodyBytes)) : undefined;
     const r = await primary().forward('PUT', `/v1/db/${name}`, body, passAuth(c));
     return jsonResponse(r.body, r.status);
   });
@@ -152,7 +153,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
     } catch (err) {
       if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
-        const r = await primary().forward('POST', `/v1/db/${name}/query`, JSON.stringify(body), passAuth(c));
+        const r = await primary().forward('POST', `/v1/db/${name}/query`, stringifyRequestJson(body), passAuth(c));
         const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
         for (const h of [POSITION_HEADERS.generation, POSITION_HEADERS.txid, POSITION_HEADERS.checksum, POSITION_HEADERS.databaseId]) {
           const v = r.headers[h.toLowerCase()];
@@ -173,7 +174,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const name = validateDatabaseName(c.req.param('name'));
     const body = await readJsonBody(c, o.maxBodyBytes);
     parseStatementsBody(body);
-    const w = await using(name, () => forwardExec(primary(), store, name, JSON.stringify(body), o.writeWaitMs, passAuth(c), forwarded));
+    const w = await using(name, () => forwardExec(primary(), store, name, stringifyRequestJson(body), o.writeWaitMs, passAuth(c), forwarded));
     const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': String(w.applied) };
     if (w.token) headers[TOKEN_HEADER] = w.token;
     return jsonResponse(w.body, 200, headers);

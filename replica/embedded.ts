@@ -17,7 +17,7 @@ import type Database from 'better-sqlite3';
 import { EdgeliteError } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import type { QueryResult, SqlParams, Statement } from '../shared/protocol.ts';
-import { jsonReplacer } from '../shared/http.ts';
+import { stringifyExactJson } from '../shared/exact-json.ts';
 import { parseStatementsBody } from '../shared/protocol.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_READ_WAIT_MS, DEFAULT_WRITE_WAIT_MS } from './config.ts';
@@ -131,7 +131,7 @@ export class EmbeddedReplica {
   async batch(db: string, statements: Statement[]): Promise<{ results: unknown[]; token: string | null; applied: boolean }> {
     validateDatabaseName(db);
     const parsed = parseStatementsBody({ statements }).map((s) => ({ sql: s.sql, params: s.params }));
-    const body = JSON.stringify({ statements: parsed }, jsonReplacer);
+    const body = stringifyExactJson({ statements: parsed });
     const w = await forwardExec(this.#primary, this.#store, db, body, this.#writeWaitMs);
     return { results: (w.body as { results: unknown[] }).results, token: w.token, applied: w.applied };
   }

@@ -2,9 +2,13 @@
  * The client library's wire layer (see client.ts for the public surface): one HTTP exchange that never
  * throws but says what happened, including whether a failed request may have reached a server; the
  * JSON encoding of parameters and the decoding of result cells; and the session position a response
- * reports. Web APIs only, so it runs in Node, browsers and Workers.
+ * reports. Web APIs only, so it runs in Node, browsers and Workers. Bodies are JSON, or msgpack with
+ * the `encoding: 'msgpack'` option: there 64-bit integers travel as int64 both ways and blobs as bin
+ * (README.md#http-api).
  */
+import { Packr, Unpackr } from 'msgpackr';
 import { EdgeliteError, errorFromBody } from './errors.ts';
+import { INT64_MAX, INT64_MIN, stringifyExactJson } from './exact-json.ts';
 import { base64ToBytes, bytesToBase64, type SqlValue } from './protocol.ts';
 import type { Token } from './token.ts';
 
@@ -17,6 +21,16 @@ export type StatementInput = string | { sql: string; params?: Params };
 
 export type FetchFn = (input: string, init: RequestInit) => Promise<Response>;
 
+/** Encoding of request and result bodies: JSON (default) or msgpack. */
+export type Encoding = 'json' | 'msgpack';
+
+/** MEDIA_TYPES are the content types of each encoding. */
+export const MEDIA_TYPES: Record<Encoding, string> = { json: 'application/json', msgpack: 'application/msgpack' };
+
+const packr = new Packr({ useRecords: false });
+// 'auto': int64 as a number when safe, else a bigint (never rounded).
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' } as unknown as ConstructorParameters<typeof Unpackr>[0]);
+
 /** Exchange is the outcome of one request: an HTTP answer, or a failure that says whether it was sent. */
 export type Exchange =
   | { kind: 'response'; status: number; body: unknown; headers: Headers; ms: number }
@@ -25,7 +39,7 @@ export type Exchange =
 export interface SendOptions {
   method: 'GET' | 'POST' | 'PUT';
   headers: Record<string, string>;
-  body?: string;
+  body?: string | Uint8Array;
   timeoutMs: number;
 }
 
@@ -42,9 +56,13 @@ export async function send(fetchFn: FetchFn, url: string, o: SendOptions): Promi
   const started = Date.now();
   try {
     const init: RequestInit = { method: o.method, headers: o.headers, signal: abort.signal };
-    if (o.body !== undefined) init.body = o.body;
+    if (o.body !== undefined) init.body = o.body as BodyInit;
     const res = await fetchFn(url, init);
     const ms = Date.now() - started;
+    if (/^application\/(x-)?msgpack/i.test(res.headers.get('content-type') ?? '')) {
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      return { kind: 'response', status: res.status, body: parseMsgpack(bytes), headers: res.headers, ms };
+    }
     const text = await res.text();
     return { kind: 'response', status: res.status, body: parseJson(text), headers: res.headers, ms };
   } catch (error) {
@@ -53,6 +71,15 @@ export async function send(fetchFn: FetchFn, url: string, o: SendOptions): Promi
     return { kind: 'failed', error, message, mayHaveBeenSent: timedOut || !certainlyNotSent(error) };
   } finally {
     clearTimeout(timer);
+  }
+}
+
+function parseMsgpack(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) return null;
+  try {
+    return unpackr.unpack(bytes) as unknown;
+  } catch (err) {
+    return { unparsable: `${bytes.length} bytes of msgpack`, error: String(err) };
   }
 }
 
@@ -98,37 +125,45 @@ export function responseError(x: { status: number; body: unknown }, url: string)
   return new EdgeliteError(err.code, err.message, { details });
 }
 
-/** statementsBody builds the request body for one statement or several. */
-export function statementsBody(statements: StatementInput[]): string {
-  const list = statements.map(normalise);
-  return JSON.stringify(list.length === 1 ? list[0] : { statements: list });
+/**
+ * statementsBody builds the request body for one statement or several. A bigint parameter goes as a
+ * bare integer literal, which the server keeps exact (README.md#http-api; JSON.stringify cannot write one).
+ */
+export function statementsBody(statements: StatementInput[], encoding: Encoding = 'json'): string | Uint8Array {
+  const list = statements.map((s, i) => normalise(s, i, encoding));
+  const body = list.length === 1 ? list[0] : { statements: list };
+  if (encoding === 'msgpack') return packr.pack(body) as Uint8Array;
+  return list.some(hasBigInt) ? stringifyExactJson(body) : JSON.stringify(body);
 }
 
-function normalise(s: StatementInput, i: number): { sql: string; params: unknown } {
+function hasBigInt(s: { params: unknown }): boolean {
+  const p = s.params;
+  return Array.isArray(p) ? p.some((v) => typeof v === 'bigint') : p !== null && typeof p === 'object' && Object.values(p).some((v) => typeof v === 'bigint');
+}
+
+function normalise(s: StatementInput, i: number, encoding: Encoding): { sql: string; params: unknown } {
   const where = `statements[${i}]`;
   const st = typeof s === 'string' ? { sql: s } : s;
   if (st === null || typeof st !== 'object' || typeof st.sql !== 'string' || st.sql.trim() === '') {
     throw new EdgeliteError('BAD_REQUEST', `${where} must be SQL text or {sql, params}`);
   }
-  return { sql: st.sql, params: encodeParams(st.params, `${where}.params`) };
+  return { sql: st.sql, params: encodeParams(st.params, `${where}.params`, encoding) };
 }
 
-function encodeParams(params: Params | undefined, where: string): unknown {
+function encodeParams(params: Params | undefined, where: string, encoding: Encoding): unknown {
   if (params === undefined || params === null) return [];
-  if (Array.isArray(params)) return params.map((v, i) => encodeValue(v, `${where}[${i}]`));
+  if (Array.isArray(params)) return params.map((v, i) => encodeValue(v, `${where}[${i}]`, encoding));
   if (typeof params === 'object') {
-    return Object.fromEntries(Object.entries(params).map(([k, v]) => [k, encodeValue(v, `${where}.${k}`)]));
+    return Object.fromEntries(Object.entries(params).map(([k, v]) => [k, encodeValue(v, `${where}.${k}`, encoding)]));
   }
   throw new EdgeliteError('BAD_REQUEST', `${where} must be an array or an object`);
 }
 
-function encodeValue(v: ParamValue, where: string): unknown {
-  if (v instanceof Uint8Array) return { base64: bytesToBase64(v) };
+function encodeValue(v: ParamValue, where: string, encoding: Encoding): unknown {
+  if (v instanceof Uint8Array) return encoding === 'msgpack' ? v : { base64: bytesToBase64(v) };
   if (typeof v === 'bigint') {
-    // JSON has no 64-bit integers; a number is exact only up to 2^53.
-    const n = Number(v);
-    if (!Number.isSafeInteger(n)) throw new EdgeliteError('BAD_REQUEST', `${where}: bigint ${v} is outside the range JSON numbers carry exactly`);
-    return n;
+    if (v < INT64_MIN || v > INT64_MAX) throw new EdgeliteError('BAD_REQUEST', `${where}: bigint ${v} is outside SQLite's 64-bit integer range`);
+    return Number.isSafeInteger(Number(v)) ? Number(v) : v;
   }
   if (typeof v === 'number' && !Number.isFinite(v)) throw new EdgeliteError('BAD_REQUEST', `${where} must be a finite number`);
   if (v === null || typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') return v;

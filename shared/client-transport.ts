@@ -5,7 +5,7 @@
  * applied.
  */
 import { EdgeliteError, type AppliedOutcome } from './errors.ts';
-import { responseError, send, type FetchFn } from './client-http.ts';
+import { MEDIA_TYPES, responseError, send, type Encoding, type FetchFn } from './client-http.ts';
 import { ReplicaSet } from './client-replicas.ts';
 import { LeaseHolder, type Holder } from './client-lease.ts';
 import { parseLeaseUrl, type LeaseTarget } from './lease.ts';
@@ -37,6 +37,11 @@ export interface ConnectOptions {
   probeIntervalMs?: number;
   /** Bound on one HTTP exchange; it must exceed the replicas' read wait (5 s by default). */
   requestTimeoutMs?: number;
+  /**
+   * Body encoding: `json` (default; result integers beyond 2^53 come back as strings) or `msgpack`
+   * (64-bit integers as bigints both ways, blobs as bytes). README.md#http-api.
+   */
+  encoding?: Encoding;
 }
 
 export const DEFAULT_PROBE_INTERVAL_MS = 5000;
@@ -51,9 +56,10 @@ interface Config {
   fetch: FetchFn;
   probeIntervalMs: number;
   requestTimeoutMs: number;
+  encoding: Encoding;
 }
 
-const KNOWN_OPTIONS = ['replicas', 'primary', 'lease', 'authToken', 'writesTo', 'fetch', 'probeIntervalMs', 'requestTimeoutMs'];
+const KNOWN_OPTIONS = ['replicas', 'primary', 'lease', 'authToken', 'writesTo', 'fetch', 'probeIntervalMs', 'requestTimeoutMs', 'encoding'];
 
 /** Answer is a server's 2xx reply and who gave it. */
 export interface Answer {
@@ -83,6 +89,7 @@ export function expandConfig(o: ConnectOptions): Config {
   if (writesTo === 'primary' && primary === null && lease === null) throw bad('"writesTo": "primary" needs the "primary" URL (or a "lease")');
   if (o.authToken !== undefined && (typeof o.authToken !== 'string' || o.authToken === '')) throw bad('"authToken" must be a non-empty string');
   if (o.fetch !== undefined && typeof o.fetch !== 'function') throw bad('"fetch" must be a function');
+  if (o.encoding !== undefined && o.encoding !== 'json' && o.encoding !== 'msgpack') throw bad(`"encoding" must be "json" or "msgpack", got ${JSON.stringify(o.encoding)}`);
   const userFetch = o.fetch ?? globalThis.fetch;
   return {
     replicas: replicas.length > 0 ? replicas : primary !== null && lease === null ? [primary] : [],
@@ -94,6 +101,7 @@ export function expandConfig(o: ConnectOptions): Config {
     fetch: (input, init) => userFetch(input, init),
     probeIntervalMs: ms(o.probeIntervalMs, DEFAULT_PROBE_INTERVAL_MS, 'probeIntervalMs', 0),
     requestTimeoutMs: ms(o.requestTimeoutMs, DEFAULT_REQUEST_TIMEOUT_MS, 'requestTimeoutMs', 1),
+    encoding: o.encoding ?? 'json',
   };
 }
 
@@ -122,7 +130,7 @@ export class Transport {
    * session's). A 4xx is the caller's error and is thrown at once. When every replica failed, the last
    * server error is thrown (REPLICA_BEHIND, say), else UNAVAILABLE.
    */
-  async read(path: string, body: string, headers: Record<string, string>, refuse: (a: Answer) => EdgeliteError | null): Promise<Answer> {
+  async read(path: string, body: string | Uint8Array, headers: Record<string, string>, refuse: (a: Answer) => EdgeliteError | null): Promise<Answer> {
     this.#checkOpen();
     const attempts: string[] = [];
     let serverError: EdgeliteError | null = null;
@@ -162,7 +170,7 @@ export class Transport {
    * the write twice; when no server took it, `details.outcome: 'not-applied'`. `idempotent` requests
    * (creating a database) may be resent after any network failure. Server answers are never retried.
    */
-  async write(method: 'POST' | 'PUT', path: string, body: string | undefined, idempotent = false): Promise<Answer> {
+  async write(method: 'POST' | 'PUT', path: string, body: string | Uint8Array | undefined, idempotent = false): Promise<Answer> {
     this.#checkOpen();
     if (this.lease) return this.#writeToHolder(method, path, body, idempotent);
     const toPrimary = this.config.writesTo === 'primary';
@@ -198,7 +206,7 @@ export class Transport {
    * or never sent (connection refused), it waits (within the request timeout) for the record to name
    * the next holder and sends it there once. Anything that may have been applied is never resent.
    */
-  async #writeToHolder(method: 'POST' | 'PUT', path: string, body: string | undefined, idempotent: boolean): Promise<Answer> {
+  async #writeToHolder(method: 'POST' | 'PUT', path: string, body: string | Uint8Array | undefined, idempotent: boolean): Promise<Answer> {
     const lease = this.lease!;
     const deadline = Date.now() + this.config.requestTimeoutMs;
     let h: Holder = await lease.current(deadline);
@@ -233,9 +241,10 @@ export class Transport {
     }
   }
 
-  #headers(extra: Record<string, string>, json: boolean): Record<string, string> {
-    const h: Record<string, string> = { accept: 'application/json', ...extra };
-    if (json) h['content-type'] = 'application/json';
+  #headers(extra: Record<string, string>, hasBody: boolean): Record<string, string> {
+    const type = MEDIA_TYPES[this.config.encoding];
+    const h: Record<string, string> = { accept: type, ...extra };
+    if (hasBody) h['content-type'] = type;
     if (this.config.authToken !== null) h.authorization = `Bearer ${this.config.authToken}`;
     return h;
   }

@@ -84,7 +84,8 @@ export type QueryManyResult = { results: Rows[] } & ReadInfo;
 /** StatementOutcome is one statement of a write: rows count, and rows for RETURNING. */
 export interface StatementOutcome extends Rows {
   changes: number;
-  lastInsertRowid: number;
+  /** A bigint beyond 2^53 (the server sends such a rowid as a string, README.md#http-api). */
+  lastInsertRowid: number | bigint;
 }
 
 export interface WriteInfo {
@@ -188,7 +189,7 @@ export class Session {
   /** queryMany runs read-only statements together, at one position. */
   async queryMany(statements: StatementInput[]): Promise<QueryManyResult> {
     const floor = this.#token;
-    const a = await this.#t.read(this.#path('query'), statementsBody(statements), this.#readHeaders(floor), (x) => this.#refuse(x, floor));
+    const a = await this.#t.read(this.#path('query'), statementsBody(statements, this.#t.config.encoding), this.#readHeaders(floor), (x) => this.#refuse(x, floor));
     const seen = positionOf(this.db, a.headers);
     if (seen) this.#observe(seen);
     const results = resultList(a).map((r) => ({ columns: columnsOf(r), rows: decodeRows(r.rows) }));
@@ -202,7 +203,7 @@ export class Session {
 
   /** batch runs write statements as one transaction: all applied, or none. */
   async batch(statements: StatementInput[]): Promise<BatchResult> {
-    const a = await this.#t.write('POST', this.#path('exec'), statementsBody(statements)).catch((err: unknown) => {
+    const a = await this.#t.write('POST', this.#path('exec'), statementsBody(statements, this.#t.config.encoding)).catch((err: unknown) => {
       // 504 BACKUP_PENDING (`--backup-ack`): the write is committed, only not in the bucket yet. The
       // session takes its token, so its next reads see the write; the error still says what happened.
       const token = err instanceof EdgeliteError && err.code === 'BACKUP_PENDING' ? err.details?.token : undefined;
@@ -217,7 +218,7 @@ export class Session {
       columns: columnsOf(r),
       rows: decodeRows(r.rows),
       changes: typeof r.changes === 'number' ? r.changes : 0,
-      lastInsertRowid: typeof r.lastInsertRowid === 'number' ? r.lastInsertRowid : Number(r.lastInsertRowid ?? 0),
+      lastInsertRowid: rowidOf(r.lastInsertRowid),
     }));
     return { results, token: text, url: a.url };
   }
@@ -284,6 +285,11 @@ function resultList(a: Answer): RawResult[] {
   const results = (a.body as { results?: unknown } | null)?.results;
   if (!Array.isArray(results)) throw new EdgeliteError('INTERNAL', `${a.url} answered without "results"`);
   return results as RawResult[];
+}
+
+function rowidOf(v: unknown): number | bigint {
+  if (typeof v === 'number' || typeof v === 'bigint') return v;
+  return typeof v === 'string' && /^-?\d+$/.test(v) ? BigInt(v) : 0;
 }
 
 function columnsOf(r: RawResult): string[] {

@@ -8,6 +8,7 @@ import { cors } from 'hono/cors';
 import { type AccessGrant, assertEveryDatabase, authorize, type AuthConfig, type Right } from './auth.ts';
 import { EdgeliteError, toEdgeliteError } from './errors.ts';
 import { Packr } from 'msgpackr';
+import { parseExactJson, parseMsgpackBody } from './exact-json.ts';
 import { toJSONValue } from './protocol.ts';
 
 /** DEFAULT_MAX_BODY_BYTES bounds a request body unless configured otherwise. */
@@ -113,18 +114,22 @@ export function requestGrant(auth: AuthConfig, c: Context, right: Right): Access
 }
 
 /**
- * readJsonBody reads a JSON body of at most `maxBytes` (PAYLOAD_TOO_LARGE past it, measured on the
- * bytes actually received, not only the declared length), with a JSON content type (or none).
+ * readJsonBody reads a request body of at most `maxBytes` (PAYLOAD_TOO_LARGE past it, measured on the
+ * bytes actually received, not only the declared length): JSON with a JSON content type (or none), or
+ * msgpack with `Content-Type: application/msgpack`. Integers stay exact either way (exact-json.ts,
+ * README.md#http-api); re-send a body with stringifyRequestJson, not JSON.stringify.
  */
 export async function readJsonBody(c: Context, maxBytes: number): Promise<unknown> {
   const type = c.req.header('content-type');
-  if (type && !/^application\/json\b/i.test(type)) {
-    throw new EdgeliteError('UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json, got ${type.slice(0, 80)}`);
+  const msgpack = type !== undefined && MSGPACK_TYPES.test(type);
+  if (type && !msgpack && !/^application\/json\b/i.test(type)) {
+    throw new EdgeliteError('UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json or application/msgpack, got ${type.slice(0, 80)}`);
   }
   const declared = Number(c.req.header('content-length') ?? '0');
   if (declared > maxBytes) throw tooLarge(maxBytes);
   const incoming = nodeIncoming(c);
-  return parseJson(incoming ? await readIncoming(incoming, maxBytes) : await readWebBody(c, maxBytes));
+  const bytes = incoming ? await readIncoming(incoming, maxBytes) : await readWebBody(c, maxBytes);
+  return msgpack ? parseMsgpack(bytes) : parseJson(bytes);
 }
 
 /**
@@ -211,9 +216,19 @@ async function readWebBody(c: Context, maxBytes: number): Promise<Uint8Array> {
 
 function parseJson(bytes: Uint8Array): unknown {
   try {
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    return parseExactJson(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (err) {
+    if (err instanceof EdgeliteError) throw err; // an integer outside int64, say
     throw new EdgeliteError('BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function parseMsgpack(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) throw new EdgeliteError('BAD_REQUEST', 'request body is empty');
+  try {
+    return parseMsgpackBody(bytes);
+  } catch (err) {
+    throw new EdgeliteError('BAD_REQUEST', `body is not valid msgpack: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -26,7 +26,8 @@ export interface QueryResult {
 
 export interface ExecResult {
   changes: number;
-  lastInsertRowid: number;
+  /** A bigint beyond 2^53 (a string in JSON, as every result integer). */
+  lastInsertRowid: number | bigint;
 }
 
 /** MAX_STATEMENTS bounds one request; MAX_SQL_LENGTH one statement's text. */
@@ -70,16 +71,28 @@ function parseStatement(value: unknown, where: string): Statement {
   return { sql: s.sql, params: parseParams(s.params, `${where}.params`) };
 }
 
+/**
+ * PARAM_NAME is a named parameter's key: `name` binds `:name`, `@name` and `$name` (as better-sqlite3
+ * binds them); the key may also carry its prefix (`":name"`), which is dropped. Numbered parameters
+ * (`?1`, `?NNN`) take an array, by position (README.md#http-api).
+ */
+const PARAM_NAME = /^[:@$]?([A-Za-z_][A-Za-z0-9_]*)$/;
+
 function parseParams(value: unknown, where: string): SqlParams {
   if (value === undefined || value === null) return [];
   if (Array.isArray(value)) return value.map((v, i) => parseValue(v, `${where}[${i}]`));
-  if (typeof value === 'object') {
+  if (typeof value === 'object' && !(value instanceof Uint8Array)) {
     const out: Record<string, SqlValue> = {};
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) {
-        throw new EdgeliteError('BAD_REQUEST', `${where}: invalid parameter name ${JSON.stringify(k)}`);
+      const m = PARAM_NAME.exec(k);
+      if (!m) {
+        throw new EdgeliteError('BAD_REQUEST', `${where}: invalid parameter name ${JSON.stringify(k)} (a name, optionally with its :, @ or $ prefix; numbered parameters take an array)`);
       }
-      out[k] = parseValue(v, `${where}.${k}`);
+      const name = m[1]!;
+      if (Object.prototype.hasOwnProperty.call(out, name)) {
+        throw new EdgeliteError('BAD_REQUEST', `${where}: parameter ${JSON.stringify(name)} is given twice (keys with and without a prefix name the same parameter)`);
+      }
+      out[name] = parseValue(v, `${where}.${k}`);
     }
     return out;
   }
@@ -87,10 +100,17 @@ function parseParams(value: unknown, where: string): SqlParams {
 }
 
 function parseValue(v: unknown, where: string): SqlValue {
-  if (v === null || typeof v === 'string' || typeof v === 'bigint' || v instanceof Uint8Array) return v;
+  if (v === null || typeof v === 'string' || v instanceof Uint8Array) return v;
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) throw new EdgeliteError('BAD_REQUEST', `${where} must be a finite number`);
     return v;
+  }
+  if (typeof v === 'bigint') {
+    // From an exact JSON literal (already range-checked) or a msgpack uint64 (not yet).
+    if (v < -(2n ** 63n) || v > 2n ** 63n - 1n) {
+      throw new EdgeliteError('BAD_REQUEST', `${where}: integer ${v} is outside SQLite's 64-bit integer range (${-(2n ** 63n)} to ${2n ** 63n - 1n})`);
+    }
+    return Number.isSafeInteger(Number(v)) ? Number(v) : v;
   }
   if (typeof v === 'boolean') return v ? 1 : 0;
   if (typeof v === 'object' && v !== null && typeof (v as { base64?: unknown }).base64 === 'string') {

@@ -5,12 +5,21 @@
  */
 import { EdgeliteError, type ErrorCode } from './errors.ts';
 import type { ExecResult, QueryResult, SqlParams, SqlValue, Statement } from './protocol.ts';
+import { bindArgs, parameterPlan, type ParamPlan } from './sql-params.ts';
 
 /** SqlStatementHandle is the part of a prepared statement we use (better-sqlite3's `Statement`). */
 export interface SqlStatementHandle {
   readonly readonly: boolean;
   readonly reader: boolean;
+  /**
+   * True when the engine binds as SQLite's C API does (by index, whatever the parameter's name; an
+   * integer-valued number as an INTEGER): the Worker's binding. Absent (better-sqlite3): runStatement
+   * reshapes the values (sql-params.ts) and passes integers as bigints.
+   */
+  readonly bindsByIndex?: boolean;
   raw(toggle?: boolean): this;
+  /** better-sqlite3's: integers as bigints (runStatement turns the safe ones back into numbers). */
+  safeIntegers?(toggle?: boolean): this;
   columns(): Array<{ name: string }>;
   all(...params: unknown[]): unknown[];
   run(...params: unknown[]): { changes: number; lastInsertRowid: number | bigint };
@@ -45,6 +54,8 @@ export function prepareCached(conn: SqlConnection, sql: string): SqlStatementHan
   let stmt: SqlStatementHandle;
   try {
     stmt = conn.prepare(sql);
+    // Integers beyond 2^53 read exactly (README.md#http-api); by default better-sqlite3 rounds them.
+    if (!stmt.bindsByIndex) stmt.safeIntegers?.(true);
   } catch (err) {
     throw sqliteError(err);
   }
@@ -92,13 +103,60 @@ export function runWrite(conn: SqlConnection, statement: Statement): StatementRe
  */
 const columnNames = new WeakMap<SqlStatementHandle, string[]>();
 
+/** Parameter plans per prepared statement (sql-params.ts); null: only bare `?`, the array binds as is. */
+const plans = new WeakMap<SqlStatementHandle, ParamPlan | null>();
+
+/**
+ * bindingArgs is what to pass to the statement's all/run for `params` (README.md#http-api): an array
+ * binds by SQLite's parameter index (`?`, `?NNN` and named ones alike), an object by name; an
+ * integer-valued number binds as an INTEGER, as the Worker's engine binds it (better-sqlite3 binds every
+ * number as a REAL, which `typeof(?)` and an untyped column would show).
+ */
+function bindingArgs(stmt: SqlStatementHandle, params: SqlParams, sql: string): unknown[] {
+  if (stmt.bindsByIndex) return Array.isArray(params) ? params : [params];
+  if (!Array.isArray(params)) {
+    const out: Record<string, unknown> = {};
+    for (const k in params) out[k] = asInteger(params[k]);
+    return [out];
+  }
+  let plan = plans.get(stmt);
+  if (plan === undefined) {
+    plan = parameterPlan(sql);
+    plans.set(stmt, plan);
+  }
+  const values = params.map(asInteger);
+  return plan === null ? values : bindArgs(plan, values);
+}
+
+function asInteger(v: unknown): unknown {
+  return typeof v === 'number' && Number.isSafeInteger(v) && !Object.is(v, -0) ? BigInt(v) : v;
+}
+
+/** safeToNumbers turns the bigints of safeIntegers mode back into numbers where a number is exact. */
+function safeToNumbers(rows: SqlValue[][]): void {
+  for (const row of rows) {
+    for (let i = 0; i < row.length; i++) {
+      const v = row[i];
+      if (typeof v === 'bigint' && v >= MIN_SAFE && v <= MAX_SAFE) row[i] = Number(v);
+    }
+  }
+}
+
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+function exactInteger(v: number | bigint): number | bigint {
+  return typeof v === 'bigint' && v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : v;
+}
+
 function runStatement(stmt: SqlStatementHandle, params: SqlParams, write = false, sql = '*'): StatementResult {
-  const args = Array.isArray(params) ? params : [params];
   try {
+    const args = bindingArgs(stmt, params, sql);
     if (stmt.reader) {
       let columns = columnNames.get(stmt);
       if (!columns) stmt.raw(true);
       const rows = stmt.all(...args) as SqlValue[][];
+      if (!stmt.bindsByIndex) safeToNumbers(rows);
       if (!columns) {
         columns = stmt.columns().map((c) => c.name);
         if (!sql.includes('*')) columnNames.set(stmt, columns);
@@ -109,7 +167,7 @@ function runStatement(stmt: SqlStatementHandle, params: SqlParams, write = false
     const result: StatementResult = { columns: [], rows: [] };
     if (write) {
       result.changes = info.changes;
-      result.lastInsertRowid = Number(info.lastInsertRowid);
+      result.lastInsertRowid = exactInteger(info.lastInsertRowid);
     }
     return result;
   } catch (err) {

@@ -74,9 +74,11 @@ export type IpcReply =
   | { id: number; prepared: true }
   | { id: number; outcomes: SavepointResult[] };
 
-// Records off: every message is a plain object, and both ends must agree without shared state.
+// Records off: every message is a plain object, and both ends must agree without shared state. A
+// bigint (a parameter or cell beyond 2^53, README.md#http-api) packs as int64 and must come out as one:
+// 'auto' decodes int64 as a number when safe and a bigint otherwise, as the HTTP body decode does.
 const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false, int64AsType: 'auto' } as unknown as ConstructorParameters<typeof Unpackr>[0]);
 
 /** encodeIpcMessage packs one message with its length prefix. */
 export function encodeIpcMessage(message: IpcRequest | IpcReply): Buffer {

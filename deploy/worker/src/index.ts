@@ -8,6 +8,7 @@
  */
 import { Hono, type Context } from 'hono';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
+import { stringifyRequestJson } from '../../../shared/exact-json.ts';
 import { corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight } from '../../../shared/http.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
@@ -76,7 +77,7 @@ app.put('/v1/db/:name', right('write'), async (c) => {
   const name = validateDatabaseName(c.req.param('name'));
   // A fork's body ({"from", "txid"}) goes on as it came; the primary validates it.
   const hasBody = Number(c.req.header('content-length') ?? '0') > 0 || c.req.header('transfer-encoding') !== undefined;
-  const body = hasBody ? JSON.stringify(await readJsonBody(c, config.maxBodyBytes)) : undefined;
+  const body = hasBody ? stringifyRequestJson(await readJsonBody(c, config.maxBodyBytes)) : undefined;
   const r = await primaryClientOf(config).forward('PUT', `/v1/db/${encodeURIComponent(name)}`, body, clientAuth(c.req.raw));
   if (r.status >= 400) throw errorFromBody(r.body, r.status);
   return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });

@@ -17,6 +17,7 @@ import SQLiteESMFactory from 'wa-sqlite/dist/wa-sqlite.mjs';
 import wasm from 'wa-sqlite/dist/wa-sqlite.wasm';
 import { BucketFeed } from '../../../shared/bucket-feed.ts';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
+import { stringifyRequestJson } from '../../../shared/exact-json.ts';
 import { errorResponse, jsonResponse, readJsonBody } from '../../../shared/http.ts';
 import { jsonLogger, type Logger } from '../../../shared/log.ts';
 import type { ObjectStore } from '../../../shared/object-store.ts';
@@ -178,7 +179,7 @@ export class ReplicaObject extends DurableObject<Env> {
       const config = this.#config!;
       const body = await readJsonBody(c, config.maxBodyBytes);
       parseStatementsBody(body);
-      const r = await this.#client!.forward('POST', `/v1/db/${encodeURIComponent(replica.name)}/exec`, JSON.stringify(body), clientAuth(c.req.raw));
+      const r = await this.#client!.forward('POST', `/v1/db/${encodeURIComponent(replica.name)}/exec`, stringifyRequestJson(body), clientAuth(c.req.raw));
       if (r.status !== 200) throw errorFromBody(r.body, r.status);
       const token = (r.body as { token?: unknown }).token;
       const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary', 'Edgelite-Applied': 'false' };

@@ -215,6 +215,8 @@ function hasMoreSql(tail: Uint8Array): boolean {
 export class WaStatement implements SqlStatementHandle {
   readonly #conn: WaSqliteConnection;
   readonly sql: string;
+  /** Binds by SQLite's parameter index, integers as INTEGER (shared/sql.ts passes values as they are). */
+  readonly bindsByIndex = true;
   #ptr = 0;
   #writes = false;
   #columns: Array<{ name: string }> = [];
