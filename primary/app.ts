@@ -194,7 +194,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     });
   });
 
-  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => lagSampleOf(describe(store.require(n)))), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
+  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => lagSampleOf(describe(store.requireInfo(n)))), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
   o.extend?.routes?.(app);
   return app;
 }

@@ -28,7 +28,7 @@ describe('npm start', () => {
       const timer = setTimeout(() => reject(new Error(`demo did not start:\n${output.join('')}`)), 60_000);
       createInterface({ input: proc.stdout! }).on('line', (line) => {
         output.push(`${line}\n`);
-        const m = /^\s+(primary|replica A|replica B)\s+(http:\/\/\S+)$/.exec(line);
+        const m = /^\s+(primary|replica A|replica B)\s+(http:\/\/[^/\s]+)$/.exec(line); // base URLs, not the /ui lines
         if (m) found[m[1]!] = m[2]!;
         if (found['replica B'] && /writes through A: \d+; B sees \d+ rows/.test(line)) {
           clearTimeout(timer);
