@@ -6,9 +6,9 @@
  * before it; the listing is read again before the next try. A segment found damaged is logged, left
  * out of merges for good, and supersedes nothing.
  */
-import { catalog, chainFrom } from '../shared/backup-layout.ts';
+import { catalog, chainFrom, parseBackupKey, type SegmentObject } from '../shared/backup-layout.ts';
 import { mergeSegments, planDeletions, planMerges, type CompactionPolicy, type Merge } from '../shared/backup-compaction.ts';
-import { corruptObject } from '../shared/backup-objects.ts';
+import { corruptObject, decodeSegment } from '../shared/backup-objects.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ObjectInfo, ObjectStore } from '../shared/object-store.ts';
@@ -23,8 +23,14 @@ export interface CompactionState {
   objects: Map<string, ObjectInfo>;
   /** Since when (clock ms) each superseded segment still kept has been seen superseded. */
   supersededSince: Map<string, number>;
-  /** Segments a merge found damaged. */
+  /** Segments a merge or a check found damaged. */
   damaged: Set<string>;
+  /**
+   * Segments known whole: written by this runner or read back and decoded. A segment supersedes
+   * nothing until it is in here (verifySuperseding), so a merge that a kill cut short on a store whose
+   * PUTs are not atomic never causes the pieces it would replace to be deleted.
+   */
+  verified: Set<string>;
   /** When a deletion next falls due without new uploads (clock ms). */
   dueAt: number;
   /** The in-memory listing may be wrong (a step failed): list again before the next step. */
@@ -54,6 +60,7 @@ export async function compact(store: ObjectStore, name: string, generation: Gene
       if (o.closing()) return;
       await merge(store, name, s, m, o.logger);
     }
+    await verifySuperseding(store, name, s, o.logger);
     const g = catalog([...s.objects.values()]).get(name)?.find((x) => x.generation === generation);
     const newest = g?.snapshots.at(-1);
     if (g && newest) s.segmentsSinceSnapshot = chainFrom(g, newest.txid).length;
@@ -101,5 +108,35 @@ async function merge(store: ObjectStore, name: string, s: CompactionState, m: Me
   }
   await store.put(merged.object.key, merged.bytes);
   s.objects.set(merged.object.key, { key: merged.object.key, size: merged.object.size });
+  s.verified.add(merged.object.key);
+  s.damaged.delete(merged.object.key);
   s.compactions++;
+}
+
+/**
+ * verifySuperseding reads back (size and decode) every segment of this database that holds the whole
+ * range of another one still kept and that this runner has not written or checked: a merge left torn
+ * by a kill (an earlier process's) is found here, marked damaged (it supersedes nothing: the pieces it
+ * covers stay, and restores skip it, primary/restore.ts), and logged. One GET per such segment, once
+ * per process: merges are few, and their pieces are deleted after the grace period.
+ */
+async function verifySuperseding(store: ObjectStore, name: string, s: CompactionState, logger: Logger): Promise<void> {
+  // From the raw listing: the catalog keeps one segment per first txid, and a merge starts where its first piece did.
+  const segments = [...s.objects.values()].map(parseBackupKey).filter((b): b is SegmentObject => b?.kind === 'segment' && b.db === name);
+  for (const seg of segments) {
+    if (s.verified.has(seg.key) || s.damaged.has(seg.key)) continue;
+    if (!segments.some((x) => x !== seg && x.generation === seg.generation && seg.minTxid <= x.minTxid && x.maxTxid <= seg.maxTxid)) continue;
+    const bytes = await store.get(seg.key);
+    try {
+      if (bytes === null) throw corruptObject(seg.key, 'listed but missing');
+      if (bytes.length !== seg.size) throw corruptObject(seg.key, `${bytes.length} bytes, listed as ${seg.size}`);
+      decodeSegment(seg.key, bytes, seg);
+      s.verified.add(seg.key);
+    } catch (err) {
+      if (!(err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT')) throw err;
+      s.damaged.add(seg.key);
+      s.compactionErrors++;
+      logger({ msg: 'backup segment damaged: it replaces nothing', db: name, store: store.description, key: seg.key, error: err.message });
+    }
+  }
 }

@@ -27,7 +27,7 @@ export interface DbState extends CompactionState {
 export function newDbState(): DbState {
   return {
     generation: null, uploadedTxid: 0, hasSnapshot: false, segmentsSinceSnapshot: 0, bytesSinceSnapshot: 0, pendingSince: null, failures: 0, retryAt: 0, errors: 0, lastError: null,
-    objects: new Map(), snapshotTime: 0, supersededSince: new Map(), damaged: new Set(), dueAt: Infinity, relist: false, compactions: 0, deleted: 0, compactionErrors: 0,
+    objects: new Map(), snapshotTime: 0, supersededSince: new Map(), damaged: new Set(), verified: new Set(), dueAt: Infinity, relist: false, compactions: 0, deleted: 0, compactionErrors: 0,
   };
 }
 
@@ -58,4 +58,11 @@ export function oldestPending(db: PrimaryDatabase, s: DbState, now: number): num
 /** isBehind: the database has something the backup does not (a change, or its generation's first snapshot). */
 export function isBehind(s: DbState, db: { readonly position: Position }): boolean {
   return s.generation !== db.position.generation || !s.hasSnapshot || db.position.txid > s.uploadedTxid;
+}
+
+/** recordUpload notes an object this runner wrote whole (it is known whole: see CompactionState.verified). */
+export function recordUpload(s: DbState, key: string, size: number): void {
+  s.objects.set(key, { key, size });
+  s.verified.add(key);
+  s.damaged.delete(key);
 }

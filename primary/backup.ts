@@ -32,7 +32,7 @@ import type { Txid } from '../shared/types.ts';
 import { AckWaiters, type BackupWait } from './backup-ack.ts';
 import { compact } from './backup-compact.ts';
 import { readBackedUp, snapshotObject } from './backup-io.ts';
-import { holds, isBehind, newDbState, oldestPending, progressOf, type DbState } from './backup-state.ts';
+import { holds, isBehind, newDbState, oldestPending, progressOf, recordUpload, type DbState } from './backup-state.ts';
 import { DEFAULT_BACKUP_RETENTION_MS } from './config.ts';
 import type { PrimaryDatabase } from './database.ts';
 import type { PrimaryStore } from './store.ts';
@@ -345,7 +345,7 @@ export class BackupRunner {
         const bytes = encodeSegment(records.map((r) => r.payload));
         const key = segmentKey(name, generation, records[0]!.minTxid, last.maxTxid, last.timestamp);
         await this.objects.put(key, bytes);
-        s.objects.set(key, { key, size: bytes.length });
+        recordUpload(s, key, bytes.length);
         changed = true;
         s.uploadedTxid = last.maxTxid;
         s.segmentsSinceSnapshot++;
@@ -390,12 +390,11 @@ export class BackupRunner {
   async #snapshot(name: string, db: PrimaryDatabase, s: DbState): Promise<Txid> {
     const { key, bytes, txid, timestamp } = snapshotObject(name, db, s.generation);
     await this.objects.put(key, bytes);
-    s.objects.set(key, { key, size: bytes.length });
+    recordUpload(s, key, bytes.length);
     s.snapshotTime = timestamp;
     s.hasSnapshot = true;
     s.segmentsSinceSnapshot = 0;
     s.bytesSinceSnapshot = 0;
     return txid;
   }
-
 }

@@ -8,7 +8,7 @@
  */
 import { dirname } from 'node:path';
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, renameSync, rmSync } from 'node:fs';
-import { catalog, planRestore, type GenerationBackup, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
+import { catalog, planRestore, type GenerationBackup, type RestorePlan, type RestoreTarget, type SegmentObject } from '../shared/backup-layout.ts';
 import { corruptObject, decodeSegment, decodeSnapshot, type SnapshotHead } from '../shared/backup-objects.ts';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
@@ -49,7 +49,29 @@ export async function restoreDatabase(objects: ObjectStore, o: RestoreOptions): 
   if (!o.force && [o.out, ...sidecars].some((f) => existsSync(f))) {
     throw new EdgeliteError('DATABASE_EXISTS', `${o.out} exists: pass --force to replace it`);
   }
-  const plan = planRestore(o.db, o.listing ?? catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
+  let plan = planRestore(o.db, o.listing ?? catalog(await objects.list(`${o.db}/`)).get(o.db), o.target);
+  const damaged = new Set<string>();
+  for (;;) {
+    try {
+      return await restorePlanned(objects, o, plan, sidecars);
+    } catch (err) {
+      const key = err instanceof EdgeliteError && err.code === 'BACKUP_CORRUPT' ? err.details?.key : undefined;
+      if (typeof key !== 'string' || !plan.segments.some((seg) => seg.key === key)) throw err;
+      // A damaged segment may be a merge whose pieces are still kept (a kill cut the merge's upload on a
+      // store whose PUTs are not atomic, docs/FORMAT.md#compaction-and-retention): the same target
+      // through them, or the damage as reported.
+      damaged.add(key);
+      const rest = (await objects.list(`${o.db}/`)).filter((x) => !damaged.has(x.key));
+      try {
+        plan = planRestore(o.db, catalog(rest).get(o.db), plan.target);
+      } catch {
+        throw err;
+      }
+    }
+  }
+}
+
+async function restorePlanned(objects: ObjectStore, o: RestoreOptions, plan: RestorePlan, sidecars: string[]): Promise<RestoreResult> {
   const total = 1 + plan.segments.length;
   const tmp = `${o.out}.restore-tmp`;
   const fd = openSync(tmp, 'w+');
