@@ -92,7 +92,7 @@ describe('edgelite migrate', () => {
 
     const again = await runEdgelite(['migrate', migrations, '--all', '--primary', primary.url, '--json']);
     expect(again.status, again.stderr).toBe(0);
-    const report = JSON.parse(again.stdout) as { summary: Record<string, number> };
+    const report = JSON.parse(again.stdout) as { summary: { migrated: number; failed: number; 'up-to-date': number } };
     expect(report.summary.failed).toBe(0);
     expect(report.summary.migrated + report.summary['up-to-date']).toBe(N);
     expect(report.summary['up-to-date']).toBeGreaterThanOrEqual(N / 2);
