@@ -16,6 +16,7 @@ const USAGE = `usage:
   edgelite status URL
   edgelite status --lease etcd://HOST:PORT/PREFIX [--json]   (holder, epoch, candidates and sync set of the failover lease)
   edgelite doctor --db NAME | --all --primary URL [--json] [--fix DIR] [--token T]   (schema, integrity and settings findings with their fixes)
+  edgelite migrate DIR --db NAME | --all --primary URL [--token T] [--dry-run] [--fail-fast] [--concurrency N] [--json]   (apply NNNN_name.sql files, each in one transaction)
   edgelite export NAME | --all --format parquet|csv|duckdb --out PATH --primary URL [--token T]   (a snapshot into analytics files)
   edgelite demo        (what \`npm start\` runs: a primary, two replicas and a small workload)`;
 
@@ -51,6 +52,9 @@ export async function main(argv: string[]): Promise<void> {
         return;
       case 'doctor':
         await (await import('./doctor.ts')).doctorMain(rest);
+        return;
+      case 'migrate':
+        await (await import('./migrate.ts')).migrateMain(rest);
         return;
       case 'export':
         await (await import('./export.ts')).exportMain(rest);

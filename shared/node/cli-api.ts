@@ -1,10 +1,12 @@
 /**
- * The HTTP API as `edgelite doctor` and `edgelite export` use it (README.md#http-api): list databases
- * and run read statements (export downloads snapshots with the replica's verified download,
- * bin/export-snapshot.ts). One server URL (a primary, or a replica
- * for reads), one optional bearer token; every failure is an EdgeliteError with the server's own code.
+ * The HTTP API as `edgelite doctor`, `edgelite export` and `edgelite migrate` use it (README.md#http-api):
+ * list databases, run read statements, and for migrate run a transaction, fork and drop (export downloads
+ * snapshots with the replica's verified download, bin/export-snapshot.ts). One server URL (a primary, or
+ * a replica, which forwards writes), one optional bearer token; every failure is an EdgeliteError with
+ * the server's own code.
  */
 import { EdgeliteError, errorFromBody } from '../errors.ts';
+import { decodeToken } from '../token.ts';
 import { validateDatabaseName } from '../types.ts';
 
 /** Rows of one statement, as the query API answers them (integers beyond 2^53 as strings). */
@@ -34,7 +36,7 @@ export class CliApi {
 
   /** query runs read-only statements in one request and returns each one's rows. */
   async query(db: string, statements: readonly string[]): Promise<Rows[]> {
-    const body = (await this.#json('POST', `/v1/db/${encodeURIComponent(validateDatabaseName(db))}/query`, { statements: statements.map((sql) => ({ sql })) })) as {
+    const body = (await this.#json('POST', `${dbPath(db)}/query`, { statements: statements.map((sql) => ({ sql })) })) as {
       results?: Array<{ rows?: Rows }>;
     };
     if (!Array.isArray(body.results) || body.results.length !== statements.length) {
@@ -43,7 +45,32 @@ export class CliApi {
     return body.results.map((r) => r.rows ?? []);
   }
 
-  async #json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  /** info is `GET /v1/db/{name}`: the database's position (`txid`, `checksum`, ...). */
+  async info(db: string): Promise<Record<string, unknown>> {
+    return (await this.#json('GET', dbPath(db))) as Record<string, unknown>;
+  }
+
+  /**
+   * exec runs statements as one transaction (`POST /v1/db/{name}/exec`; a replica forwards it) and
+   * returns each one's result and the txid the transaction committed at (from the answer's token).
+   */
+  async exec(db: string, statements: ReadonlyArray<{ sql: string; params?: unknown }>): Promise<{ results: unknown[]; txid: number }> {
+    const body = (await this.#json('POST', `${dbPath(db)}/exec`, { statements })) as { results?: unknown[]; token?: unknown };
+    if (!Array.isArray(body.results) || typeof body.token !== 'string') throw new EdgeliteError('INTERNAL', `${this.url}: an exec answer for ${db} without results and token`);
+    return { results: body.results, txid: decodeToken(body.token).txid };
+  }
+
+  /** fork creates `db` from `from`'s current state (`PUT /v1/db/{db}` with `{"from"}`, README.md#many-databases). */
+  async fork(db: string, from: string): Promise<Record<string, unknown>> {
+    return (await this.#json('PUT', dbPath(db), { from: validateDatabaseName(from) })) as Record<string, unknown>;
+  }
+
+  /** drop deletes `db` (`DELETE /v1/db/{db}`: the admin right). */
+  async drop(db: string): Promise<void> {
+    await this.#json('DELETE', dbPath(db));
+  }
+
+  async #json(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<unknown> {
     const headers: Record<string, string> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -64,4 +91,9 @@ export class CliApi {
     if (!res.ok) throw errorFromBody(parsed, res.status);
     return parsed;
   }
+}
+
+/** dbPath is a database's route, its name checked first. */
+function dbPath(db: string): string {
+  return `/v1/db/${encodeURIComponent(validateDatabaseName(db))}`;
 }
