@@ -17,8 +17,8 @@
  */
 import { EdgeliteError } from './errors.ts';
 
-/** DEFAULT_BOOTSTRAP_CONCURRENCY: parallel snapshot downloads where the replica does not say (the Worker: one database per object). */
-export const DEFAULT_BOOTSTRAP_CONCURRENCY = 1;
+/** CORE_BOOTSTRAP_CONCURRENCY: parallel snapshot downloads where the replica does not say (the Worker: one database per object). */
+export const CORE_BOOTSTRAP_CONCURRENCY = 1;
 /**
  * JOIN_BATCH_MS: while snapshots are still downloading, installed ones join the stream (a session
  * restart) at most this long after the session began: how many sessions a bootstrap of thousands opens.

@@ -22,7 +22,7 @@ import { compilePatterns, type DatabaseMatcher } from './db-pattern.ts';
 import { divergenceOf, EdgeliteError } from './errors.ts';
 import { backoffDelayMs, decodeStreamChangeSet } from './follower-decode.ts';
 import type { AppliedCounts, FollowerCoreOptions, FollowerCoreState, FollowerFailure } from './follower-port.ts';
-import { DEFAULT_BOOTSTRAP_CONCURRENCY, JOIN_BATCH_MS, SnapshotQueue } from './follower-snapshots.ts';
+import { CORE_BOOTSTRAP_CONCURRENCY, JOIN_BATCH_MS, SnapshotQueue } from './follower-snapshots.ts';
 import { runStreamSession, Sleeper, StreamWatchdog } from './follower-session.ts';
 import type { Frame } from './frames.ts';
 import type { ChangeSet, Position } from './types.ts';
@@ -64,7 +64,7 @@ export class FollowerCore {
   constructor(options: FollowerCoreOptions) {
     this.#o = options;
     this.#snapshots = new SnapshotQueue({
-      concurrency: options.bootstrapConcurrency ?? DEFAULT_BOOTSTRAP_CONCURRENCY,
+      concurrency: options.bootstrapConcurrency ?? CORE_BOOTSTRAP_CONCURRENCY,
       run: (db, reason, signal) => options.port.snapshot(db, reason, signal, () => this.#watchdog.alive(true)),
       done: (db, err) => this.#snapshotDone(db, err),
     });
