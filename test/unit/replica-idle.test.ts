@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageApplier } from '../../replica/apply.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
 import { ReplicaStore } from '../../replica/store.ts';
 import { tempDir } from '../helpers.ts';
 import { Source } from './source-db.ts';
@@ -98,5 +99,18 @@ describe('replica idle close', () => {
     store.get('e')!.apply([cs]);
     expect(store.get('e')!.isOpen).toBe(true);
     expect(store.get('e')!.prepare('SELECT v FROM kv').pluck().get()).toBe('x');
+  });
+
+  it('the flags: --bootstrap-concurrency (8), --idle-close-ms (60000, 0 allowed), --max-open-databases (512), env too; bad values are MISCONFIGURED naming the flag', () => {
+    const base = ['--primary', 'http://127.0.0.1:1', '--data', '/tmp/x'];
+    const d = parseReplicaConfig(base, {});
+    expect([d.bootstrapConcurrency, d.idleCloseMs, d.maxOpenDatabases]).toEqual([8, 60_000, 512]);
+    const c = parseReplicaConfig([...base, '--bootstrap-concurrency', '3', '--idle-close-ms', '0', '--max-open-databases', '10'], {});
+    expect([c.bootstrapConcurrency, c.idleCloseMs, c.maxOpenDatabases]).toEqual([3, 0, 10]);
+    const e = parseReplicaConfig(base, { EDGELITE_BOOTSTRAP_CONCURRENCY: '2', EDGELITE_IDLE_CLOSE_MS: '500', EDGELITE_MAX_OPEN_DATABASES: '7' });
+    expect([e.bootstrapConcurrency, e.idleCloseMs, e.maxOpenDatabases]).toEqual([2, 500, 7]);
+    for (const [flag, value] of [['--bootstrap-concurrency', '0'], ['--idle-close-ms', '-1'], ['--idle-close-ms', '1s'], ['--max-open-databases', '0']] as const) {
+      expect(() => parseReplicaConfig([...base, flag, value], {})).toThrow(expect.objectContaining({ code: 'MISCONFIGURED', message: expect.stringContaining(flag) }));
+    }
   });
 });
