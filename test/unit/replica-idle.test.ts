@@ -86,7 +86,7 @@ describe('replica idle close', () => {
     expect(fdsTo(join(t.dir, 'r', 'a.db'))).toBe(0);
 
     // A read of a closed one reopens it and closes the least recently used other.
-    expect(await store.get('a')!.query([{ sql: 'SELECT count(*) AS n FROM kv' }])).toEqual([expect.objectContaining({ rows: [[0]] })]);
+    expect(await store.get('a')!.query([{ sql: 'SELECT count(*) AS n FROM kv', params: [] }])).toEqual([expect.objectContaining({ rows: [[0]] })]);
     expect(names.map((n) => store.get(n)!.isOpen)).toEqual([true, false, false, true, true]);
 
     expect(store.closeIdle(Date.now() + 1)).toBe(3);
