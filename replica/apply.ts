@@ -34,6 +34,7 @@ import { type PositionRecord, PositionWriter, positionFilePath, type Reconciled,
 import { type ApplierOptions, checkApplierOptions, DEFAULT_DURABLE } from './apply-options.ts';
 import { snapshotInput } from './apply-checks.ts';
 import { type CheckpointResult, PageWriter, type Row } from './page-writer.ts';
+import { fileSignature } from './sqlite-file.ts';
 
 export { type ApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
 export type { CheckpointResult } from './page-writer.ts';
@@ -52,6 +53,8 @@ export class PageApplier {
   #localCookie = 0;
   #recovery: Reconciled = { state: null, source: 'none', reason: 'not read yet' };
   #closed = false;
+  /** The file's signature when suspend() closed the writer (the next write reopens it cheaply while it matches), or null. */
+  #suspended: string | null = null;
 
   private constructor(path: string, writer: PageWriter, options: ApplierOptions) {
     this.path = path;
@@ -278,6 +281,23 @@ export class PageApplier {
     return local.sum.value;
   }
 
+  /** isOpen says whether the writer holds its connection (false after suspend(), until the next write). */
+  get isOpen(): boolean {
+    return !this.#closed && this.#suspended === null;
+  }
+
+  /**
+   * suspend closes the writer and the sidecar's descriptor (idle close, README.md#many-databases); the
+   * next write reopens the writer (#writable) without reading the file again if the file and its WAL
+   * still have the signature taken here: only this applier writes it, so it holds what memory says.
+   */
+  suspend(): void {
+    if (!this.isOpen) return;
+    this.#writer.close();
+    this.#sidecar.close();
+    this.#suspended = fileSignature(this.path);
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -296,14 +316,18 @@ export class PageApplier {
   #writable(): void {
     if (!this.#writer.readOnly) return;
     this.#closeReaders();
+    const suspended = this.#suspended;
+    const unchanged = suspended !== null && suspended === fileSignature(this.path);
+    this.#suspended = null;
     this.#writer.reopen();
+    if (unchanged) return;
     try {
       this.#load({ committed: this.#state, pending: null });
     } catch (err) {
       this.#writer.close(); // unverified: the next write reopens and checks again
       throw err;
     }
-    this.#log(`edgelite: ${this.path}: the file can be written again; writer reopened (${this.#recovery.reason})`);
+    if (suspended === null) this.#log(`edgelite: ${this.path}: the file can be written again; writer reopened (${this.#recovery.reason})`);
   }
 
   /**

@@ -13,7 +13,7 @@ import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '..
 import type { Keyring } from '../shared/object-keyring.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
-import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from './follower.ts';
+import { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_BOOTSTRAP_CONCURRENCY, DEFAULT_HEARTBEAT_TIMEOUT_MS } from './follower.ts';
 
 export const DEFAULT_REPLICA_PORT = 7401;
 export const DEFAULT_READ_WAIT_MS = 5000;
@@ -22,6 +22,10 @@ export const DEFAULT_MAX_HEALTHY_LAG_MS = 10_000;
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 /** DEFAULT_MAX_DATABASES: how many databases a lazy replica keeps on disk before evicting the least recently used. */
 export const DEFAULT_MAX_DATABASES = 100;
+/** `--idle-close-ms`: a local database not read or applied to this long closes its connections (README.md#many-databases); 0 keeps all open. */
+export const DEFAULT_IDLE_CLOSE_MS = 60_000;
+/** `--max-open-databases`: with idle closing, the most local databases open at once (least recently used closed first). */
+export const DEFAULT_MAX_OPEN_DATABASES = 512;
 
 export interface ReplicaConfig {
   /** The primary; null for a replica fed from a bucket alone (`--source` without `--primary`): reads only. */
@@ -51,6 +55,12 @@ export interface ReplicaConfig {
   backoffMinMs: number;
   backoffMaxMs: number;
   busyTimeoutMs: number;
+  /** `--bootstrap-concurrency`: how many snapshots download at once. */
+  bootstrapConcurrency: number;
+  /** `--idle-close-ms`: close a local database's connections after this long unused (0: never). */
+  idleCloseMs: number;
+  /** `--max-open-databases`: with idle closing, the most local databases with open connections. */
+  maxOpenDatabases: number;
   /** Time limit of one read request (ms); reads then run in a query pool. 0: in-process, no limit. */
   queryTimeoutMs: number;
   /** `--lease etcd://…`: the primary is whoever holds the lease (README.md#high-availability); `--primary` is then optional. */
@@ -63,6 +73,7 @@ export interface ReplicaConfig {
 
 export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,tenant-*|* | --lazy [--databases PATTERNS] [--max-databases N]]
   [--source s3://BUCKET/PREFIX | file:///DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]] (with --source, --primary is optional)
+  [--bootstrap-concurrency N (8)] [--idle-close-ms N (60000; 0: never)] [--max-open-databases N (512)]
   [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
   [--lease etcd://HOST:PORT/PREFIX [--candidate] [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]] (with --lease, --primary is optional)
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
@@ -96,6 +107,9 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
       databases: { type: 'string' },
       lazy: { type: 'boolean' },
       'max-databases': { type: 'string' },
+      'bootstrap-concurrency': { type: 'string' },
+      'idle-close-ms': { type: 'string' },
+      'max-open-databases': { type: 'string' },
       'read-wait-ms': { type: 'string' },
       'write-wait-ms': { type: 'string' },
       'on-behind': { type: 'string' },
@@ -159,6 +173,9 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
     backoffMinMs: DEFAULT_BACKOFF_MIN_MS,
     backoffMaxMs: DEFAULT_BACKOFF_MAX_MS,
     busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
+    bootstrapConcurrency: positiveInt(values['bootstrap-concurrency'] ?? env.EDGELITE_BOOTSTRAP_CONCURRENCY, DEFAULT_BOOTSTRAP_CONCURRENCY, '--bootstrap-concurrency'),
+    idleCloseMs: nonNegativeMs(values['idle-close-ms'] ?? env.EDGELITE_IDLE_CLOSE_MS, DEFAULT_IDLE_CLOSE_MS, '--idle-close-ms'),
+    maxOpenDatabases: positiveInt(values['max-open-databases'] ?? env.EDGELITE_MAX_OPEN_DATABASES, DEFAULT_MAX_OPEN_DATABASES, '--max-open-databases'),
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     lease,
     candidate: values.candidate === true,
@@ -183,4 +200,11 @@ function parseSource(url: string | undefined, interval: string | undefined, endp
     intervalMs: interval === undefined ? DEFAULT_SOURCE_INTERVAL_MS : parseDurationMs(interval, '--source-interval'),
     keyring: keyFile === undefined ? null : readKeyring(keyFile),
   };
+}
+
+/** nonNegativeMs reads a whole number of milliseconds, 0 allowed (as the primary's `--idle-close-ms`); absent: the default. */
+function nonNegativeMs(raw: string | undefined, fallback: number, flag: string): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new EdgeliteError('MISCONFIGURED', `${flag} must be a whole number of milliseconds (0: never), got "${raw}"`);
+  return Number(raw);
 }

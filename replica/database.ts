@@ -1,7 +1,8 @@
 /**
  * ReplicaDatabase is one followed database on a replica: the page applier (the only writer) and a
  * read-only query connection, over the facade both replicas share (shared/replica-facade.ts: lag, the
- * reads waiting for a txid, the follower's flags and change events).
+ * reads waiting for a txid, the follower's flags and change events). Idle, the store closes its
+ * connections (closeIdle, README.md#many-databases); the next read or apply reopens them.
  */
 import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
@@ -23,11 +24,17 @@ export class ReplicaDatabase extends ReplicaFacade {
 
   /** Where query() runs, time-limited; null runs it on this thread (queryTimeoutMs 0). */
   readonly queryPool: QueryPool | null;
+  /** When a read or an apply last used it (Date.now()), and who hears of every use (the store's LRU). */
+  usedAt = Date.now();
+  readonly #onUse: (db: ReplicaDatabase) => void;
+  /** Whether the query pool may hold connections to it (a read ran there since the last closeIdle). */
+  #pooled = false;
 
-  constructor(name: string, path: string, busyTimeoutMs: number, queryPool: QueryPool | null = null) {
+  constructor(name: string, path: string, busyTimeoutMs: number, queryPool: QueryPool | null = null, onUse: (db: ReplicaDatabase) => void = () => {}) {
     super(name);
     this.path = path;
     this.queryPool = queryPool;
+    this.#onUse = onUse;
     this.#applier = PageApplier.open(path, { closeReaders: () => this.#closeReads() });
     this.#busyTimeoutMs = busyTimeoutMs;
   }
@@ -48,6 +55,7 @@ export class ReplicaDatabase extends ReplicaFacade {
 
   /** apply applies consecutive change sets in one transaction, then wakes the reads waiting for them. */
   apply(changeSets: ChangeSet[]): Position {
+    this.#use();
     const pos = this.#applier.apply(changeSets);
     this.noteApplied(changeSets[changeSets.length - 1]!.timestamp, pos);
     return pos;
@@ -58,6 +66,7 @@ export class ReplicaDatabase extends ReplicaFacade {
    * in ascending order (read from a downloaded file, so the image is never in memory whole).
    */
   restore(image: Uint8Array | Iterable<PageImage>, position: Position, databaseId: number, timestamp: number): Position {
+    this.#use();
     const pos = this.#applier.restoreSnapshot(image, position, databaseId);
     this.needsSnapshot = null;
     if (this.#query) clearStatementCache(this.#query);
@@ -76,7 +85,11 @@ export class ReplicaDatabase extends ReplicaFacade {
     for (const s of statements) {
       checkStatement(s.sql, 'read');
     }
-    if (this.queryPool) return this.queryPool.run(this.path, statements);
+    this.#use();
+    if (this.queryPool) {
+      this.#pooled = true;
+      return this.queryPool.run(this.path, statements);
+    }
     const conn = this.#queryConnection();
     return statements.map((s) => runRead(conn, s));
   }
@@ -84,6 +97,7 @@ export class ReplicaDatabase extends ReplicaFacade {
   /** readPage returns the local image of one page (a delta change set's base), or null if absent. */
   readPage(pgno: number): Uint8Array | null {
     if (!this.position) return null;
+    this.#use();
     this.#pageRead ??= this.#queryConnection().prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
     const row = this.#pageRead.get(pgno);
     return row instanceof Uint8Array ? row : null;
@@ -94,6 +108,7 @@ export class ReplicaDatabase extends ReplicaFacade {
   /** prepare returns a read-only statement on the local file (for in-process hot paths). */
   prepare(sql: string): Database.Statement {
     checkStatement(sql, 'read');
+    this.#use();
     const stmt = this.#queryConnection().prepare(sql);
     if (!stmt.readonly) throw new EdgeliteError('READ_ONLY', 'a replica statement must be read-only; send writes through exec');
     return stmt;
@@ -111,7 +126,30 @@ export class ReplicaDatabase extends ReplicaFacade {
   }
 
   checkpoint(): void {
+    this.#use();
     this.#applier.checkpoint();
+  }
+
+  /** isOpen says whether it may hold connections (and descriptors): false after closeIdle until the next use. */
+  get isOpen(): boolean {
+    return this.#applier.isOpen || this.#query !== null || this.#pooled;
+  }
+
+  /**
+   * closeIdle closes every connection it holds (the query connection, the query processes' ones, the
+   * applier's writer and sidecar) and keeps what it knows in memory (position, lag, waits); the next
+   * read or apply reopens what it needs. A statement from prepare() must not be used after it.
+   */
+  closeIdle(): void {
+    this.#closeReads();
+    if (this.#pooled) this.queryPool?.forget(this.path);
+    this.#pooled = false;
+    this.#applier.suspend();
+  }
+
+  #use(): void {
+    this.usedAt = Date.now();
+    this.#onUse(this);
   }
 
   close(): void {

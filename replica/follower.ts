@@ -20,6 +20,8 @@ import { downloadSnapshot, snapshotTempPath, type SnapshotSource } from './snaps
 import type { ReplicaStore } from './store.ts';
 
 export { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from '../shared/follower-port.ts';
+/** `--bootstrap-concurrency`: snapshots the Node replica downloads at once (shared/follower-snapshots.ts). */
+export const DEFAULT_BOOTSTRAP_CONCURRENCY = 8;
 
 export interface FollowerOptions extends FollowerTimings {
   /** The primary, or null for a replica that follows a bucket alone (`bucket` is then required). */
@@ -30,6 +32,8 @@ export interface FollowerOptions extends FollowerTimings {
   /** What the stream follows at the start; a list can be changed later with follow(). */
   databases: '*' | string[];
   logger: Logger;
+  /** How many snapshots download at once (default DEFAULT_BOOTSTRAP_CONCURRENCY). */
+  bootstrapConcurrency?: number;
 }
 
 /** FollowerState is what /health and /metrics report; a snapshot is part of `streaming` here. */
@@ -68,6 +72,7 @@ export class Follower {
       backoffMinMs: options.backoffMinMs,
       backoffMaxMs: options.backoffMaxMs,
       logger: options.logger,
+      bootstrapConcurrency: options.bootstrapConcurrency ?? DEFAULT_BOOTSTRAP_CONCURRENCY,
     });
   }
 
@@ -98,6 +103,11 @@ export class Follower {
 
   get connects(): number {
     return this.#core.connects;
+  }
+
+  /** snapshots counts the snapshot downloads running and queued (--bootstrap-concurrency bounds the first). */
+  get snapshots(): { running: number; queued: number } {
+    return this.#core.snapshots;
   }
 
   get lastError(): string | null {

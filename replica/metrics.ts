@@ -42,6 +42,10 @@ export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
   const primaryTxid = m.gauge('edgelite_primary_txid', "Newest txid per database in the primary's last heartbeat.");
   const bootstrapping = m.gauge('edgelite_bootstrapping', '1 while a database has no local copy yet (its first snapshot is not in).');
   const needsSnapshot = m.gauge('edgelite_needs_snapshot', '1 while a database waits for a (re-)snapshot; reads are served from the last good state.');
+  const counts = o.store.counts();
+  const databases = m.gauge('edgelite_databases', 'Local databases, by state (open: holding connections; closed: idle, README.md#many-databases).');
+  databases(counts.open, { state: 'open' });
+  databases(counts.databases - counts.open, { state: 'closed' });
   for (const name of o.store.names()) {
     const db = o.store.get(name);
     if (!db) continue;
@@ -63,6 +67,9 @@ export function renderReplicaMetrics(o: ReplicaMetricsSources): string {
     const state = m.gauge('edgelite_follower_state', "1 for the follower's current state (streaming: connected to the primary).");
     for (const s of FOLLOWER_STATES) state(f.state === s, { state: s });
     m.counter('edgelite_follower_connects_total', 'Replication streams opened to the primary.')(f.connects);
+    const downloads = m.gauge('edgelite_snapshot_downloads', 'Snapshot downloads in progress (running, at most --bootstrap-concurrency) and waiting for a slot (queued).');
+    downloads(f.snapshots.running, { state: 'running' });
+    downloads(f.snapshots.queued, { state: 'queued' });
     m.gauge('edgelite_primary_last_contact_seconds', 'Time since the primary last sent anything (+Inf: never).')(f.lastContactMs / 1000);
     const changeSets = m.counter('edgelite_changesets_applied_total', 'Change sets applied per database since start.');
     const snapshots = m.counter('edgelite_snapshots_applied_total', 'Snapshots installed per database since start (bootstrap and re-snapshots).');

@@ -52,7 +52,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     throw new EdgeliteError('FORBIDDEN', `refusing to listen on ${config.host} without auth: set EDGELITE_TOKEN or EDGELITE_TOKENS`);
   }
   const queryPool = config.queryTimeoutMs > 0 ? new QueryPool({ timeoutMs: config.queryTimeoutMs, busyTimeoutMs: config.busyTimeoutMs, logger }) : null;
-  const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool });
+  const store = new ReplicaStore(config.dataDir, { busyTimeoutMs: config.busyTimeoutMs, logger, queryPool, idleCloseMs: config.idleCloseMs, maxOpen: config.maxOpenDatabases });
   if (config.databases !== '*') for (const n of config.databases) if (!isPattern(n)) store.ensure(n);
   // Under the lease the holder's record says where the primary is (README.md#high-availability).
   const ownLocator = !extras.locator && config.lease ? new PrimaryLocator({ store: new LeaseStore(config.lease.target), logger }) : null;
@@ -80,6 +80,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     backoffMinMs: config.backoffMinMs,
     backoffMaxMs: config.backoffMaxMs,
+    bootstrapConcurrency: config.bootstrapConcurrency,
     logger,
   });
   follower.start();

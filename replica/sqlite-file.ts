@@ -76,3 +76,12 @@ export function sqliteError(err: unknown, op: string): EdgeliteError {
   const code = SQLITE_CODES.find(([prefix]) => sqlCode.startsWith(prefix))?.[1] ?? 'INTERNAL';
   return new EdgeliteError(code, `${op}: ${(err as Error).message}`, { cause: err, details: { sqliteCode: sqlCode } });
 }
+
+/** fileSignature identifies the state of a replica file and its WAL (inode, size, mtime and ctime in ns; "-" when absent). */
+export function fileSignature(path: string): string {
+  const one = (p: string): string => {
+    const st = fs.statSync(p, { bigint: true, throwIfNoEntry: false });
+    return st ? `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : '-';
+  };
+  return `${one(path)}|${one(`${path}-wal`)}`;
+}

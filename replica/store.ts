@@ -1,7 +1,9 @@
 /**
  * ReplicaStore holds the replica's databases in its data directory (one `<name>.db` each, plus the
  * applier's position sidecar, and `<name>.db.snapshot-tmp` while a snapshot downloads: see
- * snapshot-file.ts) and what the primary's heartbeats said about them.
+ * snapshot-file.ts) and what the primary's heartbeats said about them. With `idleCloseMs`, a database
+ * not read nor applied to for that long closes its connections, and at most `maxOpen` are open at once,
+ * the least recently used closed first (README.md#many-databases); a closed one reopens on its next use.
  */
 import { compilePatterns, hasPattern, isPattern } from '../shared/db-pattern.ts';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -20,7 +22,16 @@ export interface ReplicaStoreOptions {
   logger: Logger;
   /** Runs every database's queries, time-limited (query-pool.ts); absent: queries run in-process. */
   queryPool?: QueryPool | null;
+  /** `--idle-close-ms`: close a database's connections after this long unused; 0 or absent: never. */
+  idleCloseMs?: number;
+  /** `--max-open-databases`: with idle closing, the most databases open at once (DEFAULT_MAX_OPEN). */
+  maxOpen?: number;
 }
+
+/** DEFAULT_MAX_OPEN: a few descriptors each (writer, WAL, SHM, sidecar, a reader), far below the usual limits. */
+export const DEFAULT_MAX_OPEN = 512;
+/** IDLE_SWEEP_MS: how often the idle databases are looked for (at most; a shorter idleCloseMs looks as often). */
+const IDLE_SWEEP_MS = 1000;
 
 export class ReplicaStore {
   readonly dataDir: string;
@@ -29,10 +40,18 @@ export class ReplicaStore {
   /** Waits on the store's databases, woken when one opens or changes (see until). */
   readonly #changes = new Conditions();
   #heartbeatAt = 0;
+  /** The open databases, least recently used first (a Map keeps insertion order: a use moves one last). */
+  readonly #open = new Map<string, ReplicaDatabase>();
+  readonly #sweep: ReturnType<typeof setInterval> | null = null;
 
   constructor(dataDir: string, opts: ReplicaStoreOptions) {
     this.dataDir = dataDir;
     this.#opts = opts;
+    const idle = opts.idleCloseMs ?? 0;
+    if (idle > 0) {
+      this.#sweep = setInterval(() => this.closeIdle(Date.now() - idle), Math.min(idle, IDLE_SWEEP_MS));
+      this.#sweep.unref?.();
+    }
     mkdirSync(dataDir, { recursive: true });
     // No download runs yet: a snapshot temp file here was left by a process that was killed.
     const leftovers = removeLeftoverSnapshots(dataDir);
@@ -70,8 +89,9 @@ export class ReplicaStore {
     validateDatabaseName(name);
     let db = this.#dbs.get(name);
     if (!db) {
-      db = new ReplicaDatabase(name, join(this.dataDir, `${name}.db`), this.#opts.busyTimeoutMs, this.#opts.queryPool ?? null);
+      db = new ReplicaDatabase(name, join(this.dataDir, `${name}.db`), this.#opts.busyTimeoutMs, this.#opts.queryPool ?? null, (d) => this.#used(d));
       this.#dbs.set(name, db);
+      this.#used(db); // opening it was a use: past maxOpen, the least recently used closes
       db.onChange(() => this.#changes.wake());
       this.#changes.wake();
       const p = db.position;
@@ -108,6 +128,7 @@ export class ReplicaStore {
     db.close();
     this.#opts.queryPool?.forget(db.path);
     this.#dbs.delete(name);
+    this.#open.delete(name);
     for (const suffix of ['', '-wal', '-shm']) rmSync(`${db.path}${suffix}`, { force: true });
     rmSync(positionFilePath(db.path), { force: true });
     this.#changes.wake();
@@ -147,8 +168,49 @@ export class ReplicaStore {
     return this.#heartbeatAt === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.#heartbeatAt;
   }
 
+  /** counts says how many databases are here and how many of them hold connections (the metrics' edgelite_databases). */
+  counts(): { databases: number; open: number } {
+    return { databases: this.#dbs.size, open: this.#open.size };
+  }
+
+  /** closeIdle closes the open databases last used before `cutoff` (Date.now() ms); returns how many. */
+  closeIdle(cutoff: number): number {
+    let closed = 0;
+    for (const db of this.#open.values()) {
+      if (db.usedAt > cutoff) break; // least recently used first: the rest were used later
+      this.#closeOne(db);
+      closed++;
+    }
+    if (closed > 0) this.#opts.logger({ msg: 'closed idle databases', count: closed, open: this.#open.size });
+    return closed;
+  }
+
+  /** #used moves a database to the recent end; past maxOpen (with idle closing) the least recently used others close. */
+  #used(db: ReplicaDatabase): void {
+    this.#open.delete(db.name);
+    this.#open.set(db.name, db);
+    if (!(this.#opts.idleCloseMs ?? 0)) return;
+    const max = this.#opts.maxOpen ?? DEFAULT_MAX_OPEN;
+    for (const other of this.#open.values()) {
+      if (this.#open.size <= max) break;
+      if (other !== db) this.#closeOne(other);
+    }
+  }
+
+  #closeOne(db: ReplicaDatabase): void {
+    this.#open.delete(db.name);
+    try {
+      db.closeIdle();
+    } catch (err) {
+      // Its connections may be half closed: the next use reopens what it needs, and says if it cannot.
+      this.#opts.logger({ msg: 'idle close failed; the database reopens on next use', db: db.name, error: String(err) });
+    }
+  }
+
   close(): void {
+    if (this.#sweep) clearInterval(this.#sweep);
     for (const db of this.#dbs.values()) db.close();
     this.#dbs.clear();
+    this.#open.clear();
   }
 }

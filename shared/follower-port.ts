@@ -61,6 +61,8 @@ export interface FollowerCoreOptions extends FollowerTimings {
   /** What the stream follows at the start; a list can be changed later with follow(). */
   databases: '*' | string[];
   logger: Logger;
+  /** How many snapshots download at once (follower-snapshots.ts); default CORE_BOOTSTRAP_CONCURRENCY (1). */
+  bootstrapConcurrency?: number;
 }
 
 /** FollowerTimings are the core's clocks, which each replica's configuration sets. */

@@ -43,6 +43,10 @@ class FakePort implements FollowerPort {
   /** applyError, if set, is thrown by the next apply (and cleared). */
   applyError: Error | null = null;
   snapshotError: Error | null = null;
+  /** snapshotDelayMs: each snapshot takes this long (aborted by its signal); the most running at once. */
+  snapshotDelayMs = 0;
+  running = 0;
+  maxRunning = 0;
   heartbeats = 0;
 
   add(name: string, txid: number | null, page2 = page(1)): void {
@@ -87,6 +91,17 @@ class FakePort implements FollowerPort {
     this.dbs.set(db, d);
     d.needs = reason;
     onProgress();
+    if (this.snapshotDelayMs > 0) {
+      this.maxRunning = Math.max(this.maxRunning, ++this.running);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(resolve, this.snapshotDelayMs);
+          signal.addEventListener('abort', () => { clearTimeout(timer); reject(signal.reason); }, { once: true });
+        });
+      } finally {
+        this.running--;
+      }
+    }
     if (signal.aborted) throw signal.reason;
     if (this.snapshotError) throw this.snapshotError;
     d.position = { generation: 2, txid: 100, checksum: 100n };
@@ -141,7 +156,7 @@ afterEach(async () => {
   await Promise.all(cores.splice(0).map((c) => c.stop()));
 });
 
-function follower(port: FakePort, source: StreamSource, o: { databases?: '*' | string[]; heartbeatTimeoutMs?: number; backoffMinMs?: number; backoffMaxMs?: number } = {}) {
+function follower(port: FakePort, source: StreamSource, o: { databases?: '*' | string[]; heartbeatTimeoutMs?: number; backoffMinMs?: number; backoffMaxMs?: number; bootstrapConcurrency?: number } = {}) {
   const logs: Array<Record<string, unknown>> = [];
   const core = new FollowerCore({
     port,
@@ -151,6 +166,7 @@ function follower(port: FakePort, source: StreamSource, o: { databases?: '*' | s
     backoffMinMs: o.backoffMinMs ?? 20,
     backoffMaxMs: o.backoffMaxMs ?? 80,
     logger: (e) => logs.push(e),
+    ...(o.bootstrapConcurrency ? { bootstrapConcurrency: o.bootstrapConcurrency } : {}),
   });
   cores.push(core);
   core.start();
@@ -242,6 +258,51 @@ describe('FollowerCore', () => {
     expect(source.requests[1]!.at - source.requests[0]!.at).toBeLessThan(500); // a Restart, not a backoff
     expect(core.applied('a')).toEqual({ changeSets: 0, snapshots: 1 });
     expect(core.lastFailure).toBeNull();
+  });
+
+  it('many snapshot-needed in one session: downloads run in parallel up to the bound, and the session restarts once, not once per snapshot', async () => {
+    const port = new FakePort();
+    port.snapshotDelayMs = 60;
+    const names = Array.from({ length: 12 }, (_, i) => `t${i}`);
+    const needed = concat(...names.map((db) => frame({ type: 'snapshot-needed', db, reason: 'replica has no position' })));
+    const source = new ScriptedSource([{ chunks: [needed, heartbeat()], then: 'hang' }, { chunks: [heartbeat()], then: 'hang' }]);
+    const { core } = follower(port, source, { databases: '*', bootstrapConcurrency: 4, heartbeatTimeoutMs: 2000 });
+    await waitFor(() => source.requests.length >= 2, 'the session after the snapshots', 5000);
+    expect(port.snapshots.map((s) => s.db)).toEqual(names);
+    expect(port.maxRunning).toBe(4);
+    expect(Object.keys(source.requests[1]!.positions).sort()).toEqual([...names].sort());
+    expect(Object.values(source.requests[1]!.positions).every((p) => p?.txid === 100)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(source.requests.length).toBe(2); // 12 snapshots, one restart
+    expect(core.snapshots).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('change sets for a database whose snapshot downloads are dropped, and the next session resumes it from the snapshot', async () => {
+    const port = new FakePort();
+    port.add('a', 10);
+    port.add('b', 20);
+    port.snapshotDelayMs = 150;
+    const source = new ScriptedSource([
+      {
+        chunks: [
+          frame({ type: 'new-generation', db: 'a', generation: 2, txid: 100 }),
+          20,
+          csFrame('a', encodeChangeSet(changeSet(11, page(2)))), // old generation, mid-download: never applied
+          csFrame('b', encodeChangeSet(changeSet(21, page(3)))), // another database goes on meanwhile
+          heartbeat(),
+        ],
+        then: 'hang',
+      },
+      { chunks: [csFrame('a', encodeChangeSet({ ...changeSet(101, page(4)), generation: 2 }))], then: 'hang' },
+    ]);
+    follower(port, source, { databases: ['a', 'b'], bootstrapConcurrency: 2, heartbeatTimeoutMs: 2000 });
+    await waitFor(() => port.applied.some((x) => x.db === 'b'), 'b applied while a downloads');
+    expect(port.applied).toEqual([{ db: 'b', txids: [21] }]);
+    expect(source.requests.length).toBe(1); // the session goes on during the download
+    await waitFor(() => source.requests.length >= 2, 'the session after the snapshot');
+    expect(source.requests[1]!.positions).toEqual({ a: { generation: 2, txid: 100, checksum: 100n }, b: { generation: 1, txid: 21, checksum: 21n } });
+    await waitFor(() => port.applied.length === 2, 'a applied in the new session');
+    expect(port.applied[1]).toEqual({ db: 'a', txids: [101] });
   });
 
   it('new-generation: re-snapshots; a database no longer followed is not downloaded', async () => {
