@@ -367,14 +367,16 @@ export class PrimaryDatabase {
   }
 
   /**
-   * query runs read-only statements: in the query pool when there is one, so that a runaway read is
+   * query runs read-only statements: through the query pool when there is one, so that a runaway read is
    * stopped at the time limit (QUERY_TIMEOUT) and never blocks this thread, where captures, writes and
-   * the stream run; else on the primary's own read-only connection.
+   * the stream run, for more than a slice (it starts on the primary's own read-only connection and what
+   * is still running after the slice moves to a query process); else on that connection, unlimited.
    */
   async query(statements: Statement[]): Promise<QueryResult[]> {
     this.#assertOpen();
     for (const s of statements) checkStatement(s.sql, 'read');
-    if (this.#opts.queryPool) return this.#opts.queryPool.run(this.path, statements);
+    const pool = this.#opts.queryPool;
+    if (pool) return pool.run(this.path, statements, pool.timeoutMs, this.#local);
     return statements.map((s) => {
       const result = runRead(this.#query, s);
       assertNoTransaction(this.#query);
@@ -501,6 +503,8 @@ export class PrimaryDatabase {
   get closed(): boolean {
     return this.#closed;
   }
+
+  readonly #local = (): Connection => this.#query;
 
   #assertOpen(): void {
     if (this.#closed) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is closed`);

@@ -75,8 +75,9 @@ export class ReplicaDatabase extends ReplicaFacade {
   }
 
   /**
-   * query runs read-only statements on the local file: in the query pool when there is one (so a
-   * runaway is stopped at the time limit and never blocks this thread), else on this thread.
+   * query runs read-only statements on the local file: through the query pool when there is one (on
+   * this thread's connection for a slice, then in a query process: a runaway is stopped at the time
+   * limit and never blocks this thread for more than the slice), else on this thread, unlimited.
    */
   async query(statements: Statement[]): Promise<QueryResult[]> {
     if (!this.position) {
@@ -88,7 +89,7 @@ export class ReplicaDatabase extends ReplicaFacade {
     this.#use();
     if (this.queryPool) {
       this.#pooled = true;
-      return this.queryPool.run(this.path, statements);
+      return this.queryPool.run(this.path, statements, this.queryPool.timeoutMs, this.#local);
     }
     const conn = this.#queryConnection();
     return statements.map((s) => runRead(conn, s));
@@ -104,6 +105,7 @@ export class ReplicaDatabase extends ReplicaFacade {
   }
 
   #pageRead: Database.Statement | null = null;
+  readonly #local = (): Database.Database => this.#queryConnection();
 
   /** prepare returns a read-only statement on the local file (for in-process hot paths). */
   prepare(sql: string): Database.Statement {

@@ -12,53 +12,26 @@
  * process takes the request, so process start-up and queueing never eat a query's own time.
  * Processes start lazily (at most `size`), say they are ready before they get work, and stay until
  * `close()`.
+ *
+ * A read given the caller's own connection (`run`'s `local`) first runs on it, on this thread, for a
+ * slice of its limit that SQLite enforces (query-limit-reads.ts); only a read still running at the end
+ * of the slice comes here, with the rest of its limit (docs/ARCHITECTURE.md#query-time-limits).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
 import type { Socket } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { EdgeliteError, isErrorCode } from '../errors.ts';
+import { EdgeliteError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { QueryResult, Statement } from '../protocol.ts';
-import { CHANNEL_FD, IpcMessageDecoder, encodeIpcMessage, type QueryRequest, type IpcError, type IpcReply, type SavepointResult, type WriteRequest, type WriteSync } from './ipc-codec.ts';
+import { CHANNEL_FD, IpcMessageDecoder, encodeIpcMessage, type QueryRequest, type IpcReply, type WriteRequest, type WriteSync } from './ipc-codec.ts';
+import { hasDeadlineHook, queryTimeout } from './query-limit.ts';
+import { DEFAULT_SLICE_MS, readInSlice } from './query-limit-reads.ts';
+import { checkInt, DEFAULT_QUERY_BUSY_TIMEOUT_MS, DEFAULT_QUERY_POOL_SIZE, DEFAULT_QUERY_QUEUE, errorFromReply, KNOWN_OPTIONS, outcomeFromReply, type BatchOutcome, type QueryPoolOptions, type QueryPoolStats } from './query-pool-options.ts';
 
 export type { SavepointResult, WriteSync } from './ipc-codec.ts';
-
-export const DEFAULT_QUERY_POOL_SIZE = Math.max(2, Math.min(4, availableParallelism()));
-export const DEFAULT_QUERY_QUEUE = 1000;
-export const DEFAULT_QUERY_BUSY_TIMEOUT_MS = 5000;
-
-export interface QueryPoolOptions {
-  /** Per-request time limit (ms), queueing included. */
-  timeoutMs: number;
-  /** Most processes running at once. */
-  size?: number;
-  /** Most requests waiting for a process; more are refused with BUSY. */
-  maxQueue?: number;
-  /** SQLite busy_timeout of the processes' connections. */
-  busyTimeoutMs?: number;
-  logger?: Logger;
-}
-
-export interface QueryPoolStats {
-  /** Processes alive and usable (starting or ready). */
-  live: number;
-  /** Processes that said they are ready. */
-  ready: number;
-  busy: number;
-  queued: number;
-  /** Killed processes whose exit has not been seen yet. */
-  dying: number;
-  /** Requests answered with QUERY_TIMEOUT so far (each killed a process). */
-  timeouts: number;
-  /** Requests refused with BUSY so far (queue full, or waited too long). */
-  refused: number;
-  pids: number[];
-}
-
-/** BatchOutcome: a write's outcome, its error rebuilt (ipc-codec.ts's SavepointResult on this side). */
-export type BatchOutcome = { results: QueryResult[] } | { error: EdgeliteError } | { alone: true };
+export { DEFAULT_QUERY_BUSY_TIMEOUT_MS, DEFAULT_QUERY_POOL_SIZE, DEFAULT_QUERY_QUEUE, type BatchOutcome, type QueryPoolOptions, type QueryPoolStats } from './query-pool-options.ts';
 
 interface Job {
   id: number;
@@ -67,6 +40,8 @@ interface Job {
   /** How many writes of a batch have run (progress replies), for the QUERY_TIMEOUT details. */
   completed: number;
   timeoutMs: number;
+  /** The request's whole limit, for QUERY_TIMEOUT (more than timeoutMs when a slice ran in-process). */
+  limitMs: number;
   /** When the running request's time is up (performance.now()). */
   deadline: number;
   timer: ReturnType<typeof setTimeout>;
@@ -82,7 +57,6 @@ interface Member {
   job: Job | null;
 }
 
-const KNOWN_OPTIONS = new Set(['timeoutMs', 'size', 'maxQueue', 'busyTimeoutMs', 'logger']);
 const SQL_PROCESS_PATH = fileURLToPath(new URL('./sql-process.ts', import.meta.url));
 // The processes run sql-process.ts through tsx, the loader the package already runs on.
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
@@ -91,6 +65,8 @@ export class QueryPool {
   readonly timeoutMs: number;
   readonly size: number;
   readonly maxQueue: number;
+  /** The in-process slice of a read given a local connection (ms); 0 when reads never run in-process. */
+  readonly sliceMs: number;
   readonly #busyTimeoutMs: number;
   readonly #logger: Logger;
   readonly #members = new Set<Member>();
@@ -100,6 +76,8 @@ export class QueryPool {
   #nextId = 1;
   #timeouts = 0;
   #refused = 0;
+  #inProcess = 0;
+  #handedOff = 0;
   #closed = false;
 
   constructor(o: QueryPoolOptions) {
@@ -110,6 +88,12 @@ export class QueryPool {
     this.size = checkInt(o.size ?? DEFAULT_QUERY_POOL_SIZE, 'size', 1);
     this.maxQueue = checkInt(o.maxQueue ?? DEFAULT_QUERY_QUEUE, 'maxQueue', 0);
     this.#busyTimeoutMs = checkInt(o.busyTimeoutMs ?? DEFAULT_QUERY_BUSY_TIMEOUT_MS, 'busyTimeoutMs', 0);
+    const inProcess = o.inProcessReads ?? 'auto';
+    if (inProcess !== 'auto' && inProcess !== 'off') {
+      throw new EdgeliteError('BAD_REQUEST', `QueryPool: "inProcessReads" must be 'auto' or 'off', got ${String(inProcess)}`);
+    }
+    const slice = checkInt(o.sliceMs ?? DEFAULT_SLICE_MS, 'sliceMs', 1);
+    this.sliceMs = inProcess === 'auto' && hasDeadlineHook() ? slice : 0;
     this.#logger = o.logger ?? silentLogger;
   }
 
@@ -117,10 +101,30 @@ export class QueryPool {
    * run executes read-only statements on the database file at `path` and resolves with the same
    * results and errors as runRead on an in-process read-only connection, or rejects with QUERY_TIMEOUT
    * once it has run for `timeoutMs`, BUSY when it cannot get a process (queue full, or none free within
-   * `timeoutMs`), UNAVAILABLE when its process dies or the pool is closed.
+   * `timeoutMs`), UNAVAILABLE when its process dies or the pool is closed. Given `local` (the caller's
+   * read-only connection to that file) and a slice (`sliceMs`), it first runs them on that connection
+   * for up to the slice, and sends only what is still running then to a process, with the rest of the
+   * limit (query-limit-reads.ts).
    */
-  run(path: string, statements: Statement[], timeoutMs = this.timeoutMs): Promise<QueryResult[]> {
-    return this.#submit({ path, statements }, timeoutMs) as Promise<QueryResult[]>;
+  async run(path: string, statements: Statement[], timeoutMs = this.timeoutMs, local?: () => Database.Database): Promise<QueryResult[]> {
+    if (!local || this.sliceMs === 0 || this.#closed) return this.#submit({ path, statements }, timeoutMs, timeoutMs) as Promise<QueryResult[]>;
+    checkInt(timeoutMs, 'timeoutMs', 1);
+    const t0 = performance.now();
+    const slice = Math.min(this.sliceMs, timeoutMs);
+    const { results, rest } = readInSlice(local(), statements, slice);
+    if (rest.length === 0) {
+      this.#inProcess++;
+      return results;
+    }
+    const left = Math.ceil(timeoutMs - (performance.now() - t0));
+    if (slice >= timeoutMs || left < 1) {
+      this.#timeouts++;
+      this.#logger({ msg: 'query timed out in-process', timeoutMs, sql: rest[0]!.sql.slice(0, 200) });
+      throw queryTimeout(timeoutMs, false);
+    }
+    this.#handedOff++;
+    const more = (await this.#submit({ path, statements: rest }, left, timeoutMs)) as QueryResult[];
+    return [...results, ...more];
   }
 
   /**
@@ -134,10 +138,10 @@ export class QueryPool {
    * process).
    */
   writeBatch(path: string, batch: Statement[][], sync: WriteSync, timeoutMs = this.timeoutMs): Promise<BatchOutcome[]> {
-    return this.#submit({ path, batch, sync }, timeoutMs) as Promise<BatchOutcome[]>;
+    return this.#submit({ path, batch, sync }, timeoutMs, timeoutMs) as Promise<BatchOutcome[]>;
   }
 
-  #submit(request: Job['request'], timeoutMs: number): Promise<QueryResult[] | BatchOutcome[]> {
+  #submit(request: Job['request'], timeoutMs: number, limitMs: number): Promise<QueryResult[] | BatchOutcome[]> {
     if (this.#closed) return Promise.reject(new EdgeliteError('UNAVAILABLE', 'query pool is closed'));
     checkInt(timeoutMs, 'timeoutMs', 1);
     if (this.#queue.length >= this.maxQueue && !this.#idleMember()) {
@@ -147,7 +151,7 @@ export class QueryPool {
       }));
     }
     return new Promise<QueryResult[] | BatchOutcome[]>((resolve, reject) => {
-      const job: Job = { id: this.#nextId++, request, completed: 0, timeoutMs, deadline: 0, member: null, resolve, reject, timer: undefined! };
+      const job: Job = { id: this.#nextId++, request, completed: 0, timeoutMs, limitMs, deadline: 0, member: null, resolve, reject, timer: undefined! };
       job.timer = setTimeout(() => this.#giveUp(job), timeoutMs);
       this.#queue.push(job);
       this.#pump();
@@ -178,6 +182,8 @@ export class QueryPool {
       dying: this.#processes.size - members.length,
       timeouts: this.#timeouts,
       refused: this.#refused,
+      inProcess: this.#inProcess,
+      handedOff: this.#handedOff,
       pids: members.map((m) => m.child.pid).filter((p): p is number => p !== undefined),
     };
   }
@@ -309,9 +315,7 @@ export class QueryPool {
     this.#timeouts++;
     const r = job.request;
     const write = 'batch' in r;
-    const err = new EdgeliteError('QUERY_TIMEOUT', `${write ? 'write' : 'query'} exceeded the time limit of ${job.timeoutMs} ms${write ? '; nothing of it was committed' : ''}`, {
-      details: write ? { timeoutMs: job.timeoutMs, completed: job.completed } : { timeoutMs: job.timeoutMs },
-    });
+    const err = queryTimeout(job.limitMs, write, job.completed);
     const sql = write ? r.batch[job.completed]?.[0]?.sql : r.statements[0]?.sql;
     this.#logger({ msg: 'query timed out; killing its process', pid: m.child.pid, timeoutMs: job.timeoutMs, sql: sql?.slice(0, 200) });
     m.job = null;
@@ -350,23 +354,3 @@ export class QueryPool {
   }
 }
 
-function outcomeFromReply(o: SavepointResult): BatchOutcome {
-  return 'error' in o ? { error: errorFromReply(o.error) } : o;
-}
-
-/** errorFromReply rebuilds the EdgeliteError the process mapped (sqliteError) on its side. */
-function errorFromReply(e: IpcError): EdgeliteError {
-  const message = typeof e.message === 'string' ? e.message : 'query failed';
-  if (!isErrorCode(e.code)) return new EdgeliteError('INTERNAL', `query process sent an unknown error code: ${message}`);
-  return new EdgeliteError(e.code, message, e.details === undefined ? {} : { details: e.details });
-}
-
-/** MAX_INT32: timers take at most this many ms (setTimeout treats more as 1). */
-const MAX_INT32 = 2 ** 31 - 1;
-
-function checkInt(v: unknown, name: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > MAX_INT32) {
-    throw new EdgeliteError('BAD_REQUEST', `QueryPool: "${name}" must be an integer from ${min} to ${MAX_INT32}, got ${String(v)}`);
-  }
-  return v;
-}

@@ -4,10 +4,12 @@
  * ipc-codec.ts). Named for that, a process that runs SQL, not a "worker": it is neither a Worker nor a
  * worker thread. It stays one spawnable module in shared/node/ because the replica spawns it too (reads)
  * and shared/ never imports primary/. A process, not a worker thread, because SQLite cannot be stopped
- * from JS here: the build omits the progress callback, better-sqlite3 exposes no sqlite3_interrupt, and
+ * from a thread: better-sqlite3 exposes neither sqlite3_interrupt nor a progress handler, and
  * `worker.terminate()` only takes effect when control returns to JS, never inside `sqlite3_step`
  * (measured: a worker thread in an endless `count(*)` kept burning CPU after terminate). SIGKILL always
- * works.
+ * works, whatever a statement does. Our build has a deadline hook now (query-limit.ts), so reads start
+ * on the server's own thread and only those that outlive their slice come here
+ * (docs/ARCHITECTURE.md#query-time-limits); the kill stays the limit of last resort.
  *
  * The process runs one request at a time, through the same code as the in-process paths (runRead and
  * runWrite, and sqliteError for every error), so results and errors are the same. Reads go to read-only

@@ -74,12 +74,9 @@ describe('a runaway query on a replica', () => {
     const db = replica.store.get('app')!;
     const pool = db.queryPool!;
     expect(pool.size).toBeGreaterThanOrEqual(2);
-    // Warm the pool to full strength, so the runaway and the other reads each have a process.
-    await waitFor(async () => {
-      await Promise.all(Array.from({ length: pool.size * 2 }, () => post(`${replica.url}/v1/db/app/query`, { sql: 'SELECT 1' })));
-      const s = pool.stats();
-      return s.live === pool.size && s.busy === 0;
-    }, 'query processes started', 60_000);
+    // Warm the pool to full strength (reads end in-process, within their slice, and start none).
+    pool.warm();
+    await waitFor(() => pool.stats().ready === pool.size, 'query processes started', 60_000);
     const pidsBefore = pool.stats().pids;
 
     const startTxid = db.position!.txid;
@@ -125,6 +122,9 @@ describe('a runaway query on a replica', () => {
     await waitFor(() => pool.stats().dying === 0 && pool.stats().live === pool.size, 'killed process reaped and replaced');
     const s = pool.stats();
     expect(s.timeouts).toBe(1);
+    // The runaway outlived its in-process slice and was handed to a process; the other reads were not.
+    expect(s.handedOff).toBe(1);
+    expect(s.inProcess).toBeGreaterThanOrEqual(latencies.length);
     const killed = pidsBefore.filter((p) => !s.pids.includes(p));
     expect(killed).toHaveLength(1);
     expect(isAlive(killed[0]!)).toBe(false);
