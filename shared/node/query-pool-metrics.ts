@@ -15,6 +15,8 @@ export function queryPoolMetrics(m: MetricsText, pool: QueryPool): void {
   m.gauge('edgelite_query_pool_busy', 'Query processes running a request.')(s.busy);
   m.gauge('edgelite_query_pool_queued', 'Requests waiting for a query process.')(s.queued);
   m.gauge('edgelite_query_pool_dying', 'Killed query processes whose exit has not been seen yet.')(s.dying);
-  m.counter('edgelite_query_pool_timeouts_total', 'Requests answered with QUERY_TIMEOUT (each killed its process).')(s.timeouts);
+  m.counter('edgelite_query_pool_timeouts_total', 'Requests answered with QUERY_TIMEOUT (each killed its process, unless stopped in-process).')(s.timeouts);
+  m.counter('edgelite_query_inprocess_total', 'Reads answered in the server process, within their slice of the time limit.')(s.inProcess);
+  m.counter('edgelite_query_handoffs_total', 'Reads stopped at the end of their in-process slice and handed to a query process.')(s.handedOff);
   m.counter('edgelite_query_pool_refused_total', 'Requests refused with BUSY (queue full, or no process free in time).')(s.refused);
 }

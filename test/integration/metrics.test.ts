@@ -216,6 +216,9 @@ describe('GET /metrics', () => {
       expect(runaway.json.error.code).toBe('QUERY_TIMEOUT');
       const after = await scrape(url);
       expect(after.get('edgelite_query_pool_timeouts_total')).toBe(before.get('edgelite_query_pool_timeouts_total')! + 1);
+      // It started in-process and outlived its slice.
+      expect(after.get('edgelite_query_handoffs_total')).toBe(before.get('edgelite_query_handoffs_total')! + 1);
+      expect(after.types.get('edgelite_query_inprocess_total')).toBe('counter');
       expect(after.get('edgelite_query_pool_busy')).toBe(0);
       expect(after.get('edgelite_query_pool_queued')).toBe(0);
       expect(after.types.get('edgelite_query_pool_timeouts_total')).toBe('counter');
