@@ -22,11 +22,11 @@ import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { EdgeliteError, toEdgeliteError } from '../errors.ts';
-import type { Statement } from '../protocol.ts';
-import { clearStatementCache, runRead, runWrite, sqliteError } from '../sql.ts';
+import { clearStatementCache, runRead, sqliteError } from '../sql.ts';
 import { assertNoTransaction } from '../statement-policy.ts';
 import { CHANNEL_FD, encodeIpcMessage, IpcMessageDecoder, type IpcReply, type IpcRequest, type SavepointResult, type WriteRequest } from './ipc-codec.ts';
 import { openWriter } from './sqlite-writer.ts';
+import { runBatch } from './write-batch.ts';
 
 /** MAX_OPEN_FILES bounds the connections one process keeps (database-per-tenant replicas have many). */
 export const MAX_OPEN_FILES = 64;
@@ -44,9 +44,6 @@ setInterval(() => {
   if (process.ppid !== workerData.ppid) process.kill(process.pid, 'SIGKILL');
 }, workerData.everyMs);
 `;
-
-/** NOT_IN_TRANSACTION: SQLite's message for a statement that must run on its own (VACUUM). */
-const NOT_IN_TRANSACTION = /from within a transaction/;
 
 /** SqlServer answers requests on its own connections; one per query process. */
 export class SqlServer {
@@ -106,31 +103,11 @@ export class SqlServer {
   #write(req: WriteRequest, progress: (reply: IpcReply) => void): IpcReply {
     const conn = this.#connection(`w:${req.sync}:${req.path}`, () =>
       openWriter(req.path, { synchronous: req.sync, busyTimeoutMs: this.#busyTimeoutMs }, { fileMustExist: true }));
-    conn.exec('BEGIN IMMEDIATE');
-    let outcomes: SavepointResult[];
-    try {
-      outcomes = req.batch.map((statements, i) => {
-        const outcome = savepoint(conn, statements);
-        if (req.batch.length > 1) progress({ id: req.id, done: i });
-        return outcome;
-      });
-      if (!conn.inTransaction) throw new EdgeliteError('BAD_REQUEST', 'a statement ended the write transaction; it was not committed');
-    } catch (err) {
-      if (conn.inTransaction) conn.exec('ROLLBACK');
-      throw err;
-    }
-    if (req.batch.length === 1 && 'alone' in outcomes[0]!) {
-      conn.exec('ROLLBACK');
-      const results = req.batch[0]!.map((s) => runWrite(conn, s));
-      assertNoTransaction(conn);
-      return { id: req.id, outcomes: [{ results }] };
-    }
-    if (!outcomes.some((o) => 'results' in o)) {
-      // Nothing to keep: a COMMIT would still write the pages a rolled-back savepoint touched.
-      conn.exec('ROLLBACK');
-      return { id: req.id, outcomes };
-    }
-    this.#prepared = { id: req.id, conn, outcomes };
+    const run = runBatch(conn, req.batch, (i) => {
+      if (req.batch.length > 1) progress({ id: req.id, done: i });
+    });
+    if (!run.open) return { id: req.id, outcomes: run.outcomes };
+    this.#prepared = { id: req.id, conn, outcomes: run.outcomes };
     return { id: req.id, prepared: true };
   }
 
@@ -177,26 +154,6 @@ export class SqlServer {
     this.#conns.delete(key);
     clearStatementCache(conn);
     conn.close();
-  }
-}
-
-/**
- * savepoint runs one write of a batch inside its own savepoint: its error rolls back this write only,
- * as its own transaction would have.
- */
-function savepoint(conn: Database.Database, statements: Statement[]): SavepointResult {
-  conn.exec('SAVEPOINT edgelite_write');
-  try {
-    const results = statements.map((s) => runWrite(conn, s));
-    conn.exec('RELEASE edgelite_write');
-    return { results };
-  } catch (err) {
-    // Some errors end the whole transaction (ON CONFLICT ROLLBACK, a full disk): the batch fails.
-    if (!conn.inTransaction) throw err;
-    conn.exec('ROLLBACK TO edgelite_write');
-    conn.exec('RELEASE edgelite_write');
-    const e = sqliteError(err);
-    return NOT_IN_TRANSACTION.test(e.message) ? { alone: true } : { error: e.toBody().error };
   }
 }
 
