@@ -87,8 +87,13 @@ export class PrimaryDatabase {
     this.path = path;
     this.#opts = opts;
     const pool = opts.queryPool;
+    // With synchronous=NORMAL a commit costs no fsync, so batches start on this thread's writer for a
+    // slice of the limit (write-queue.ts); with FULL they always go to a process (the fsync off the loop).
+    const local = pool && pool.sliceMs > 0 && opts.synchronous === 'normal'
+      ? { conn: () => this.#writer, sliceMs: pool.sliceMs, busyTimeoutMs: opts.busyTimeoutMs }
+      : undefined;
     this.#writes = pool
-      ? new WriteQueue({ pool, path, sync: opts.synchronous, waitMs: pool.timeoutMs, onCommitted: () => this.capture() })
+      ? new WriteQueue({ pool, path, sync: opts.synchronous, waitMs: pool.timeoutMs, onCommitted: () => this.capture(), ...(local ? { local } : {}) })
       : null;
     const stateDir = stateDirOf(dataDir, name);
     mkdirSync(stateDir, { recursive: true });

@@ -12,11 +12,22 @@
  * a batch that failed as a whole (a failed COMMIT), is sent again alone; when a batch times out, the
  * writes that had run go again, and the one running at the limit is sent again alone, so only a write
  * that exceeds the limit on its own gets QUERY_TIMEOUT (never committed).
+ *
+ * With `local` (synchronous=NORMAL: no fsync per commit), a batch first runs on the primary's own writer,
+ * on this thread, for a slice of the limit that SQLite enforces (shared/node/write-batch.ts): nearly
+ * every write commits there. A batch stopped at the end of its slice was rolled back whole: a lone write
+ * goes to a query process with the rest of its limit, the writes of a larger batch are queued again
+ * alone (each with its whole limit), so a write never holds the event loop for more than about one
+ * slice, and 408 still means not committed (docs/ARCHITECTURE.md#query-time-limits).
  */
 import { EdgeliteError } from '../shared/errors.ts';
+import type Database from 'better-sqlite3';
+import { queryTimeout } from '../shared/node/query-limit.ts';
+import { outcomeFromReply } from '../shared/node/query-pool-options.ts';
 import type { BatchOutcome, QueryPool, WriteSync } from '../shared/node/query-pool.ts';
+import { writeInSlice, type SliceWrite } from '../shared/node/write-batch.ts';
 import type { Statement } from '../shared/protocol.ts';
-import type { StatementResult } from '../shared/sql.ts';
+import { sqliteError, type StatementResult } from '../shared/sql.ts';
 
 export const DEFAULT_MAX_WAITING_WRITES = 1000;
 /** MAX_BATCH: most writes in one batch (one transaction); more wait for the next. */
@@ -31,6 +42,8 @@ export interface WriteQueueOptions {
   maxWaiting?: number;
   /** Called after each batch that may have committed, before its writers are answered (capture). */
   onCommitted: () => void;
+  /** The primary's own writer, where a batch runs first for `sliceMs` (absent: always in a process). */
+  local?: { conn: () => Database.Database; sliceMs: number; busyTimeoutMs: number };
 }
 
 interface Write {
@@ -57,6 +70,10 @@ export interface WriteQueueStats {
   waiting: number;
   /** Whether a batch is in a query process now. */
   busy: boolean;
+  /** Batches committed on the primary's own thread, within their slice. */
+  inProcess: number;
+  /** Batches stopped at the end of their slice (rolled back) and run again elsewhere. */
+  handedOff: number;
 }
 
 export class WriteQueue {
@@ -67,6 +84,9 @@ export class WriteQueue {
   #closed = false;
   #batches = 0;
   #writes = 0;
+  #inProcess = 0;
+  #handedOff = 0;
+  #scheduled = false;
 
   constructor(o: WriteQueueOptions) {
     this.#o = o;
@@ -85,7 +105,7 @@ export class WriteQueue {
   stats(): WriteQueueStats {
     let waiting = 0;
     for (const item of this.#queue) if ('statements' in item) waiting++;
-    return { batches: this.#batches, writes: this.#writes, waiting, busy: this.#inFlight };
+    return { batches: this.#batches, writes: this.#writes, waiting, busy: this.#inFlight, inProcess: this.#inProcess, handedOff: this.#handedOff };
   }
 
   /** submit queues one write (its statements are one transaction) and resolves once it is committed. */
@@ -106,6 +126,20 @@ export class WriteQueue {
         }));
       }, this.#o.waitMs);
       this.#queue.push(write);
+      this.#schedule();
+    });
+  }
+
+  /**
+   * #schedule pumps now, or with `local` at the end of this turn of the event loop (setImmediate), so
+   * that the writes that arrive together still share a batch when batches run on this thread.
+   */
+  #schedule(): void {
+    if (!this.#o.local) return this.#pump();
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
       this.#pump();
     });
   }
@@ -160,11 +194,50 @@ export class WriteQueue {
         if (next.alone) break;
       }
       this.#inFlight = true;
-      this.#o.pool.writeBatch(this.#o.path, batch.map((w) => w.statements), this.#o.sync).then(
-        (outcomes) => this.#done(batch, outcomes),
-        (err: unknown) => this.#failed(batch, err as EdgeliteError),
-      );
+      if (this.#o.local) this.#runLocal(batch, this.#o.local);
+      else this.#send(batch, this.#o.pool.timeoutMs);
     }
+  }
+
+  /** #send runs the batch in a query process, with `timeoutMs` of its limit left. */
+  #send(batch: Write[], timeoutMs: number): void {
+    this.#o.pool.writeBatch(this.#o.path, batch.map((w) => w.statements), this.#o.sync, timeoutMs, this.#o.pool.timeoutMs).then(
+      (outcomes) => this.#done(batch, outcomes),
+      (err: unknown) => this.#failed(batch, err as EdgeliteError),
+    );
+  }
+
+  /**
+   * #runLocal runs the batch on the primary's writer for its slice and answers it; else, nothing of it
+   * committed: a batch stopped at the end of its slice is queued again write by write (a lone one goes
+   * to a process with the rest of its limit), and one that could not run here goes to a process whole.
+   */
+  #runLocal(batch: Write[], local: NonNullable<WriteQueueOptions['local']>): void {
+    const limitMs = this.#o.pool.timeoutMs;
+    const slice = Math.min(local.sliceMs, limitMs);
+    const t0 = performance.now();
+    let run: SliceWrite;
+    try {
+      run = writeInSlice(local.conn(), batch.map((w) => w.statements), slice, local.busyTimeoutMs);
+    } catch (err) {
+      this.#failed(batch, sqliteError(err));
+      return;
+    }
+    if ('outcomes' in run) {
+      this.#inProcess++;
+      this.#done(batch, run.outcomes.map(outcomeFromReply));
+      return;
+    }
+    this.#handedOff++;
+    if (run.handOff !== 'stopped') return this.#send(batch, limitMs);
+    if (batch.length > 1) {
+      this.#inFlight = false;
+      this.#queue.unshift(...batch.map((w) => ({ ...w, alone: true })));
+      return;
+    }
+    const left = Math.ceil(limitMs - (performance.now() - t0));
+    if (slice >= limitMs || left < 1) return this.#failed(batch, queryTimeout(limitMs, true, 0));
+    this.#send(batch, left);
   }
 
   #done(batch: Write[], outcomes: BatchOutcome[]): void {

@@ -135,10 +135,10 @@ export class QueryPool {
    * must be sent again in a batch of its own). Rejects as run does, for the whole batch; QUERY_TIMEOUT
    * means nothing of it was committed, and its `details.completed` says how many writes had run. The
    * caller makes sure one batch per file is in flight (another would wait on SQLite's lock in its
-   * process).
+   * process). `limitMs` is the limit QUERY_TIMEOUT reports (the whole one, when a slice ran in-process).
    */
-  writeBatch(path: string, batch: Statement[][], sync: WriteSync, timeoutMs = this.timeoutMs): Promise<BatchOutcome[]> {
-    return this.#submit({ path, batch, sync }, timeoutMs, timeoutMs) as Promise<BatchOutcome[]>;
+  writeBatch(path: string, batch: Statement[][], sync: WriteSync, timeoutMs = this.timeoutMs, limitMs = timeoutMs): Promise<BatchOutcome[]> {
+    return this.#submit({ path, batch, sync }, timeoutMs, limitMs) as Promise<BatchOutcome[]>;
   }
 
   #submit(request: Job['request'], timeoutMs: number, limitMs: number): Promise<QueryResult[] | BatchOutcome[]> {

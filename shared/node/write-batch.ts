@@ -102,38 +102,46 @@ function busyTimeout(conn: Database.Database, ms: number): void {
 }
 
 /**
- * writeInSlice runs a batch on the primary's own writer (`conn`) for at most `sliceMs` and commits it:
- * it resolves with the outcomes of a committed batch, or null when nothing of it was committed and it
- * must go to a query process instead: stopped at the end of the slice, another connection holding the
- * write lock (it never waits for one on this thread: busy_timeout 0 meanwhile), or a write that must
- * run on its own (VACUUM: run here, a stop midway would leave part of it done). Other errors are
- * thrown as the query process would answer them (the batch rolled back).
+ * SliceWrite: a batch committed in its slice (its outcomes), or nothing of it committed and why:
+ * `stopped` at the end of the slice, `busy` (another connection holds the write lock: this thread never
+ * waits for it, busy_timeout is 0 meanwhile), or `alone` (a write of several statements, one of which
+ * must run outside a transaction: not here, where a stop midway would leave part of it done).
  */
-export function writeInSlice(conn: Database.Database, batch: Statement[][], sliceMs: number, busyTimeoutMs: number): SavepointResult[] | null {
+export type SliceWrite = { outcomes: SavepointResult[] } | { handOff: 'stopped' | 'busy' | 'alone' };
+
+/**
+ * writeInSlice runs a batch on the primary's own writer (`conn`) for at most `sliceMs` and commits it,
+ * or rolls it all back (SliceWrite). Other errors are thrown as a query process would answer them, the
+ * batch rolled back.
+ */
+export function writeInSlice(conn: Database.Database, batch: Statement[][], sliceMs: number, busyTimeoutMs: number): SliceWrite {
   busyTimeout(conn, 0);
   armDeadline(conn, sliceMs);
   let run: BatchRun;
   try {
-    run = runBatch(conn, batch, undefined, false);
+    // A lone one-statement write SQLite will not run in a transaction (VACUUM) runs here on its own: a
+    // stop rolls that one statement back whole. With more statements, a stop could leave some done.
+    run = runBatch(conn, batch, undefined, batch.length === 1 && batch[0]!.length === 1);
   } catch (err) {
     const stopped = stoppedByDeadline(conn, err);
     busyTimeout(conn, busyTimeoutMs);
     if (conn.inTransaction) conn.exec('ROLLBACK');
-    if (stopped || /^SQLITE_(BUSY|LOCKED)/.test(sqliteCodeOf(err))) return null;
+    if (stopped) return { handOff: 'stopped' };
+    if (/^SQLITE_(BUSY|LOCKED)/.test(sqliteCodeOf(err))) return { handOff: 'busy' };
     throw sqliteError(err);
   }
   disarmDeadline(conn);
   busyTimeout(conn, busyTimeoutMs);
   if (run.outcomes.some((o) => 'alone' in o) && batch.length === 1) {
     if (run.open) conn.exec('ROLLBACK');
-    return null;
+    return { handOff: 'alone' };
   }
-  if (!run.open) return run.outcomes;
+  if (!run.open) return { outcomes: run.outcomes };
   try {
     conn.exec('COMMIT');
   } catch (err) {
     if (conn.inTransaction) conn.exec('ROLLBACK');
     throw sqliteError(err);
   }
-  return run.outcomes;
+  return { outcomes: run.outcomes };
 }
