@@ -68,15 +68,16 @@ describe('in-process writes', () => {
       [s('VACUUM')],
       [s("INSERT INTO kv VALUES (5, NULL)"), [...s('DELETE FROM kv WHERE k > 50'), ...s("INSERT INTO kv VALUES (400, 'c') RETURNING k, v")]],
     ];
-    // Compared from here: the table's creation above took one more txid through a query process.
-    const start = { local: local.db.position.txid, remote: remote.db.position.txid };
+    const start = local.db.position.txid;
     for (const round of rounds) {
       // Each round's writes arrive together, so they share a batch on both sides.
       expect(await settle(local.db, round)).toEqual(await settle(remote.db, round));
     }
     const digest = (db: PrimaryDatabase) => db.query(s('SELECT group_concat(k || v) FROM (SELECT * FROM kv ORDER BY k)'));
     expect(await digest(local.db)).toEqual(await digest(remote.db));
-    expect(local.db.position.txid - start.local).toBe(remote.db.position.txid - start.remote);
+    // One transaction per round here (each round's writes share a batch). A query process's path may take
+    // one txid more (its writer's first open), so txids are not compared across the two.
+    expect(local.db.position.txid - start).toBe(rounds.length);
     expect(local.db.writeStats).toMatchObject({ handedOff: 0 });
     expect(local.db.writeStats!.inProcess).toBeGreaterThanOrEqual(rounds.length);
     expect(remote.db.writeStats).toMatchObject({ inProcess: 0, handedOff: 0 });
