@@ -105,15 +105,26 @@ export function logged(p: EdgeliteProcess, msg: string): Array<Record<string, un
   return p.logs.filter((l) => l.msg === msg);
 }
 
-/** freePort asks the kernel for a free loopback port (for a primary that must come back on the same one). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * freePort finds a free loopback port for a process that must come back on the same one after a
+ * restart. It picks below Linux's ephemeral range (32768-60999 by default): a port from that range,
+ * even one the kernel gave out as free, can be taken while the process is down by the source port of
+ * any outgoing connection on the machine (another test's client), and the restart then fails with
+ * EADDRINUSE.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('freePort: no free loopback port in 20000-31999 after 200 tries');
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
 }
 
