@@ -35,6 +35,7 @@ import { type ApplierOptions, checkApplierOptions, DEFAULT_DURABLE } from './app
 import { snapshotInput } from './apply-checks.ts';
 import { type CheckpointResult, PageWriter, type Row } from './page-writer.ts';
 import { fileSignature } from './sqlite-file.ts';
+import { type InstallableSnapshot, isEmptyFile } from './snapshot-file.ts';
 
 export { type ApplierOptions, DEFAULT_DURABLE, WRITER_BUSY_TIMEOUT_MS } from './apply-options.ts';
 export type { CheckpointResult } from './page-writer.ts';
@@ -45,6 +46,7 @@ export class PageApplier {
   readonly #sidecar: PositionWriter;
   readonly #log: (message: string) => void;
   readonly #closeReaders: () => void;
+  readonly #durable: boolean;
   #state: ReplicaState | null = null;
   #sum: DatabaseChecksum | null = null;
   #pageSize: number | null = null;
@@ -59,7 +61,8 @@ export class PageApplier {
   private constructor(path: string, writer: PageWriter, options: ApplierOptions) {
     this.path = path;
     this.#writer = writer;
-    this.#sidecar = new PositionWriter(positionFilePath(path), { durable: options.durable ?? DEFAULT_DURABLE });
+    this.#durable = options.durable ?? DEFAULT_DURABLE;
+    this.#sidecar = new PositionWriter(positionFilePath(path), { durable: this.#durable });
     const log = options.log ?? ((message: string) => console.warn(message));
     this.#log = log;
     this.#closeReaders = options.closeReaders ?? (() => {});
@@ -257,6 +260,43 @@ export class PageApplier {
     this.#writer.dropCache();
     this.#persist({ committed: done.state, pending: null });
     return done.state.position;
+  }
+
+  /**
+   * installFile takes a downloaded, verified snapshot file as the database when the local file is still
+   * empty (a first bootstrap, docs/ARCHITECTURE.md#bootstrap-by-file): page 1 made local in the
+   * download, which the kernel then copies into the empty file in place (PageWriter.install), with the
+   * same pending-then-committed sidecar records as restoreSnapshot, so a kill at any point reconciles
+   * by checksum. No page goes through SQLite and no WAL is written. False when the file is not empty:
+   * nothing changed, restoreSnapshot does it instead.
+   */
+  installFile(file: InstallableSnapshot): boolean {
+    this.#checkOpen();
+    if (this.#state !== null || this.#pageSize !== null || this.#pageCount !== 0 || !isEmptyFile(this.path)) return false;
+    this.#writable();
+    const { position, databaseId, pageSize, length } = file.head;
+    const page1 = file.page1();
+    const cookie = schemaCookieOf(page1);
+    const cookieDelta = cookie > this.#localCookie ? 0 : (this.#localCookie + 1 - cookie) >>> 0;
+    const header = { cookieDelta, format: formatOf(page1) };
+    const state: ReplicaState = { databaseId, pageSize, position: { ...position }, header };
+    file.preparePage1(toLocalPage1(page1, header), this.#durable);
+    this.#persist({ committed: null, pending: { from: null, to: state } });
+    try {
+      this.#closeReaders();
+      this.#writer.install(file.path);
+    } catch (err) {
+      this.#clearPending(null);
+      throw err;
+    }
+    this.#state = state;
+    this.#sum = file.checksum;
+    this.#pageSize = pageSize;
+    this.#pageCount = length / pageSize;
+    this.#localCookie = (cookie + cookieDelta) >>> 0;
+    this.#persist({ committed: state, pending: null });
+    this.suspend(); // closed like an idle database: the first write reopens it without reading it all again
+    return true;
   }
 
   /**

@@ -14,6 +14,7 @@ import type { ChangeSet, PageImage, Position } from '../shared/types.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaFacade } from '../shared/replica-facade.ts';
 import { PageApplier } from './apply.ts';
+import type { InstallableSnapshot } from './snapshot-file.ts';
 
 export { CONTACT_GRACE_MS, type PrimaryView } from '../shared/lag.ts';
 
@@ -72,6 +73,21 @@ export class ReplicaDatabase extends ReplicaFacade {
     if (this.#query) clearStatementCache(this.#query);
     this.noteApplied(timestamp, pos);
     return pos;
+  }
+
+  /**
+   * takeSnapshot replaces the database with a downloaded, verified snapshot: the file itself when there
+   * is no local file yet (PageApplier.installFile: nothing copied), else its pages (restore). Says which.
+   */
+  takeSnapshot(file: InstallableSnapshot & { pages(): Iterable<PageImage> }, timestamp: number): 'file' | 'pages' {
+    this.#use();
+    if (this.#applier.installFile(file)) {
+      this.needsSnapshot = null;
+      this.noteApplied(timestamp, file.head.position);
+      return 'file';
+    }
+    this.restore(file.pages(), file.head.position, file.head.databaseId, timestamp);
+    return 'pages';
   }
 
   /**

@@ -174,9 +174,10 @@ export class NodeFollowerPort implements FollowerPort {
   }
 
   /**
-   * snapshot downloads a snapshot to a temp file (verified against its position as it arrives), applies
-   * it from there and removes the file, whatever happens. A file of another page size takes a new
-   * local file (store.recreate), fed from the same download.
+   * snapshot downloads a snapshot to a temp file (verified against its position as it arrives), takes
+   * it (the file itself when there is no local file yet, else its pages: ReplicaDatabase.takeSnapshot)
+   * and removes the temp name, whatever happens. A file of another page size takes a new local file
+   * (store.recreate), fed from the same download.
    */
   async snapshot(name: string, reason: string, signal: AbortSignal, onProgress: () => void): Promise<void> {
     const store = this.#store;
@@ -185,18 +186,19 @@ export class NodeFollowerPort implements FollowerPort {
     const started = Date.now();
     const file = await downloadSnapshot(this.#client, name, snapshotTempPath(db.path), { signal, onProgress, logger: this.#logger });
     const downloaded = Date.now();
-    const { position, databaseId, length } = file.head;
+    const { position, length } = file.head;
+    let how: 'file' | 'pages';
     try {
       try {
-        db.restore(file.pages(), position, databaseId, Date.now());
+        how = db.takeSnapshot(file, Date.now());
       } catch (err) {
         if (!(err instanceof EdgeliteError) || err.details?.reason !== 'page-size') throw err;
-        store.recreate(name).restore(file.pages(), position, databaseId, Date.now());
+        how = store.recreate(name).takeSnapshot(file, Date.now());
       }
     } finally {
       file.remove();
     }
     const done = Date.now();
-    this.#logger({ msg: 'snapshot applied', db: name, reason, txid: position.txid, generation: position.generation, bytes: length, ms: done - started, downloadMs: downloaded - started, applyMs: done - downloaded });
+    this.#logger({ msg: 'snapshot applied', db: name, reason, how, txid: position.txid, generation: position.generation, bytes: length, ms: done - started, downloadMs: downloaded - started, applyMs: done - downloaded });
   }
 }

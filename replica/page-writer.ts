@@ -80,6 +80,38 @@ export class PageWriter {
   }
 
   /**
+   * install copies the database file `from` (complete and verified, page 1 already local) into this
+   * writer's empty file in place: the same inode, so a reader that opened the empty file first sees
+   * the database, like after any apply (docs/ARCHITECTURE.md#bootstrap-by-file). The kernel copies
+   * (copy_file_range), no page goes through SQLite. An exclusive lock keeps readers out while the copy
+   * runs (the copy's own descriptor is closed, and so POSIX releases the lock, only once it is
+   * complete). The connection is closed afterwards (it knew the file empty, in rollback mode): the
+   * next write reopens it on the database, in WAL mode. A failed copy truncates the file back to empty.
+   */
+  install(from: string): void {
+    const { db } = this.#connected();
+    try {
+      db.exec('BEGIN EXCLUSIVE');
+    } catch (err) {
+      throw sqliteError(err, `locking ${this.path} to install a snapshot`);
+    }
+    try {
+      fs.copyFileSync(from, this.path);
+      if (this.#options.durable) fsyncFile(this.path);
+    } catch (err) {
+      fs.truncateSync(this.path, 0);
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new EdgeliteError(code === 'ENOSPC' ? 'DISK_FULL' : 'IO_ERROR', `installing a snapshot in ${this.path}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      try {
+        db.exec('ROLLBACK');
+      } finally {
+        this.close();
+      }
+    }
+  }
+
+  /**
    * setWalMode fixes the page size of an empty file and switches it to WAL (its first write). On a file
    * it may not write this fails SQLITE_READONLY like any write, and the connection is reopened next time.
    */
@@ -145,6 +177,15 @@ export class PageWriter {
   #connected(): { db: Database.Database; write: Database.Statement } {
     if (this.#conn === null) throw this.#readOnly!;
     return this.#conn;
+  }
+}
+
+function fsyncFile(path: string): void {
+  const fd = fs.openSync(path, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

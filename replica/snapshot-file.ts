@@ -74,29 +74,70 @@ export async function downloadSnapshot(source: SnapshotSource, name: string, pat
   const sink = new FileSink(name, path, options.logger);
   try {
     const head = await source.snapshot(name, sink, options.signal, options.onProgress);
-    await sink.finish();
-    return new SnapshotFile(path, head, options.logger);
+    const checksum = await sink.finish();
+    return new SnapshotFile(path, head, checksum, options.logger);
   } catch (err) {
     await sink.discard();
     throw err;
   }
 }
 
-/**
- * SnapshotFile is a downloaded, verified snapshot: its position and its pages, read from the file on
- * demand. remove() deletes it; call it once the pages are applied (or will not be).
- */
-export class SnapshotFile {
+/** isEmptyFile says whether `path` is a file of 0 bytes with no WAL beside it holding frames. */
+export function isEmptyFile(path: string): boolean {
+  const size = (p: string) => fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
+  return fs.existsSync(path) && size(path) === 0 && size(`${path}-wal`) === 0;
+}
+
+/** What PageApplier.installFile needs of a downloaded snapshot to take the file itself as the database. */
+export interface InstallableSnapshot {
   readonly path: string;
   readonly head: SnapshotHead;
+  /** The page hashes taken while it arrived: their value is the head's checksum (verified). */
+  readonly checksum: DatabaseChecksum;
+  page1(): Uint8Array;
+  /** preparePage1 writes page 1 in place if `local` differs from it, then fsyncs the file if `durable`. */
+  preparePage1(local: Uint8Array, durable: boolean): void;
+}
+
+/**
+ * SnapshotFile is a downloaded, verified snapshot: its position and its pages, read from the file on
+ * demand, or the file itself taken as the database (InstallableSnapshot). remove() deletes its name;
+ * call it once the pages are applied (or will not be); a file installed keeps the database's name.
+ */
+export class SnapshotFile implements InstallableSnapshot {
+  readonly path: string;
+  readonly head: SnapshotHead;
+  readonly checksum: DatabaseChecksum;
   readonly #logger: Logger;
   #fd: number | null;
 
-  constructor(path: string, head: SnapshotHead, logger: Logger) {
+  constructor(path: string, head: SnapshotHead, checksum: DatabaseChecksum, logger: Logger) {
     this.path = path;
     this.head = head;
+    this.checksum = checksum;
     this.#logger = logger;
     this.#fd = fs.openSync(path, 'r');
+  }
+
+  page1(): Uint8Array {
+    const page = new Uint8Array(this.head.pageSize);
+    this.#read(page, page.length, 0);
+    return page;
+  }
+
+  preparePage1(local: Uint8Array, durable: boolean): void {
+    const same = Buffer.from(this.page1()).equals(local);
+    if (same && !durable) return;
+    let fd: number | null = null;
+    try {
+      fd = fs.openSync(this.path, 'r+');
+      if (!same) fs.writeSync(fd, local, 0, local.length, 0);
+      if (durable) fs.fsyncSync(fd);
+    } catch (err) {
+      throw ioError(`preparing snapshot file ${this.path} as a database`, err);
+    } finally {
+      if (fd !== null) fs.closeSync(fd);
+    }
   }
 
   /**
@@ -197,8 +238,8 @@ class FileSink implements SnapshotSink {
     this.#progress?.note(this.#written + this.#fill);
   }
 
-  /** finish writes what is staged, closes the file and checks the checksum against the position. */
-  async finish(): Promise<void> {
+  /** finish writes what is staged, closes the file, checks the checksum against the position and returns it. */
+  async finish(): Promise<DatabaseChecksum> {
     const head = this.#head;
     if (this.#file === null || this.#sum === null || head === null) throw new EdgeliteError('INTERNAL', `snapshot of ${this.#name} finished before it opened`);
     await this.#flush();
@@ -215,6 +256,7 @@ class FileSink implements SnapshotSink {
       throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'snapshot-checksum' } });
     }
     this.#progress?.done();
+    return this.#sum;
   }
 
   /**
