@@ -233,7 +233,7 @@ describe('a migration on replicas', () => {
     })();
     const run = await runEdgelite(['migrate', migrations, '--db', 'app', '--primary', primary.url]);
     expect(run.status, `${run.stdout}${run.stderr}`).toBe(0);
-    const target = (await info(primary.url, 'app'))!.txid;
+    const target = (await info(primary.url, 'app'))!.txid!;
     await waitFor(() => (replica.position('app')?.txid ?? 0) >= target, 'the embedded replica applied the migration');
     running = false;
     await loop;
