@@ -1,7 +1,9 @@
 /**
  * `edgelite export` downloads each database as a consistent snapshot (GET /v1/db/{name}/snapshot,
  * README.md#http-api) into its temp directory with the replica's own verified download
- * (replica/snapshot-file.ts: length, position digest and page checksum checked as it arrives).
+ * (replica/snapshot-file.ts: length, position digest and page checksum checked as it arrives). The URL
+ * may be the primary's or a Node replica's: both serve the route in one wire format, a replica at its
+ * own position (README.md#analytics-export).
  */
 import { linkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,7 +19,7 @@ export interface Downloaded {
   position: PositionJSON;
 }
 
-/** download fetches `db`'s snapshot from `url` to `dir/<db>.db`. A server without the route (a replica) is NOT_FOUND, said plainly. */
+/** download fetches `db`'s snapshot from `url` to `dir/<db>.db`. A server without the route (the Worker replica) is NOT_FOUND, said plainly. */
 export async function download(url: string, token: string | undefined, db: string, dir: string): Promise<Downloaded> {
   const client = new PrimaryClient({ url, ...(token ? { token } : {}), requestTimeoutMs: 0 });
   try {
@@ -31,7 +33,7 @@ export async function download(url: string, token: string | undefined, db: strin
     return { db, path, position: { generation: position.generation, txid: position.txid, checksum: formatChecksum(position.checksum) } };
   } catch (err) {
     if (err instanceof EdgeliteError && err.code === 'NOT_FOUND') {
-      throw new EdgeliteError('NOT_FOUND', `${url} serves no snapshots of ${db} (${err.message}): give the primary's URL`, { cause: err });
+      throw new EdgeliteError('NOT_FOUND', `${url} serves no snapshots of ${db} (${err.message}): give the URL of the primary or of a Node replica (the Worker replica serves none)`, { cause: err });
     }
     throw err;
   } finally {

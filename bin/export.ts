@@ -17,7 +17,7 @@ import { plan, type PlannedTable } from './export-plan.ts';
 import { forEachDatabase, progress } from './export-progress.ts';
 import { EXPORT_FORMATS, tableFileName, tenantColumnOf, writeExport, type ExportFormat } from './export-write.ts';
 
-export const EXPORT_USAGE = 'usage: edgelite export NAME | --all --format parquet|csv|duckdb --out PATH --primary URL [--token T]   (token also EDGELITE_TOKEN; needs the replicate right)';
+export const EXPORT_USAGE = 'usage: edgelite export NAME | --all --format parquet|csv|duckdb --out PATH --primary URL [--token T]   (token also EDGELITE_TOKEN; needs the replicate right on a primary, read on a replica)';
 
 export interface ExportOptions {
   databases: string[] | 'all';

@@ -12,6 +12,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { stringifyRequestJson } from '../shared/exact-json.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
+import { snapshotResponse } from '../shared/node/snapshot-view.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, POSITION_HEADERS, positionHeaders, type Statement } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
@@ -169,6 +170,25 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     const results = await db.query(statements);
     return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'replica'));
   }
+
+  // The local copy as a snapshot, at this replica's position (README.md#http-api): what `edgelite export`
+  // reads through a replica. The read right, as for a query: it gives nothing a SELECT does not.
+  // Consistency as for a read (a token waits until applied here); a lazy database stays held until
+  // the body is read.
+  app.get('/v1/db/:name/snapshot', read, async (c) => {
+    const name = validateDatabaseName(c.req.param('name'));
+    const consistency = parseConsistency(name, c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'), tokenOf(c));
+    const release: Release | null = lazy ? await lazy.acquire(name) : null;
+    try {
+      const db = consistency.level !== 'eventual' || lazy ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
+      if (!db) throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here`);
+      await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
+      return snapshotResponse(name, db.beginSnapshot(release ?? undefined));
+    } catch (err) {
+      release?.();
+      throw err;
+    }
+  });
 
   app.post('/v1/db/:name/exec', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));

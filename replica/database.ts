@@ -13,8 +13,10 @@ import { checkStatement } from '../shared/statement-policy.ts';
 import type { ChangeSet, PageImage, Position } from '../shared/types.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { ReplicaFacade } from '../shared/replica-facade.ts';
+import { SnapshotView } from '../shared/node/snapshot-view.ts';
 import { PageApplier } from './apply.ts';
 import type { InstallableSnapshot } from './snapshot-file.ts';
+import { toPrimaryPage1 } from './page1-header.ts';
 
 export { CONTACT_GRACE_MS, type PrimaryView } from '../shared/lag.ts';
 
@@ -118,6 +120,35 @@ export class ReplicaDatabase extends ReplicaFacade {
     this.#pageRead ??= this.#queryConnection().prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
     const row = this.#pageRead.get(pgno);
     return row instanceof Uint8Array ? row : null;
+  }
+
+  /**
+   * beginSnapshot pins the local copy at its position for GET /v1/db/{name}/snapshot
+   * (README.md#http-api): a read-only connection of its own begins a read transaction in the same
+   * synchronous turn as the position is taken, and only the applier, on this thread, writes the file,
+   * so no apply falls between the two and the pages read are exactly the position's. Page 1 goes out as
+   * the primary has it (toPrimaryPage1 with the header override of that moment), so the image hashes to
+   * the position's checksum and the primary's wire format holds. The caller ends the view.
+   */
+  beginSnapshot(onEnd?: () => void): SnapshotView {
+    const position = this.position;
+    const databaseId = this.databaseId;
+    const pageSize = this.#applier.pageSize;
+    if (!position || databaseId === null || pageSize === null) {
+      throw new EdgeliteError('REPLICA_BEHIND', `database ${this.name} is not replicated here yet`);
+    }
+    this.#use();
+    const header = this.#applier.headerOverride;
+    const conn = new Database(this.path, { readonly: true, fileMustExist: true });
+    try {
+      conn.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+      conn.exec('BEGIN');
+      const pageCount = Number(conn.pragma('page_count', { simple: true }));
+      return new SnapshotView(conn, { ...position }, databaseId, pageSize, pageCount, { page1: (page) => toPrimaryPage1(page, header), ...(onEnd ? { onEnd } : {}) });
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
   }
 
   #pageRead: Database.Statement | null = null;

@@ -55,7 +55,7 @@ const PRIMARY_ROUTES: Route[] = [
   { method: 'GET', path: '/v1/replicas', right: 'read' },
 ];
 
-/** Every route of the replica (replica/app.ts): the same API, minus what only a primary serves. */
+/** Every route of the replica (replica/app.ts): the same API, minus what only a primary serves (the stream, catch-up ranges). */
 const REPLICA_ROUTES: Route[] = [
   { method: 'GET', path: '/v1/health', right: null },
   { method: 'GET', path: '/metrics', right: 'read' },
@@ -65,6 +65,8 @@ const REPLICA_ROUTES: Route[] = [
   { method: 'DELETE', path: '/v1/db/walk-dropped-by-replica', right: 'admin' },
   { method: 'POST', path: `/v1/db/${DB}/query`, right: 'read', body: { sql: 'SELECT count(*) FROM t' } },
   { method: 'POST', path: `/v1/db/${DB}/exec`, right: 'write', body: { sql: 'INSERT INTO t VALUES (2)' } },
+  // The replica's own copy, for export through a replica: the read right (README.md#http-api).
+  { method: 'GET', path: `/v1/db/${DB}/snapshot`, right: 'read' },
 ];
 
 let primary: PrimaryHandle;

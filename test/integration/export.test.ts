@@ -13,13 +13,19 @@ import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary, type PrimaryHandle } from '../../primary/server.ts';
+import { parseReplicaConfig } from '../../replica/config.ts';
+import { startReplica } from '../../replica/server.ts';
 import { runExport, type ExportOptions } from '../../bin/export.ts';
 import { classOf, textOf } from '../../bin/export-types.ts';
 import { stopsAfterEach, tempDir } from '../helpers.ts';
+import { http } from '../kit/api.ts';
+import { waitFor } from '../kit/wait.ts';
 import { runEdgelite } from '../kit/spawn.ts';
 
 const TOKEN = 'export-token-0123456789abcdef0123';
 const TOKENS = `read+replicate=${TOKEN}`;
+/** READ_TOKEN: a replica's token with the read right only, which its snapshot route asks for. */
+const READ_TOKEN = 'export-read-token-0123456789abcdef';
 
 /** normal makes SQLite's and DuckDB's values comparable: blobs as `blob:<hex>`, DuckDB's blob values too. */
 function normal(v: unknown): unknown {
@@ -52,6 +58,24 @@ function sqliteRows(file: string, sql: string, mixed: number[] = []): unknown[][
   }
 }
 
+/** makeShop writes the source database: the values that are easy to lose, in a STRICT table and a NUMERIC one. */
+function makeShop(source: string): void {
+  const db = new Database(source);
+  db.pragma('journal_mode = WAL');
+  db.defaultSafeIntegers(true);
+  db.exec(`CREATE TABLE v (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, m ANY) STRICT;
+           CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC);`);
+  const ins = db.prepare('INSERT INTO v VALUES (?, ?, ?, ?, ?, ?)');
+  ins.run(1n, 2n ** 63n - 1n, 1.5, 'héllo 😀 世界', Buffer.from([0, 1, 255]), 1n);
+  ins.run(2n, -(2n ** 63n), -0.1, '', Buffer.alloc(0), 'text');
+  ins.run(3n, null, null, null, null, Buffer.from('ab'));
+  ins.run(4n, 0n, 1e300, 'a,"b"\nc\\x00', null, 2.5);
+  ins.run(5n, 9007199254740993n, 5e-324, 'NULL', Buffer.from('\\x41'), null);
+  db.prepare('INSERT INTO nums VALUES (?, ?)').run(1n, 3n);
+  db.prepare('INSERT INTO nums VALUES (?, ?)').run(2n, 0.25);
+  db.close();
+}
+
 describe('edgelite export', () => {
   const stops = stopsAfterEach();
 
@@ -68,22 +92,7 @@ describe('edgelite export', () => {
     stops.push(t.cleanup);
     const data = join(t.dir, 'p');
     const source = join(data, 'shop.db');
-    const primary = await serve(data, () => {
-      const db = new Database(source);
-      db.pragma('journal_mode = WAL');
-      db.defaultSafeIntegers(true);
-      db.exec(`CREATE TABLE v (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, m ANY) STRICT;
-               CREATE TABLE nums (id INTEGER PRIMARY KEY, n NUMERIC);`);
-      const ins = db.prepare('INSERT INTO v VALUES (?, ?, ?, ?, ?, ?)');
-      ins.run(1n, 2n ** 63n - 1n, 1.5, 'héllo 😀 世界', Buffer.from([0, 1, 255]), 1n);
-      ins.run(2n, -(2n ** 63n), -0.1, '', Buffer.alloc(0), 'text');
-      ins.run(3n, null, null, null, null, Buffer.from('ab'));
-      ins.run(4n, 0n, 1e300, 'a,"b"\nc\\x00', null, 2.5);
-      ins.run(5n, 9007199254740993n, 5e-324, 'NULL', Buffer.from('\\x41'), null);
-      db.prepare('INSERT INTO nums VALUES (?, ?)').run(1n, 3n);
-      db.prepare('INSERT INTO nums VALUES (?, ?)').run(2n, 0.25);
-      db.close();
-    });
+    const primary = await serve(data, () => makeShop(source));
     const expected = sqliteRows(source, 'SELECT * FROM v ORDER BY id', [5]);
     const expectedNums = [[1n, 3], [2n, 0.25]];
     const options = (format: ExportOptions['format']): ExportOptions => ({ databases: ['shop'], format, out: join(t.dir, `out-${format}`), primary: primary.url, token: TOKEN });
@@ -145,4 +154,61 @@ describe('edgelite export', () => {
     expect(rows).toEqual(want);
     expect(await duckRows(`SELECT * FROM read_parquet('${out}/only_here.parquet')`)).toEqual([['initech', 'z']]);
   });
+
+  it('through a Node replica: its snapshot route (the read right) gives the same dataset, at the replica\'s position', async () => {
+    const t = tempDir('export-replica');
+    stops.push(t.cleanup);
+    const data = join(t.dir, 'p');
+    const source = join(data, 'shop.db');
+    const primary = await serve(data, () => makeShop(source));
+    const replica = await startReplica(
+      parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], { EDGELITE_PRIMARY_TOKEN: TOKEN, EDGELITE_TOKENS: `read=${READ_TOKEN}` }),
+      silentLogger,
+    );
+    stops.push(() => replica.close());
+    // Rows written after the replica bootstrapped (by another process's connection, which the primary
+    // captures) reach it as change sets, not in its bootstrap snapshot.
+    await waitForTxid(replica.url, 'shop', 0);
+    const before = (await describeDb(primary.url, TOKEN)).txid;
+    const writer = new Database(source);
+    writer.prepare('INSERT INTO nums VALUES (?, ?), (?, ?)').run(3, 'x', 4, 1e-3);
+    writer.close();
+    await waitFor(async () => (await describeDb(primary.url, TOKEN)).txid > before || null, 'the primary captured the write');
+    await waitForTxid(replica.url, 'shop', (await describeDb(primary.url, TOKEN)).txid);
+    const expected = sqliteRows(source, 'SELECT * FROM v ORDER BY id', [5]);
+    const expectedNums = sqliteRows(source, 'SELECT * FROM nums ORDER BY id', [1]);
+
+    const out = join(t.dir, 'out');
+    const summary = await runExport({ databases: ['shop'], format: 'parquet', out, primary: replica.url, token: READ_TOKEN });
+    const at = await describeDb(replica.url, READ_TOKEN);
+    expect(summary.databases).toEqual([{ db: 'shop', position: { generation: at.generation, txid: at.txid, checksum: at.checksum } }]);
+    expect(summary.tables).toEqual([{ name: 'nums', rows: 4, file: 'nums.parquet' }, { name: 'v', rows: 5, file: 'v.parquet' }]);
+    expect(await duckRows(`SELECT * FROM read_parquet('${out}/v.parquet') ORDER BY id`)).toEqual(expected);
+    expect(await duckRows(`SELECT * FROM read_parquet('${out}/nums.parquet') ORDER BY id`)).toEqual(expectedNums);
+
+    // The route's answers: the primary's wire format (headers a replica verifies), read right, errors typed.
+    const res = await fetch(`${replica.url}/v1/db/shop/snapshot`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/vnd.sqlite3');
+    expect(res.headers.get('edgelite-txid')).toBe(String(at.txid));
+    expect(Number(res.headers.get('content-length'))).toBe((await res.arrayBuffer()).byteLength);
+    expect((await http(replica.url, 'GET', '/v1/db/shop/snapshot')).status).toBe(401);
+    const missing = await http(replica.url, 'GET', '/v1/db/nope/snapshot', undefined, { authorization: `Bearer ${READ_TOKEN}` });
+    expect({ status: missing.status, code: missing.json.error.code }).toEqual({ status: 404, code: 'DATABASE_NOT_FOUND' });
+  });
 });
+
+/** describeDb is GET /v1/db/shop with `token`. */
+async function describeDb(url: string, token: string): Promise<{ generation: number; txid: number; checksum: string }> {
+  const r = await http(url, 'GET', '/v1/db/shop', undefined, { authorization: `Bearer ${token}` });
+  if (r.status !== 200) throw new Error(`GET /v1/db/shop on ${url}: ${r.status} ${JSON.stringify(r.json)}`);
+  return r.json as { generation: number; txid: number; checksum: string };
+}
+
+/** waitForTxid waits until the replica has shop at `txid` or later. */
+async function waitForTxid(url: string, db: string, txid: number): Promise<void> {
+  await waitFor(async () => {
+    const r = await http(url, 'GET', `/v1/db/${db}`, undefined, { authorization: `Bearer ${READ_TOKEN}` });
+    return (r.status === 200 && r.json.txid !== null && r.json.txid >= txid) || null;
+  }, `the replica at txid ${txid}`);
+}

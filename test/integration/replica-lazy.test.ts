@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AUTH_DISABLED } from '../../shared/auth.ts';
+import { DatabaseChecksum } from '../../shared/checksum.ts';
 import type { Logger } from '../../shared/log.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
@@ -112,6 +113,21 @@ describe('lazy replica', () => {
     expect(res.headers.get('edgelite-served-by')).toBe('replica');
     expect((await res.json()).results[0].rows).toEqual([['1']]);
     expect(replica.store.names()).toEqual(['t1', 't2']);
+  });
+
+  it('a snapshot fetches the database too, and serves it at the replica\'s position; an unknown one is a 404', async () => {
+    const c = await cluster(['t1']);
+    const { replica } = await c.start();
+    const res = await fetch(`${replica.url}/v1/db/t1/snapshot`);
+    expect(res.status).toBe(200);
+    const image = new Uint8Array(await res.arrayBuffer());
+    const want = c.primary.store.get('t1')!.position;
+    expect(res.headers.get('edgelite-txid')).toBe(String(want.txid));
+    expect(DatabaseChecksum.fromFile(image).value).toBe(want.checksum);
+    expect(replica.store.names()).toEqual(['t1']);
+    const missing = await fetch(`${replica.url}/v1/db/nope/snapshot`);
+    expect(missing.status).toBe(404);
+    expect((await missing.json()).error.code).toBe('DATABASE_NOT_FOUND');
   });
 
   it('answers 20 concurrent first queries of one database with one snapshot', async () => {

@@ -1,7 +1,7 @@
 /**
  * Tenant-scoped tokens (README.md#tenant-scoped-tokens): a real primary and a real Node replica, both
  * configured with `rights@pattern=token` entries. A token for tenant-a gets 403 FORBIDDEN on tenant-b on
- * every surface (primary describe/query/exec/snapshot/changes/stream, replica describe/query/exec), never
+ * every surface (primary describe/query/exec/snapshot/changes/stream, replica describe/query/exec/snapshot), never
  * with the token in the message, and works on tenant-a; listings show only its databases; /metrics
  * needs an unscoped token; a scoped replicate token's `"*"` stream carries only its databases.
  */
@@ -147,8 +147,10 @@ describe('tenant-scoped tokens on the primary', () => {
 });
 
 describe('tenant-scoped tokens on the Node replica', () => {
-  it("refuses tenant-a's token on tenant-b for describe, query and exec, and serves (and forwards) it on tenant-a", async () => {
+  it("refuses tenant-a's token on tenant-b for describe, query, exec and snapshot, and serves (and forwards) it on tenant-a", async () => {
     expectForbidden(await call(replica.url, 'GET', '/v1/db/tenant-b', A));
+    expectForbidden(await call(replica.url, 'GET', '/v1/db/tenant-b/snapshot', A));
+    expect((await call(replica.url, 'GET', '/v1/db/tenant-a/snapshot', A)).status).toBe(200);
     expectForbidden(await call(replica.url, 'POST', '/v1/db/tenant-b/query', A, { sql: 'SELECT count(*) AS n FROM t' }));
     expectForbidden(await call(replica.url, 'POST', '/v1/db/tenant-b/exec', A, { sql: 'INSERT INTO t VALUES (2)' }));
     expect((await call(replica.url, 'GET', '/v1/db/tenant-a', A)).status).toBe(200);

@@ -1,0 +1,108 @@
+/**
+ * GET /v1/db/{name}/snapshot (README.md#http-api) as the primary and a Node replica both serve it: a
+ * consistent SQLite file at a known position, streamed page range by page range from a read
+ * transaction pinned at that position, so writers (the primary's, a replica's applier) are never
+ * blocked and memory stays bounded. Any tool (sqlite3 CLI, DuckDB) can open the result; the position
+ * travels in the response headers (shared/protocol.ts snapshotHeaders), the same on both servers.
+ */
+import type Database from 'better-sqlite3';
+import { snapshotHeaders } from '../protocol.ts';
+import type { Position } from '../types.ts';
+
+/** SNAPSHOT_CHUNK_BYTES is how much one pull reads from SQLite. */
+export const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
+
+export interface SnapshotViewOptions {
+  /**
+   * page1 maps page 1 as the file holds it to page 1 as the image must carry it (a replica's file
+   * differs from the primary's in its header: replica/page1-header.ts); absent, pages go as they are.
+   */
+  page1?: (page: Uint8Array) => Uint8Array;
+  /** onEnd runs once when the view ends (the body was read, cancelled or failed). */
+  onEnd?: () => void;
+}
+
+/**
+ * SnapshotView is a read transaction pinned at `position` on a connection of its own; read its pages in
+ * ranges, then end it (which closes the connection). The caller began the transaction.
+ */
+export class SnapshotView {
+  readonly #conn: Database.Database;
+  readonly #stmt: Database.Statement<unknown[], unknown>;
+  readonly #page1: ((page: Uint8Array) => Uint8Array) | null;
+  #onEnd: (() => void) | null;
+
+  constructor(
+    conn: Database.Database,
+    readonly position: Position,
+    readonly databaseId: number,
+    readonly pageSize: number,
+    readonly pageCount: number,
+    options: SnapshotViewOptions = {},
+  ) {
+    this.#conn = conn;
+    this.#stmt = conn.prepare<unknown[]>('SELECT pgno, data FROM sqlite_dbpage WHERE pgno BETWEEN ? AND ?');
+    this.#page1 = options.page1 ?? null;
+    this.#onEnd = options.onEnd ?? null;
+  }
+
+  /**
+   * readPages returns pages first..last (inclusive) as one file range; a page SQLite does not return
+   * (the lock page of a database past 1 GiB) stays zero-filled, as it is in a database file.
+   */
+  readPages(first: number, last: number): Uint8Array {
+    const out = new Uint8Array((last - first + 1) * this.pageSize);
+    for (const row of this.#stmt.iterate(first, last) as Iterable<{ pgno: number; data: Uint8Array }>) {
+      out.set(row.pgno === 1 && this.#page1 ? this.#page1(row.data) : row.data, (row.pgno - first) * this.pageSize);
+    }
+    return out;
+  }
+
+  end(): void {
+    if (this.#conn.open) {
+      if (this.#conn.inTransaction) this.#conn.exec('COMMIT');
+      this.#conn.close();
+    }
+    const onEnd = this.#onEnd;
+    this.#onEnd = null;
+    onEnd?.();
+  }
+}
+
+/** snapshotResponse streams `view` as the snapshot of database `name`, ending the view when the body ends. */
+export function snapshotResponse(name: string, view: SnapshotView): Response {
+  const pagesPerChunk = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / view.pageSize));
+  let next = 1;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        if (next > view.pageCount) {
+          view.end();
+          controller.close();
+          return;
+        }
+        const last = Math.min(view.pageCount, next + pagesPerChunk - 1);
+        try {
+          controller.enqueue(view.readPages(next, last));
+        } catch (err) {
+          view.end();
+          controller.error(err);
+          return;
+        }
+        next = last + 1;
+      },
+      cancel() {
+        view.end();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return new Response(body, {
+    headers: {
+      'content-type': 'application/vnd.sqlite3',
+      'content-disposition': `attachment; filename="${name}.db"`,
+      'cache-control': 'no-store',
+      ...snapshotHeaders({ position: view.position, databaseId: view.databaseId, pageSize: view.pageSize, length: view.pageCount * view.pageSize }),
+    },
+  });
+}
