@@ -355,8 +355,10 @@ export class PageApplier {
    */
   #writable(): void {
     if (!this.#writer.readOnly) return;
-    this.#closeReaders();
     const suspended = this.#suspended;
+    // A writer we closed (suspend, installFile) could write: the readers' shared memory is writable and
+    // the new writer shares it, so they stay open (an app's prepared statements with them).
+    if (suspended === null) this.#closeReaders();
     const unchanged = suspended !== null && suspended === fileSignature(this.path);
     this.#suspended = null;
     this.#writer.reopen();
