@@ -1,0 +1,166 @@
+/**
+ * The flag tables of every `edgelite` command: the one place a flag is declared. bin/cli.ts builds
+ * commander's parsing and `--help` from them, and the roles' config parsers (primary/config.ts,
+ * replica/config.ts) derive their parseArgs options from the same rows, so help and parsing cannot drift
+ * (README.md#cli). Pure data, Worker-safe.
+ */
+
+/** FlagSpec is one flag: `value` names its argument (absent: a boolean switch); `fallback` is the default shown in help. */
+export interface FlagSpec {
+  name: string;
+  value?: string;
+  description: string;
+  fallback?: string;
+  /** May be given more than once (commander's variadic `<v...>`). */
+  multiple?: boolean;
+}
+
+/** CommandSpec is one command: its positional arguments (`[url]`, `<url>`) and flags. */
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  args?: string[];
+  flags: readonly FlagSpec[];
+}
+
+/** LOG_FLAGS: how a long-running role writes its log lines (shared/node/log.ts). */
+export const LOG_FLAGS: readonly FlagSpec[] = [
+  { name: 'log-format', value: 'json|pretty', description: 'JSON lines, or human lines (coloured on a terminal); env EDGELITE_LOG_FORMAT', fallback: 'json' },
+  { name: 'log-level', value: 'debug|info|warn|error', description: 'the lowest level written; env EDGELITE_LOG_LEVEL', fallback: 'info' },
+];
+
+const S3_ENDPOINT: FlagSpec = { name: 's3-endpoint', value: 'URL', description: 'S3-compatible endpoint (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)' };
+const KEY_FILE: FlagSpec = { name: 'encryption-key-file', value: 'PATH', description: 'keyring file: every bucket object encrypted' };
+const LEASE: readonly FlagSpec[] = [
+  { name: 'lease', value: 'etcd://HOST:PORT/PREFIX', description: 'failover lease in etcd (README.md#high-availability)' },
+  { name: 'lease-ttl', value: 'DURATION', description: 'lease time to live, whole seconds', fallback: '5s' },
+  { name: 'advertise', value: 'URL', description: 'the URL other nodes reach this one at', fallback: 'http://LISTEN' },
+  { name: 'node-id', value: 'ID', description: 'this node in the lease records', fallback: 'advertised host-port' },
+  { name: 'sync-replicas', value: 'N', description: 'a write waits until N candidates applied it (needs --lease)', fallback: '0' },
+  { name: 'sync-timeout', value: 'DURATION', description: 'longest such wait, then 504 REPLICATION_PENDING', fallback: '10s' },
+];
+const COMMON_SERVER: readonly FlagSpec[] = [
+  { name: 'data', value: 'DIR', description: 'data directory (env EDGELITE_DATA)' },
+  { name: 'query-timeout-ms', value: 'N', description: 'time limit of a read in ms; 0 runs reads in-process with none', fallback: '5000' },
+  { name: 'max-body-bytes', value: 'N', description: 'largest request body', fallback: '8388608' },
+];
+
+export const PRIMARY_FLAGS: readonly FlagSpec[] = [
+  ...COMMON_SERVER,
+  { name: 'listen', value: 'HOST:PORT', description: 'address to serve on (env EDGELITE_LISTEN)', fallback: '127.0.0.1:7400' },
+  { name: 'synchronous', value: 'normal|full', description: 'SQLite synchronous mode (env EDGELITE_SYNCHRONOUS)', fallback: 'normal' },
+  { name: 'checkpoint-frames', value: 'N', description: 'checkpoint after this many WAL frames', fallback: '4000' },
+  { name: 'idle-close-ms', value: 'N', description: 'close a database unused this long; 0 never', fallback: '60000' },
+  { name: 'max-open-databases', value: 'N', description: 'most databases open at once with idle closing', fallback: '512' },
+  { name: 'compress', description: 'compress the change stream' },
+  { name: 'backup', value: 's3://BUCKET/PREFIX|file:///DIR', description: 'continuous backup into a bucket' },
+  { name: 'backup-interval', value: 'DURATION', description: 'how often changed databases upload a segment', fallback: '1s' },
+  { name: 'backup-retention', value: 'DURATION', description: 'every point this far back stays restorable', fallback: '7d' },
+  S3_ENDPOINT,
+  KEY_FILE,
+  { name: 'backup-ack', description: 'answer a write once it is in the bucket (needs --backup)' },
+  { name: 'backup-ack-timeout', value: 'DURATION', description: 'longest such wait, then 504 BACKUP_PENDING', fallback: '10s' },
+  ...LEASE,
+  ...LOG_FLAGS,
+];
+
+export const REPLICA_FLAGS: readonly FlagSpec[] = [
+  { name: 'primary', value: 'URL', description: 'the primary to follow (env EDGELITE_PRIMARY; optional with --source or --lease)' },
+  ...COMMON_SERVER,
+  { name: 'listen', value: 'HOST:PORT', description: 'address to serve on (env EDGELITE_LISTEN)', fallback: '127.0.0.1:7401' },
+  { name: 'databases', value: 'NAMES|*', description: 'names and patterns to follow, comma-separated (env EDGELITE_DATABASES)', fallback: '*' },
+  { name: 'lazy', description: 'fetch a database on its first request, evict the least recently used (env EDGELITE_LAZY)' },
+  { name: 'max-databases', value: 'N', description: 'with --lazy, most databases kept on disk', fallback: '100' },
+  { name: 'read-wait-ms', value: 'N', description: 'longest wait of a read for its position', fallback: '5000' },
+  { name: 'write-wait-ms', value: 'N', description: 'longest wait after a forwarded write', fallback: '5000' },
+  { name: 'on-behind', value: 'error|primary', description: 'a read the replica cannot serve in time: answer an error or ask the primary', fallback: 'error' },
+  { name: 'max-lag-ms', value: 'N', description: 'lag above which health reports degraded', fallback: '10000' },
+  { name: 'heartbeat-timeout-ms', value: 'N', description: 'reconnect when the stream is silent this long', fallback: '5000' },
+  { name: 'source', value: 's3://BUCKET/PREFIX|file:///DIR', description: 'bootstrap and catch up from a backup bucket' },
+  { name: 'source-interval', value: 'DURATION', description: 'how often the bucket is listed', fallback: '1s' },
+  S3_ENDPOINT,
+  KEY_FILE,
+  ...LEASE,
+  { name: 'candidate', description: 'stand in elections and take over when the lease lapses (needs --lease)' },
+  ...LOG_FLAGS,
+];
+
+export const RESTORE_FLAGS: readonly FlagSpec[] = [
+  { name: 'db', value: 'NAME', description: 'the database to restore' },
+  { name: 'all', description: 'every database in the bucket (with --data)' },
+  { name: 'txid', value: 'N', description: 'restore to this txid' },
+  { name: 'time', value: 'ISO', description: 'restore to this point in time' },
+  { name: 'out', value: 'FILE', description: 'where the restored database goes' },
+  { name: 'data', value: 'DIR', description: 'with --all, the data directory to fill' },
+  { name: 'force', description: 'overwrite an existing file' },
+  KEY_FILE,
+  S3_ENDPOINT,
+];
+
+export const BACKUPS_FLAGS: readonly FlagSpec[] = [
+  { name: 'db', value: 'NAME', description: 'only this database' },
+  { name: 'json', description: 'print JSON' },
+  S3_ENDPOINT,
+];
+
+export const PROMOTE_FLAGS: readonly FlagSpec[] = [
+  { name: 'timeout', value: 'DURATION', description: 'how long to wait for the handover', fallback: '10s' },
+  { name: 'json', description: 'print JSON' },
+];
+
+export const STATUS_FLAGS: readonly FlagSpec[] = [
+  { name: 'lease', value: 'etcd://HOST:PORT/PREFIX', description: 'show the failover lease instead of a server' },
+  { name: 'json', description: 'print JSON (with --lease)' },
+  { name: 'watch', description: 'redraw every --interval until Ctrl-C' },
+  { name: 'interval', value: 'DURATION', description: 'with --watch, time between redraws', fallback: '1s' },
+];
+
+export const DOCTOR_FLAGS: readonly FlagSpec[] = [
+  { name: 'db', value: 'NAME', description: 'database(s) to examine', multiple: true },
+  { name: 'all', description: 'every database the server lists' },
+  { name: 'primary', value: 'URL', description: 'the primary or a replica' },
+  { name: 'json', description: 'print the report as JSON' },
+  { name: 'fix', value: 'DIR', description: 'write the fixes that are migrations into DIR' },
+  { name: 'token', value: 'TOKEN', description: 'bearer token, read right (else EDGELITE_TOKEN)' },
+];
+
+export const EXPORT_FLAGS: readonly FlagSpec[] = [
+  { name: 'format', value: 'parquet|csv|duckdb', description: 'output format' },
+  { name: 'out', value: 'PATH', description: 'output file or directory' },
+  { name: 'primary', value: 'URL', description: 'the primary or a replica to snapshot' },
+  { name: 'all', description: 'every database' },
+  { name: 'token', value: 'TOKEN', description: 'bearer token, read right (else EDGELITE_TOKEN)' },
+];
+
+/** COMMANDS: what `edgelite --help` lists, in order. A new command (e.g. `migrate`) adds its row here and its runner in bin/commands/run.ts. */
+export const COMMANDS: readonly CommandSpec[] = [
+  { name: 'primary', summary: 'run the primary: the one writer, streaming changes to replicas', flags: PRIMARY_FLAGS },
+  { name: 'replica', summary: 'run a read replica following a primary or a bucket', flags: REPLICA_FLAGS },
+  { name: 'restore', summary: 'restore a database (or all) from a backup bucket', args: ['<url>'], flags: RESTORE_FLAGS },
+  { name: 'backups', summary: 'list what a backup bucket can restore', args: ['<url>'], flags: BACKUPS_FLAGS },
+  { name: 'promote', summary: 'make the failover node at URL the primary', args: ['<url>'], flags: PROMOTE_FLAGS },
+  { name: 'status', summary: 'positions and lag of a server, or the failover lease', args: ['[url]'], flags: STATUS_FLAGS },
+  { name: 'doctor', summary: 'schema, integrity and settings findings with their fixes', flags: DOCTOR_FLAGS },
+  { name: 'export', summary: 'a snapshot into analytics files', args: ['[name]'], flags: EXPORT_FLAGS },
+  { name: 'demo', summary: 'what `npm start` runs: a primary, two replicas and a small workload', flags: [] },
+];
+
+/** parseArgsOptions turns a flag table into node:util parseArgs options, for the config parsers that take argv arrays. */
+export function parseArgsOptions(flags: readonly FlagSpec[]): Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> {
+  const out: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
+  for (const f of flags) out[f.name] = f.value === undefined ? { type: 'boolean' } : f.multiple ? { type: 'string', multiple: true } : { type: 'string' };
+  return out;
+}
+
+/** ParsedFlags is what a config parser reads: string flags by name, switches as booleans. */
+export interface ParsedFlags {
+  values: Record<string, string | undefined>;
+  on(name: string): boolean;
+}
+
+/** parsedFlags splits parseArgs' values (validated against a table) into strings and switches. */
+export function parsedFlags(raw: Record<string, unknown>): ParsedFlags {
+  const values: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(raw)) if (typeof v === 'string') values[k] = v;
+  return { values, on: (name) => raw[name] === true };
+}
