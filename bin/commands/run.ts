@@ -1,6 +1,6 @@
 /**
- * runCommand: what each `edgelite` command runs once commander accepted its flags. A new command (the
- * coming `migrate`) adds its row to COMMANDS in shared/cli-flags.ts and its case here.
+ * runCommand: what each `edgelite` command runs once commander accepted its flags (README.md#cli). A
+ * new command adds its row to COMMANDS in shared/cli-flags.ts and its case here.
  */
 import { logOptions, nodeLogger } from '../../shared/node/log.ts';
 
@@ -29,11 +29,12 @@ export async function runCommand(command: string, rest: string[]): Promise<void>
       return (await import('../status.ts')).statusMain(rest);
     case 'doctor':
       return (await import('../doctor.ts')).doctorMain(rest);
+    case 'migrate':
+      return (await import('../migrate.ts')).migrateMain(rest);
     case 'export':
       return (await import('../export.ts')).exportMain(rest);
     case 'demo':
       return (await import('../demo.ts')).demoMain(rest);
-    // case 'migrate': the migrate helper's runner goes here.
     default:
       throw new Error(`no runner for command ${command}`);
   }

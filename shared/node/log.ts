@@ -1,8 +1,9 @@
 /**
- * nodeLogger: the Node servers' Logger on pino (README.md#logs). `json` writes one JSON line per event
- * with the fields jsonLogger always had (`time` ISO, `role`, `msg`, the event's own) plus `level` as a
- * word; `pretty` writes pino-pretty's human lines, level colours on a terminal. Token, authorization and
- * key fields are redacted wherever they appear.
+ * nodeLogger: the Node commands' Logger on pino (README.md#logs). `json` writes one JSON line per event:
+ * `level` as a word, `time` as ISO 8601, `role`, the event's own fields and `msg` (the shape the
+ * servers' log lines always had, plus the level); `pretty` writes pino-pretty's human lines, level
+ * colours on a terminal. Tokens, authorization headers, secrets and passwords are redacted wherever
+ * they appear (top level or one deep).
  */
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -11,30 +12,57 @@ import { LOG_FLAGS, parseArgsOptions } from '../cli-flags.ts';
 import { EdgeliteError } from '../errors.ts';
 import { LOG_LEVELS, levelOf, type Logger, type LogLevel } from '../log.ts';
 
+export type LogFormat = 'json' | 'pretty';
+
 export interface LogOptions {
-  format: 'json' | 'pretty';
+  format: LogFormat;
   level: LogLevel;
 }
 
-export const DEFAULT_LOG_OPTIONS: LogOptions = { format: 'json', level: 'info' };
+/** DEFAULT_LOG_LEVEL: what is written when neither `--log-level` nor EDGELITE_LOG_LEVEL says. */
+export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 
 /** REDACT: pino paths never written in clear (secrets in events, request headers). */
-export const REDACT = ['token', 'authorization', 'key', 'secret', 'password', '*.token', '*.authorization', '*.key', '*.secret', '*.password', 'headers.authorization', 'headers.cookie'];
+export const REDACT = [
+  'token', 'authorization', 'secret', 'password', 'primaryToken',
+  '*.token', '*.authorization', '*.secret', '*.password', '*.primaryToken',
+  'headers.cookie', '*.headers.authorization', '*.headers.cookie',
+];
 
-/** logOptions reads `--log-format`/`--log-level` (or EDGELITE_LOG_FORMAT/LEVEL) from a role's argv; others are left to its config parser. */
-export function logOptions(argv: string[], env: Record<string, string | undefined>): LogOptions {
-  const { values } = parseArgs({ args: argv, options: parseArgsOptions(LOG_FLAGS), strict: false, allowPositionals: true });
+/** LogDestination: a file descriptor (1 stdout, 2 stderr) or a stream (tests). */
+export type LogDestination = 1 | 2 | (NodeJS.WritableStream & { isTTY?: boolean });
+
+function isTTY(dest: LogDestination): boolean {
+  if (dest === 1) return process.stdout.isTTY === true;
+  if (dest === 2) return process.stderr.isTTY === true;
+  return dest.isTTY === true;
+}
+
+/**
+ * logOptions reads `--log-format`/`--log-level` (or EDGELITE_LOG_FORMAT/LEVEL) from a command's argv
+ * (other flags are left to its own parser). The format defaults to `pretty` when the log goes to a
+ * terminal and `json` otherwise, so a pipe or a file gets lines a program can parse.
+ */
+export function logOptions(argv: readonly string[], env: Record<string, string | undefined>, dest: LogDestination = 1): LogOptions {
+  const { values } = parseArgs({ args: [...argv], options: parseArgsOptions(LOG_FLAGS), strict: false, allowPositionals: true });
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
-  const format = str(values['log-format']) ?? env.EDGELITE_LOG_FORMAT ?? DEFAULT_LOG_OPTIONS.format;
+  const format = str(values['log-format']) ?? env.EDGELITE_LOG_FORMAT ?? (isTTY(dest) ? 'pretty' : 'json');
   if (format !== 'json' && format !== 'pretty') throw new EdgeliteError('MISCONFIGURED', `--log-format (EDGELITE_LOG_FORMAT) must be json or pretty, got "${format}"`);
-  const level = str(values['log-level']) ?? env.EDGELITE_LOG_LEVEL ?? DEFAULT_LOG_OPTIONS.level;
+  const level = str(values['log-level']) ?? env.EDGELITE_LOG_LEVEL ?? DEFAULT_LOG_LEVEL;
   if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new EdgeliteError('MISCONFIGURED', `--log-level (EDGELITE_LOG_LEVEL) must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
   return { format, level: level as LogLevel };
 }
 
-/** nodeLogger writes a role's events to `out` (stdout by default), synchronously, so nothing is lost on exit. */
-export function nodeLogger(role: string, options: LogOptions = DEFAULT_LOG_OPTIONS, out: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout): Logger {
-  const stream = options.format === 'pretty' ? pretty({ destination: out, colorize: out.isTTY === true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }) : out === process.stdout ? pino.destination({ dest: 1, sync: true }) : out;
+/** LevelledLogger is a Logger that also tells whether a level would be written (to skip building events nobody reads). */
+export interface LevelledLogger extends Logger {
+  enabled(level: LogLevel): boolean;
+}
+
+/** nodeLogger writes a command's events to `dest` (stdout by default), synchronously, so nothing is lost on exit. */
+export function nodeLogger(role: string, options: LogOptions, dest: LogDestination = 1): LevelledLogger {
+  const stream = options.format === 'pretty'
+    ? pretty({ destination: dest, colorize: isTTY(dest), sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,role', messageFormat: '[{role}] {msg}', singleLine: true })
+    : typeof dest === 'number' ? pino.destination({ dest, sync: true }) : dest;
   const log = pino(
     {
       level: options.level,
@@ -46,8 +74,17 @@ export function nodeLogger(role: string, options: LogOptions = DEFAULT_LOG_OPTIO
     },
     stream,
   );
-  return (event) => {
+  const logger = (event: Record<string, unknown>) => {
     const { level: _level, msg, ...fields } = event;
     log[levelOf(event)](fields, typeof msg === 'string' ? msg : msg === undefined ? undefined : String(msg));
   };
+  return Object.assign(logger, { enabled: (level: LogLevel) => log.isLevelEnabled(level) });
+}
+
+/**
+ * toolLogger is the logger of a one-shot command (restore, migrate, export, doctor): its log and
+ * progress lines go to stderr, stdout keeping the command's result.
+ */
+export function toolLogger(command: string, argv: readonly string[], env: Record<string, string | undefined> = process.env): LevelledLogger {
+  return nodeLogger(command, logOptions(argv, env, 2), 2);
 }
