@@ -1,17 +1,23 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EDGELITE_BIN } from '../kit/spawn.ts';
+import { EDGELITE_BIN, REPO_ROOT } from '../kit/spawn.ts';
+
+/** NOT_EDGELITE_FLAGS: flags README.md names that belong to other programs (`npm run bench -- --quick`). */
+const NOT_EDGELITE_FLAGS = new Set(['--quick', '--only']);
 
 /** README_FLAGS: the flags README.md names for each command (its usage blocks and Configuration table). */
 const README_FLAGS: Record<string, string[]> = {
   primary: ['--data', '--listen', '--synchronous', '--query-timeout-ms', '--idle-close-ms', '--max-open-databases', '--checkpoint-frames', '--max-body-bytes', '--backup', '--backup-interval', '--s3-endpoint', '--encryption-key-file', '--backup-retention', '--backup-ack', '--backup-ack-timeout', '--lease', '--lease-ttl', '--advertise', '--node-id', '--sync-replicas', '--sync-timeout', '--log-format', '--log-level'],
-  replica: ['--primary', '--data', '--listen', '--databases', '--lazy', '--max-databases', '--read-wait-ms', '--write-wait-ms', '--on-behind', '--max-lag-ms', '--heartbeat-timeout-ms', '--query-timeout-ms', '--max-body-bytes', '--source', '--source-interval', '--s3-endpoint', '--encryption-key-file', '--lease', '--candidate', '--lease-ttl', '--advertise', '--node-id', '--sync-replicas', '--sync-timeout', '--log-format', '--log-level'],
-  restore: ['--db', '--txid', '--time', '--out', '--force', '--encryption-key-file', '--all', '--data'],
-  backups: ['--db', '--json'],
+  replica: ['--primary', '--data', '--listen', '--databases', '--lazy', '--max-databases', '--bootstrap-concurrency', '--idle-close-ms', '--max-open-databases', '--read-wait-ms', '--write-wait-ms', '--on-behind', '--max-lag-ms', '--heartbeat-timeout-ms', '--query-timeout-ms', '--max-body-bytes', '--source', '--source-interval', '--s3-endpoint', '--encryption-key-file', '--lease', '--candidate', '--lease-ttl', '--advertise', '--node-id', '--sync-replicas', '--sync-timeout', '--log-format', '--log-level'],
+  restore: ['--db', '--txid', '--time', '--out', '--force', '--encryption-key-file', '--all', '--data', '--s3-endpoint', '--log-format', '--log-level'],
+  backups: ['--db', '--json', '--s3-endpoint'],
   promote: ['--timeout', '--json'],
-  status: ['--lease', '--json', '--watch', '--interval'],
-  doctor: ['--db', '--all', '--primary', '--json', '--fix', '--token'],
-  export: ['--all', '--format', '--out', '--primary', '--token'],
+  status: ['--lease', '--json', '--watch', '--interval-ms'],
+  migrate: ['--db', '--all', '--primary', '--token', '--dry-run', '--fail-fast', '--concurrency', '--json', '--log-format', '--log-level'],
+  doctor: ['--db', '--all', '--primary', '--json', '--fix', '--token', '--log-format', '--log-level'],
+  export: ['--all', '--format', '--out', '--primary', '--token', '--log-format', '--log-level'],
   demo: [],
 };
 
@@ -35,6 +41,25 @@ describe('edgelite CLI', () => {
       for (const f of flags) expect(r.out).toMatch(new RegExp(`^\\s+${f}\\b`, 'm'));
     });
   }
+
+  it('every flag README.md names is in some command\'s --help', () => {
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    const named = new Set([...readme.matchAll(/(?<![\w-])--[a-z][a-z0-9-]*/g)].map((m) => m[0]).filter((f) => !NOT_EDGELITE_FLAGS.has(f)));
+    expect(named.size).toBeGreaterThan(40);
+    const helps = ['--help', ...Object.keys(README_FLAGS).map((c) => `${c} --help`)].map((a) => edgelite(...a.split(' ')).out).join('\n');
+    const missing = [...named].filter((f) => !new RegExp(`(^|\\s)(-\\w, )?${f}\\b`, 'm').test(helps));
+    expect(missing).toEqual([]);
+  });
+
+  it('the other role\'s flag outside a failover node exits 2 naming it and what it needs', () => {
+    const r = edgelite('primary', '--data', '/tmp/x', '--read-wait-ms', '900');
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("option '--read-wait-ms' is a replica flag");
+    expect(r.err).toContain('--lease');
+    const c = edgelite('replica', '--primary', 'http://127.0.0.1:1', '--data', '/tmp/x', '--backup', 'file:///tmp/b');
+    expect(c.code).toBe(2);
+    expect(c.err).toContain("option '--backup' is a primary flag");
+  });
 
   it('an unknown flag exits 2 naming it, without a stack trace', () => {
     const r = edgelite('primary', '--data', '/tmp/x', '--no-such-flag');
