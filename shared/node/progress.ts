@@ -1,5 +1,5 @@
 /**
- * progress: how a long command (export, migrate --all, restore) shows how far it got (README.md#cli).
+ * progress: how a long command (export, migrate --all, restore) shows how far it got (README.md#progress).
  * On a terminal (stderr a TTY) a cli-progress bar redrawn in place; otherwise a log line: one at
  * `info` every PROGRESS_LOG_EVERY_MS and one at the end, so a CI log or a pipe gets a few readable
  * lines, and one at `debug` per step for whoever asks (`--log-level debug`).
