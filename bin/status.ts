@@ -25,12 +25,14 @@ export async function statusMain(argv: string[]): Promise<void> {
   const intervalMs = positiveInt(f.str('interval-ms'), DEFAULT_WATCH_INTERVAL_MS, '--interval-ms');
   const store = lease === undefined ? null : new LeaseStore(parseLeaseUrl(lease));
   const json = f.on('json');
+  const watch = f.on('watch');
+  // With --watch --json, one compact JSON object per line (a stream a program reads line by line).
   const render = async (signal?: AbortSignal): Promise<string> => {
     const s = store ? await readLeaseStatus(store) : await readServerStatus(url!, process.env.EDGELITE_TOKEN, signal);
-    if (json) return `${JSON.stringify(s, null, 2)}\n`;
+    if (json) return `${watch ? JSON.stringify(s) : JSON.stringify(s, null, 2)}\n`;
     return 'lease' in s ? formatLeaseStatus(s) : formatServerStatus(s);
   };
-  if (!f.on('watch')) {
+  if (!watch) {
     process.stdout.write(await render());
     return;
   }
@@ -38,7 +40,7 @@ export async function statusMain(argv: string[]): Promise<void> {
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
   process.once('SIGTERM', () => stop.abort());
-  await watchFrames(render, { intervalMs, out: process.stdout, signal: stop.signal, title: `edgelite status ${lease ?? url}` });
+  await watchFrames(render, { intervalMs, out: process.stdout, signal: stop.signal, title: `edgelite status ${lease ?? url}`, json });
   process.exit(0);
 }
 
@@ -47,6 +49,8 @@ export interface ServerStatus {
   url: string;
   health: { http: number; role: unknown; status: unknown };
   databases: Array<Record<string, unknown>>;
+  /** When this was read (ms since the epoch). */
+  time: number;
 }
 
 /** readServerStatus reads `GET /v1/health` and `GET /v1/db` of a primary or a replica. */
@@ -66,7 +70,7 @@ export async function readServerStatus(url: string, token: string | undefined, s
   const list = await get('/v1/db');
   const error = list.body.error as { code?: string; message?: string } | undefined;
   if (!list.ok) throw new EdgeliteError(list.status === 401 || list.status === 403 ? 'UNAUTHORIZED' : 'UNAVAILABLE', `${base}/v1/db answered ${list.status} ${error?.code}: ${error?.message}`);
-  return { url: base, health: { http: health.status, role: health.body.role, status: health.body.status }, databases: (list.body.databases ?? []) as Array<Record<string, unknown>> };
+  return { url: base, health: { http: health.status, role: health.body.role, status: health.body.status }, databases: (list.body.databases ?? []) as Array<Record<string, unknown>>, time: Date.now() };
 }
 
 /** formatServerStatus is the human form of a ServerStatus: one line for the server, a table of its databases. */
@@ -83,6 +87,8 @@ export interface WatchOptions {
   out: NodeJS.WritableStream & { isTTY?: boolean };
   signal: AbortSignal;
   title: string;
+  /** Frames are JSON lines: no title, no clearing; a failed frame is `{"time", "error": {"code", "message"}}`. */
+  json?: boolean;
 }
 
 /**
@@ -99,10 +105,11 @@ export async function watchFrames(render: (signal: AbortSignal) => Promise<strin
     } catch (err) {
       if (o.signal.aborted) break;
       const e = toEdgeliteError(err);
-      body = `${e.code}: ${e.message}\n`;
+      body = o.json ? `${JSON.stringify({ time: Date.now(), error: { code: e.code, message: e.message } })}\n` : `${e.code}: ${e.message}\n`;
     }
     const head = `${o.title}  ${new Date().toISOString()}  (every ${o.intervalMs} ms; Ctrl-C stops)\n`;
-    o.out.write(o.out.isTTY ? `${CLEAR}${head}${body}` : `${frames === 0 ? '' : '\n'}${head}${body}`);
+    if (o.json) o.out.write(body);
+    else o.out.write(o.out.isTTY ? `${CLEAR}${head}${body}` : `${frames === 0 ? '' : '\n'}${head}${body}`);
     frames++;
     await sleep(o.intervalMs, undefined, { signal: o.signal }).catch(() => {});
   }

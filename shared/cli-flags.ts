@@ -178,7 +178,7 @@ export const BACKUPS: CommandSpec = { name: 'backups', summary: 'list what a bac
 export const PROMOTE: CommandSpec = { name: 'promote', summary: 'make the failover node at URL the primary', args: ['<url>'], flags: PROMOTE_FLAGS };
 export const STATUS: CommandSpec = { name: 'status', summary: 'positions and lag of a server, or the failover lease', args: ['[url]'], flags: STATUS_FLAGS };
 export const DOCTOR: CommandSpec = { name: 'doctor', summary: 'schema, integrity and settings findings with their fixes', flags: DOCTOR_FLAGS };
-export const MIGRATE: CommandSpec = { name: 'migrate', summary: 'apply NNNN_name.sql migration files, each in one transaction', args: ['[dir]'], flags: MIGRATE_FLAGS };
+export const MIGRATE: CommandSpec = { name: 'migrate', summary: 'apply NNNN_name.sql migration files, each in one transaction', args: ['<dir>'], flags: MIGRATE_FLAGS };
 export const EXPORT: CommandSpec = { name: 'export', summary: 'a snapshot into analytics files (parquet, csv, duckdb)', args: ['[name]'], flags: EXPORT_FLAGS };
 export const DEMO: CommandSpec = { name: 'demo', summary: 'what `npm start` runs: a primary, two replicas and a small workload', flags: [] };
 
