@@ -67,11 +67,8 @@ export interface PrimaryConfig {
   sync: SyncConfig;
 }
 
-
-export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)] [--idle-close-ms N (60000; 0: never)] [--max-open-databases N (512)]
-                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
-                         [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
-                        [--lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]]
+/** PRIMARY_USAGE ends a configuration error; the flags themselves are listed by `edgelite primary --help` (README.md#cli). */
+export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [flags]   (\`edgelite primary --help\` lists them)
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...; read+write@tenant-*=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 

@@ -72,11 +72,8 @@ export interface ReplicaConfig {
   sync: SyncConfig;
 }
 
-export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,tenant-*|* | --lazy [--databases PATTERNS] [--max-databases N]]
-  [--source s3://BUCKET/PREFIX | file:///DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]] (with --source, --primary is optional)
-  [--bootstrap-concurrency N (8)] [--idle-close-ms N (60000; 0: never)] [--max-open-databases N (512)]
-  [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
-  [--lease etcd://HOST:PORT/PREFIX [--candidate] [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]] (with --lease, --primary is optional)
+/** REPLICA_USAGE ends a configuration error; the flags themselves are listed by `edgelite replica --help` (README.md#cli). */
+export const REPLICA_USAGE = `usage: edgelite replica --primary URL | --source BUCKET | --lease etcd://... --data DIR [flags]   (\`edgelite replica --help\` lists them)
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
 /**
