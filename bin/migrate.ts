@@ -116,7 +116,7 @@ export async function migrateAll(api: CliApi, names: readonly string[], files: r
         r = { ...out[i]!, status: 'failed', error: { code: e.code, message: e.message } };
       }
       out[i] = r;
-      if (r.status === 'failed') logger({ msg: `migrate: ${name} failed`, level: 'warn', db: name, code: r.error?.code, message: r.error?.message });
+      if (r.status === 'failed') logger({ msg: `${name} failed`, level: 'warn', db: name, code: r.error?.code, message: r.error?.message });
       if (r.status === 'failed' && o.failFast) stop = true;
       bar.tick(1, `${name} ${r.status}`);
     }

@@ -11,6 +11,7 @@ import pretty from 'pino-pretty';
 import { LOG_FLAGS, parseArgsOptions } from '../cli-flags.ts';
 import { EdgeliteError } from '../errors.ts';
 import { LOG_LEVELS, levelOf, type Logger, type LogLevel } from '../log.ts';
+import { aboveBars } from './progress.ts';
 
 export type LogFormat = 'json' | 'pretty';
 
@@ -86,5 +87,7 @@ export function nodeLogger(role: string, options: LogOptions, dest: LogDestinati
  * progress lines go to stderr, stdout keeping the command's result.
  */
 export function toolLogger(command: string, argv: readonly string[], env: Record<string, string | undefined> = process.env): LevelledLogger {
-  return nodeLogger(command, logOptions(argv, env, 2), 2);
+  const options = logOptions(argv, env, 2);
+  // On a terminal, a line goes above the progress bar being drawn there (shared/node/progress.ts).
+  return nodeLogger(command, options, process.stderr.isTTY ? Object.assign(aboveBars(process.stderr), { isTTY: true }) : 2);
 }

@@ -4,6 +4,7 @@
  * `info` every PROGRESS_LOG_EVERY_MS and one at the end, so a CI log or a pipe gets a few readable
  * lines, and one at `debug` per step for whoever asks (`--log-level debug`).
  */
+import { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import type { Logger } from '../log.ts';
 
@@ -37,6 +38,24 @@ export interface ProgressOptions {
 
 export const QUIET: Progress = { tick() {}, update() {}, stop() {} };
 
+/** drawing: the bar on a terminal now, if any (a command draws one at a time), so log lines can go above it. */
+let drawing: { stream: NodeJS.WritableStream; bar: cliProgress.SingleBar } | null = null;
+
+/**
+ * aboveBars wraps a terminal stream for a logger: while a bar is drawn on it, a log line first clears
+ * the bar's line, and the bar is drawn again below the log line (so neither garbles the other).
+ */
+export function aboveBars(stream: NodeJS.WritableStream): Writable {
+  return new Writable({
+    write(chunk: Buffer | string, _encoding, done) {
+      const bar = drawing?.stream === stream ? drawing.bar : null;
+      stream.write(bar ? `\r\x1b[K${chunk.toString()}` : chunk);
+      bar?.render();
+      done();
+    },
+  });
+}
+
 /** progress starts a bar of `total` steps on a TTY, or the log lines elsewhere. */
 export function progress(o: ProgressOptions): Progress {
   if (o.quiet) return QUIET;
@@ -52,12 +71,14 @@ function bar(o: ProgressOptions, stream: NodeJS.WritableStream): Progress {
       stream: stream as NodeJS.WriteStream,
       hideCursor: true,
       clearOnComplete: false,
+      forceRedraw: true, // a log line above it (aboveBars) needs it drawn again
       formatValue: (v, _options, type) => (type === 'value' || type === 'total' ? fmt(v) : String(v)),
     },
     cliProgress.Presets.shades_classic,
   );
   let done = 0;
   b.start(Math.max(1, o.total), 0, { what: '' });
+  drawing = { stream, bar: b };
   return {
     tick: (n, what) => {
       done += n;
@@ -68,7 +89,10 @@ function bar(o: ProgressOptions, stream: NodeJS.WritableStream): Progress {
       if (total !== undefined) b.setTotal(Math.max(1, total));
       b.update(done, { what });
     },
-    stop: () => b.stop(),
+    stop: () => {
+      b.stop();
+      if (drawing?.bar === b) drawing = null;
+    },
   };
 }
 

@@ -7,7 +7,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { logOptions, nodeLogger, type LogOptions } from '../../shared/node/log.ts';
-import { progress } from '../../shared/node/progress.ts';
+import { aboveBars, progress } from '../../shared/node/progress.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 
 class Sink extends Writable {
@@ -127,5 +127,23 @@ describe('progress', () => {
     expect(events).toEqual([]);
     expect(tty.text).toContain('export [');
     expect(tty.text).toContain('100% 10/10 app.events');
+  });
+
+  it('a log line while a bar is drawn clears the bar line, and the bar comes back below it', () => {
+    const tty = new Sink(true);
+    const log = nodeLogger('migrate', { format: 'json', level: 'info' }, Object.assign(aboveBars(tty), { isTTY: true }));
+    log({ msg: 'before' });
+    expect(tty.text).toMatch(/^\{.*"msg":"before"\}\n$/);
+    const p = progress({ label: 'migrate', total: 4, logger: () => {}, stream: tty });
+    p.tick(1, 't1 migrated');
+    const drawn = tty.text.length;
+    log({ msg: 't2 failed', level: 'warn' });
+    const after = tty.text.slice(drawn);
+    expect(after).toMatch(/^\r\x1b\[K\{.*"msg":"t2 failed"\}\n/);
+    expect(after).toContain('25% 1/4 t1 migrated');
+    p.stop();
+    const stopped = tty.text.length;
+    log({ msg: 'after' });
+    expect(tty.text.slice(stopped)).toMatch(/^\{.*"msg":"after"\}\n$/);
   });
 });
