@@ -26,6 +26,8 @@ export interface CommandSpec {
    * it keeps them for the role it may switch to (README.md#high-availability).
    */
   failoverFlags?: readonly FlagSpec[];
+  /** Environment variables the command reads besides its flags' own, as `NAME: meaning` lines of its help. */
+  env?: readonly string[];
 }
 
 /** LOG_FLAGS: how a command writes its log lines (shared/node/log.ts). */
@@ -171,16 +173,31 @@ export const EXPORT_FLAGS: readonly FlagSpec[] = [
   ...LOG_FLAGS,
 ];
 
-export const PRIMARY: CommandSpec = { name: 'primary', summary: 'run the primary: the one writer, streaming changes to replicas', flags: PRIMARY_FLAGS, failoverFlags: REPLICA_ONLY };
-export const REPLICA: CommandSpec = { name: 'replica', summary: 'run a read replica following a primary, a bucket or the lease holder', flags: REPLICA_FLAGS, failoverFlags: PRIMARY_ONLY };
-export const RESTORE: CommandSpec = { name: 'restore', summary: 'restore a database (or all) from a backup bucket', args: ['<url>'], flags: RESTORE_FLAGS };
-export const BACKUPS: CommandSpec = { name: 'backups', summary: 'list what a backup bucket can restore', args: ['<url>'], flags: BACKUPS_FLAGS };
-export const PROMOTE: CommandSpec = { name: 'promote', summary: 'make the failover node at URL the primary', args: ['<url>'], flags: PROMOTE_FLAGS };
-export const STATUS: CommandSpec = { name: 'status', summary: 'positions and lag of a server, or the failover lease', args: ['[url]'], flags: STATUS_FLAGS };
-export const DOCTOR: CommandSpec = { name: 'doctor', summary: 'schema, integrity and settings findings with their fixes', flags: DOCTOR_FLAGS };
-export const MIGRATE: CommandSpec = { name: 'migrate', summary: 'apply NNNN_name.sql migration files, each in one transaction', args: ['<dir>'], flags: MIGRATE_FLAGS };
-export const EXPORT: CommandSpec = { name: 'export', summary: 'a snapshot into analytics files (parquet, csv, duckdb)', args: ['[name]'], flags: EXPORT_FLAGS };
-export const DEMO: CommandSpec = { name: 'demo', summary: 'what `npm start` runs: a primary, two replicas and a small workload', flags: [] };
+const SERVER_AUTH = 'EDGELITE_TOKEN / EDGELITE_TOKENS: this server\'s tokens (README.md#configuration)';
+const S3_ENV = 'AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION: credentials and region of an s3:// bucket';
+const TOKEN_ENV = 'EDGELITE_TOKEN: the bearer token sent';
+
+export const PRIMARY: CommandSpec = { name: 'primary', summary: 'run the primary: the one writer, streaming changes to replicas', flags: PRIMARY_FLAGS, failoverFlags: REPLICA_ONLY, env: [SERVER_AUTH, S3_ENV] };
+export const REPLICA: CommandSpec = {
+  name: 'replica',
+  summary: 'run a read replica following a primary, a bucket or the lease holder',
+  flags: REPLICA_FLAGS,
+  failoverFlags: PRIMARY_ONLY,
+  env: [SERVER_AUTH, 'EDGELITE_PRIMARY_TOKEN: the token presented to the primary (default EDGELITE_TOKEN)', S3_ENV],
+};
+export const RESTORE: CommandSpec = { name: 'restore', summary: 'restore a database (or all) from a backup bucket', args: ['<url>'], flags: RESTORE_FLAGS, env: [S3_ENV] };
+export const BACKUPS: CommandSpec = { name: 'backups', summary: 'list what a backup bucket can restore', args: ['<url>'], flags: BACKUPS_FLAGS, env: [S3_ENV] };
+export const PROMOTE: CommandSpec = { name: 'promote', summary: 'make the failover node at URL the primary', args: ['<url>'], flags: PROMOTE_FLAGS, env: [`${TOKEN_ENV} (the admin right)`] };
+export const STATUS: CommandSpec = { name: 'status', summary: 'positions and lag of a server, or the failover lease', args: ['[url]'], flags: STATUS_FLAGS, env: [`${TOKEN_ENV} (the read right)`] };
+export const DOCTOR: CommandSpec = { name: 'doctor', summary: 'schema, integrity and settings findings with their fixes', flags: DOCTOR_FLAGS, env: [`${TOKEN_ENV} unless --token`] };
+export const MIGRATE: CommandSpec = { name: 'migrate', summary: 'apply NNNN_name.sql migration files, each in one transaction', args: ['<dir>'], flags: MIGRATE_FLAGS, env: [`${TOKEN_ENV} unless --token`] };
+export const EXPORT: CommandSpec = { name: 'export', summary: 'a snapshot into analytics files (parquet, csv, duckdb)', args: ['[name]'], flags: EXPORT_FLAGS, env: [`${TOKEN_ENV} unless --token`] };
+export const DEMO: CommandSpec = {
+  name: 'demo',
+  summary: 'what `npm start` runs: a primary, two replicas and a small workload',
+  flags: [],
+  env: ['EDGELITE_DEMO_DIR: where its files go (default .edgelite-demo)', 'EDGELITE_DEMO_PORT: the first port (default 7400; 0: ephemeral ports)', 'EDGELITE_DEMO_SECONDS: stop by itself after that many seconds (default never)'],
+};
 
 /** COMMANDS: what `edgelite --help` lists, in order. A new command adds its row here and its runner in bin/commands/run.ts. */
 export const COMMANDS: readonly CommandSpec[] = [PRIMARY, REPLICA, STATUS, RESTORE, BACKUPS, PROMOTE, MIGRATE, DOCTOR, EXPORT, DEMO];

@@ -23,6 +23,7 @@ export function describeCommand(cmd: Command, spec: CommandSpec): Command {
   for (const a of spec.args ?? []) cmd.argument(a);
   for (const f of spec.flags) cmd.addOption(optionOf(f));
   for (const f of spec.failoverFlags ?? []) cmd.addOption(optionOf(f).helpGroup(FAILOVER_GROUP));
+  if (spec.env?.length) cmd.addHelpText('after', `\nEnvironment:\n${spec.env.map((e) => `  ${e}`).join('\n')}`);
   return cmd;
 }
 
