@@ -2,8 +2,8 @@
  * nodeLogger: the Node commands' Logger on pino (README.md#logs). `json` writes one JSON line per event:
  * `level` as a word, `time` as ISO 8601, `role`, the event's own fields and `msg` (the shape the
  * servers' log lines always had, plus the level); `pretty` writes pino-pretty's human lines, level
- * colours on a terminal. Tokens, authorization headers, secrets and passwords are redacted wherever
- * they appear (top level or one deep).
+ * colours on a terminal. Tokens, authorization headers, secrets and passwords are redacted (top
+ * level or one deep: `redact`).
  */
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -23,12 +23,26 @@ export interface LogOptions {
 /** DEFAULT_LOG_LEVEL: what is written when neither `--log-level` nor EDGELITE_LOG_LEVEL says. */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 
-/** REDACT: pino paths never written in clear (secrets in events, request headers). */
-export const REDACT = [
-  'token', 'authorization', 'secret', 'password', 'primaryToken',
-  '*.token', '*.authorization', '*.secret', '*.password', '*.primaryToken',
-  'headers.cookie', '*.headers.authorization', '*.headers.cookie',
-];
+/** SECRET_FIELDS: field names whose values are never written in clear (README.md#logs). */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set(['token', 'authorization', 'secret', 'password', 'primaryToken', 'cookie']);
+export const REDACTED = '[redacted]';
+
+/**
+ * redact replaces secret fields at the top level and one object deep (and in a `headers` object at
+ * either level), copying only what changes. A plain loop: pino's wildcard redaction paths cost about
+ * 8 µs an event, this about nothing.
+ */
+export function redact(fields: Record<string, unknown>, depth = 0): Record<string, unknown> {
+  let out: Record<string, unknown> | null = null;
+  for (const key in fields) {
+    const v = fields[key];
+    let next = v;
+    if (SECRET_FIELDS.has(key)) next = REDACTED;
+    else if (v !== null && typeof v === 'object' && !Array.isArray(v) && (depth === 0 || key === 'headers')) next = redact(v as Record<string, unknown>, key === 'headers' ? depth : depth + 1);
+    if (next !== v) (out ??= { ...fields })[key] = next;
+  }
+  return out ?? fields;
+}
 
 /** LogDestination: a file descriptor (1 stdout, 2 stderr) or a stream (tests). */
 export type LogDestination = 1 | 2 | (NodeJS.WritableStream & { isTTY?: boolean });
@@ -71,13 +85,14 @@ export function nodeLogger(role: string, options: LogOptions, dest: LogDestinati
       messageKey: 'msg',
       timestamp: () => `,"time":"${new Date().toISOString()}"`,
       formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: REDACT, censor: '[redacted]' },
     },
     stream,
   );
   const logger = (event: Record<string, unknown>) => {
+    const level = levelOf(event);
+    if (!log.isLevelEnabled(level)) return;
     const { level: _level, msg, ...fields } = event;
-    log[levelOf(event)](fields, typeof msg === 'string' ? msg : msg === undefined ? undefined : String(msg));
+    log[level](redact(fields), typeof msg === 'string' ? msg : msg === undefined ? undefined : String(msg));
   };
   return Object.assign(logger, { enabled: (level: LogLevel) => log.isLevelEnabled(level) });
 }

@@ -6,7 +6,7 @@
  */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { logOptions, nodeLogger, type LogOptions } from '../../shared/node/log.ts';
+import { logOptions, nodeLogger, redact, type LogOptions } from '../../shared/node/log.ts';
 import { aboveBars, progress } from '../../shared/node/progress.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 
@@ -60,6 +60,14 @@ describe('nodeLogger', () => {
     for (const s of ['tok-123456789abcdef', 's3cr3t', 'c=1', '"pw"', 'shh']) expect(text).not.toContain(s);
     const [line] = sink.lines();
     expect(line).toMatchObject({ token: '[redacted]', secret: '[redacted]', key: 'db/app/0001.ltx', req: { password: '[redacted]', headers: { authorization: '[redacted]' } } });
+  });
+
+  it('redact copies only what it changes: top level, one object deep, and headers objects', () => {
+    const clean = { db: 'app', nested: { txid: 1 }, list: [{ token: 'in-an-array' }] };
+    expect(redact(clean)).toBe(clean);
+    const e = { primaryToken: 'p', a: { cookie: 'c', b: { token: 'two-deep' } }, headers: { authorization: 'h' } };
+    expect(redact(e)).toEqual({ primaryToken: '[redacted]', a: { cookie: '[redacted]', b: { token: 'two-deep' } }, headers: { authorization: '[redacted]' } });
+    expect(e.a.cookie).toBe('c'); // the event itself is left as it was
   });
 
   it('pretty writes a human line per event', () => {
