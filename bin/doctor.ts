@@ -4,12 +4,14 @@
  * a primary or a replica, and reports findings with their fixes; `--fix DIR` writes the fixes that are
  * migrations as files. Exit status 1 when a finding is an error or a database could not be examined.
  */
-import { Command, CommanderError } from 'commander';
 import { join } from 'node:path';
+import { DOCTOR } from '../shared/cli-flags.ts';
 import { EdgeliteError, toEdgeliteError } from '../shared/errors.ts';
 import { FACT_STATEMENTS, readFacts } from '../shared/doctor-facts.ts';
 import { diagnose, NOTES, type Finding } from '../shared/doctor-rules.ts';
 import { CliApi } from '../shared/node/cli-api.ts';
+import { toolLogger } from '../shared/node/log.ts';
+import { parseFlags } from './commands/flags.ts';
 import { writeFixes } from './doctor-files.ts';
 import { forEachDatabase } from './export-progress.ts';
 
@@ -33,25 +35,10 @@ export interface DatabaseReport {
   error?: { code: string; message: string };
 }
 
-/** parseDoctorArgs reads argv once, at the edge; a bad flag is MISCONFIGURED with the usage. */
+/** parseDoctorArgs reads argv once, at the edge, against DOCTOR's flag table; a bad flag is MISCONFIGURED with the usage. */
 export function parseDoctorArgs(argv: string[], env: NodeJS.ProcessEnv): DoctorOptions {
-  const cmd = new Command('doctor')
-    .option('--db <name...>', 'database(s) to examine')
-    .option('--all', 'every database the server lists')
-    .option('--primary <url>', 'the primary or a replica')
-    .option('--json', 'print the report as JSON')
-    .option('--fix <dir>', 'write the fixes that are migrations into DIR')
-    .option('--token <token>', 'bearer token (read right)')
-    .exitOverride()
-    .configureOutput({ writeErr: () => {}, writeOut: () => {} })
-    .helpOption(false)
-    .allowExcessArguments(false);
-  try {
-    cmd.parse(argv, { from: 'user' });
-  } catch (err) {
-    throw new EdgeliteError('MISCONFIGURED', `${err instanceof CommanderError ? err.message.replace(/^error: /, '') : String(err)}\n${DOCTOR_USAGE}`);
-  }
-  const o = cmd.opts<{ db?: string[]; all?: boolean; primary?: string; json?: boolean; fix?: string; token?: string }>();
+  const f = parseFlags(DOCTOR, argv, DOCTOR_USAGE);
+  const o = { db: f.list('db'), all: f.on('all'), primary: f.str('primary'), json: f.on('json'), fix: f.str('fix'), token: f.str('token') };
   if (!o.primary) throw new EdgeliteError('MISCONFIGURED', `--primary URL is required\n${DOCTOR_USAGE}`);
   if ((o.db === undefined) === (o.all !== true)) throw new EdgeliteError('MISCONFIGURED', `give either --db NAME or --all\n${DOCTOR_USAGE}`);
   return { primary: o.primary, databases: o.all ? 'all' : o.db!, json: o.json === true, fix: o.fix ?? null, token: o.token ?? env.EDGELITE_TOKEN };
@@ -64,6 +51,7 @@ export async function examine(api: CliApi, db: string): Promise<Finding[]> {
 
 export async function doctorMain(argv: string[]): Promise<void> {
   const o = parseDoctorArgs(argv, process.env);
+  const logger = toolLogger('doctor', argv);
   const api = new CliApi(o.primary, o.token);
   const names = o.databases === 'all' ? await api.databases() : o.databases;
   const reports = await forEachDatabase(names, async (name): Promise<DatabaseReport> => {
@@ -75,7 +63,7 @@ export async function doctorMain(argv: string[]): Promise<void> {
       const e = toEdgeliteError(err);
       return { name, findings: [], fixes: [], error: { code: e.code, message: e.message } };
     }
-  }, { label: 'doctor', quiet: o.databases !== 'all' });
+  }, { label: 'doctor', quiet: o.databases !== 'all', logger });
   process.stdout.write(o.json ? `${JSON.stringify({ url: api.url, databases: reports, notes: NOTES }, null, 2)}\n` : formatReport(reports));
   if (reports.some((r) => r.error || r.findings.some((f) => f.severity === 'error'))) process.exitCode = 1;
 }

@@ -9,7 +9,7 @@ import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duc
 import { join } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
 import { quoteName, quoteString } from '../shared/doctor-sql.ts';
-import type { Progress } from './export-progress.ts';
+import type { Progress } from '../shared/node/progress.ts';
 import { openSnapshot, type PlannedTable } from './export-plan.ts';
 import { classOf, columnDdl, textOf, type ExportColumn } from './export-types.ts';
 

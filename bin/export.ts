@@ -5,16 +5,20 @@
  * (bin/export-write.ts). `--all` puts every database into one dataset: one table (one file) per table
  * name, with the database's name in a leading `tenant` column. Prints one JSON summary line on stdout.
  */
-import { Command, CommanderError } from 'commander';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { EXPORT } from '../shared/cli-flags.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import { silentLogger, type Logger } from '../shared/log.ts';
 import { validateDatabaseName } from '../shared/types.ts';
 import { CliApi } from '../shared/node/cli-api.ts';
+import { toolLogger } from '../shared/node/log.ts';
+import { progress } from '../shared/node/progress.ts';
+import { parseFlags } from './commands/flags.ts';
 import { download, type Downloaded } from './export-snapshot.ts';
 import { plan, type PlannedTable } from './export-plan.ts';
-import { forEachDatabase, progress } from './export-progress.ts';
+import { forEachDatabase } from './export-progress.ts';
 import { EXPORT_FORMATS, tableFileName, tenantColumnOf, writeExport, type ExportFormat } from './export-write.ts';
 
 export const EXPORT_USAGE = 'usage: edgelite export NAME | --all --format parquet|csv|duckdb --out PATH --primary URL [--token T]   (token also EDGELITE_TOKEN; needs the replicate right on a primary, read on a replica)';
@@ -27,26 +31,11 @@ export interface ExportOptions {
   token: string | undefined;
 }
 
-/** parseExportArgs reads argv once; a bad flag is MISCONFIGURED with the usage. */
+/** parseExportArgs reads argv once, against EXPORT's flag table; a bad flag is MISCONFIGURED with the usage. */
 export function parseExportArgs(argv: string[], env: NodeJS.ProcessEnv): ExportOptions {
-  const cmd = new Command('export')
-    .argument('[name]')
-    .option('--format <format>')
-    .option('--out <path>')
-    .option('--primary <url>')
-    .option('--all')
-    .option('--token <token>')
-    .exitOverride()
-    .configureOutput({ writeErr: () => {}, writeOut: () => {} })
-    .helpOption(false)
-    .allowExcessArguments(false);
-  try {
-    cmd.parse(argv, { from: 'user' });
-  } catch (err) {
-    throw new EdgeliteError('MISCONFIGURED', `${err instanceof CommanderError ? err.message.replace(/^error: /, '') : String(err)}\n${EXPORT_USAGE}`);
-  }
-  const o = cmd.opts<{ format?: string; out?: string; primary?: string; all?: boolean; token?: string }>();
-  const name = cmd.args[0];
+  const f = parseFlags(EXPORT, argv, EXPORT_USAGE);
+  const o = { format: f.str('format'), out: f.str('out'), primary: f.str('primary'), all: f.on('all'), token: f.str('token') };
+  const name = f.args[0];
   if ((name === undefined) === (o.all !== true)) throw new EdgeliteError('MISCONFIGURED', `give either a database NAME or --all\n${EXPORT_USAGE}`);
   if (!o.format || !(EXPORT_FORMATS as readonly string[]).includes(o.format)) {
     throw new EdgeliteError('MISCONFIGURED', `--format must be one of ${EXPORT_FORMATS.join(', ')}${o.format ? `, not ${JSON.stringify(o.format)}` : ''}\n${EXPORT_USAGE}`);
@@ -82,8 +71,8 @@ function prepareOut(o: ExportOptions): void {
   mkdirSync(o.out, { recursive: true });
 }
 
-/** runExport does the whole export and returns its summary. */
-export async function runExport(o: ExportOptions): Promise<ExportSummary> {
+/** runExport does the whole export and returns its summary; progress off a terminal goes to `logger`. */
+export async function runExport(o: ExportOptions, logger: Logger = silentLogger): Promise<ExportSummary> {
   const api = new CliApi(o.primary, o.token);
   const names = o.databases === 'all' ? await api.databases() : o.databases;
   if (names.length === 0) throw new EdgeliteError('DATABASE_NOT_FOUND', `${api.url} lists no databases to export`);
@@ -91,9 +80,9 @@ export async function runExport(o: ExportOptions): Promise<ExportSummary> {
   const temp = mkdtempSync(join(tmpdir(), 'edgelite-export-'));
   try {
     // A dataset missing a tenant is a silent loss: one failed download fails the export.
-    const sources = await forEachDatabase(names, (db) => download(api.url, o.token, db, temp), { label: 'export: snapshot', quiet: names.length === 1 });
+    const sources = await forEachDatabase(names, (db) => download(api.url, o.token, db, temp), { label: 'export: snapshot', quiet: names.length === 1, logger });
     const tables = plan(sources);
-    const bar = progress('export', Math.max(1, tables.reduce((n, t) => n + t.rows, 0)));
+    const bar = progress({ label: 'export', total: tables.reduce((n, t) => n + t.rows, 0), logger });
     try {
       await writeExport(tables, { format: o.format, out: o.out, withTenant: o.databases === 'all', tempDir: temp, bar });
     } finally {
@@ -128,6 +117,6 @@ function manifest(summary: ExportSummary, tables: readonly PlannedTable[], withT
 }
 
 export async function exportMain(argv: string[]): Promise<void> {
-  const summary = await runExport(parseExportArgs(argv, process.env));
+  const summary = await runExport(parseExportArgs(argv, process.env), toolLogger('export', argv));
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 }

@@ -10,6 +10,7 @@ import { parsePrimaryConfig, type PrimaryConfig } from '../primary/config.ts';
 import type { PrimaryStore } from '../primary/store.ts';
 import { parseReplicaConfig, type ReplicaConfig } from '../replica/config.ts';
 import { positionFilePath } from '../replica/position-file.ts';
+import { PRIMARY_ONLY as PRIMARY_ONLY_FLAGS, REPLICA_ONLY as REPLICA_ONLY_FLAGS, type FlagSpec } from '../shared/cli-flags.ts';
 import type { GenerationStart } from '../shared/consistency.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { CandidatePosition } from '../shared/lease.ts';
@@ -25,9 +26,14 @@ export interface NodeConfigs {
   prefer: 'primary' | 'replica';
 }
 
-/** Flags only the primary role takes (its value-less ones marked true), and only the replica role. */
-const PRIMARY_ONLY: Record<string, boolean> = { synchronous: false, 'checkpoint-frames': false, compress: true, backup: false, 'backup-interval': false, 'backup-retention': false, 'backup-ack': true, 'backup-ack-timeout': false };
-const REPLICA_ONLY: Record<string, boolean> = { candidate: true, lazy: true, primary: false, databases: false, 'max-databases': false, 'read-wait-ms': false, 'write-wait-ms': false, 'on-behind': false, 'max-lag-ms': false, 'heartbeat-timeout-ms': false, source: false, 'source-interval': false };
+/** Flags only the primary role takes, and only the replica role (shared/cli-flags.ts), each marked true when it is a switch. */
+const PRIMARY_ONLY = switches(PRIMARY_ONLY_FLAGS);
+const REPLICA_ONLY = switches(REPLICA_ONLY_FLAGS);
+
+function switches(flags: readonly FlagSpec[]): Record<string, boolean> {
+  return Object.fromEntries(flags.map((f) => [f.name, f.value === undefined]));
+}
+
 /** `--encryption-key-file` and `--s3-endpoint` go with `--backup` (primary) or `--source` (replica). */
 const WITH_BUCKET = new Set(['encryption-key-file', 's3-endpoint']);
 

@@ -6,14 +6,17 @@
  * a result per database). The URL may be the primary or any replica (writes are forwarded). Exit
  * status 1 when a database failed.
  */
-import { Command, CommanderError } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { MIGRATE } from '../shared/cli-flags.ts';
 import { EdgeliteError, toEdgeliteError } from '../shared/errors.ts';
+import { silentLogger, type Logger } from '../shared/log.ts';
 import { MIGRATION_NAME, migrationError, parseMigration, sortMigrations, type MigrationFile } from '../shared/migrate-sql.ts';
 import { CliApi } from '../shared/node/cli-api.ts';
-import { progress } from './export-progress.ts';
+import { toolLogger } from '../shared/node/log.ts';
+import { progress } from '../shared/node/progress.ts';
+import { parseFlags } from './commands/flags.ts';
 import { dryRun, migrateDatabase, type DatabaseResult } from './migrate-db.ts';
 
 export const MIGRATE_USAGE =
@@ -34,29 +37,11 @@ export interface MigrateOptions {
   json: boolean;
 }
 
-/** parseMigrateArgs reads argv once, at the edge; a bad flag is MISCONFIGURED with the usage. */
+/** parseMigrateArgs reads argv once, at the edge, against MIGRATE's flag table; a bad flag is MISCONFIGURED with the usage. */
 export function parseMigrateArgs(argv: string[], env: NodeJS.ProcessEnv): MigrateOptions {
-  const cmd = new Command('migrate')
-    .argument('[dir]')
-    .option('--db <name...>', 'database(s) to migrate')
-    .option('--all', 'every database the server lists')
-    .option('--primary <url>', 'the primary or a replica')
-    .option('--token <token>', 'bearer token (read and write; --dry-run also admin)')
-    .option('--dry-run', 'run on a fork of each database, then drop the fork')
-    .option('--fail-fast', 'start no other database after one fails')
-    .option('--concurrency <n>', 'databases at once with --all')
-    .option('--json', 'print the report as JSON')
-    .exitOverride()
-    .configureOutput({ writeErr: () => {}, writeOut: () => {} })
-    .helpOption(false)
-    .allowExcessArguments(false);
-  try {
-    cmd.parse(argv, { from: 'user' });
-  } catch (err) {
-    throw new EdgeliteError('MISCONFIGURED', `${err instanceof CommanderError ? err.message.replace(/^error: /, '') : String(err)}\n${MIGRATE_USAGE}`);
-  }
-  const o = cmd.opts<{ db?: string[]; all?: boolean; primary?: string; token?: string; dryRun?: boolean; failFast?: boolean; concurrency?: string; json?: boolean }>();
-  const dir = cmd.args[0];
+  const f = parseFlags(MIGRATE, argv, MIGRATE_USAGE);
+  const o = { db: f.list('db'), all: f.on('all'), primary: f.str('primary'), token: f.str('token'), dryRun: f.on('dry-run'), failFast: f.on('fail-fast'), concurrency: f.str('concurrency'), json: f.on('json') };
+  const dir = f.args[0];
   if (!dir) throw new EdgeliteError('MISCONFIGURED', `the migrations directory DIR is required\n${MIGRATE_USAGE}`);
   if (!o.primary) throw new EdgeliteError('MISCONFIGURED', `--primary URL is required\n${MIGRATE_USAGE}`);
   if ((o.db === undefined) === (o.all !== true)) throw new EdgeliteError('MISCONFIGURED', `give either --db NAME or --all\n${MIGRATE_USAGE}`);
@@ -104,6 +89,8 @@ export interface RunOptions {
   dryRun: boolean;
   /** No progress output (one database). */
   quiet: boolean;
+  /** Where progress lines go off a terminal, and each failed database (default: nowhere). */
+  logger?: Logger;
 }
 
 /**
@@ -112,7 +99,8 @@ export interface RunOptions {
  * are `skipped`), and the ones running finish.
  */
 export async function migrateAll(api: CliApi, names: readonly string[], files: readonly MigrationFile[], o: RunOptions): Promise<DatabaseResult[]> {
-  const bar = progress('migrate', names.length, o.quiet);
+  const logger = o.logger ?? silentLogger;
+  const bar = progress({ label: 'migrate', total: names.length, quiet: o.quiet, logger });
   const out: DatabaseResult[] = names.map((name) => ({ name, status: 'skipped', applied: [], alreadyApplied: 0, missing: [], outOfOrder: [] }));
   let next = 0;
   let stop = false;
@@ -128,6 +116,7 @@ export async function migrateAll(api: CliApi, names: readonly string[], files: r
         r = { ...out[i]!, status: 'failed', error: { code: e.code, message: e.message } };
       }
       out[i] = r;
+      if (r.status === 'failed') logger({ msg: `${name} failed`, level: 'warn', db: name, code: r.error?.code, message: r.error?.message });
       if (r.status === 'failed' && o.failFast) stop = true;
       bar.tick(1, `${name} ${r.status}`);
     }
@@ -142,10 +131,11 @@ export async function migrateAll(api: CliApi, names: readonly string[], files: r
 
 export async function migrateMain(argv: string[]): Promise<void> {
   const o = parseMigrateArgs(argv, process.env);
+  const logger = toolLogger('migrate', argv);
   const files = await readMigrations(o.dir);
   const api = new CliApi(o.primary, o.token);
   const names = o.databases === 'all' ? await api.databases() : o.databases;
-  const results = await migrateAll(api, names, files, { concurrency: o.concurrency, failFast: o.failFast, dryRun: o.dryRun, quiet: o.databases !== 'all' });
+  const results = await migrateAll(api, names, files, { concurrency: o.concurrency, failFast: o.failFast, dryRun: o.dryRun, quiet: o.databases !== 'all', logger });
   const summary = summarize(results);
   process.stdout.write(o.json ? `${JSON.stringify({ url: api.url, dryRun: o.dryRun, files: files.map((f) => f.name), databases: results, summary }, null, 2)}\n` : formatResults(results, summary, o.dryRun));
   if (summary.failed > 0 || summary.skipped > 0) process.exitCode = 1;

@@ -3,14 +3,18 @@
  * hand. If another node holds the lease, it hands over once URL has caught up (no acknowledged write is
  * left behind); if none does, URL takes it at once. EDGELITE_TOKEN must carry the admin right.
  */
-import { parseArgs } from 'node:util';
+import { PROMOTE } from '../shared/cli-flags.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { parseDurationMs } from '../shared/config.ts';
+import { parseFlags } from './commands/flags.ts';
+
+const USAGE = 'usage: edgelite promote URL [--timeout 10s] [--json]   (URL: the failover node to promote)';
 
 export async function promoteMain(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, options: { timeout: { type: 'string' }, json: { type: 'boolean' } }, allowPositionals: true, strict: true });
-  const url = positionals[0];
-  if (!url || positionals.length > 1 || !URL.canParse(url)) throw new EdgeliteError('MISCONFIGURED', 'usage: edgelite promote URL [--timeout 10s] [--json]   (URL: the failover node to promote)');
+  const f = parseFlags(PROMOTE, argv, USAGE);
+  const values = { timeout: f.str('timeout'), json: f.on('json') };
+  const url = f.args[0];
+  if (!url || f.args.length > 1 || !URL.canParse(url)) throw new EdgeliteError('MISCONFIGURED', USAGE);
   const timeoutMs = values.timeout === undefined ? 10_000 : parseDurationMs(values.timeout, '--timeout');
   const token = process.env.EDGELITE_TOKEN;
   let res: Response;

@@ -5,45 +5,40 @@
  * primary/restore.ts and primary/restore-all.ts. `backups` needs no key: object names are plaintext,
  * and a listing is all it reads.
  */
-import { parseArgs } from 'node:util';
 import { EdgeliteError } from '../shared/errors.ts';
 import { parseBackupTarget, type ObjectStore } from '../shared/object-store.ts';
-import { configError } from '../shared/config.ts';
+import { BACKUPS, RESTORE, type CommandSpec } from '../shared/cli-flags.ts';
+import type { Logger } from '../shared/log.ts';
 import type { RestoreTarget } from '../shared/backup-layout.ts';
 import { validateDatabaseName } from '../shared/types.ts';
+import { toolLogger } from '../shared/node/log.ts';
 import { openObjectStore, readKeyring } from '../shared/node/open-object-store.ts';
+import { progress } from '../shared/node/progress.ts';
+import { parseFlags } from './commands/flags.ts';
 import { listBackups, restoreDatabase, type BackupSummary } from '../primary/restore.ts';
-import { restoreAll, type RestoreAllProgress, type RestoreAllTarget, type RestoredDatabase } from '../primary/restore-all.ts';
+import { restoreAll, type RestoreAllTarget, type RestoredDatabase } from '../primary/restore-all.ts';
 
 export const RESTORE_USAGE = `usage: edgelite restore s3://BUCKET/PREFIX | file:///DIR --db NAME [--txid N | --time ISO] --out FILE [--force] [--s3-endpoint URL] [--encryption-key-file PATH]
        edgelite restore s3://BUCKET/PREFIX | file:///DIR --all --data DIR [--time ISO] [--force] [--s3-endpoint URL] [--encryption-key-file PATH]
        edgelite backups s3://BUCKET/PREFIX | file:///DIR [--db NAME] [--json] [--s3-endpoint URL]`;
 
 export async function restoreMain(argv: string[]): Promise<void> {
-  const { url, values } = parse(argv, {
-    db: { type: 'string' },
-    txid: { type: 'string' },
-    time: { type: 'string' },
-    out: { type: 'string' },
-    force: { type: 'boolean' },
-    all: { type: 'boolean' },
-    data: { type: 'string' },
-    'encryption-key-file': { type: 'string' },
-  });
-  if (values.all === true || values.data !== undefined) return restoreAllMain(url, values);
+  const { url, values } = parse(RESTORE, argv);
+  const logger = toolLogger('restore', argv);
+  if (values.all === true || values.data !== undefined) return restoreAllMain(url, values, logger);
   const db = values.db;
   const out = values.out;
   if (typeof db !== 'string' || typeof out !== 'string') throw new EdgeliteError('MISCONFIGURED', `--db and --out are required\n${RESTORE_USAGE}`);
   const target = restoreTarget(values.txid, values.time);
   const objects = openStore(url, values);
+  const bar = progress({ label: 'restore', total: 0, logger });
   const result = await restoreDatabase(objects, {
     db: validateDatabaseName(db),
     target,
     out,
     force: values.force === true,
-    onProgress: (p) => process.stderr.write(`\r${bar(p.done / p.total)} ${p.done}/${p.total} objects`),
-  });
-  process.stderr.write('\n');
+    onProgress: (p) => bar.update(p.done, `${db} objects`, p.total),
+  }).finally(() => bar.stop());
   process.stdout.write(`${JSON.stringify({ restored: out, ...result, timestamp: new Date(result.timestamp).toISOString() })}\n`);
 }
 
@@ -54,23 +49,22 @@ function openStore(url: string, values: Record<string, string | boolean | undefi
 }
 
 /** restoreAllMain is `restore --all --data DIR`: one JSON line per database on stdout, progress on stderr. */
-async function restoreAllMain(url: string, values: Record<string, string | boolean | undefined>): Promise<void> {
+async function restoreAllMain(url: string, values: Record<string, string | boolean | undefined>, logger: Logger): Promise<void> {
   const dataDir = values.data;
   if (values.all !== true || typeof dataDir !== 'string') throw new EdgeliteError('MISCONFIGURED', `--all and --data DIR go together\n${RESTORE_USAGE}`);
   if (values.db !== undefined || values.out !== undefined) throw new EdgeliteError('MISCONFIGURED', '--all restores every database: pass --data DIR, not --db or --out');
   if (values.txid !== undefined) throw new EdgeliteError('MISCONFIGURED', '--all takes --time ISO, not --txid (txids are per database)');
   const target = restoreTarget(undefined, values.time) as RestoreAllTarget;
   const objects = openStore(url, values);
-  const progress = progressLine();
+  const bar = progress({ label: 'restore', total: 0, logger, format: mib });
   const outcomes = await restoreAll(objects, {
     dataDir,
     target,
     force: values.force === true,
     source: url,
-    onProgress: progress.update,
-    onDatabase: (r) => progress.print(`${JSON.stringify(outcomeJson(r))}\n`),
-  });
-  progress.done();
+    onProgress: (p) => bar.update(p.bytes, `${p.objects}/${p.totalObjects} objects  ${p.databases}/${p.totalDatabases} databases`, p.totalBytes),
+    onDatabase: (r) => process.stdout.write(`${JSON.stringify(outcomeJson(r))}\n`),
+  }).finally(() => bar.stop());
   const failed = outcomes.filter((r) => r.status === 'failed');
   if (failed.length > 0) {
     const first = failed[0]!.status === 'failed' ? failed[0]!.error.code : 'INTERNAL';
@@ -91,51 +85,26 @@ function outcomeJson(r: RestoredDatabase): Record<string, unknown> {
   }
 }
 
-/** PROGRESS_EVERY_MS: the progress line is redrawn at most this often. */
-const PROGRESS_EVERY_MS = 200;
-
-/** progressLine draws `[####    ] 512.0/1024.0 MiB  3/7 objects  1/2 databases` on stderr, redrawn in place. */
-function progressLine(): { update(p: Readonly<RestoreAllProgress>): void; print(line: string): void; done(): void } {
-  let last = 0;
-  let text = '';
-  const draw = () => process.stderr.write(`\r${text}`);
-  return {
-    update: (p) => {
-      const mib = (n: number) => (n / 2 ** 20).toFixed(1);
-      text = `${bar(p.totalBytes === 0 ? 1 : p.bytes / p.totalBytes)} ${mib(p.bytes)}/${mib(p.totalBytes)} MiB  ${p.objects}/${p.totalObjects} objects  ${p.databases}/${p.totalDatabases} databases`;
-      const now = Date.now();
-      if (now - last >= PROGRESS_EVERY_MS || p.databases === p.totalDatabases) {
-        last = now;
-        draw();
-      }
-    },
-    print: (line) => process.stdout.write(line),
-    done: () => process.stderr.write(`${text === '' ? '' : `\r${text}`}\n`),
-  };
-}
-
-function bar(fraction: number): string {
-  return `[${'#'.repeat(Math.round(20 * Math.min(1, Math.max(0, fraction)))).padEnd(20)}]`;
+/** mib prints a byte count as MiB, for the restore's progress. */
+function mib(n: number): string {
+  return `${(n / 2 ** 20).toFixed(1)} MiB`;
 }
 
 export async function backupsMain(argv: string[]): Promise<void> {
-  const { url, values } = parse(argv, { db: { type: 'string' }, json: { type: 'boolean' } });
+  const { url, values } = parse(BACKUPS, argv);
   const objects = openObjectStore(parseBackupTarget(url, process.env, values['s3-endpoint'] as string | undefined));
   const list = await listBackups(objects, typeof values.db === 'string' ? validateDatabaseName(values.db) : undefined);
   process.stdout.write(values.json === true ? `${JSON.stringify({ databases: list })}\n` : table(list));
 }
 
-type Options = Record<string, { type: 'string' | 'boolean' }>;
-
-function parse(argv: string[], options: Options): { url: string; values: Record<string, string | boolean | undefined> } {
-  try {
-    const { values, positionals } = parseArgs({ args: argv, options: { ...options, 's3-endpoint': { type: 'string' } }, allowPositionals: true, strict: true });
-    const [url, ...extra] = positionals;
-    if (url === undefined || extra.length > 0) throw new EdgeliteError('MISCONFIGURED', `want exactly one backup URL\n${RESTORE_USAGE}`);
-    return { url, values: values as Record<string, string | boolean | undefined> };
-  } catch (err) {
-    throw configError(err);
-  }
+/** parse reads a command's argv against its flag table: exactly one backup URL, and the flags by name. */
+function parse(spec: CommandSpec, argv: string[]): { url: string; values: Record<string, string | boolean | undefined> } {
+  const f = parseFlags(spec, argv, RESTORE_USAGE);
+  const [url, ...extra] = f.args;
+  if (url === undefined || extra.length > 0) throw new EdgeliteError('MISCONFIGURED', `want exactly one backup URL\n${RESTORE_USAGE}`);
+  const values: Record<string, string | boolean | undefined> = {};
+  for (const flag of spec.flags) values[flag.name] = flag.value === undefined ? f.on(flag.name) || undefined : f.str(flag.name);
+  return { url, values };
 }
 
 function restoreTarget(txid: unknown, time: unknown): RestoreTarget {

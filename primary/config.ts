@@ -3,12 +3,13 @@
  * passed down. Defaults are the named constants below.
  */
 import { parseArgs } from 'node:util';
+import { parseArgsOptions, parsedFlags, PRIMARY_FLAGS } from '../shared/cli-flags.ts';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
-import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
+import { leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
 import type { CompactionPolicy } from '../shared/backup-compaction.ts';
@@ -66,11 +67,8 @@ export interface PrimaryConfig {
   sync: SyncConfig;
 }
 
-
-export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [--listen 127.0.0.1:PORT] [--synchronous normal|full] [--query-timeout-ms N (0: off)] [--idle-close-ms N (60000; 0: never)] [--max-open-databases N (512)]
-                        [--backup s3://BUCKET/PREFIX | file:///DIR [--backup-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]
-                         [--backup-retention 7d] [--backup-ack [--backup-ack-timeout 10s]]]
-                        [--lease etcd://HOST:PORT/PREFIX [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]]
+/** PRIMARY_USAGE ends a configuration error; the flags themselves are listed by `edgelite primary --help` (README.md#cli). */
+export const PRIMARY_USAGE = `usage: edgelite primary --data DIR [flags]   (\`edgelite primary --help\` lists them)
   env: EDGELITE_TOKEN (all rights) or EDGELITE_TOKENS ("read=...; write+read=...; replicate=...; read+write@tenant-*=...")
   env for s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL`;
 
@@ -83,32 +81,11 @@ export function parsePrimaryConfig(argv: string[], env: Record<string, string | 
   }
 }
 
+/** OPTIONS: the parseArgs form of PRIMARY_FLAGS, the table `edgelite primary --help` prints (README.md#cli). */
+const OPTIONS = parseArgsOptions(PRIMARY_FLAGS);
+
 function parse(argv: string[], env: Record<string, string | undefined>): PrimaryConfig {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      data: { type: 'string' },
-      listen: { type: 'string' },
-      synchronous: { type: 'string' },
-      'checkpoint-frames': { type: 'string' },
-      'max-body-bytes': { type: 'string' },
-      'query-timeout-ms': { type: 'string' },
-      'idle-close-ms': { type: 'string' },
-      'max-open-databases': { type: 'string' },
-      compress: { type: 'boolean' },
-      backup: { type: 'string' },
-      'backup-interval': { type: 'string' },
-      'backup-retention': { type: 'string' },
-      's3-endpoint': { type: 'string' },
-      'encryption-key-file': { type: 'string' },
-      'backup-ack': { type: 'boolean' },
-      'backup-ack-timeout': { type: 'string' },
-      ...LEASE_FLAGS,
-      'sync-replicas': { type: 'string' },
-      'sync-timeout': { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values, on } = parsedFlags(parseArgs({ args: argv, options: OPTIONS, strict: true }).values);
   const dataDir = values.data ?? env.EDGELITE_DATA;
   if (!dataDir) throw new EdgeliteError('MISCONFIGURED', `--data is required\n${PRIMARY_USAGE}`);
   const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_PRIMARY_PORT}`, DEFAULT_PRIMARY_PORT);
@@ -122,7 +99,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     port,
     synchronous,
     busyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
-    compress: values.compress ?? false,
+    compress: on('compress'),
     checkpointFrames: positiveInt(values['checkpoint-frames'], DEFAULT_CHECKPOINT_FRAMES, '--checkpoint-frames'),
     pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
     idleCloseMs: nonNegativeMs(values['idle-close-ms'] ?? env.EDGELITE_IDLE_CLOSE_MS, DEFAULT_IDLE_CLOSE_MS, '--idle-close-ms'),
@@ -132,7 +109,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Primary
     auth: parseAuthConfig(env.EDGELITE_TOKEN, env.EDGELITE_TOKENS),
     retention: {},
     backup: withRetention(parseBackup(values.backup, values['backup-interval'], values['s3-endpoint'], env, values['encryption-key-file']), values['backup-retention']),
-    backupAck: parseBackupAck(values.backup !== undefined, values['backup-ack'], values['backup-ack-timeout']),
+    backupAck: parseBackupAck(values.backup !== undefined, on('backup-ack'), values['backup-ack-timeout']),
     ...leaseAndSync(values, host, port),
   };
 }

@@ -3,13 +3,14 @@
  * named constants below.
  */
 import { parseArgs } from 'node:util';
+import { parseArgsOptions, parsedFlags, REPLICA_FLAGS } from '../shared/cli-flags.ts';
 import { parseAuthConfig, type AuthConfig } from '../shared/auth.ts';
 import { DEFAULT_SOURCE_INTERVAL_MS } from '../shared/bucket-feed.ts';
 import { configError, DEFAULT_HOST, parseDurationMs, parseListen, positiveInt, queryTimeout } from '../shared/config.ts';
 import { parsePatternList } from '../shared/db-pattern.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../shared/http.ts';
-import { LEASE_FLAGS, leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
+import { leaseAndSync, type LeaseConfig, type SyncConfig } from '../shared/lease-config.ts';
 import type { Keyring } from '../shared/object-keyring.ts';
 import { parseBackupTarget, type BackupTarget } from '../shared/object-store.ts';
 import { readKeyring } from '../shared/node/open-object-store.ts';
@@ -71,11 +72,8 @@ export interface ReplicaConfig {
   sync: SyncConfig;
 }
 
-export const REPLICA_USAGE = `usage: edgelite replica --primary URL --data DIR [--listen 127.0.0.1:PORT] [--databases a,tenant-*|* | --lazy [--databases PATTERNS] [--max-databases N]]
-  [--source s3://BUCKET/PREFIX | file:///DIR [--source-interval 1s] [--s3-endpoint URL] [--encryption-key-file PATH]] (with --source, --primary is optional)
-  [--bootstrap-concurrency N (8)] [--idle-close-ms N (60000; 0: never)] [--max-open-databases N (512)]
-  [--read-wait-ms N] [--write-wait-ms N] [--on-behind error|primary] [--max-lag-ms N] [--query-timeout-ms N (0: off)]
-  [--lease etcd://HOST:PORT/PREFIX [--candidate] [--lease-ttl 5s] [--advertise URL] [--node-id ID] [--sync-replicas N [--sync-timeout 10s]]] (with --lease, --primary is optional)
+/** REPLICA_USAGE ends a configuration error; the flags themselves are listed by `edgelite replica --help` (README.md#cli). */
+export const REPLICA_USAGE = `usage: edgelite replica --primary URL | --source BUCKET | --lease etcd://... --data DIR [flags]   (\`edgelite replica --help\` lists them)
   env: EDGELITE_PRIMARY_TOKEN (token for the primary), EDGELITE_TOKEN / EDGELITE_TOKENS (this server's auth)`;
 
 /**
@@ -97,43 +95,17 @@ export function parseReplicaConfig(argv: string[], env: Record<string, string | 
   }
 }
 
+/** OPTIONS: the parseArgs form of REPLICA_FLAGS, the table `edgelite replica --help` prints (README.md#cli). */
+const OPTIONS = parseArgsOptions(REPLICA_FLAGS);
+
 function parse(argv: string[], env: Record<string, string | undefined>): ReplicaConfig {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      primary: { type: 'string' },
-      data: { type: 'string' },
-      listen: { type: 'string' },
-      databases: { type: 'string' },
-      lazy: { type: 'boolean' },
-      'max-databases': { type: 'string' },
-      'bootstrap-concurrency': { type: 'string' },
-      'idle-close-ms': { type: 'string' },
-      'max-open-databases': { type: 'string' },
-      'read-wait-ms': { type: 'string' },
-      'write-wait-ms': { type: 'string' },
-      'on-behind': { type: 'string' },
-      'max-lag-ms': { type: 'string' },
-      'heartbeat-timeout-ms': { type: 'string' },
-      'query-timeout-ms': { type: 'string' },
-      'max-body-bytes': { type: 'string' },
-      source: { type: 'string' },
-      'source-interval': { type: 'string' },
-      'encryption-key-file': { type: 'string' },
-      's3-endpoint': { type: 'string' },
-      ...LEASE_FLAGS,
-      candidate: { type: 'boolean' },
-      'sync-replicas': { type: 'string' },
-      'sync-timeout': { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values, on } = parsedFlags(parseArgs({ args: argv, options: OPTIONS, strict: true }).values);
   const source = parseSource(values.source, values['source-interval'], values['s3-endpoint'], values['encryption-key-file'], env);
   const primaryUrl = values.primary ?? env.EDGELITE_PRIMARY ?? null;
   const { host, port } = parseListen(values.listen ?? env.EDGELITE_LISTEN ?? `${DEFAULT_HOST}:${DEFAULT_REPLICA_PORT}`, DEFAULT_REPLICA_PORT);
   const { lease, sync } = leaseAndSync(values, host, port);
-  if (values.candidate && !lease) throw new EdgeliteError('MISCONFIGURED', '--candidate needs --lease (elections run in the lease store)');
-  if (!values.candidate && sync.replicas > 0) throw new EdgeliteError('MISCONFIGURED', '--sync-replicas on a replica needs --candidate (it is what the replica does once promoted)');
+  if (on('candidate') && !lease) throw new EdgeliteError('MISCONFIGURED', '--candidate needs --lease (elections run in the lease store)');
+  if (!on('candidate') && sync.replicas > 0) throw new EdgeliteError('MISCONFIGURED', '--sync-replicas on a replica needs --candidate (it is what the replica does once promoted)');
   if (!primaryUrl && !source && !lease) throw new EdgeliteError('MISCONFIGURED', `--primary is required (or --source, or --lease)\n${REPLICA_USAGE}`);
   if (primaryUrl !== null && (!/^https?:\/\/[^/]/.test(primaryUrl) || !URL.canParse(primaryUrl))) throw new EdgeliteError('MISCONFIGURED', `--primary (EDGELITE_PRIMARY) must be an http(s) URL, got "${primaryUrl}"`);
   const dataDir = values.data ?? env.EDGELITE_DATA;
@@ -146,7 +118,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
   if (lazyEnv !== undefined && !['0', '1', 'true', 'false', ''].includes(lazyEnv)) {
     throw new EdgeliteError('MISCONFIGURED', `EDGELITE_LAZY must be 1/true or 0/false, got "${lazyEnv}"`);
   }
-  const lazy = values.lazy === true || lazyEnv === '1' || lazyEnv === 'true';
+  const lazy = on('lazy') || lazyEnv === '1' || lazyEnv === 'true';
   const databasesText = values.databases ?? env.EDGELITE_DATABASES;
   if (primaryUrl === null && !lease && lazy) throw new EdgeliteError('MISCONFIGURED', '--lazy asks the primary which databases exist: it needs --primary');
   if (primaryUrl === null && !lease && onBehind === 'primary') throw new EdgeliteError('MISCONFIGURED', '--on-behind primary needs --primary');
@@ -178,7 +150,7 @@ function parse(argv: string[], env: Record<string, string | undefined>): Replica
     maxOpenDatabases: positiveInt(values['max-open-databases'] ?? env.EDGELITE_MAX_OPEN_DATABASES, DEFAULT_MAX_OPEN_DATABASES, '--max-open-databases'),
     queryTimeoutMs: queryTimeout(values['query-timeout-ms']),
     lease,
-    candidate: values.candidate === true,
+    candidate: on('candidate'),
     sync,
   };
 }

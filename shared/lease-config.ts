@@ -23,15 +23,7 @@ export interface LeaseConfig {
   node: string;
 }
 
-/** LEASE_FLAGS are the parseArgs options of LeaseConfig, for both roles' parsers. */
-export const LEASE_FLAGS = {
-  lease: { type: 'string' },
-  'lease-ttl': { type: 'string' },
-  advertise: { type: 'string' },
-  'node-id': { type: 'string' },
-} as const;
-
-/** parseLeaseConfig reads LEASE_FLAGS; null without `--lease` (then the other three are refused). */
+/** parseLeaseConfig reads the lease flags (their table: shared/cli-flags.ts); null without `--lease` (then the other three are refused). */
 export function parseLeaseConfig(values: { lease?: string; 'lease-ttl'?: string; advertise?: string; 'node-id'?: string }, host: string, port: number): LeaseConfig | null {
   if (values.lease === undefined) {
     for (const f of ['lease-ttl', 'advertise', 'node-id'] as const) if (values[f] !== undefined) throw new EdgeliteError('MISCONFIGURED', `--${f} needs --lease`);

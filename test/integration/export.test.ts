@@ -111,7 +111,8 @@ describe('edgelite export', () => {
     const run = await runEdgelite(['export', 'shop', '--format', 'csv', '--out', join(t.dir, 'out-csv'), '--primary', primary.url], { EDGELITE_TOKEN: TOKEN });
     expect(run.status, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ format: 'csv', databases: [{ db: 'shop', position: { generation: 1 } }] });
-    expect(run.stderr).toContain('edgelite export: shop.v (7/7)');
+    const logLines = run.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logLines).toContainEqual(expect.objectContaining({ level: 'info', role: 'export', msg: 'export: shop.v (7/7)', done: 7, total: 7 }));
     const manifest = JSON.parse(readFileSync(join(t.dir, 'out-csv', 'manifest.json'), 'utf8')) as { tables: Array<{ name: string; columns: Array<{ name: string; type: string; classColumn: string | null }> }> };
     const csvColumns = (name: string) => {
       const cols = manifest.tables.find((x) => x.name === name)!.columns.flatMap((c) => [[c.name, c.type], ...(c.classColumn ? [[c.classColumn, 'VARCHAR']] : [])]);
