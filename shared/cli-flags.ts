@@ -169,7 +169,7 @@ export const EXPORT_FLAGS: readonly FlagSpec[] = [
   { name: 'out', value: 'PATH', description: 'output directory (parquet, csv) or new .duckdb file' },
   { name: 'primary', value: 'URL', description: 'the primary or a replica to snapshot' },
   { name: 'all', description: 'every database, one dataset with a tenant column' },
-  TOKEN('replicate right'),
+  TOKEN('replicate right on a primary, read on a replica'),
   ...LOG_FLAGS,
 ];
 
