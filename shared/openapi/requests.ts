@@ -175,3 +175,72 @@ export const StreamRequestSchema = z.object(
   },
   { error: 'stream body must be an object' },
 );
+
+// ---- Creating a database, and a candidate's applied report ----
+
+const FORK_SHAPE = 'the body of PUT /v1/db/{name} is a JSON object: {} or {"from": "other", "txid": N}';
+
+/**
+ * ForkBodySchema is the body of `PUT /v1/db/{name}`: `{}` (or none) creates an empty database,
+ * `{"from": "other", "txid": N}` forks one (README.md#http-api); null stands for a plain create.
+ */
+export const ForkBodySchema = z
+  .strictObject(
+    {
+      from: z
+        .string({ error: '"from" must be a database name' })
+        .check(validated(validateDatabaseName))
+        .meta({ pattern: DATABASE_NAME_PATTERN.source, description: 'The database to fork.' })
+        .optional(),
+      txid: z
+        .int({ error: '"txid" must be a non-negative integer' })
+        .min(0, { error: '"txid" must be a non-negative integer' })
+        .meta({ description: 'The txid to fork at (default: the source\'s latest).' })
+        .optional(),
+    },
+    { error: (iss) => (iss.code === 'unrecognized_keys' ? `unknown field ${JSON.stringify(iss.keys[0])} in PUT /v1/db/{name} (known: "from", "txid")` : FORK_SHAPE) },
+  )
+  .transform((b, ctx): { from: string; txid: number | null } | null => {
+    if (b.from !== undefined) return { from: b.from, txid: b.txid ?? null };
+    if (b.txid !== undefined) {
+      ctx.issues.push({ code: 'custom', message: '"txid" needs "from": the database to fork', input: b });
+      return z.NEVER;
+    }
+    return null;
+  });
+
+/** MAX_REPORTED_DATABASES bounds one applied report (a report is small; this stops a runaway body). */
+export const MAX_REPORTED_DATABASES = 10_000;
+/** NODE_ID is a failover node's name. */
+export const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const REPORT = 'an applied report is {"node", "url", "positions": {db: {"generation", "txid", "checksum": 16 hex}}}: ';
+const WHOLE = `${REPORT}{at} must be a whole number >= 0`;
+
+const ReportedPosition = z.object(
+  {
+    generation: z.int({ error: WHOLE }).min(0, { error: WHOLE }),
+    txid: z.int({ error: WHOLE }).min(0, { error: WHOLE }),
+    checksum: z.string({ error: `${REPORT}{at} must be 16 lowercase hex digits` }).regex(CHECKSUM, { error: `${REPORT}{at} must be 16 lowercase hex digits` }),
+  },
+  { error: `${REPORT}{at} is not an object` },
+);
+
+const HTTP_URL = /^https?:\/\/[^/]/;
+
+/** AppliedReportSchema is the body of `POST /v1/replicas/applied` (README.md#synchronous-replicas). */
+export const AppliedReportSchema = z
+  .strictObject(
+    {
+      node: z.string({ error: `${REPORT}"node" must be 1-64 letters, digits, ".", "_" or "-"` }).regex(NODE_ID, { error: `${REPORT}"node" must be 1-64 letters, digits, ".", "_" or "-"` }),
+      url: z
+        .string({ error: `${REPORT}"url" must be an http(s) URL` })
+        .regex(HTTP_URL, { error: `${REPORT}"url" must be an http(s) URL` })
+        .refine((u) => URL.canParse(u), { error: `${REPORT}"url" must be an http(s) URL` })
+        .transform((u) => u.replace(/\/+$/, '')),
+      positions: z
+        .record(DatabaseName, ReportedPosition, { error: `${REPORT}"positions" must be an object` })
+        .refine((p) => Object.keys(p).length <= MAX_REPORTED_DATABASES, { error: `${REPORT}more than ${MAX_REPORTED_DATABASES} databases` }),
+    },
+    { error: (iss) => `${REPORT}${iss.code === 'unrecognized_keys' ? `unknown field "${iss.keys[0]}"` : 'the body is not an object'}` },
+  );
