@@ -169,6 +169,7 @@ export const StreamRequestSchema = z.object(
     databases: z.union([z.literal('*'), z.array(DatabaseEntry)], { error: '"databases" must be "*" or an array of names and patterns' }).default('*'),
     positions: z
       .record(DatabaseName, StreamPosition.nullable(), { error: '"positions" must be an object' })
+      .meta({ propertyNames: { pattern: DATABASE_NAME_PATTERN.source }, description: 'Where the replica stands per database (null or absent: it needs a snapshot).' })
       .default({}),
     deltas: z.boolean({ error: '"deltas" must be a boolean' }).default(false),
     ranges: z.boolean({ error: '"ranges" must be a boolean' }).default(false),
@@ -240,6 +241,7 @@ export const AppliedReportSchema = z
         .transform((u) => u.replace(/\/+$/, '')),
       positions: z
         .record(DatabaseName, ReportedPosition, { error: `${REPORT}"positions" must be an object` })
+        .meta({ propertyNames: { pattern: DATABASE_NAME_PATTERN.source } })
         .refine((p) => Object.keys(p).length <= MAX_REPORTED_DATABASES, { error: `${REPORT}more than ${MAX_REPORTED_DATABASES} databases` }),
     },
     { error: (iss) => `${REPORT}${iss.code === 'unrecognized_keys' ? `unknown field "${iss.keys[0]}"` : 'the body is not an object'}` },
