@@ -79,7 +79,7 @@ export const ReplicaDatabaseSchema = z.object({
   primaryTxid: z.int().nullable(),
   pageCount: z.int().nullable(),
   ready: z.boolean(),
-  needsSnapshot: z.boolean(),
+  needsSnapshot: z.string().nullable().meta({ description: 'Why this copy waits for a new snapshot, or null.' }),
 });
 
 export const DatabaseListSchema = <T extends z.ZodType>(db: T) => z.object({ databases: z.array(db) });
@@ -115,7 +115,7 @@ export const AppliedAnswerSchema = z.object({ ok: z.literal(true), members: z.ar
 export const ReplicasListSchema = z.object({
   syncReplicas: z.int(),
   members: z.array(z.string()),
-  publishing: z.boolean(),
+  publishing: z.array(z.string()).nullable().meta({ description: 'The sync set being published, or null.' }),
   nodes: z.array(z.object({ node: z.string(), url: z.string(), lastSeen: Ms, ageMs: Ms, alive: z.boolean(), member: z.boolean() })),
 });
 
