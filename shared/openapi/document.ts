@@ -76,7 +76,7 @@ export function openApiDocument(app: Hono, docs: RouteDocs, info: DocumentInfo):
   registry.registerComponent('securitySchemes', BEARER, {
     type: 'http',
     scheme: 'bearer',
-    description: 'A token from EDGELITE_TOKEN or EDGELITE_TOKENS (README.md#auth); each route names the right it needs (read, write, replicate, admin; admin holds them all). With no token configured (loopback only), auth is off.',
+    description: 'A token from EDGELITE_TOKEN or EDGELITE_TOKENS (docs/ARCHITECTURE.md#security); each route names the right it needs (read, write, replicate, admin; admin holds them all). With no token configured (loopback only), auth is off.',
   });
   const error = (description: string) => ({ description, content: { 'application/json': { schema: errorRef } } });
   for (const route of servedRoutes(app)) {
