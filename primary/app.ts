@@ -198,7 +198,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => lagSampleOf(describe(store.requireInfo(n)))), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
   o.extend?.routes?.(app);
-  mountOpenApi(app, { auth, role: 'primary', docs: { ...PRIMARY_ROUTE_DOCS, ...o.extend?.docs } });
+  mountOpenApi(app, { read, role: 'primary', docs: { ...PRIMARY_ROUTE_DOCS, ...o.extend?.docs } });
   return app;
 }
 

@@ -193,7 +193,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     mountStatusUi(app, o.ui, { auth, role: 'replica', sample, node, logger: o.logger });
   }
   o.extend?.routes?.(app);
-  mountOpenApi(app, { auth, role: 'replica', docs: { ...REPLICA_ROUTE_DOCS, ...o.extend?.docs } });
+  mountOpenApi(app, { read, role: 'replica', docs: { ...REPLICA_ROUTE_DOCS, ...o.extend?.docs } });
   return app;
 }
 

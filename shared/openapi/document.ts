@@ -9,7 +9,7 @@
  * OpenAPI 3.1 generator; Worker-safe.
  */
 import { OpenAPIHono, type RouteConfig } from '@hono/zod-openapi';
-import type { Hono } from 'hono';
+import type { Env, Hono } from 'hono';
 import { z } from 'zod';
 import { routeRight, type RouteRight } from '../http.ts';
 import { DATABASE_NAME_PATTERN } from '../types.ts';
@@ -53,7 +53,7 @@ export interface ServedRoute {
 }
 
 /** servedRoutes lists an app's routes (not its middleware), each once, with the right it needs. */
-export function servedRoutes(app: Hono): ServedRoute[] {
+export function servedRoutes<E extends Env>(app: Hono<E>): ServedRoute[] {
   const out = new Map<string, ServedRoute>();
   for (const r of app.routes) {
     if (r.method === 'ALL') continue; // app.use: middleware, not a route
@@ -69,7 +69,7 @@ export function servedRoutes(app: Hono): ServedRoute[] {
 const BEARER = 'bearer';
 
 /** openApiDocument is the document of `app`'s routes, described by `docs`. */
-export function openApiDocument(app: Hono, docs: RouteDocs, info: DocumentInfo): Record<string, unknown> {
+export function openApiDocument<E extends Env>(app: Hono<E>, docs: RouteDocs, info: DocumentInfo): Record<string, unknown> {
   const gen = new OpenAPIHono();
   const registry = gen.openAPIRegistry;
   const errorRef = registry.register('Error', ErrorSchema);

@@ -97,6 +97,17 @@ export const ReplicaHealthSchema = z.object({
   stream: z.string().meta({ description: 'The follower\'s state, or `embedded`.' }),
 });
 
+/** WorkerHealthSchema: the Worker replica's GET /v1/health (deploy/worker). */
+export const WorkerHealthSchema = z.object({
+  status: z.literal('ok'),
+  role: z.literal('replica'),
+  runtime: z.literal('workerd'),
+  databases: z.union([z.literal('*'), z.array(z.string())]).meta({ description: 'DATABASES: the names it replicates, or "*".' }),
+});
+
+/** RepeatSchema: the Worker's POST /v1/db/{name}/debug/repeat, a query's cost inside its object. */
+export const RepeatSchema = QueryResponseSchema.extend({ n: z.int(), totalMs: Ms, perQueryUs: z.number() });
+
 const Series = z.array(z.number().nullable());
 
 export const UiSamplesSchema = z.object({

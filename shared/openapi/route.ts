@@ -3,23 +3,22 @@
  * document of every route the app serves (shared/openapi/document.ts), built on the first request,
  * once every route is mounted, and kept. Worker-safe.
  */
-import type { Hono } from 'hono';
-import type { AuthConfig } from '../auth.ts';
-import { requireRight } from '../http.ts';
+import type { Env, Hono, MiddlewareHandler } from 'hono';
 import { openApiDocument, type RouteDocs } from './document.ts';
 
 /** OPENAPI_PATH is where each server serves its contract. */
 export const OPENAPI_PATH = '/v1/openapi.json';
 
-export interface MountOpenApiOptions {
-  auth: AuthConfig;
-  role: 'primary' | 'replica';
+export interface MountOpenApiOptions<E extends Env> {
+  /** The read-right middleware (requireRight(auth, 'read'), or the Worker's, tagged the same way). */
+  read: MiddlewareHandler<E>;
+  role: 'primary' | 'replica' | 'Worker replica';
   docs: RouteDocs;
 }
 
-export function mountOpenApi(app: Hono, o: MountOpenApiOptions): void {
+export function mountOpenApi<E extends Env>(app: Hono<E>, o: MountOpenApiOptions<E>): void {
   let text: string | null = null;
-  app.get(OPENAPI_PATH, requireRight(o.auth, 'read'), () => {
+  app.get(OPENAPI_PATH, o.read, () => {
     text ??= JSON.stringify(
       openApiDocument(app, o.docs, {
         title: `edgelite ${o.role}`,

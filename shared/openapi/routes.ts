@@ -23,7 +23,9 @@ import {
   ReplicaDatabaseSchema,
   ReplicaHealthSchema,
   ReplicasListSchema,
+  RepeatSchema,
   UiSamplesSchema,
+  WorkerHealthSchema,
 } from './responses.ts';
 
 const POSITION = {
@@ -126,5 +128,19 @@ export const REPLICA_ROUTE_DOCS: RouteDocs = {
     summary: 'Create a database, or fork one (forwarded to the primary)',
     body: { schema: ForkBodySchema, required: false, description: 'None or `{}`: an empty database; `{"from", "txid"}`: a fork.' },
     responses: { 200: json('It existed', CreatedDatabaseSchema), 201: json('Created', CreatedDatabaseSchema) },
+  },
+};
+
+/**
+ * WORKER_ROUTE_DOCS describe the Worker replica's routes (deploy/worker, README.md#edge-replica-on-cloudflare-workers):
+ * the Node replica's database routes, without /metrics and the status page.
+ */
+export const WORKER_ROUTE_DOCS: RouteDocs = {
+  ...Object.fromEntries(Object.entries(REPLICA_ROUTE_DOCS).filter(([k]) => /^(GET|PUT|DELETE|POST) \/v1\/(db|openapi)/.test(k))),
+  'GET /v1/health': { summary: 'Liveness, and the databases it replicates', responses: { 200: json('Serving', WorkerHealthSchema) } },
+  'POST /v1/db/{name}/debug/repeat': {
+    summary: 'Run one read n times inside the database\'s object and time it',
+    body: { ...STATEMENTS, description: 'A read, plus `"n"`: how many times (default 1000, at most 100000).' },
+    responses: { 200: json('The timing and the last result', RepeatSchema) },
   },
 };
