@@ -19,8 +19,8 @@ import { ErrorSchema } from './responses.ts';
 export interface ResponseDoc {
   description: string;
   json?: z.ZodType;
-  /** A non-JSON media type, described as text or bytes. */
-  media?: { type: string; binary: boolean };
+  /** Non-JSON media types, each described as text or bytes. */
+  media?: Array<{ type: string; binary: boolean }>;
   /** Also offered as msgpack with `Accept: application/msgpack` (query and exec answers). */
   msgpack?: boolean;
   headers?: Record<string, string>;
@@ -125,7 +125,7 @@ function response(r: ResponseDoc): { description: string; content?: Record<strin
   const content: Record<string, { schema: unknown }> = {};
   if (r.json) content['application/json'] = { schema: r.json };
   if (r.json && r.msgpack) content['application/msgpack'] = { schema: r.json };
-  if (r.media) content[r.media.type] = { schema: r.media.binary ? { type: 'string', contentMediaType: r.media.type } : { type: 'string' } };
+  for (const m of r.media ?? []) content[m.type] = { schema: m.binary ? { type: 'string', contentMediaType: m.type } : { type: 'string' } };
   const headers = r.headers ? Object.fromEntries(Object.entries(r.headers).map(([h, d]) => [h, { description: d, schema: { type: 'string' } }])) : undefined;
   return { description: r.description, ...(Object.keys(content).length > 0 ? { content } : {}), ...(headers ? { headers } : {}) };
 }

@@ -52,7 +52,7 @@ const json = (description: string, schema: z.ZodType, extra: Partial<ResponseDoc
 /** commonDocs are the routes both servers serve; `db` is how each describes a database. */
 function commonDocs(db: z.ZodType, role: 'primary' | 'replica'): RouteDocs {
   return {
-    'GET /metrics': { summary: 'Prometheus metrics of every database (an unscoped token)', responses: { 200: { description: 'Prometheus text format', media: { type: 'text/plain', binary: false } } } },
+    'GET /metrics': { summary: 'Prometheus metrics of every database (an unscoped token)', responses: { 200: { description: 'Prometheus text format', media: [{ type: 'text/plain', binary: false }] } } },
     'GET /v1/db': { summary: 'The databases (a tenant-scoped token sees its own)', responses: { 200: json('The databases', DatabaseListSchema(db)) } },
     'GET /v1/db/{name}': { summary: 'One database: position, lag, pages', responses: { 200: json('The database', db) } },
     'DELETE /v1/db/{name}': { summary: role === 'primary' ? 'Drop a database' : 'Drop a database (forwarded to the primary; answered once dropped here)', responses: { 200: json('Dropped', DroppedSchema) } },
@@ -73,9 +73,9 @@ function commonDocs(db: z.ZodType, role: 'primary' | 'replica'): RouteDocs {
         }),
       },
     },
-    'GET /ui': { summary: 'The status page (public shell; its data needs the read right)', responses: { 200: { description: 'HTML', media: { type: 'text/html', binary: false } } } },
+    'GET /ui': { summary: 'The status page (public shell; its data needs the read right)', responses: { 200: { description: 'HTML', media: [{ type: 'text/html', binary: false }] } } },
     'GET /ui/': { summary: 'Redirects to /ui', responses: { 308: { description: 'To /ui' } } },
-    'GET /ui/assets/{file}': { summary: 'The status page\'s script, styles and uPlot, served from this server', responses: { 200: { description: 'JavaScript or CSS', media: { type: 'text/javascript', binary: false } } } },
+    'GET /ui/assets/{file}': { summary: 'The status page\'s script, styles and uPlot, served from this server', responses: { 200: { description: 'JavaScript or CSS', media: [{ type: 'text/javascript', binary: false }, { type: 'text/css', binary: false }] } } },
     'GET /v1/ui/samples': {
       summary: 'The status page\'s lag history and this node\'s place in the topology',
       query: z.object({ since: z.string().regex(/^\d{1,16}$/).optional().meta({ description: 'Only ticks after this time (ms since the epoch).' }) }),
@@ -96,14 +96,14 @@ export const PRIMARY_ROUTE_DOCS: RouteDocs = {
   },
   'GET /v1/db/{name}/snapshot': {
     summary: 'The database file at one position (replicas bootstrap from it)',
-    responses: { 200: { description: 'The SQLite image; its position in the headers, with their digest', media: { type: 'application/vnd.sqlite3', binary: true } } },
+    responses: { 200: { description: 'The SQLite image; its position in the headers, with their digest', media: [{ type: 'application/vnd.sqlite3', binary: true }] } },
   },
   'GET /v1/db/{name}/changes/{generation}/{txid}': {
     summary: 'A sealed catch-up range of change sets, cacheable (docs/ARCHITECTURE.md#the-stream-protocol)',
     query: z.object({ [FRESH_PARAM]: z.string().optional().meta({ description: 'Skip caches for an open tail.' }) }),
     headers: z.object({ 'if-none-match': z.string().optional() }),
     responses: {
-      200: { description: 'Change sets (docs/FORMAT.md)', media: { type: 'application/vnd.edgelite.changes', binary: true } },
+      200: { description: 'Change sets (docs/FORMAT.md)', media: [{ type: 'application/vnd.edgelite.changes', binary: true }] },
       304: { description: 'Not modified' },
       308: { description: 'To the range that holds this txid' },
     },
@@ -111,7 +111,7 @@ export const PRIMARY_ROUTE_DOCS: RouteDocs = {
   'POST /v1/stream': {
     summary: 'The change-set stream a replica follows',
     body: { schema: StreamRequestSchema, required: true },
-    responses: { 200: { description: 'A never-ending body of frames (docs/ARCHITECTURE.md#the-stream-protocol)', media: { type: 'application/vnd.edgelite.stream', binary: true } } },
+    responses: { 200: { description: 'A never-ending body of frames (docs/ARCHITECTURE.md#the-stream-protocol)', media: [{ type: 'application/vnd.edgelite.stream', binary: true }] } },
   },
   'POST /v1/replicas/applied': { summary: 'A candidate reports its applied positions (--sync-replicas)', body: { schema: AppliedReportSchema, required: true }, responses: { 200: json('Taken', AppliedAnswerSchema) } },
   'GET /v1/replicas': { summary: 'The candidates and the sync set (--sync-replicas)', responses: { 200: json('The candidates', ReplicasListSchema) } },

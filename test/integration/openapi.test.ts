@@ -73,7 +73,7 @@ function uiCases(): Record<string, Case[]> {
   return {
     'GET /ui': [{ path: '/ui', status: 200 }],
     'GET /ui/': [{ path: '/ui/', status: 308 }],
-    'GET /ui/assets/{file}': [{ path: '/ui/assets/status.js', status: 200 }, { path: '/ui/assets/nope.js', status: 404 }],
+    'GET /ui/assets/{file}': [{ path: '/ui/assets/status.js', status: 200 }, { path: '/ui/assets/uPlot.min.css', status: 200 }, { path: '/ui/assets/nope.js', status: 404 }],
     'GET /v1/ui/samples': [{ path: '/v1/ui/samples', token: READ, status: 200 }, { path: '/v1/ui/samples?since=x', token: READ, status: 400 }],
     'GET /v1/openapi.json': [{ path: '/v1/openapi.json', token: READ, status: 200 }, { path: '/v1/openapi.json', status: 401 }],
   };
