@@ -8,7 +8,7 @@ import { hash64 } from './checksum.ts';
 export { base64ToBytes, bytesToBase64 } from './base64.ts';
 import { bytesToBase64 } from './base64.ts';
 import { EdgeliteError } from './errors.ts';
-import { BatchSchema, StatementSchema, StreamRequestSchema, type SqlParams, type SqlValue } from './openapi/requests.ts';
+import { BatchSchema, SingleStatementSchema, StreamRequestSchema, type SqlParams, type SqlValue } from './openapi/requests.ts';
 import { validateBody } from './openapi/validate.ts';
 import { formatChecksum, parseChecksum, type Position, type PositionJSON } from './types.ts';
 
@@ -46,7 +46,7 @@ export function parseStatementsBody(body: unknown): Statement[] {
     if ('sql' in body) throw new EdgeliteError('BAD_REQUEST', 'give either "sql" or "statements", not both');
     return validateBody(BatchSchema, body, '').statements;
   }
-  return [validateBody(StatementSchema, body, 'body')];
+  return [validateBody(SingleStatementSchema, body, 'body')];
 }
 
 /** toJSONValue turns a result cell into something JSON can carry: blobs as {"base64"}, bigints as strings. */

@@ -39,8 +39,8 @@ const Int64 = z
 
 const UNSUPPORTED = '{up}: unsupported value (use null, number, string, boolean or {"base64": ...})';
 
-/** Blob is a blob in JSON: `{"base64": "..."}`, padded standard base64. */
-export const Blob = z
+/** BlobSchema is a blob in JSON: `{"base64": "..."}`, padded standard base64. */
+export const BlobSchema = z
   .object({
     base64: z
       .string({ error: UNSUPPORTED })
@@ -54,7 +54,7 @@ const Bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, TYPE_CHECK).m
 
 /** SqlValue: null, a number, an int64 beyond 2^53, text, a boolean (1 or 0) or a blob. */
 export const SqlValueSchema = z
-  .union([z.string(), z.number(), z.null(), Int64, z.boolean(), Blob, Bytes], {
+  .union([z.string(), z.number(), z.null(), Int64, z.boolean(), BlobSchema, Bytes], {
     error: (iss) => (typeof iss.input === 'number' ? '{at} must be a finite number' : UNSUPPORTED.replace('{up}', '{at}')),
   })
   .transform((v): SqlValue => {
@@ -108,10 +108,13 @@ export const BatchSchema = z.object({
     .array(StatementSchema, { error: '"statements" must be a non-empty array' })
     .min(1, { error: '"statements" must be a non-empty array' })
     .max(MAX_STATEMENTS, { error: `at most ${MAX_STATEMENTS} statements per request` }),
-});
+}).meta({ not: { required: ['sql'] }, description: 'Give either "sql" or "statements", not both.' });
+
+/** SingleStatementSchema is a body of one statement: a Statement, without "statements". */
+export const SingleStatementSchema = StatementSchema.meta({ not: { required: ['statements'] } });
 
 /** StatementsBody is the body of query and exec: one statement, or a batch (README.md#http-api). */
-export const StatementsBodySchema = z.union([StatementSchema, BatchSchema]);
+export const StatementsBodySchema = z.union([SingleStatementSchema, BatchSchema]);
 
 // ---- The stream request (docs/ARCHITECTURE.md#the-stream-protocol) ----
 
