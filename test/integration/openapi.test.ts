@@ -64,7 +64,7 @@ function primaryCases(gen: string, txid: string): Record<string, Case[]> {
       { path: '/v1/replicas/applied', token: REPL, body: { node: 'n1', url: 'http://127.0.0.1:1', positions: { app: P } }, status: 200 },
       { path: '/v1/replicas/applied', token: REPL, body: { node: 'n1' }, status: 400 },
     ],
-    'GET /v1/replicas': [{ path: '/v1/replicas', token: READ, status: 200 }],
+    'GET /v1/replicas': [{ path: '/v1/replicas', token: READ, status: 200 }, { path: '/v1/replicas', token: WRITE.replace('write', 'wrong'), status: 401 }],
     ...uiCases(),
   };
 }
