@@ -6,9 +6,12 @@
  * served route without a doc still listed, marked undocumented. GET /v1/openapi.json needs the read
  * right and is built once.
  */
+import { Validator } from '@seriousme/openapi-schema-validator';
 import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
-import { parseAuthConfig } from '../../shared/auth.ts';
+import type { FailoverNode } from '../../bin/ha.ts';
+import { haExtension } from '../../bin/ha-routes.ts';
+import { AUTH_DISABLED, parseAuthConfig } from '../../shared/auth.ts';
 import { errorResponse, requireRight, routeRight, tagRight } from '../../shared/http.ts';
 import { openApiDocument, servedRoutes, type RouteDocs } from '../../shared/openapi/document.ts';
 import { StatementsBodySchema } from '../../shared/openapi/requests.ts';
@@ -78,5 +81,22 @@ describe('openApiDocument', () => {
     expect(doc.paths[OPENAPI_PATH]!.get!['x-edgelite-right']).toBe('read');
     const again = await (await a.request(OPENAPI_PATH, { headers: { authorization: `Bearer ${READ}` } })).text();
     expect(JSON.parse(again)).toEqual(doc);
+  });
+
+  it("documents a failover node's routes (bin/ha-routes.ts), and step-down refuses a bad body with its message", async () => {
+    // Registering the routes reads only the node's auth; no handler runs but step-down's validation.
+    const ext = haExtension({ auth: AUTH_DISABLED } as unknown as FailoverNode);
+    const a = new Hono();
+    a.onError((err) => errorResponse(err));
+    ext.routes!(a);
+    const doc = openApiDocument(a, ext.docs!, { title: 'ha', version: 'v1', description: 'd' }) as { paths: Record<string, Record<string, Op>> };
+    expect(Object.keys(doc.paths).sort()).toEqual(['/v1/ha', '/v1/ha/promote', '/v1/ha/step-down']);
+    expect(Object.values(doc.paths).flatMap((o) => Object.values(o)).filter((op) => op['x-edgelite-undocumented'])).toEqual([]);
+    expect(doc.paths['/v1/ha/step-down']!.post!['x-edgelite-right']).toBe('admin');
+    expect((await new Validator().validate(doc as unknown as Record<string, unknown>)).valid).toBe(true);
+    for (const body of ['{}', '{"to": "n2"}', '{"to": "n2", "url": "not a url"}', '[]']) {
+      const res = await a.request('/v1/ha/step-down', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      expect([res.status, await res.json()], body).toEqual([400, { error: { code: 'BAD_REQUEST', message: 'step-down wants {"to": NODE, "url": URL}' } }]);
+    }
   });
 });
