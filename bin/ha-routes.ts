@@ -6,9 +6,10 @@
  * replicated before a failover, set aside at its demotion).
  */
 import type { Hono } from 'hono';
-import { EdgeliteError } from '../shared/errors.ts';
+import { z } from 'zod';
 import { jsonResponse, readJsonBody, requireRight } from '../shared/http.ts';
 import type { AppExtension } from '../shared/http.ts';
+import { validateBody } from '../shared/openapi/validate.ts';
 import { MetricsText } from '../shared/prometheus.ts';
 import type { FailoverNode } from './ha.ts';
 
@@ -27,20 +28,48 @@ export function haStatus(node: FailoverNode): Record<string, unknown> {
   };
 }
 
+const TIMEOUT = z.unknown().optional().meta({ type: 'number', description: 'How long to wait, ms (1 to 60000; anything else: 10000).' });
+const STEP_DOWN = 'step-down wants {"to": NODE, "url": URL}';
+
+/** PromoteSchema is the body of POST /v1/ha/promote (optional, like its fields). */
+const PromoteSchema = z.object({ timeoutMs: TIMEOUT });
+
+/** StepDownSchema is the body of POST /v1/ha/step-down: the node to hand the lease to. */
+const StepDownSchema = z.object(
+  {
+    to: z.string({ error: STEP_DOWN }).meta({ description: 'The node to hand the lease to.' }),
+    url: z.string({ error: STEP_DOWN }).refine((u) => URL.canParse(u), { error: STEP_DOWN }).meta({ description: 'Its URL.' }),
+    timeoutMs: TIMEOUT,
+  },
+  { error: STEP_DOWN },
+);
+
+function timeoutOf(v: unknown): number {
+  return typeof v === 'number' && v > 0 && v <= 60_000 ? v : 10_000;
+}
+
+const HaStatusSchema = z.object({ node: z.string(), role: z.string(), holding: z.boolean(), epoch: z.int(), holder: z.object({ node: z.string(), url: z.string(), epoch: z.int() }).nullable() });
+const HandoverSchema = z.object({ node: z.string() }).meta({ description: 'This node, and the outcome of the handover.' });
+
 export function haExtension(node: FailoverNode): AppExtension {
   return {
+    docs: {
+      'GET /v1/ha': { summary: "This node's role, epoch and view of the failover lease (README.md#high-availability)", responses: { 200: { description: 'The lease as this node sees it', json: HaStatusSchema } } },
+      'POST /v1/ha/promote': { summary: 'Take the lease here, by hand (`edgelite promote`)', body: { schema: PromoteSchema, required: false }, responses: { 200: { description: 'Promoted', json: HandoverSchema } } },
+      'POST /v1/ha/step-down': { summary: 'Hand the lease to another node', body: { schema: StepDownSchema, required: true }, responses: { 200: { description: 'Handed over', json: HandoverSchema } } },
+    },
     routes: (app: Hono) => {
       app.get('/v1/ha', requireRight(node.auth, 'read', { every: true }), () => jsonResponse(haStatus(node)));
       // `edgelite promote` (README.md#high-availability): take the lease here, by hand.
       app.post('/v1/ha/promote', requireRight(node.auth, 'admin', { every: true }), async (c) => {
-        const body = (await readJsonBody(c, 4096).catch(() => ({}))) as { timeoutMs?: unknown };
-        const timeoutMs = typeof body.timeoutMs === 'number' && body.timeoutMs > 0 && body.timeoutMs <= 60_000 ? body.timeoutMs : 10_000;
+        // The body is optional: none, or one that does not parse, means the defaults.
+        const parsed = PromoteSchema.safeParse(await readJsonBody(c, 4096).catch(() => ({})));
+        const timeoutMs = timeoutOf(parsed.success ? parsed.data.timeoutMs : undefined);
         return jsonResponse({ node: node.node, ...(await node.promoteHere(c.req.header('authorization'), timeoutMs)) });
       });
       app.post('/v1/ha/step-down', requireRight(node.auth, 'admin', { every: true }), async (c) => {
-        const body = (await readJsonBody(c, 4096)) as { to?: unknown; url?: unknown; timeoutMs?: unknown };
-        if (typeof body.to !== 'string' || typeof body.url !== 'string' || !URL.canParse(body.url)) throw new EdgeliteError('BAD_REQUEST', 'step-down wants {"to": NODE, "url": URL}');
-        const timeoutMs = typeof body.timeoutMs === 'number' && body.timeoutMs > 0 && body.timeoutMs <= 60_000 ? body.timeoutMs : 10_000;
+        const body = validateBody(StepDownSchema, await readJsonBody(c, 4096), '');
+        const timeoutMs = timeoutOf(body.timeoutMs);
         return jsonResponse({ node: node.node, ...(await node.stepDown({ node: body.to, url: body.url }, c.req.header('authorization'), timeoutMs)) });
       });
     },

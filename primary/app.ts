@@ -27,6 +27,8 @@ import { parseAppliedReport, type SyncReplicas } from './sync.ts';
 import type { DbInfo, PrimaryStore } from './store.ts';
 import { resumeProblem, Subscription } from './stream.ts';
 import { lagSampleOf, mountStatusUi, type StatusUi } from '../shared/ui/routes.ts';
+import { mountOpenApi } from '../shared/openapi/route.ts';
+import { PRIMARY_ROUTE_DOCS } from '../shared/openapi/routes.ts';
 
 export interface PrimaryAppOptions {
   store: PrimaryStore;
@@ -196,6 +198,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
 
   if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => lagSampleOf(describe(store.requireInfo(n)))), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
   o.extend?.routes?.(app);
+  mountOpenApi(app, { read, role: 'primary', docs: { ...PRIMARY_ROUTE_DOCS, ...o.extend?.docs } });
   return app;
 }
 

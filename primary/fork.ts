@@ -14,6 +14,8 @@ import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'n
 import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { decodeChangeSet } from '../shared/changeset.ts';
 import { EdgeliteError } from '../shared/errors.ts';
+import { ForkBodySchema } from '../shared/openapi/requests.ts';
+import { validateBody } from '../shared/openapi/validate.ts';
 import { formatChecksum, validateDatabaseName, type ChangeSet, type Position } from '../shared/types.ts';
 import type { PrimaryDatabase } from './database.ts';
 
@@ -138,18 +140,7 @@ export interface ForkRequest {
   txid: number | null;
 }
 
-/** parseForkBody validates a create body: `{}` is a plain create (null), else a ForkRequest; BAD_REQUEST otherwise. */
+/** parseForkBody validates a create body (ForkBodySchema): `{}` is a plain create (null), else a ForkRequest; BAD_REQUEST otherwise. */
 export function parseForkBody(body: unknown): ForkRequest | null {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new EdgeliteError('BAD_REQUEST', 'the body of PUT /v1/db/{name} is a JSON object: {} or {"from": "other", "txid": N}');
-  const { from, txid, ...rest } = body as Record<string, unknown>;
-  const extra = Object.keys(rest);
-  if (extra.length > 0) throw new EdgeliteError('BAD_REQUEST', `unknown field ${JSON.stringify(extra[0])} in PUT /v1/db/{name} (known: "from", "txid")`);
-  if (from === undefined) {
-    if (txid !== undefined) throw new EdgeliteError('BAD_REQUEST', '"txid" needs "from": the database to fork');
-    return null;
-  }
-  if (typeof from !== 'string') throw new EdgeliteError('BAD_REQUEST', '"from" must be a database name');
-  validateDatabaseName(from);
-  if (txid !== undefined && (typeof txid !== 'number' || !Number.isSafeInteger(txid) || txid < 0)) throw new EdgeliteError('BAD_REQUEST', '"txid" must be a non-negative integer');
-  return { from, txid: txid ?? null };
+  return validateBody(ForkBodySchema, body, '');
 }

@@ -19,6 +19,8 @@
 import { EdgeliteError, type AppliedOutcome } from '../shared/errors.ts';
 import type { CandidatePosition } from '../shared/lease.ts';
 import type { Logger } from '../shared/log.ts';
+import { AppliedReportSchema } from '../shared/openapi/requests.ts';
+import { validateBody } from '../shared/openapi/validate.ts';
 import { validateDatabaseName, type Txid } from '../shared/types.ts';
 import type { PrimaryHa } from './ha.ts';
 
@@ -28,11 +30,7 @@ export const GONE_AFTER_MS = 3_000;
 export const FORGET_AFTER_MS = 60_000;
 /** PUBLISH_RETRY_MS: after a failed publish, the next attempt waits at least this long. */
 export const PUBLISH_RETRY_MS = 1_000;
-/** MAX_REPORTED_DATABASES bounds one report (a report is small; this stops a runaway body). */
-export const MAX_REPORTED_DATABASES = 10_000;
-
-const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const CHECKSUM = /^[0-9a-f]{16}$/;
+export { MAX_REPORTED_DATABASES } from '../shared/openapi/requests.ts';
 
 /** AppliedReport is the body of `POST /v1/replicas/applied`. */
 export interface AppliedReport {
@@ -61,30 +59,9 @@ interface Waiter {
 
 export type SyncWaitReason = 'timeout' | 'aborted';
 
-/** parseAppliedReport checks a report body; anything off is BAD_REQUEST naming the field. */
+/** parseAppliedReport checks a report body (AppliedReportSchema); anything off is BAD_REQUEST naming the field. */
 export function parseAppliedReport(body: unknown): AppliedReport {
-  const bad = (what: string): never => {
-    throw new EdgeliteError('BAD_REQUEST', `an applied report is {"node", "url", "positions": {db: {"generation", "txid", "checksum": 16 hex}}}: ${what}`);
-  };
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return bad('the body is not an object');
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (k !== 'node' && k !== 'url' && k !== 'positions') bad(`unknown field "${k}"`);
-  if (typeof b.node !== 'string' || !NODE_ID.test(b.node)) bad('"node" must be 1-64 letters, digits, ".", "_" or "-"');
-  if (typeof b.url !== 'string' || !/^https?:\/\/[^/]/.test(b.url) || !URL.canParse(b.url)) bad('"url" must be an http(s) URL');
-  if (typeof b.positions !== 'object' || b.positions === null || Array.isArray(b.positions)) return bad('"positions" must be an object');
-  const entries = Object.entries(b.positions as Record<string, unknown>);
-  if (entries.length > MAX_REPORTED_DATABASES) bad(`more than ${MAX_REPORTED_DATABASES} databases`);
-  const positions: Record<string, CandidatePosition> = {};
-  for (const [name, v] of entries) {
-    validateDatabaseName(name);
-    const p = v as Record<string, unknown> | null;
-    if (typeof p !== 'object' || p === null) return bad(`positions.${name} is not an object`);
-    if (!Number.isSafeInteger(p.generation) || (p.generation as number) < 0) bad(`positions.${name}.generation must be a whole number >= 0`);
-    if (!Number.isSafeInteger(p.txid) || (p.txid as number) < 0) bad(`positions.${name}.txid must be a whole number >= 0`);
-    if (typeof p.checksum !== 'string' || !CHECKSUM.test(p.checksum)) bad(`positions.${name}.checksum must be 16 lowercase hex digits`);
-    positions[name] = { generation: p.generation as number, txid: p.txid as number, checksum: p.checksum as string };
-  }
-  return { node: b.node as string, url: (b.url as string).replace(/\/+$/, ''), positions };
+  return validateBody(AppliedReportSchema, body, '');
 }
 
 const reaches = (p: At | undefined, at: At): boolean => p !== undefined && p.generation >= at.generation && p.txid >= at.txid;

@@ -26,6 +26,10 @@ import { renderReplicaMetrics } from './metrics.ts';
 import type { PrimaryClient } from '../shared/primary-client.ts';
 import type { ReplicaStore } from './store.ts';
 import { lagSampleOf, mountStatusUi, publicUrl, type StatusUi } from '../shared/ui/routes.ts';
+import { mountOpenApi } from '../shared/openapi/route.ts';
+import { REPLICA_ROUTE_DOCS } from '../shared/openapi/routes.ts';
+import { ForkBodySchema } from '../shared/openapi/requests.ts';
+import { validateBody } from '../shared/openapi/validate.ts';
 
 export interface ReplicaAppOptions {
   /** Added by a caller that runs this replica as part of a failover node (bin/ha.ts): more routes and metric lines. */
@@ -121,8 +125,10 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
 
   app.put('/v1/db/:name', write, async (c) => {
     const name = validateDatabaseName(c.req.param('name'));
-    // A fork's body ({"from", "txid"}) goes on as it came; the primary validates it.
-    const body = hasBody(c) ? stringifyRequestJson(await readJsonBody(c, o.maxBodyBytes)) : undefined;
+    // A fork's body ({"from", "txid"}) is checked here, then goes on as it came (the primary checks it again).
+    const parsed = hasBody(c) ? await readJsonBody(c, o.maxBodyBytes) : undefined;
+    if (parsed !== undefined) validateBody(ForkBodySchema, parsed, '');
+    const body = parsed === undefined ? undefined : stringifyRequestJson(parsed);
     const r = await primary().forward('PUT', `/v1/db/${name}`, body, passAuth(c));
     return jsonResponse(r.body, r.status);
   });
@@ -207,6 +213,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     mountStatusUi(app, o.ui, { auth, role: 'replica', sample, node, logger: o.logger });
   }
   o.extend?.routes?.(app);
+  mountOpenApi(app, { read, role: 'replica', docs: { ...REPLICA_ROUTE_DOCS, ...o.extend?.docs } });
   return app;
 }
 

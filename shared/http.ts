@@ -101,11 +101,33 @@ export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) =
  * outright (a route that shows every database, like /metrics).
  */
 export function requireRight(auth: AuthConfig, right: Right, opts: { every?: boolean } = {}): MiddlewareHandler {
-  return async (c, next) => {
+  const mw: MiddlewareHandler = async (c, next) => {
     const grant = authorize(auth, c.req.header('authorization'), right, c.req.param('name'));
     if (opts.every) assertEveryDatabase(grant, `${c.req.method} ${c.req.path}`);
     await next();
   };
+  return tagRight(mw, { right, every: opts.every === true });
+}
+
+/** RouteRight is the right a route's auth middleware demands; `every`: no tenant-scoped token. */
+export interface RouteRight {
+  right: Right;
+  every: boolean;
+}
+
+const ROUTE_RIGHT = Symbol('edgelite.routeRight');
+
+/**
+ * tagRight marks an auth middleware with the right it checks, so GET /v1/openapi.json reads each
+ * route's right from the route itself (shared/openapi/document.ts), not from a list that could drift.
+ */
+export function tagRight<H extends object>(handler: H, right: RouteRight): H {
+  return Object.assign(handler, { [ROUTE_RIGHT]: right });
+}
+
+/** routeRight is the right a handler was tagged with, or null. */
+export function routeRight(handler: unknown): RouteRight | null {
+  return (typeof handler === 'function' && (handler as { [ROUTE_RIGHT]?: RouteRight })[ROUTE_RIGHT]) || null;
 }
 
 /** requestGrant is the grant of a request that passed requireRight(auth, right): what a listing or the stream narrows to. */
@@ -271,6 +293,8 @@ export function resultResponse(accept: string | undefined, body: unknown, status
 /** AppExtension adds routes and metric lines to a server's app (a failover node's `/v1/ha`, bin/ha.ts). */
 export interface AppExtension {
   routes?: (app: import('hono').Hono) => void;
+  /** What GET /v1/openapi.json says of those routes (shared/openapi/document.ts). */
+  docs?: import('./openapi/document.ts').RouteDocs;
   /** Prometheus text appended to `/metrics`. */
   metrics?: () => string;
 }

@@ -5,14 +5,16 @@
  * the Node replica and the Worker replica.
  */
 import { hash64 } from './checksum.ts';
-import { isPattern, validatePattern } from './db-pattern.ts';
+export { base64ToBytes, bytesToBase64 } from './base64.ts';
+import { bytesToBase64 } from './base64.ts';
 import { EdgeliteError } from './errors.ts';
-import { formatChecksum, parseChecksum, positionFromJSON, validateDatabaseName, type Position, type PositionJSON } from './types.ts';
+import { BatchSchema, SingleStatementSchema, StreamRequestSchema, type SqlParams, type SqlValue } from './openapi/requests.ts';
+import { validateBody } from './openapi/validate.ts';
+import { formatChecksum, parseChecksum, type Position, type PositionJSON } from './types.ts';
 
 /** SqlValue is what a parameter or a result cell may hold. Blobs travel as `{"base64": "..."}` in JSON. */
-export type SqlValue = null | number | bigint | string | Uint8Array;
-
-export type SqlParams = SqlValue[] | Record<string, SqlValue>;
+export type { SqlParams, SqlValue } from './openapi/requests.ts';
+export { MAX_SQL_LENGTH, MAX_STATEMENTS } from './openapi/requests.ts';
 
 export interface Statement {
   sql: string;
@@ -30,93 +32,21 @@ export interface ExecResult {
   lastInsertRowid: number | bigint;
 }
 
-/** MAX_STATEMENTS bounds one request; MAX_SQL_LENGTH one statement's text. */
-export const MAX_STATEMENTS = 1000;
-export const MAX_SQL_LENGTH = 100_000;
-
 /**
  * parseStatementsBody validates `{"sql", "params"}` or `{"statements": [{"sql", "params"}, ...]}`
- * and returns the statements. Anything else is BAD_REQUEST with a message naming the field.
+ * against the request schemas (shared/openapi/requests.ts) and returns the statements. Anything else
+ * is BAD_REQUEST with a message naming the field (PAYLOAD_TOO_LARGE past MAX_STATEMENTS or
+ * MAX_SQL_LENGTH). A body holding "statements" is a batch, any other object one statement.
  */
 export function parseStatementsBody(body: unknown): Statement[] {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+  if (body === null || typeof body !== 'object' || Array.isArray(body) || body instanceof Uint8Array) {
     throw new EdgeliteError('BAD_REQUEST', 'body must be a JSON object with "sql" or "statements"');
   }
-  const b = body as Record<string, unknown>;
-  if ('statements' in b) {
-    if ('sql' in b) throw new EdgeliteError('BAD_REQUEST', 'give either "sql" or "statements", not both');
-    const list = b.statements;
-    if (!Array.isArray(list) || list.length === 0) {
-      throw new EdgeliteError('BAD_REQUEST', '"statements" must be a non-empty array');
-    }
-    if (list.length > MAX_STATEMENTS) {
-      throw new EdgeliteError('PAYLOAD_TOO_LARGE', `at most ${MAX_STATEMENTS} statements per request`);
-    }
-    return list.map((s, i) => parseStatement(s, `statements[${i}]`));
+  if ('statements' in body) {
+    if ('sql' in body) throw new EdgeliteError('BAD_REQUEST', 'give either "sql" or "statements", not both');
+    return validateBody(BatchSchema, body, '').statements;
   }
-  return [parseStatement(b, 'body')];
-}
-
-function parseStatement(value: unknown, where: string): Statement {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new EdgeliteError('BAD_REQUEST', `${where} must be an object with "sql"`);
-  }
-  const s = value as Record<string, unknown>;
-  if (typeof s.sql !== 'string' || s.sql.trim() === '') {
-    throw new EdgeliteError('BAD_REQUEST', `${where}.sql must be a non-empty string`);
-  }
-  if (s.sql.length > MAX_SQL_LENGTH) {
-    throw new EdgeliteError('PAYLOAD_TOO_LARGE', `${where}.sql is longer than ${MAX_SQL_LENGTH} characters`);
-  }
-  return { sql: s.sql, params: parseParams(s.params, `${where}.params`) };
-}
-
-/**
- * PARAM_NAME is a named parameter's key: `name` binds `:name`, `@name` and `$name` (as better-sqlite3
- * binds them); the key may also carry its prefix (`":name"`), which is dropped. Numbered parameters
- * (`?1`, `?NNN`) take an array, by position (README.md#http-api).
- */
-const PARAM_NAME = /^[:@$]?([A-Za-z_][A-Za-z0-9_]*)$/;
-
-function parseParams(value: unknown, where: string): SqlParams {
-  if (value === undefined || value === null) return [];
-  if (Array.isArray(value)) return value.map((v, i) => parseValue(v, `${where}[${i}]`));
-  if (typeof value === 'object' && !(value instanceof Uint8Array)) {
-    const out: Record<string, SqlValue> = {};
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-      const m = PARAM_NAME.exec(k);
-      if (!m) {
-        throw new EdgeliteError('BAD_REQUEST', `${where}: invalid parameter name ${JSON.stringify(k)} (a name, optionally with its :, @ or $ prefix; numbered parameters take an array)`);
-      }
-      const name = m[1]!;
-      if (Object.prototype.hasOwnProperty.call(out, name)) {
-        throw new EdgeliteError('BAD_REQUEST', `${where}: parameter ${JSON.stringify(name)} is given twice (keys with and without a prefix name the same parameter)`);
-      }
-      out[name] = parseValue(v, `${where}.${k}`);
-    }
-    return out;
-  }
-  throw new EdgeliteError('BAD_REQUEST', `${where} must be an array or an object`);
-}
-
-function parseValue(v: unknown, where: string): SqlValue {
-  if (v === null || typeof v === 'string' || v instanceof Uint8Array) return v;
-  if (typeof v === 'number') {
-    if (!Number.isFinite(v)) throw new EdgeliteError('BAD_REQUEST', `${where} must be a finite number`);
-    return v;
-  }
-  if (typeof v === 'bigint') {
-    // From an exact JSON literal (already range-checked) or a msgpack uint64 (not yet).
-    if (v < -(2n ** 63n) || v > 2n ** 63n - 1n) {
-      throw new EdgeliteError('BAD_REQUEST', `${where}: integer ${v} is outside SQLite's 64-bit integer range (${-(2n ** 63n)} to ${2n ** 63n - 1n})`);
-    }
-    return Number.isSafeInteger(Number(v)) ? Number(v) : v;
-  }
-  if (typeof v === 'boolean') return v ? 1 : 0;
-  if (typeof v === 'object' && v !== null && typeof (v as { base64?: unknown }).base64 === 'string') {
-    return base64ToBytes((v as { base64: string }).base64, where);
-  }
-  throw new EdgeliteError('BAD_REQUEST', `${where}: unsupported value (use null, number, string, boolean or {"base64": ...})`);
+  return [validateBody(SingleStatementSchema, body, 'body')];
 }
 
 /** toJSONValue turns a result cell into something JSON can carry: blobs as {"base64"}, bigints as strings. */
@@ -124,46 +54,6 @@ export function toJSONValue(v: unknown): unknown {
   if (v instanceof Uint8Array) return { base64: bytesToBase64(v) };
   if (typeof v === 'bigint') return v.toString();
   return v;
-}
-
-const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-
-export function bytesToBase64(bytes: Uint8Array): string {
-  let out = '';
-  let i = 0;
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
-    out += B64[n >> 18]! + B64[(n >> 12) & 63]! + B64[(n >> 6) & 63]! + B64[n & 63]!;
-  }
-  const rest = bytes.length - i;
-  if (rest === 1) {
-    const n = bytes[i]! << 16;
-    out += `${B64[n >> 18]!}${B64[(n >> 12) & 63]!}==`;
-  } else if (rest === 2) {
-    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
-    out += `${B64[n >> 18]!}${B64[(n >> 12) & 63]!}${B64[(n >> 6) & 63]!}=`;
-  }
-  return out;
-}
-
-export function base64ToBytes(text: string, where = 'base64'): Uint8Array {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
-    throw new EdgeliteError('BAD_REQUEST', `${where}: invalid base64`);
-  }
-  const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
-  const out = new Uint8Array((text.length / 4) * 3 - pad);
-  let o = 0;
-  for (let i = 0; i < text.length; i += 4) {
-    const n =
-      (B64.indexOf(text[i]!) << 18) |
-      (B64.indexOf(text[i + 1]!) << 12) |
-      ((B64.indexOf(text[i + 2]!) & 63) << 6) |
-      (B64.indexOf(text[i + 3]!) & 63);
-    if (o < out.length) out[o++] = n >> 16;
-    if (o < out.length) out[o++] = (n >> 8) & 255;
-    if (o < out.length) out[o++] = n & 255;
-  }
-  return out;
 }
 
 // ---- The replica→primary protocol (docs/ARCHITECTURE.md#the-stream-protocol) ----
@@ -209,33 +99,9 @@ export function streamRequestBody(databases: string[] | '*', positions: Record<s
   return JSON.stringify(ranges ? { databases, deltas: true, ranges: true, positions: json } : { databases, deltas: true, positions: json });
 }
 
-/** parseStreamRequest validates a stream request body (the primary's side); BAD_REQUEST naming the field. */
+/** parseStreamRequest validates a stream request body (the primary's side, StreamRequestSchema); BAD_REQUEST naming the field. */
 export function parseStreamRequest(body: unknown): StreamRequest {
-  const b = body as { databases?: unknown; positions?: unknown; deltas?: unknown; ranges?: unknown } | null;
-  if (!b || typeof b !== 'object') throw new EdgeliteError('BAD_REQUEST', 'stream body must be an object');
-  let databases: string[] | '*';
-  if (b.databases === '*' || b.databases === undefined) databases = '*';
-  else if (Array.isArray(b.databases)) databases = b.databases.map((n) => (typeof n === 'string' && isPattern(n) ? validatePattern(n, '"databases"', 'INVALID_DATABASE_NAME') : validateDatabaseName(n)));
-  else throw new EdgeliteError('BAD_REQUEST', '"databases" must be "*" or an array of names and patterns');
-  const positions: Record<string, Position | null> = {};
-  if (b.positions !== undefined) {
-    if (!b.positions || typeof b.positions !== 'object') throw new EdgeliteError('BAD_REQUEST', '"positions" must be an object');
-    for (const [name, p] of Object.entries(b.positions as Record<string, unknown>)) {
-      validateDatabaseName(name);
-      positions[name] = p === null ? null : parseStreamPosition(p, name);
-    }
-  }
-  if (b.deltas !== undefined && typeof b.deltas !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"deltas" must be a boolean');
-  if (b.ranges !== undefined && typeof b.ranges !== 'boolean') throw new EdgeliteError('BAD_REQUEST', '"ranges" must be a boolean');
-  return { databases, positions, deltas: b.deltas === true, ranges: b.ranges === true };
-}
-
-function parseStreamPosition(p: unknown, name: string): Position {
-  const j = p as Partial<PositionJSON>;
-  if (!j || !Number.isSafeInteger(j.generation) || !Number.isSafeInteger(j.txid) || typeof j.checksum !== 'string') {
-    throw new EdgeliteError('BAD_REQUEST', `positions.${name} must be {generation, txid, checksum}`);
-  }
-  return positionFromJSON(j as PositionJSON);
+  return validateBody(StreamRequestSchema, body, '');
 }
 
 /**

@@ -53,6 +53,7 @@ const PRIMARY_ROUTES: Route[] = [
   { method: 'GET', path: `/v1/db/${DB}/changes/00000001/0000000000000001`, right: 'replicate', through: { status: 409, code: 'USE_STREAM' } },
   { method: 'POST', path: '/v1/replicas/applied', right: 'replicate', body: { node: 'walk', url: 'http://127.0.0.1:1', positions: {} } },
   { method: 'GET', path: '/v1/replicas', right: 'read' },
+  { method: 'GET', path: '/v1/openapi.json', right: 'read' },
 ];
 
 /** Every route of the replica (replica/app.ts): the same API, minus what only a primary serves (the stream, catch-up ranges). */
@@ -67,6 +68,7 @@ const REPLICA_ROUTES: Route[] = [
   { method: 'POST', path: `/v1/db/${DB}/exec`, right: 'write', body: { sql: 'INSERT INTO t VALUES (2)' } },
   // The replica's own copy, for export through a replica: the read right (README.md#http-api).
   { method: 'GET', path: `/v1/db/${DB}/snapshot`, right: 'read' },
+  { method: 'GET', path: '/v1/openapi.json', right: 'read' },
 ];
 
 let primary: PrimaryHandle;

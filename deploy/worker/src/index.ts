@@ -9,7 +9,11 @@
 import { Hono, type Context } from 'hono';
 import { EdgeliteError, errorFromBody } from '../../../shared/errors.ts';
 import { stringifyRequestJson } from '../../../shared/exact-json.ts';
-import { corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight } from '../../../shared/http.ts';
+import { corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, tagRight } from '../../../shared/http.ts';
+import { mountOpenApi } from '../../../shared/openapi/route.ts';
+import { ForkBodySchema } from '../../../shared/openapi/requests.ts';
+import { WORKER_ROUTE_DOCS } from '../../../shared/openapi/routes.ts';
+import { validateBody } from '../../../shared/openapi/validate.ts';
 import { validateDatabaseName } from '../../../shared/types.ts';
 import { parseWorkerConfig, type Env, type WorkerConfig } from './config.ts';
 import { clientAuth, DB_HEADER, primaryClientOf } from './replica-do.ts';
@@ -51,9 +55,9 @@ app.use('*', async (c, next) => {
 });
 app.use('*', corsMiddleware());
 
-/** right returns the auth middleware for `r`, with the configured grants. */
+/** right returns the auth middleware for `r`, with the configured grants (tagged for GET /v1/openapi.json). */
 function right(r: 'read' | 'write' | 'admin') {
-  return (c: Context<App>, next: () => Promise<void>) => requireRight(c.get('config').auth, r)(c, next);
+  return tagRight((c: Context<App>, next: () => Promise<void>) => requireRight(c.get('config').auth, r)(c, next), { right: r, every: false });
 }
 
 app.get('/v1/health', (c) => {
@@ -75,9 +79,11 @@ app.get('/v1/db/:name', right('read'), (c) => toObject(c, c.req.param('name'), '
 app.put('/v1/db/:name', right('write'), async (c) => {
   const config = c.get('config');
   const name = validateDatabaseName(c.req.param('name'));
-  // A fork's body ({"from", "txid"}) goes on as it came; the primary validates it.
+  // A fork's body ({"from", "txid"}) is checked here, then goes on as it came (the primary checks it again).
   const hasBody = Number(c.req.header('content-length') ?? '0') > 0 || c.req.header('transfer-encoding') !== undefined;
-  const body = hasBody ? stringifyRequestJson(await readJsonBody(c, config.maxBodyBytes)) : undefined;
+  const parsed = hasBody ? await readJsonBody(c, config.maxBodyBytes) : undefined;
+  if (parsed !== undefined) validateBody(ForkBodySchema, parsed, '');
+  const body = parsed === undefined ? undefined : stringifyRequestJson(parsed);
   const r = await primaryClientOf(config).forward('PUT', `/v1/db/${encodeURIComponent(name)}`, body, clientAuth(c.req.raw));
   if (r.status >= 400) throw errorFromBody(r.body, r.status);
   return jsonResponse(r.body, r.status, { 'Edgelite-Served-By': 'primary' });
@@ -94,6 +100,7 @@ app.delete('/v1/db/:name', right('admin'), async (c) => {
 app.post('/v1/db/:name/query', right('read'), (c) => toObject(c, c.req.param('name'), 'query', c.req.raw));
 app.post('/v1/db/:name/exec', right('write'), (c) => toObject(c, c.req.param('name'), 'exec', c.req.raw));
 app.post('/v1/db/:name/debug/repeat', right('admin'), (c) => toObject(c, c.req.param('name'), 'debug/repeat', c.req.raw));
+mountOpenApi(app, { read: right('read'), role: 'Worker replica', docs: WORKER_ROUTE_DOCS });
 
 /** toObject sends `request` to the database's Durable Object as `/<op>`, with the database name. */
 function toObject(c: Context<App>, rawName: string | undefined, op: string, request: Request): Promise<Response> {
