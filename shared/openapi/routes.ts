@@ -129,6 +129,11 @@ export const REPLICA_ROUTE_DOCS: RouteDocs = {
     body: { schema: ForkBodySchema, required: false, description: 'None or `{}`: an empty database; `{"from", "txid"}`: a fork.' },
     responses: { 200: json('It existed', CreatedDatabaseSchema), 201: json('Created', CreatedDatabaseSchema) },
   },
+  'GET /v1/db/{name}/snapshot': {
+    summary: "This replica's copy at its position, in the primary's snapshot format (export through a replica)",
+    headers: z.object({ [CONSISTENCY_HEADER]: z.string().optional().meta({ description: 'eventual, strong, token or bounded:MS, as for a read.' }) }),
+    responses: { 200: { description: 'The SQLite image at its position (headers with their digest); 504 REPLICA_BEHIND before the position asked for', media: [{ type: 'application/vnd.sqlite3', binary: true }] } },
+  },
 };
 
 /**

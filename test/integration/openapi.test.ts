@@ -99,6 +99,7 @@ function replicaCases(): Record<string, Case[]> {
       { path: '/v1/db/app/exec', token: WRITE, body: { sql: 'INSERT INTO kv VALUES (?, ?)', params: ['r', { base64: 'AQID' }] }, status: 200 },
       { path: '/v1/db/app/exec', token: WRITE, body: { statements: [] }, status: 400 },
     ],
+    'GET /v1/db/{name}/snapshot': [{ path: '/v1/db/app/snapshot', token: READ, status: 200 }, { path: '/v1/db/nope/snapshot', token: READ, status: 404 }],
     ...uiCases(),
   };
 }
