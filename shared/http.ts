@@ -62,8 +62,11 @@ export function closeAfterRefusedBody(maxBodyBytes = DEFAULT_MAX_BODY_BYTES): Mi
     // which the Node server otherwise skips on its fast path (reads are most requests).
     const length = c.req.header('content-length');
     const sent = (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
+    // A Node body readJsonBody read to its end: nothing left, and no Request object to build (P2's
+    // per-request cost, docs/BENCHMARKS.md#p2-per-phase).
+    const drained = nodeIncoming(c)?.readableEnded === true;
     const req = c.req.raw;
-    if (sent && req.body && !req.bodyUsed) {
+    if (sent && !drained && req.body && !req.bodyUsed) {
       const reader = req.body.getReader();
       let n = 0;
       try {
@@ -166,6 +169,8 @@ interface NodeIncoming {
   off(event: 'end', listener: () => void): unknown;
   off(event: 'error', listener: (err: Error) => void): unknown;
   pause(): unknown;
+  /** True once 'end' was emitted: the whole body was read. */
+  readonly readableEnded?: boolean;
 }
 
 /**
