@@ -295,7 +295,6 @@ export class PageApplier {
     this.#pageCount = length / pageSize;
     this.#localCookie = (cookie + cookieDelta) >>> 0;
     this.#persist({ committed: state, pending: null });
-    this.suspend(); // closed like an idle database: the first write reopens it without reading it all again
     return true;
   }
 

@@ -85,8 +85,9 @@ export class PageWriter {
    * the database, like after any apply (docs/ARCHITECTURE.md#bootstrap-by-file). The kernel copies
    * (copy_file_range), no page goes through SQLite. An exclusive lock keeps readers out while the copy
    * runs (the copy's own descriptor is closed, and so POSIX releases the lock, only once it is
-   * complete). The connection is closed afterwards (it knew the file empty, in rollback mode): the
-   * next write reopens it on the database, in WAL mode. A failed copy truncates the file back to empty.
+   * complete). Then the connection switches to WAL, as the file's header now says, which creates the
+   * WAL and shared memory now (a directory that loses its write permission later still replicates),
+   * and forgets its cache. A failed copy truncates the file back to empty and closes the connection.
    */
   install(from: string): void {
     const { db } = this.#connected();
@@ -95,9 +96,11 @@ export class PageWriter {
     } catch (err) {
       throw sqliteError(err, `locking ${this.path} to install a snapshot`);
     }
+    let copied = false;
     try {
       fs.copyFileSync(from, this.path);
       if (this.#options.durable) fsyncFile(this.path);
+      copied = true;
     } catch (err) {
       fs.truncateSync(this.path, 0);
       const code = (err as NodeJS.ErrnoException).code;
@@ -106,8 +109,15 @@ export class PageWriter {
       try {
         db.exec('ROLLBACK');
       } finally {
-        this.close();
+        if (!copied) this.close();
       }
+    }
+    try {
+      setWalMode(db);
+      this.dropCache();
+    } catch (err) {
+      this.close(); // the next write reopens it and reads the file from scratch
+      throw err instanceof EdgeliteError ? err : sqliteError(err, `switching ${this.path} to WAL after installing a snapshot`);
     }
   }
 
