@@ -260,14 +260,14 @@ export async function spawnServer(ctx: BenchContext, argv: string[], startTimeou
   return { url: p.url, pid: p.pid, stop };
 }
 
-/** spawnBareServer runs bare-server.ts (through bin/run-ts.mjs) in its own process. */
-export function spawnBareServer(ctx: BenchContext, args: string[]): Promise<ServerProcess> {
-  return spawnServer(ctx, [join(REPO_ROOT, 'bin', 'run-ts.mjs'), join(REPO_ROOT, 'test', 'bench', 'scenarios', 'bare-server.ts'), ...args]);
+/** spawnBareServer runs bare-server.ts (through bin/run-ts.mjs) in its own process; `nodeFlags` go to node (e.g. --cpu-prof). */
+export function spawnBareServer(ctx: BenchContext, args: string[], nodeFlags: string[] = []): Promise<ServerProcess> {
+  return spawnServer(ctx, [...nodeFlags, join(REPO_ROOT, 'bin', 'run-ts.mjs'), join(REPO_ROOT, 'test', 'bench', 'scenarios', 'bare-server.ts'), ...args]);
 }
 
-/** spawnEdgelite runs the real CLI, `node bin/edgelite.mjs ROLE ...`. */
-export function spawnEdgelite(ctx: BenchContext, args: string[]): Promise<ServerProcess> {
-  return spawnServer(ctx, [join(REPO_ROOT, 'bin', 'edgelite.mjs'), ...args]);
+/** spawnEdgelite runs the real CLI, `node [nodeFlags] bin/edgelite.mjs ROLE ...`. */
+export function spawnEdgelite(ctx: BenchContext, args: string[], nodeFlags: string[] = []): Promise<ServerProcess> {
+  return spawnServer(ctx, [...nodeFlags, join(REPO_ROOT, 'bin', 'edgelite.mjs'), ...args]);
 }
 
 /** BUILD_ROW_BYTES is the size of one random row buildDatabase writes (P7, P11). */

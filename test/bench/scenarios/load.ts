@@ -39,6 +39,8 @@ type Autocannon = (opts: AutocannonOptions) => Promise<AutocannonResult>;
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
 export interface LoadResult {
+  /** Requests answered 2xx. */
+  requests: number;
   perSec: number;
   p50Ms: number;
   p99Ms: number;
@@ -71,5 +73,5 @@ export async function loadPost(o: LoadOptions): Promise<LoadResult> {
   if (r.errors || r.timeouts || r.non2xx) {
     throw new Error(`load on ${o.url}${o.path}: ${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx of ${r.requests.total}`);
   }
-  return { perSec: r['2xx'] / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99 };
+  return { requests: r['2xx'], perSec: r['2xx'] / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99 };
 }

@@ -12,7 +12,8 @@
 import { join } from 'node:path';
 import type { Cluster } from './cluster.ts';
 import { DB, ROWS } from './cluster.ts';
-import { median, spawnBareServer, spawnEdgelite, tempDir, type BenchContext, type Row } from './common.ts';
+import { median, spawnBareServer, spawnEdgelite, tempDir, type BenchContext, type Row, type ServerProcess } from './common.ts';
+import { HTTP_RULES, profiledServer } from './phases.ts';
 import { loadPost, type LoadResult } from './load.ts';
 
 const SQL = 'SELECT id, v FROM kv WHERE id = ?';
@@ -41,6 +42,15 @@ export async function runP2(ctx: BenchContext, cluster: Cluster): Promise<Row[]>
   }
   await bare.stop();
   await inline.stop();
+  // Where a request's microseconds go: the same load once more on a replica and a bare server started
+  // under --cpu-prof (phases.ts, docs/BENCHMARKS.md#per-phase-breakdown).
+  const loadOn = (path: string) => (s: ServerProcess) => loadPost({ url: s.url, path, connections, durationSec, body });
+  const replicaPhases = await profiledServer(ctx, async (flags) => {
+    const s = await spawnEdgelite(ctx, ['replica', '--primary', cluster.primary.url, '--data', join(tempDir(ctx, 'profiled'), 'r'), '--listen', '127.0.0.1:0', '--databases', DB], flags);
+    await cluster.waitForReplica(60_000, s.url);
+    return s;
+  }, loadOn(`/v1/db/${DB}/query`), HTTP_RULES, 'request');
+  const barePhases = await profiledServer(ctx, (flags) => spawnBareServer(ctx, ['--read', cluster.replicaFile], flags), loadOn('/query'), HTTP_RULES, 'request');
   const rps = (k: keyof typeof targets) => median(results[k].map((r) => r.perSec));
   const lat = (k: keyof typeof targets, f: 'p50Ms' | 'p99Ms') => median(results[k].map((r) => r[f]));
   const el = rps('replica');
@@ -59,6 +69,8 @@ export async function runP2(ctx: BenchContext, cluster: Cluster): Promise<Row[]>
       notes: [
         `latency p50/p99: replica ${lat('replica', 'p50Ms')}/${lat('replica', 'p99Ms')} ms, bare ${lat('bare', 'p50Ms')}/${lat('bare', 'p99Ms')} ms (autocannon, ${durationSec} s per run)`,
         `a replica with --query-timeout-ms 0 (reads on the main thread, no query pool): ${Math.round(rps('inline'))} req/s (${(rps('inline') / base).toFixed(2)}× bare), p50 ${lat('inline', 'p50Ms')} ms`,
+        `per-phase, replica (sampled CPU profile, µs): ${replicaPhases}`,
+        `per-phase, bare server (µs): ${barePhases}`,
       ],
     },
   ];

@@ -16,7 +16,8 @@ import { PrimaryStore } from '../../../primary/store.ts';
 import { silentLogger } from '../../../shared/log.ts';
 import type { Cluster } from './cluster.ts';
 import { DB } from './cluster.ts';
-import { median, nowMs, postJson, spawnBareServer, tempDir, type BenchContext, type Row } from './common.ts';
+import { median, nowMs, postJson, spawnBareServer, spawnEdgelite, tempDir, type BenchContext, type Row } from './common.ts';
+import { breakdown, ENGINE_RULES, HTTP_RULES, perOp, profiledServer, profileInProcess } from './phases.ts';
 import { loadPost } from './load.ts';
 
 const VALUE = 'x'.repeat(100);
@@ -85,6 +86,15 @@ export async function runP4(ctx: BenchContext, cluster: Cluster): Promise<Row[]>
   }
   await bare.stop();
   await cluster.waitForReplica();
+  // Where a write's microseconds go (phases.ts, docs/BENCHMARKS.md#per-phase-breakdown): one engine run
+  // under this process's profiler, and the HTTP load once more on a primary started under --cpu-prof.
+  const enginePhases = perOp(breakdown(await profileInProcess(() => void engineRate(join(dir, 'engine-profiled'), n)), ENGINE_RULES), n, 'write');
+  const httpPhases = await profiledServer(ctx, async (flags) => {
+    const s = await spawnEdgelite(ctx, ['primary', '--data', tempDir(ctx, 'profiled-primary'), '--listen', '127.0.0.1:0'], flags);
+    await postJson(`${s.url}/v1/db/${DB}`, {}, 'PUT');
+    await postJson(`${s.url}/v1/db/${DB}/exec`, { sql: CREATE });
+    return s;
+  }, (s) => loadPost({ url: s.url, path: `/v1/db/${DB}/exec`, connections, durationSec, body }), HTTP_RULES, 'request');
   const he = median(httpEl);
   const hb = median(httpBare);
   return [
@@ -98,7 +108,7 @@ export async function runP4(ctx: BenchContext, cluster: Cluster): Promise<Row[]>
       ratio: el / base,
       goal: '≥ 0.8×',
       met: el / base >= 0.8,
-      notes: [`${n} transactions per run, one at a time, synchronous=NORMAL on both`],
+      notes: [`${n} transactions per run, one at a time, synchronous=NORMAL on both`, `per-phase, engine (sampled CPU profile, µs): ${enginePhases}`],
     },
     {
       id: 'P4',
@@ -110,7 +120,10 @@ export async function runP4(ctx: BenchContext, cluster: Cluster): Promise<Row[]>
       ratio: he / hb,
       goal: '— (no goal)',
       met: null,
-      notes: ['the primary process also streams every write to the replica process; the bare server replicates nothing'],
+      notes: [
+        'the primary process also streams every write to the replica process; the bare server replicates nothing',
+        `per-phase, HTTP exec on a primary with no replica (sampled CPU profile, µs): ${httpPhases}`,
+      ],
     },
   ];
 }
