@@ -63,7 +63,7 @@ export function closeAfterRefusedBody(maxBodyBytes = DEFAULT_MAX_BODY_BYTES): Mi
     const length = c.req.header('content-length');
     const sent = (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
     // A Node body readJsonBody read to its end: nothing left, and no Request object to build (P2's
-    // per-request cost, docs/BENCHMARKS.md#p2-per-phase).
+    // per-request cost, docs/BENCHMARKS.md#per-phase-breakdown).
     const drained = nodeIncoming(c)?.readableEnded === true;
     const req = c.req.raw;
     if (sent && !drained && req.body && !req.bodyUsed) {
