@@ -41,7 +41,9 @@ export class SnapshotView {
     options: SnapshotViewOptions = {},
   ) {
     this.#conn = conn;
-    this.#stmt = conn.prepare<unknown[]>('SELECT pgno, data FROM sqlite_dbpage WHERE pgno BETWEEN ? AND ?');
+    // One page per step by equality: sqlite_dbpage plans `pgno = ?` as a direct read, while a range
+    // (BETWEEN) read 2.5x slower here (docs/BENCHMARKS.md#p7-bootstrap-by-file).
+    this.#stmt = conn.prepare<unknown[]>('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
     this.#page1 = options.page1 ?? null;
     this.#onEnd = options.onEnd ?? null;
   }
@@ -52,8 +54,9 @@ export class SnapshotView {
    */
   readPages(first: number, last: number): Uint8Array {
     const out = new Uint8Array((last - first + 1) * this.pageSize);
-    for (const row of this.#stmt.iterate(first, last) as Iterable<{ pgno: number; data: Uint8Array }>) {
-      out.set(row.pgno === 1 && this.#page1 ? this.#page1(row.data) : row.data, (row.pgno - first) * this.pageSize);
+    for (let pgno = first; pgno <= last; pgno++) {
+      const data = this.#stmt.get(pgno) as Uint8Array | undefined;
+      if (data) out.set(pgno === 1 && this.#page1 ? this.#page1(data) : data, (pgno - first) * this.pageSize);
     }
     return out;
   }
