@@ -3,7 +3,9 @@
  * the CLI as a child process. A chain of four files with two table rebuilds applied with `--all` to
  * 1,000 tenants, the CLI SIGKILLed halfway and run again (each tenant ends migrated exactly once); an
  * edited file refused; `--dry-run` leaves the database as it was; a failing file rolled back wholly and
- * reported without stopping the others; `--fail-fast`; a run through the replica.
+ * reported without stopping the others; `--fail-fast`; a rebuild that adds a foreign key and drops a
+ * UNIQUE column (neither of which ALTER TABLE can do), refused where the data breaks the key; a run
+ * through the replica.
  */
 import Database from 'better-sqlite3';
 import { spawn } from 'node:child_process';
@@ -158,6 +160,48 @@ CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty INTEG
     expect(e.code).toBe('CHECKSUM_MISMATCH');
     expect(e.message).toMatch(/^0003_log\.sql was applied to t0000 with checksum [0-9a-f]{64} .* has been edited since/);
   }, 120_000);
+
+  it('a rebuild adds a foreign key and drops a UNIQUE column: applied where the data holds, rolled back wholly where a row breaks the key', async () => {
+    const { primary, dir, names } = await setup(2);
+    const m = join(dir, 'fk');
+    mkdirSync(m);
+    writeFileSync(join(m, '0001_init.sql'), `CREATE TABLE parent (id INTEGER PRIMARY KEY) STRICT;
+CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER, code TEXT NOT NULL UNIQUE);
+CREATE INDEX child_parent ON child(parent_id);
+INSERT INTO parent VALUES (1), (2);
+INSERT INTO child VALUES (1, 1, 'a'), (2, 2, 'b');
+`);
+    expect((await runEdgelite(['migrate', m, '--all', '--primary', primary.url])).status).toBe(0);
+    // SQLite's ALTER TABLE can do neither: DROP COLUMN refuses a UNIQUE column, and no ALTER adds a REFERENCES.
+    const drop = await http(primary.url, 'POST', `/v1/db/${names[0]}/exec`, { sql: 'ALTER TABLE child DROP COLUMN code' });
+    expect(drop.json.error?.message).toMatch(/cannot drop UNIQUE column/);
+    await exec(primary.url, names[1]!, { sql: "INSERT INTO child VALUES (3, 99, 'orphan')" });
+    writeFileSync(join(m, '0002_child_fk.sql'), `-- edgelite:rebuild child
+CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent(id)) STRICT;
+`);
+    const run = await runEdgelite(['migrate', m, '--all', '--primary', primary.url, '--json']);
+    expect(run.status).toBe(1);
+    const results = (JSON.parse(run.stdout) as { databases: Array<{ name: string; status: string; error?: { code: string; message: string; migration?: string } }> }).databases;
+    expect(results.map((r) => [r.name, r.status])).toEqual([[names[0], 'migrated'], [names[1], 'failed']]);
+    expect(results[1]!.error).toMatchObject({ code: 'CONSTRAINT_VIOLATION', migration: '0002_child_fk.sql' });
+    expect(results[1]!.error!.message).toBe('FOREIGN KEY constraint failed'); // the copy's INSERT ... SELECT, checked by SQLite at its end
+
+    const fks = "SELECT \"table\", \"from\", \"to\" FROM pragma_foreign_key_list('child')";
+    const cols = "SELECT group_concat(name, ',') FROM pragma_table_info('child')";
+    const indexes = "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'child' AND sql IS NOT NULL";
+    expect(await query(primary.url, names[0]!, fks)).toEqual([['parent', 'parent_id', 'id']]);
+    expect(await query(primary.url, names[0]!, cols)).toEqual([['id,parent_id']]);
+    expect(await query(primary.url, names[0]!, indexes)).toEqual([['child_parent']]);
+    expect(await query(primary.url, names[0]!, 'SELECT id, parent_id FROM child ORDER BY id')).toEqual([[1, 1], [2, 2]]);
+    expect(await query(primary.url, names[0]!, 'PRAGMA foreign_key_check')).toEqual([]);
+    const refused = await http(primary.url, 'POST', `/v1/db/${names[0]}/exec`, { sql: 'INSERT INTO child VALUES (5, 42)' });
+    expect(refused.json.error?.code).toBe('CONSTRAINT_VIOLATION');
+    // The tenant whose row breaks the key keeps the old table whole, and no record of the file.
+    expect(await query(primary.url, names[1]!, fks)).toEqual([]);
+    expect(await query(primary.url, names[1]!, cols)).toEqual([['id,parent_id,code']]);
+    expect(await query(primary.url, names[1]!, 'SELECT count(*) FROM child')).toEqual([[3]]);
+    expect(await query(primary.url, names[1]!, 'SELECT name FROM _edgelite_migrations ORDER BY name')).toEqual([['0001_init.sql']]);
+  }, 60_000);
 
   it('runs through a replica: the files are forwarded to the primary and the replica gets the new schema', async () => {
     const { primary, dir, names } = await setup(1);
