@@ -76,7 +76,7 @@ describe('edgelite migrate', () => {
     return { primary, dir: t.dir, names };
   }
 
-  // 1,000 tenants in every run (README.md#migrations): 42 s for this test on two cores, the tenants built as files.
+  // 1,000 tenants in every run (README.md#migrations): 43 s for this test on two cores, the tenants built as files.
   const N = 1000;
   it(`applies a chain with two rebuilds to ${N} tenants with --all, killed halfway and run again: each tenant migrated exactly once`, async () => {
     const { primary, dir, names } = await setup(N);
