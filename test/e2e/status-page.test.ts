@@ -5,8 +5,9 @@
  * with the token typed in, the chart draws the server's samples (a lag spike appears while the stream
  * is held back), and once the load stops the table shows exactly what GET /v1/db/{name} answers. The
  * screenshot goes to docs/status-page.png (README.md#status-page shows it). Then the primary's `/ui`
- * shows the replica's stream and its own position, and a primary with a continuous backup shows its
- * backup position and lag as GET /v1/db/{name} answers them.
+ * shows the replica's stream and its own position, a primary with a continuous backup shows its
+ * backup position and lag as GET /v1/db/{name} answers them, and a failover node (a real etcd) shows
+ * the lease as GET /v1/ha answers it.
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,9 +19,11 @@ import { silentLogger } from '../../shared/log.ts';
 import { parsePrimaryConfig } from '../../primary/config.ts';
 import { startPrimary } from '../../primary/server.ts';
 import { tempDir } from '../helpers.ts';
+import { startEtcd } from '../kit/etcd.ts';
+import { spawnEdgelite } from '../kit/spawn.ts';
 import { UI_CSP } from '../../shared/ui/page.ts';
 import { Cluster, DB } from '../kit/cluster.ts';
-import { http, Load } from '../kit/api.ts';
+import { freePort, http, Load } from '../kit/api.ts';
 import { sleep, waitFor } from '../kit/wait.ts';
 
 const TOKEN = 'status-page-read-token-0123';
@@ -181,4 +184,34 @@ describe('status page (headless Chromium)', () => {
       t.cleanup();
     }
   });
+
+  it('a failover node under a real etcd: the page shows the lease holder and epoch as GET /v1/ha does', async () => {
+    const t = tempDir('status-page-lease');
+    const etcd = await startEtcd();
+    const port = await freePort();
+    const lease = `etcd://${etcd.url.replace('http://', '')}/ui`;
+    const node = await spawnEdgelite(['primary', '--data', join(t.dir, 'n0'), '--listen', `127.0.0.1:${port}`, '--lease', lease, '--lease-ttl', '2s', '--node-id', 'n0']);
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      const ha = await waitFor(async () => {
+        const h = (await http(url, 'GET', '/v1/ha')).json as { holding?: boolean; holder?: { node: string; url: string; epoch: number } | null };
+        return h.holding && h.holder ? h.holder : null;
+      }, 'n0 to hold the lease', 15_000, 100);
+      const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+      page.setDefaultTimeout(15_000);
+      const errors = pageErrors(page);
+      await page.goto(`${url}/ui`);
+      await page.waitForFunction(() => /Failover lease/.test(document.getElementById('topology')!.textContent ?? ''));
+      const topology = (await page.textContent('#topology'))!;
+      expect(topology).toContain(`holder${ha.node} at ${ha.url}, epoch ${ha.epoch}`);
+      expect(topology).toContain('holding it hereyes');
+      expect(topology).toContain('this noden0 (primary)');
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await node.kill('SIGKILL');
+      await etcd.stop();
+      t.cleanup();
+    }
+  }, 60_000);
 });
