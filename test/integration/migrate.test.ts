@@ -105,8 +105,8 @@ describe('edgelite migrate', () => {
     return { primary, dir: t.dir, names };
   }
 
-  // 1,000 tenants in every run (README.md#migrations): the tenants built as files and checked on disk, 60 s
-  // for this test on two cores under a load average of 6 (benchmarks running beside it).
+  // 1,000 tenants in every run (README.md#migrations): the tenants built as files and checked on disk, 30 s
+  // for this test on two cores at a load average of 3, 60 s at 6 (benchmarks running beside it).
   const N = 1000;
   it(`applies a chain with two rebuilds to ${N} tenants with --all, killed halfway and run again: each tenant migrated exactly once`, async () => {
     const { primary, dir, names } = await setup(N);
