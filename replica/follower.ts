@@ -16,7 +16,7 @@ import type { StreamPosition } from '../shared/frames.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ChangeSet, Position } from '../shared/types.ts';
 import type { PrimaryClient } from '../shared/primary-client.ts';
-import { downloadSnapshot, snapshotTempPath, type SnapshotSource } from './snapshot-file.ts';
+import { downloadSnapshot, snapshotTempPath, type ProgressTerminal, type SnapshotSource } from './snapshot-file.ts';
 import type { ReplicaStore } from './store.ts';
 
 export { DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS } from '../shared/follower-port.ts';
@@ -34,6 +34,8 @@ export interface FollowerOptions extends FollowerTimings {
   logger: Logger;
   /** How many snapshots download at once (default DEFAULT_BOOTSTRAP_CONCURRENCY). */
   bootstrapConcurrency?: number;
+  /** Where a large snapshot download draws its progress bar, if a terminal (replica/snapshot-file.ts). */
+  terminal?: ProgressTerminal | undefined;
 }
 
 /** FollowerState is what /health and /metrics report; a snapshot is part of `streaming` here. */
@@ -51,7 +53,7 @@ export class Follower {
     let source: StreamSource;
     if (options.bucket) {
       const { feed, intervalMs } = options.bucket;
-      port = new NodeFollowerPort(new BucketSnapshots({ feed, primary: client, local: (db) => store.get(db)?.position ?? null, logger }), store, logger);
+      port = new NodeFollowerPort(new BucketSnapshots({ feed, primary: client, local: (db) => store.get(db)?.position ?? null, logger }), store, logger, options.terminal);
       const positions = (dbs: '*' | readonly string[]) => streamPositions(port, dbs);
       const bucket = new BucketStreamSource({ feed, primary: client, positions, intervalMs, backoffMinMs: options.backoffMinMs, backoffMaxMs: options.backoffMaxMs, logger });
       source = bucket;
@@ -59,7 +61,7 @@ export class Follower {
       this.feed = feed;
     } else {
       if (client === null) throw new EdgeliteError('INTERNAL', 'a follower needs a primary or a bucket');
-      port = new NodeFollowerPort(client, store, logger);
+      port = new NodeFollowerPort(client, store, logger, options.terminal);
       source = client;
       this.bucket = null;
       this.feed = null;
@@ -133,11 +135,13 @@ export class NodeFollowerPort implements FollowerPort {
   readonly #client: SnapshotSource;
   readonly #store: ReplicaStore;
   readonly #logger: Logger;
+  readonly #terminal: ProgressTerminal | undefined;
 
-  constructor(client: SnapshotSource, store: ReplicaStore, logger: Logger) {
+  constructor(client: SnapshotSource, store: ReplicaStore, logger: Logger, terminal?: ProgressTerminal) {
     this.#client = client;
     this.#store = store;
     this.#logger = logger;
+    this.#terminal = terminal;
   }
 
   positions(databases: '*' | readonly string[]): Record<string, Position | null> {
@@ -184,7 +188,7 @@ export class NodeFollowerPort implements FollowerPort {
     const db = store.ensure(name);
     db.needsSnapshot = reason;
     const started = Date.now();
-    const file = await downloadSnapshot(this.#client, name, snapshotTempPath(db.path), { signal, onProgress, logger: this.#logger });
+    const file = await downloadSnapshot(this.#client, name, snapshotTempPath(db.path), { signal, onProgress, logger: this.#logger, terminal: this.#terminal });
     const downloaded = Date.now();
     const { position, length } = file.head;
     let how: 'file' | 'pages';

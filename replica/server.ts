@@ -18,6 +18,7 @@ import { AppliedReporter } from './applied-reporter.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { ReplicaConfig } from './config.ts';
 import { Follower } from './follower.ts';
+import type { ProgressTerminal } from './snapshot-file.ts';
 import { LazyDatabases } from './lazy.ts';
 import { nodePrimaryClient } from './primary-fetch.ts';
 import { QueryPool } from '../shared/node/query-pool.ts';
@@ -45,6 +46,8 @@ export interface ReplicaExtras {
    * (and stops) its own.
    */
   locator?: PrimaryLocator | null;
+  /** Where large snapshot downloads (bootstrap, re-snapshot) draw a progress bar, if a terminal (README.md#progress). */
+  terminal?: ProgressTerminal | undefined;
 }
 
 export async function startReplica(config: ReplicaConfig, logger: Logger, extras: ReplicaExtras = {}): Promise<ReplicaHandle> {
@@ -81,6 +84,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     backoffMinMs: config.backoffMinMs,
     backoffMaxMs: config.backoffMaxMs,
     bootstrapConcurrency: config.bootstrapConcurrency,
+    terminal: extras.terminal,
     logger,
   });
   follower.start();

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
+import { isDrawing, progress, type Progress } from '../shared/node/progress.ts';
 import { formatChecksum, type PageImage } from '../shared/types.ts';
 import { isPageSize } from '../shared/page-size.ts';
 import type { SnapshotHead, SnapshotSink } from '../shared/primary-client.ts';
@@ -44,7 +45,16 @@ export interface DownloadOptions {
   /** Called for every chunk received: the follower's watchdog counts it as contact. */
   onProgress?: () => void;
   logger: Logger;
+  /**
+   * Where a large download draws a progress bar when it is a terminal (README.md#progress): the replica
+   * passes the stdout its log goes to when that is a TTY. Otherwise, or while another bar is drawn
+   * there, progress goes to the logger as lines.
+   */
+  terminal?: ProgressTerminal | undefined;
 }
+
+/** ProgressTerminal: a stream a bar may be drawn on (a bar only when `isTTY`). */
+export type ProgressTerminal = NodeJS.WritableStream & { isTTY?: boolean };
 
 /** snapshotTempPath is where the snapshot of the database file at `dbPath` is downloaded. */
 export function snapshotTempPath(dbPath: string): string {
@@ -71,7 +81,7 @@ export function removeLeftoverSnapshots(dir: string): string[] {
  * their progress. On any failure the file is removed before the error is thrown.
  */
 export async function downloadSnapshot(source: SnapshotSource, name: string, path: string, options: DownloadOptions): Promise<SnapshotFile> {
-  const sink = new FileSink(name, path, options.logger);
+  const sink = new FileSink(name, path, options.logger, options.terminal);
   try {
     const head = await source.snapshot(name, sink, options.signal, options.onProgress);
     const checksum = await sink.finish();
@@ -203,11 +213,13 @@ class FileSink implements SnapshotSink {
   /** Bytes written to the file so far (whole pages). */
   #written = 0;
   #progress: DownloadProgress | null = null;
+  readonly #terminal: ProgressTerminal | undefined;
 
-  constructor(name: string, path: string, logger: Logger) {
+  constructor(name: string, path: string, logger: Logger, terminal?: ProgressTerminal) {
     this.#name = name;
     this.#path = path;
     this.#logger = logger;
+    this.#terminal = terminal;
   }
 
   async open(head: SnapshotHead): Promise<void> {
@@ -224,7 +236,7 @@ class FileSink implements SnapshotSink {
     } catch (err) {
       throw ioError(`creating snapshot file ${this.#path}`, err);
     }
-    this.#progress = new DownloadProgress(this.#name, length, this.#logger);
+    this.#progress = new DownloadProgress(this.#name, length, this.#logger, this.#terminal);
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -264,6 +276,7 @@ class FileSink implements SnapshotSink {
    * thrown, so that the download's error is the one reported (the next start removes a file left).
    */
   async discard(): Promise<void> {
+    this.#progress?.stop();
     const file = this.#file;
     this.#file = null;
     const failed = (err: unknown) =>
@@ -305,29 +318,39 @@ function ioError(what: string, err: unknown): EdgeliteError {
   return new EdgeliteError(code === 'ENOSPC' ? 'DISK_FULL' : 'IO_ERROR', `${what}: ${(err as Error).message}`, { cause: err });
 }
 
+/** mib prints a byte count as MiB with one decimal, for the bar. */
+const mib = (n: number) => `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+
 /**
- * DownloadProgress logs a large download's progress: a line when it starts, at every tenth of its
- * bytes (so even a fast download shows it) and at least every PROGRESS_MAX_INTERVAL_MS (so a slow
- * one never looks stuck), with its rate and an estimate of the time left. The replica's "progress bar".
+ * DownloadProgress shows a large download's progress. On a terminal (ProgressTerminal), a bar of its
+ * bytes in MiB, redrawn in place (shared/node/progress.ts). Otherwise log lines: one when it starts, at
+ * every tenth of its bytes (so even a fast download shows it) and at least every
+ * PROGRESS_MAX_INTERVAL_MS (so a slow one never looks stuck), with its rate and an estimate of the time
+ * left. Downloads smaller than PROGRESS_MIN_BYTES show nothing.
  */
 class DownloadProgress {
   readonly #db: string;
   readonly #total: number;
   readonly #logger: Logger;
   readonly #enabled: boolean;
+  readonly #bar: Progress | null;
   readonly #started = Date.now();
   #lastAt = this.#started;
   #lastStep = 0;
+  #stopped = false;
 
-  constructor(db: string, total: number, logger: Logger) {
+  constructor(db: string, total: number, logger: Logger, terminal?: ProgressTerminal) {
     this.#db = db;
     this.#total = total;
     this.#logger = logger;
     this.#enabled = total >= PROGRESS_MIN_BYTES;
-    if (this.#enabled) logger({ msg: 'snapshot download started', db, total });
+    const drawn = this.#enabled && terminal?.isTTY === true && !isDrawing(terminal);
+    this.#bar = drawn ? progress({ label: `snapshot ${db}`, total, logger, stream: terminal, format: mib }) : null;
+    if (this.#enabled && !this.#bar) logger({ msg: 'snapshot download started', db, total });
   }
 
   note(bytes: number): void {
+    if (this.#bar) return this.#bar.update(bytes, '');
     if (!this.#enabled || bytes >= this.#total) return; // the last line is done()'s
     const now = Date.now();
     const step = Math.floor((bytes * PROGRESS_STEPS) / this.#total);
@@ -338,7 +361,17 @@ class DownloadProgress {
   }
 
   done(): void {
-    if (this.#enabled) this.#log(this.#total, Date.now());
+    if (this.#bar) {
+      this.#bar.update(this.#total, 'verified');
+      this.stop();
+    } else if (this.#enabled) this.#log(this.#total, Date.now());
+  }
+
+  /** stop ends the bar of a download that failed (its error is reported by the caller). */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#bar?.stop();
   }
 
   #log(bytes: number, now: number): void {

@@ -1,5 +1,6 @@
 /**
- * progress: how a long command (export, migrate --all, restore) shows how far it got (README.md#progress).
+ * progress: how a long command (export, migrate --all, restore, a replica's snapshot download) shows how
+ * far it got (README.md#progress).
  * On a terminal (stderr a TTY) a cli-progress bar redrawn in place; otherwise a log line: one at
  * `info` every PROGRESS_LOG_EVERY_MS and one at the end, so a CI log or a pipe gets a few readable
  * lines, and one at `debug` per step for whoever asks (`--log-level debug`).
@@ -40,6 +41,11 @@ export const QUIET: Progress = { tick() {}, update() {}, stop() {} };
 
 /** drawing: the bar on a terminal now, if any (a command draws one at a time), so log lines can go above it. */
 let drawing: { stream: NodeJS.WritableStream; bar: cliProgress.SingleBar } | null = null;
+
+/** isDrawing says whether a bar is drawn on `stream` now: a second one there would garble both. */
+export function isDrawing(stream: NodeJS.WritableStream): boolean {
+  return drawing?.stream === stream;
+}
 
 /**
  * aboveBars wraps a terminal stream for a logger: while a bar is drawn on it, a log line first clears

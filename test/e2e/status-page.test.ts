@@ -5,16 +5,25 @@
  * with the token typed in, the chart draws the server's samples (a lag spike appears while the stream
  * is held back), and once the load stops the table shows exactly what GET /v1/db/{name} answers. The
  * screenshot goes to docs/status-page.png (README.md#status-page shows it). Then the primary's `/ui`
- * shows the replica's stream and its own position.
+ * shows the replica's stream and its own position, a primary with a continuous backup shows its
+ * backup position and lag as GET /v1/db/{name} answers them, and a failover node (a real etcd) shows
+ * the lease as GET /v1/ha answers it.
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAuthConfig } from '../../shared/auth.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { parsePrimaryConfig } from '../../primary/config.ts';
+import { startPrimary } from '../../primary/server.ts';
+import { tempDir } from '../helpers.ts';
+import { startEtcd } from '../kit/etcd.ts';
+import { spawnEdgelite } from '../kit/spawn.ts';
 import { UI_CSP } from '../../shared/ui/page.ts';
 import { Cluster, DB } from '../kit/cluster.ts';
-import { http, Load } from '../kit/api.ts';
+import { freePort, http, Load } from '../kit/api.ts';
 import { sleep, waitFor } from '../kit/wait.ts';
 
 const TOKEN = 'status-page-read-token-0123';
@@ -145,4 +154,64 @@ describe('status page (headless Chromium)', () => {
     expect(errors).toEqual([]);
     await page.close();
   });
+
+  it("a primary with --backup: the page shows each database's backup txid and lag as GET /v1/db/{name} does", async () => {
+    const t = tempDir('status-page-backup');
+    const backup = pathToFileURL(join(t.dir, 'bucket')).href;
+    const primary = await startPrimary(parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0', '--backup', backup, '--backup-interval', '250ms'], {}), silentLogger);
+    try {
+      expect((await http(primary.url, 'PUT', '/v1/db/app')).status).toBe(201);
+      for (let i = 0; i < 3; i++) expect((await http(primary.url, 'POST', '/v1/db/app/exec', { sql: i === 0 ? 'CREATE TABLE t (x)' : `INSERT INTO t VALUES (${i})` })).status).toBe(200);
+      const api = await waitFor(async () => {
+        const a = (await http(primary.url, 'GET', '/v1/db/app')).json as { txid: number; backup?: { uploadedTxid: number; lagMs: number } };
+        return a.backup && a.backup.uploadedTxid === a.txid && a.backup.lagMs === 0 ? a : null;
+      }, 'the backup to hold every write', 15_000, 100);
+      const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+      page.setDefaultTimeout(15_000);
+      const errors = pageErrors(page);
+      await page.goto(`${primary.url}/ui`);
+      await page.waitForSelector('#databases tr[data-db="app"]');
+      const row = await waitFor(async () => {
+        const r = await shownRow(page, 'app');
+        return r.txid === String(api.txid) ? r : null;
+      }, 'the page to show the txid', 10_000, 100);
+      expect({ backupTxid: row.backupTxid, backupLagMs: row.backupLagMs }).toEqual({ backupTxid: String(api.backup!.uploadedTxid), backupLagMs: '0' });
+      expect(await page.textContent('#topology')).toContain('continuous (--backup)');
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await primary.close();
+      t.cleanup();
+    }
+  });
+
+  it('a failover node under a real etcd: the page shows the lease holder and epoch as GET /v1/ha does', async () => {
+    const t = tempDir('status-page-lease');
+    const etcd = await startEtcd();
+    const port = await freePort();
+    const lease = `etcd://${etcd.url.replace('http://', '')}/ui`;
+    const node = await spawnEdgelite(['primary', '--data', join(t.dir, 'n0'), '--listen', `127.0.0.1:${port}`, '--lease', lease, '--lease-ttl', '2s', '--node-id', 'n0']);
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      const ha = await waitFor(async () => {
+        const h = (await http(url, 'GET', '/v1/ha')).json as { holding?: boolean; holder?: { node: string; url: string; epoch: number } | null };
+        return h.holding && h.holder ? h.holder : null;
+      }, 'n0 to hold the lease', 15_000, 100);
+      const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+      page.setDefaultTimeout(15_000);
+      const errors = pageErrors(page);
+      await page.goto(`${url}/ui`);
+      await page.waitForFunction(() => /Failover lease/.test(document.getElementById('topology')!.textContent ?? ''));
+      const topology = (await page.textContent('#topology'))!;
+      expect(topology).toContain(`holder${ha.node} at ${ha.url}, epoch ${ha.epoch}`);
+      expect(topology).toContain('holding it hereyes');
+      expect(topology).toContain('this noden0 (primary)');
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await node.kill('SIGKILL');
+      await etcd.stop();
+      t.cleanup();
+    }
+  }, 60_000);
 });

@@ -4,7 +4,8 @@
  * and 2^63 - 1 go in as JSON literals and as msgpack int64, straight to the primary's /exec and
  * forwarded by the replica; each is read back with the sqlite3 CLI on the primary's file, exact and an
  * INTEGER, and through /query as JSON (strings) and msgpack (int64). 2^63 is refused with 400. Then
- * `?`, `?1`, `?NNN`, `:a`, `@a` and `$a` on query and exec, on both servers. The client library
+ * `?`, `?1`, `?NNN`, `:a`, `@a` and `$a` on query and exec, on both servers, and the three edge integers
+ * bound in each style (JSON and msgpack), read back with the sqlite3 CLI. The client library
  * sends bigints exactly with either encoding and reads them back as bigints with msgpack.
  */
 import { execFileSync } from 'node:child_process';
@@ -179,6 +180,32 @@ describe('every parameter style', () => {
       const answer = await post(url, 'query', '{"sql": "select ?1, ?1", "params": [5]}');
       expect(answer.body.results[0].rows).toEqual([[5, 5]]);
     }
+  });
+
+  it('binds 2^53 + 1, -2^63 and 2^63 - 1 exactly in every style, as JSON literals and as msgpack int64 (sqlite3 CLI on the primary)', async () => {
+    // [style, SQL, params as JSON text with the value as a bare literal at @V, the same params for msgpack]
+    const forms = (v: string): Array<[string, string, string, unknown]> => [
+      ['?', 'INSERT INTO p (style, a) VALUES (?, ?)', '["edge ?", @V]', ['edge ?', BigInt(v)]],
+      ['?1', 'INSERT INTO p (style, a, b) VALUES (?2, ?1, ?1)', '[@V, "edge ?1"]', [BigInt(v), 'edge ?1']],
+      [':a', 'INSERT INTO p (style, a) VALUES (:s, :a)', '{"s": "edge :a", ":a": @V}', { s: 'edge :a', ':a': BigInt(v) }],
+      ['@a', 'INSERT INTO p (style, a) VALUES (@s, @a)', '{"@s": "edge @a", "a": @V}', { '@s': 'edge @a', a: BigInt(v) }],
+      ['$a', 'INSERT INTO p (style, a) VALUES ($s, $a)', '{"$s": "edge $a", "$a": @V}', { $s: 'edge $a', $a: BigInt(v) }],
+    ];
+    const want: string[] = [];
+    for (const [name, url] of [['primary', primary.url], ['replica', replica.url]] as const) {
+      for (const v of EDGES) {
+        for (const [style, sql, json, packed] of forms(v)) {
+          const j = await post(url, 'exec', `{"sql": ${JSON.stringify(sql)}, "params": ${json.replace('@V', v)}}`);
+          expect(j.status, `${name} json ${style} ${v}: ${JSON.stringify(j.body)}`).toBe(200);
+          const m = await post(url, 'exec', packr.pack({ sql, params: packed }), true);
+          expect(m.status, `${name} msgpack ${style} ${v}`).toBe(200);
+          want.push(`edge ${style}|integer|${v}`, `edge ${style}|integer|${v}`);
+        }
+      }
+    }
+    const got = cli("SELECT style, typeof(a), a FROM p WHERE style LIKE 'edge %' ORDER BY id");
+    expect([...got].sort()).toEqual([...want].sort());
+    expect(cli("SELECT count(*) FROM p WHERE style = 'edge ?1' AND b IS NOT a")).toEqual(['0']);
   });
 
   it('refuses a key given with and without its prefix', async () => {
