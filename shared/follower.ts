@@ -131,10 +131,12 @@ export class FollowerCore {
    */
   follow(names: string[]): Promise<void> {
     if (this.#databases === '*') throw new EdgeliteError('INTERNAL', 'a follower of every database cannot change its list');
+    const before = new Set(this.#databases);
     this.#databases = [...names];
     this.#followed = compilePatterns(names);
     for (const db of this.#joining) if (!this.#follows(db)) this.#joining.delete(db);
     const cut = this.#snapshots.cancel((db) => !this.#follows(db), 'no longer followed');
+    this.#bootstrapNew(names.filter((n) => !before.has(n)));
     if (!this.#inSession) {
       this.#sleeper.wake(); // waiting to reconnect: do it now, with the new list
       return cut;
@@ -142,6 +144,18 @@ export class FollowerCore {
     const ended = new Promise<void>((resolve) => this.#sessionEnded.push(resolve));
     this.#abort?.abort(new Restart('followed databases changed'));
     return Promise.all([ended, cut]).then(() => {});
+  }
+
+  /**
+   * #bootstrapNew queues the snapshot of each newly followed database that has no local position yet
+   * (a lazy replica's first use, docs/ARCHITECTURE.md#many-databases) at once: the primary would only
+   * answer `snapshot-needed` for it once the restarted session's request reached it, a round trip
+   * later. A database already here resumes from its position as before.
+   */
+  #bootstrapNew(added: string[]): void {
+    if (added.length === 0 || !this.running || this.#isStopped) return;
+    const positions = this.#o.port.positions(added);
+    for (const db of added) if (positions[db] === null && !this.#joining.has(db)) this.#snapshots.add(db, 'first use');
   }
 
   /**

@@ -447,6 +447,24 @@ describe('FollowerCore', () => {
     expect(() => all.follow(['a'])).toThrow(/cannot change its list/);
   });
 
+  it('follow(): a newly followed database with no local copy downloads its snapshot at once, without waiting for the primary to ask', async () => {
+    const port = new FakePort();
+    port.add('a', 10);
+    port.add('b', 20);
+    port.add('c', null);
+    // The primary never says snapshot-needed here: only the follower itself can start c's download.
+    const source = new ScriptedSource([{ chunks: [heartbeat()], then: 'hang' }]);
+    const { core } = follower(port, source, { backoffMinMs: 1000, backoffMaxMs: 1000 });
+    await waitFor(() => core.state === 'streaming', 'the first session');
+    const followed = core.follow(['a', 'b', 'c']);
+    await waitFor(() => port.snapshots.length === 1, 'the snapshot of c');
+    expect(port.snapshots).toEqual([{ db: 'c', reason: 'first use' }]); // b resumes from its position
+    await followed;
+    // Installed, c joins the stream with its position (in the restarted session, or the one after it).
+    await waitFor(() => source.requests.at(-1)!.positions.c?.txid === 100, 'c joined the stream');
+    expect(port.snapshots.length).toBe(1);
+  });
+
   it('records an error frame from the primary (a followed database that does not exist) and clears its code after a snapshot', async () => {
     const port = new FakePort();
     const source = new ScriptedSource([
