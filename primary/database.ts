@@ -106,7 +106,9 @@ export class PrimaryDatabase {
     this.#lock = new ReadLock(openReader(path, opts.busyTimeoutMs), openReader(path, opts.busyTimeoutMs));
     this.#query = openQueryConnection(path, opts.busyTimeoutMs);
     this.#wal = new WalReader(`${path}-wal`);
-    this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous });
+    // A closed record is written after the close fsynced the log: what the log holds up to it is durable.
+    const durable = record ? { durableThrough: record.txid } : {};
+    this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous, ...durable });
     const existing = readMeta(this.#metaPath);
     this.#meta = existing ?? newMeta();
     this.#capturer = this.#recover(record);
