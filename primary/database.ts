@@ -65,7 +65,8 @@ export class PrimaryDatabase {
   readonly name: string;
   readonly path: string;
   readonly #writer: Connection;
-  readonly #query: Connection;
+  /** The API reads' connection, opened by the first read (a write to a closed database does not wait for it). */
+  #queryConn: Connection | null = null;
   readonly #lock: ReadLock;
   readonly #wal: WalReader;
   readonly #log: ChangeSetLog;
@@ -104,9 +105,10 @@ export class PrimaryDatabase {
     this.#metaPath = metaPath(dataDir, name);
     this.#writer = openWriter(path, { synchronous: opts.synchronous, busyTimeoutMs: opts.busyTimeoutMs });
     this.#lock = new ReadLock(openReader(path, opts.busyTimeoutMs), openReader(path, opts.busyTimeoutMs));
-    this.#query = openQueryConnection(path, opts.busyTimeoutMs);
     this.#wal = new WalReader(`${path}-wal`);
-    this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous });
+    // A closed record is written after the close fsynced the log: what the log holds up to it is durable.
+    const durable = record ? { durableThrough: record.txid } : {};
+    this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous, ...durable });
     const existing = readMeta(this.#metaPath);
     this.#meta = existing ?? newMeta();
     this.#capturer = this.#recover(record);
@@ -499,7 +501,7 @@ export class PrimaryDatabase {
   #closeConnections(): void {
     this.#closed = true;
     this.#lock.close();
-    this.#query.close();
+    this.#queryConn?.close();
     this.#wal.close();
     this.#writer.close();
     this.#log.close();
@@ -510,6 +512,11 @@ export class PrimaryDatabase {
   }
 
   readonly #local = (): Connection => this.#query;
+
+  get #query(): Connection {
+    this.#assertOpen();
+    return (this.#queryConn ??= openQueryConnection(this.path, this.#opts.busyTimeoutMs));
+  }
 
   #assertOpen(): void {
     if (this.#closed) throw new EdgeliteError('UNAVAILABLE', `database ${this.name} is closed`);

@@ -28,6 +28,11 @@ export interface LogOptions {
    * maxTxid above keepAfter() (the backup's uploaded txid, docs/ARCHITECTURE.md#the-log-and-snapshots).
    */
   keepAfter?: () => number;
+  /**
+   * durableThrough: the txid through which the log is known to be durable already (a clean close
+   * fsynced it, primary/closed-record.ts). A log that ends there is not flushed again at open.
+   */
+  durableThrough?: number;
 }
 
 export interface ResolvedLogOptions {
@@ -39,7 +44,7 @@ export interface ResolvedLogOptions {
   keepAfter: (() => number) | null;
 }
 
-const OPTION_NAMES = ['sync', 'syncIntervalMs', 'segmentBytes', 'retention', 'fsync', 'keepAfter'];
+const OPTION_NAMES = ['sync', 'syncIntervalMs', 'segmentBytes', 'retention', 'fsync', 'keepAfter', 'durableThrough'];
 const RETENTION_NAMES = ['maxRecords', 'maxBytes', 'maxAgeMs'];
 
 /** resolveLogOptions validates options once, with messages that name the option, and fills defaults. */
@@ -54,6 +59,9 @@ export function resolveLogOptions(o: LogOptions): ResolvedLogOptions {
     if (v === undefined) return def;
     return Number.isSafeInteger(v) && v > 0 ? v : bad(`${name} must be a positive integer, got ${v}`);
   };
+  if (o.durableThrough !== undefined && !(Number.isSafeInteger(o.durableThrough) && o.durableThrough >= 0)) {
+    bad(`durableThrough must be a txid (an integer >= 0), got ${o.durableThrough}`);
+  }
   return {
     sync: o.sync,
     syncIntervalMs: positive('syncIntervalMs', o.syncIntervalMs, DEFAULT_SYNC_INTERVAL_MS),

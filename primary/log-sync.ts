@@ -18,6 +18,8 @@ import type { Txid } from '../shared/types.ts';
 export interface LogFsync {
   fdatasync(fd: number): Promise<void>;
   fdatasyncSync(fd: number): void;
+  /** dirSync makes a directory's entries durable (absent: fsyncDir); a test counts or fails it. */
+  dirSync?(dir: string): void;
 }
 
 export const NODE_FSYNC: LogFsync = {
@@ -49,6 +51,12 @@ export class GroupCommit {
   failure: EdgeliteError | null = null;
   /** The file an asynchronous fdatasync is running on, which must stay open until it ends. */
   inFlight: SyncFile | null = null;
+  /**
+   * pendingDir is a directory that gained a segment whose entry is not durable yet: the next flush
+   * fsyncs it before anything in that segment counts as durable (a created segment costs no fsync of
+   * its own on the write that created it).
+   */
+  pendingDir: string | null = null;
   private waiters: Waiter[] = [];
   private scheduled = false;
   private stopped = false;
@@ -72,6 +80,7 @@ export class GroupCommit {
   /** flushSync fdatasyncs `file` now and records that everything up to `txid` is durable. */
   flushSync(file: SyncFile, txid: Txid): void {
     if (this.failure) throw this.failure;
+    this.syncPendingDir();
     this.fsyncs++;
     try {
       this.fsync.fdatasyncSync(file.fd);
@@ -86,6 +95,11 @@ export class GroupCommit {
     const { file, txid } = this.head();
     if (this.stopped || this.failure !== null || this.inFlight !== null || file === undefined) return;
     if (txid <= this.durableTxid) return this.markDurable(txid);
+    try {
+      this.syncPendingDir();
+    } catch {
+      return; // poisoned: every waiter has its error
+    }
     this.inFlight = file;
     this.fsyncs++;
     this.fsync.fdatasync(file.fd).then(
@@ -100,6 +114,18 @@ export class GroupCommit {
         if (!this.stopped) this.poison(ioError(`fdatasync of ${file.path} failed; the log refuses appends until it is reopened`, err));
       },
     );
+  }
+
+  /** syncPendingDir fsyncs pendingDir, if any; a failure poisons the log (and is thrown). */
+  private syncPendingDir(): void {
+    const dir = this.pendingDir;
+    if (dir === null) return;
+    try {
+      (this.fsync.dirSync ?? fsyncDir)(dir);
+    } catch (err) {
+      throw this.poison(err instanceof EdgeliteError ? err : ioError(`cannot fsync directory ${dir}`, err));
+    }
+    this.pendingDir = null;
   }
 
   /** poison records a failure that makes the log unusable, and rejects everyone waiting. */

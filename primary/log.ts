@@ -117,10 +117,16 @@ export class ChangeSetLog {
       size: recordSize(r.metaLength, r.payloadLength),
     }));
     log.recovered = loaded.recoveredBytes;
-    // What a crashed process wrote may still be only in the page cache: make it durable before saying so.
+    // What a crashed process wrote may still be only in the page cache (its last segment's directory
+    // entry too): make it durable before saying so, unless a clean close already did.
     const current = log.segments.at(-1);
+    const last = log.lastTxid();
     try {
-      if (current) log.commit.flushSync(current, log.lastTxid());
+      if (current && options.durableThrough !== undefined && last <= options.durableThrough) log.commit.durableTxid = last;
+      else if (current) {
+        log.commit.pendingDir = dir;
+        log.commit.flushSync(current, last);
+      }
     } catch (err) {
       for (const s of log.segments) fs.closeSync(s.fd);
       throw err;
@@ -421,11 +427,8 @@ export class ChangeSetLog {
     }
     const seg: Segment = { firstTxid, path: file, fd, size: 0, records: 0, lastTimestamp: 0 };
     this.segments.push(seg);
-    try {
-      fsyncDir(this.dir);
-    } catch (err) {
-      throw this.commit.poison(toEdgeliteError(err));
-    }
+    // Its directory entry becomes durable with the first flush of its records (GroupCommit.pendingDir).
+    this.commit.pendingDir = this.dir;
     return seg;
   }
 

@@ -68,6 +68,7 @@ export class PrimaryStore implements StreamSource {
   readonly hub = new StreamHub();
   readonly #opts: StoreOptions;
   readonly #entries = new Map<string, Entry>();
+  readonly #open = new Set<string>(); // the open entries' names: the max-open check scans nothing
   readonly #pending = new Set<string>();
   /** Names being dropped or forked into: no create, fork or drop of them until that ends. */
   readonly #busy = new Set<string>();
@@ -170,9 +171,7 @@ export class PrimaryStore implements StreamSource {
 
   /** counts: databases known and open now (metrics, the P10 bench). */
   counts(): { databases: number; open: number } {
-    let open = 0;
-    for (const e of this.#entries.values()) if (e.db) open++;
-    return { databases: this.#entries.size, open };
+    return { databases: this.#entries.size, open: this.#open.size };
   }
 
   /** create opens `<name>.db`, creating it; returns whether it was new. Idempotent. */
@@ -224,6 +223,7 @@ export class PrimaryStore implements StreamSource {
     this.#assertNotBusy(name);
     this.#busy.add(name);
     this.#entries.delete(name);
+    this.#open.delete(name);
     try {
       await this.#opts.onDrop?.(name);
       await db.closeForDrop();
@@ -251,6 +251,7 @@ export class PrimaryStore implements StreamSource {
       wantDeltas: () => this.hub.deltaSubscribers > 0,
     });
     this.#entries.set(name, { db, record: null, usedAt: Date.now() });
+    this.#open.add(name);
     this.#opts.logger({ msg: 'database open', db: name, ...positionLog(db) });
     if (this.#idleCloseMs > 0) this.#enforceMaxOpen(name);
     return db;
@@ -259,6 +260,7 @@ export class PrimaryStore implements StreamSource {
   /** #enforceMaxOpen closes least recently used idle databases while more than maxOpen are open (never `keep`). */
   #enforceMaxOpen(keep: string): void {
     const max = this.#opts.maxOpen ?? DEFAULT_MAX_OPEN;
+    if (this.#open.size <= max) return;
     const open: Array<[string, Entry]> = [];
     for (const pair of this.#entries) if (pair[1].db) open.push(pair);
     if (open.length <= max) return;
@@ -319,6 +321,7 @@ export class PrimaryStore implements StreamSource {
 
   #closeEntry(name: string, e: Entry): void {
     const db = e.db!;
+    this.#open.delete(name);
     try {
       const record = db.closeToRecord();
       this.#opts.queryPool?.forget(db.path);
@@ -357,9 +360,7 @@ export class PrimaryStore implements StreamSource {
   }
 
   #every(ms: number, fn: () => void): void {
-    const t = setInterval(fn, ms);
-    t.unref();
-    this.#timers.push(t);
+    this.#timers.push(setInterval(fn, ms).unref());
   }
 
   /** close closes every open database, each leaving its closed record when idle closing is on. */
@@ -373,6 +374,7 @@ export class PrimaryStore implements StreamSource {
       else e.db.close();
     }
     this.#entries.clear();
+    this.#open.clear();
   }
 }
 
@@ -394,6 +396,5 @@ function removeFiles(dataDir: string, name: string): void {
 }
 
 function positionLog(db: PrimaryDatabase): Record<string, unknown> {
-  const p = db.position;
-  return { generation: p.generation, txid: p.txid, pages: db.pageCount };
+  return { generation: db.position.generation, txid: db.position.txid, pages: db.pageCount };
 }

@@ -210,6 +210,8 @@ class FileSink implements SnapshotSink {
   #sum: DatabaseChecksum | null = null;
   #staging = new Uint8Array(0);
   #fill = 0;
+  /** Bytes of the staging buffer already hashed (whole pages, hashed as they arrive). */
+  #hashed = 0;
   /** Bytes written to the file so far (whole pages). */
   #written = 0;
   #progress: DownloadProgress | null = null;
@@ -247,6 +249,8 @@ class FileSink implements SnapshotSink {
       at += n;
       if (this.#fill === this.#staging.length) await this.#flush();
     }
+    // Hashed while the rest is still on its way, not all at once when the buffer is full.
+    this.#hash();
     this.#progress?.note(this.#written + this.#fill);
   }
 
@@ -289,17 +293,23 @@ class FileSink implements SnapshotSink {
     }
   }
 
-  async #flush(): Promise<void> {
+  /** #hash hashes the whole pages staged since the last call (lock page excluded). */
+  #hash(): void {
     const { pageSize } = this.#head!;
     const sum = this.#sum!;
     const lockPage = lockPageNumber(pageSize);
-    if (this.#fill % pageSize !== 0) {
-      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} ends inside a page (${this.#written + this.#fill} bytes)`);
-    }
-    for (let at = 0; at < this.#fill; at += pageSize) {
+    for (let at = this.#hashed; at + pageSize <= this.#fill; at += pageSize) {
       const pgno = (this.#written + at) / pageSize + 1;
       if (pgno !== lockPage) sum.setPage(pgno, this.#staging.subarray(at, at + pageSize));
+      this.#hashed = at + pageSize;
     }
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#fill % this.#head!.pageSize !== 0) {
+      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} ends inside a page (${this.#written + this.#fill} bytes)`);
+    }
+    this.#hash();
     try {
       for (let at = 0; at < this.#fill; ) {
         const { bytesWritten } = await this.#file!.write(this.#staging, at, this.#fill - at, this.#written + at);
@@ -310,6 +320,7 @@ class FileSink implements SnapshotSink {
     }
     this.#written += this.#fill;
     this.#fill = 0;
+    this.#hashed = 0;
   }
 }
 

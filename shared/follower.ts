@@ -127,21 +127,50 @@ export class FollowerCore {
    * listed database's position, so the ones already here resume where they are and a new one (no
    * position) gets its snapshot. A snapshot of a database still followed goes on; one of a database
    * left out is cut. Resolves once no session nor download that may still write to a database left
-   * out is running, so its files can then be deleted.
+   * out is running, so its files can then be deleted. When the change only adds databases that have
+   * no local copy (a lazy replica's first use), their snapshots start at once and the session is not
+   * restarted for them: installed, they join it as every snapshot does (#join).
    */
   follow(names: string[]): Promise<void> {
     if (this.#databases === '*') throw new EdgeliteError('INTERNAL', 'a follower of every database cannot change its list');
+    const before = this.#databases;
     this.#databases = [...names];
     this.#followed = compilePatterns(names);
     for (const db of this.#joining) if (!this.#follows(db)) this.#joining.delete(db);
     const cut = this.#snapshots.cancel((db) => !this.#follows(db), 'no longer followed');
+    const kept = new Set(names);
+    const removed = before.some((n) => !kept.has(n));
+    const old = new Set(before);
+    const added = names.filter((n) => !old.has(n));
+    const bootstrapping = this.#bootstrapNew(added);
     if (!this.#inSession) {
       this.#sleeper.wake(); // waiting to reconnect: do it now, with the new list
       return cut;
     }
+    // Only additions, each downloading its snapshot: the session goes on, and they join it once
+    // installed (#join), as any snapshot does; restarting now would only cost the primary a session.
+    if (!removed && bootstrapping === added.length) return cut;
     const ended = new Promise<void>((resolve) => this.#sessionEnded.push(resolve));
     this.#abort?.abort(new Restart('followed databases changed'));
     return Promise.all([ended, cut]).then(() => {});
+  }
+
+  /**
+   * #bootstrapNew queues the snapshot of each newly followed database that has no local position yet
+   * (a lazy replica's first use, docs/ARCHITECTURE.md#many-databases) at once: the primary would only
+   * answer `snapshot-needed` for it once a restarted session's request reached it, a round trip
+   * later. A database already here resumes from its position as before. Returns how many are downloading.
+   */
+  #bootstrapNew(added: string[]): number {
+    if (added.length === 0 || !this.running || this.#isStopped) return 0;
+    const positions = this.#o.port.positions(added);
+    let queued = 0;
+    for (const db of added) {
+      if (positions[db] !== null || this.#joining.has(db)) continue;
+      this.#snapshots.add(db, 'first use');
+      if (this.#snapshots.has(db)) queued++;
+    }
+    return queued;
   }
 
   /**

@@ -297,8 +297,8 @@ describe('a snapshot that fails leaves no temp file and the old database as it w
 });
 
 describe('downloadSnapshot', () => {
-  /** source serves `image` in 64 KiB chunks under `head` (default: the image's true head), as PrimaryClient would. */
-  function source(image: Uint8Array, head: Partial<SnapshotHead> = {}): SnapshotSource {
+  /** source serves `image` in `chunk`-byte chunks (64 KiB) under `head` (default: the image's true head), as PrimaryClient would. */
+  function source(image: Uint8Array, head: Partial<SnapshotHead> = {}, chunk = 65536): SnapshotSource {
     return {
       async snapshot(_db, sink) {
         const full: SnapshotHead = {
@@ -309,7 +309,7 @@ describe('downloadSnapshot', () => {
           ...head,
         };
         await sink.open(full);
-        for (let at = 0; at < image.length; at += 65536) await sink.write(image.subarray(at, at + 65536));
+        for (let at = 0; at < image.length; at += chunk) await sink.write(image.subarray(at, at + chunk));
         return full;
       },
     };
@@ -337,6 +337,13 @@ describe('downloadSnapshot', () => {
     expect(n).toBe(image.length / 4096);
     file.remove();
     expect(existsSync(path)).toBe(false);
+    // Chunks that split pages (pages are hashed as they complete, across chunks): the same verified file.
+    const split = await downloadSnapshot(source(image, {}, 10_007), 'app', path, { logger: silentLogger });
+    expect(split.checksum.value).toBe(position.checksum);
+    expect(readFileSync(path).equals(image)).toBe(true);
+    split.remove();
+    const bad = source(image, { position: { ...position, checksum: position.checksum ^ 1n } }, 10_007);
+    expect((await failure(() => downloadSnapshot(bad, 'app', path, { logger: silentLogger }))).code).toBe('CHECKSUM_MISMATCH');
   });
 
   it('refuses a body that is not whole pages, a short one, and a checksum that differs, leaving no file', async () => {

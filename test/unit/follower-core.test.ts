@@ -447,6 +447,26 @@ describe('FollowerCore', () => {
     expect(() => all.follow(['a'])).toThrow(/cannot change its list/);
   });
 
+  it('follow(): a newly followed database with no local copy downloads its snapshot at once, without waiting for the primary to ask', async () => {
+    const port = new FakePort();
+    port.add('a', 10);
+    port.add('b', 20);
+    port.add('c', null);
+    // The primary never says snapshot-needed here: only the follower itself can start c's download.
+    const source = new ScriptedSource([{ chunks: [heartbeat()], then: 'hang' }]);
+    const { core } = follower(port, source, { backoffMinMs: 1000, backoffMaxMs: 1000 });
+    await waitFor(() => core.state === 'streaming', 'the first session');
+    const followed = core.follow(['a', 'b', 'c']);
+    await waitFor(() => port.snapshots.length === 1, 'the snapshot of c');
+    expect(port.snapshots).toEqual([{ db: 'c', reason: 'first use' }]); // b resumes from its position
+    await followed;
+    // No session restart for an addition that is downloading: c joins once installed, with its position.
+    await waitFor(() => source.requests.length >= 2, 'c joined the stream');
+    expect(source.requests.map((r) => r.databases)).toEqual([['a'], ['a', 'b', 'c']]);
+    expect(source.requests[1]!.positions).toEqual({ a: { generation: 1, txid: 10, checksum: 10n }, b: { generation: 1, txid: 20, checksum: 20n }, c: { generation: 2, txid: 100, checksum: 100n } });
+    expect(port.snapshots.length).toBe(1);
+  });
+
   it('records an error frame from the primary (a followed database that does not exist) and clears its code after a snapshot', async () => {
     const port = new FakePort();
     const source = new ScriptedSource([

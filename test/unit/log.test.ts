@@ -173,6 +173,7 @@ describe('ChangeSetLog append and since', () => {
     expect(() => ChangeSetLog.open(dir, { sync: 'full', segmentByte: 10 } as LogOptions)).toThrow(/unknown option "segmentByte"/);
     expect(() => ChangeSetLog.open(dir, { sync: 'always' } as unknown as LogOptions)).toThrow(/sync must be "full" or "normal"/);
     expect(() => ChangeSetLog.open(dir, { sync: 'full', retention: { maxRecords: -1 } })).toThrow(/retention.maxRecords must be a positive integer/);
+    expect(() => ChangeSetLog.open(dir, { sync: 'full', durableThrough: -1 })).toThrow(/durableThrough must be a txid/);
   });
 
   it('reports a directory it cannot use as IO_ERROR naming the path', () => {
@@ -422,6 +423,71 @@ describe('ChangeSetLog sync', () => {
     log.append(rec(1, 3));
     log.syncNow();
     expect(log.durableTxid).toBe(3);
+  });
+});
+
+describe('ChangeSetLog directory fsyncs', () => {
+  /** counting wraps the real fsyncs and counts each kind; failDir makes directory fsyncs fail. */
+  function counting() {
+    const n = { data: 0, dir: 0, failDir: false };
+    const fsync: LogFsync = {
+      fdatasync: (fd) => (n.data++, NODE_FSYNC.fdatasync(fd)),
+      fdatasyncSync: (fd) => (n.data++, NODE_FSYNC.fdatasyncSync(fd)),
+      dirSync: (dir) => {
+        n.dir++;
+        if (n.failDir) throw Object.assign(new Error(`EIO: i/o error, fsync '${dir}'`), { code: 'EIO' });
+        fs.fsyncSync(fs.openSync(dir, 'r'));
+      },
+    };
+    return { n, fsync };
+  }
+
+  it('a new segment costs no fsync on the append that creates it: its directory is fsynced by the flush, before its records count as durable', async () => {
+    const { n, fsync } = counting();
+    const log = open(tempDir(), { fsync, segmentBytes: 2000 });
+    log.append(rec(1, 1, 1, 500));
+    expect(n).toMatchObject({ data: 0, dir: 0 });
+    await log.sync();
+    expect(n).toMatchObject({ data: 1, dir: 1 });
+    log.append(rec(1, 2, 2, 500)); // same segment: no directory fsync
+    log.syncNow();
+    expect(n).toMatchObject({ data: 2, dir: 1 });
+    for (let t = 3; t <= 6; t++) log.append(rec(1, t, t, 500)); // rolls (the old segment is flushed first)
+    log.syncNow();
+    expect(log.stats().segments).toBeGreaterThan(1);
+    expect(n.dir).toBe(2);
+    expect(log.durableTxid).toBe(6);
+  });
+
+  it('a failed directory fsync fails the flush and poisons the log, as a failed fdatasync does', async () => {
+    const { n, fsync } = counting();
+    const log = open(tempDir(), { fsync });
+    n.failDir = true;
+    log.append(rec(1, 1));
+    await expect(log.sync()).rejects.toMatchObject({ code: 'IO_ERROR' });
+    expect(log.durableTxid).toBe(0);
+    expectCode(() => log.append(rec(1, 2)), 'IO_ERROR');
+  });
+
+  it('open flushes the last segment and its directory, unless durableThrough says a clean close already did', () => {
+    const dir = tempDir();
+    const first = open(dir);
+    for (let t = 1; t <= 3; t++) first.append(rec(1, t));
+    first.syncNow();
+    first.close();
+    const clean = counting();
+    const trusted = open(dir, { fsync: clean.fsync, durableThrough: 3 });
+    expect(clean.n).toMatchObject({ data: 0, dir: 0 });
+    expect(trusted.durableTxid).toBe(3);
+    trusted.close();
+    // A log that goes on past what the hint vouches for (or no hint: a crash) is flushed.
+    for (const hint of [2, undefined]) {
+      const c = counting();
+      const log = open(dir, { fsync: c.fsync, ...(hint === undefined ? {} : { durableThrough: hint }) });
+      expect(c.n).toMatchObject({ data: 1, dir: 1 });
+      expect(log.durableTxid).toBe(3);
+      log.close();
+    }
   });
 });
 
