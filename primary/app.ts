@@ -159,7 +159,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     app.get('/v1/replicas', requireRight(auth, 'read', { every: true }), () => jsonResponse(sync.list()));
   }
 
-  app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(c, store.require(c.req.param('name'))));
+  app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
 
   const layout = o.ranges ?? DEFAULT_RANGE_LAYOUT;
   // Catch-up ranges (shared/changes.ts): every answer but a sealed range and its redirect is no-store,

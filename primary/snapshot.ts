@@ -3,12 +3,11 @@
  * in turn with the API writes) streamed by the code a Node replica serves its copy with
  * (shared/node/snapshot-view.ts).
  */
-import type { Context } from 'hono';
-import { snapshotAnswer } from '../shared/node/snapshot-view.ts';
+import { snapshotResponse as respond } from '../shared/node/snapshot-view.ts';
 import type { PrimaryDatabase } from './database.ts';
 
 export { SnapshotView } from '../shared/node/snapshot-view.ts';
 
-export async function snapshotResponse(c: Context, db: PrimaryDatabase): Promise<Response> {
-  return snapshotAnswer(c, db.name, await db.openSnapshot());
+export async function snapshotResponse(db: PrimaryDatabase): Promise<Response> {
+  return respond(db.name, await db.openSnapshot());
 }

@@ -6,9 +6,6 @@
  * travels in the response headers (shared/protocol.ts snapshotHeaders), the same on both servers.
  */
 import type Database from 'better-sqlite3';
-import type { Context } from 'hono';
-import type { ServerResponse } from 'node:http';
-import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { snapshotHeaders } from '../protocol.ts';
 import type { Position } from '../types.ts';
 
@@ -78,66 +75,6 @@ export class SnapshotView {
   }
 }
 
-/**
- * snapshotAnswer answers GET …/snapshot with `view`. Under @hono/node-server, for a request without an
- * Origin header (so no CORS header is due), it writes straight to Node's response (writeSnapshot);
- * elsewhere it returns the web-stream answer (snapshotResponse).
- */
-export function snapshotAnswer(c: Context, name: string, view: SnapshotView): Response {
-  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
-  if (!outgoing || typeof outgoing.writeHead !== 'function' || c.req.header('origin') !== undefined) return snapshotResponse(name, view);
-  writeSnapshot(outgoing, name, view);
-  return RESPONSE_ALREADY_SENT;
-}
-
-/**
- * writeSnapshot writes `view` to Node's response chunk by chunk, reading the next chunk only when the
- * socket takes more ('drain'), and ends the view when done, on a read error (the socket is destroyed:
- * a client sees a cut body, which the length and checksum headers expose) or when the client goes
- * away. The web-stream path cost about 2 ms per MiB of plumbing here (docs/BENCHMARKS.md#p7-bootstrap-by-file).
- */
-function writeSnapshot(outgoing: ServerResponse, name: string, view: SnapshotView): void {
-  const pagesPerChunk = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / view.pageSize));
-  let next = 1;
-  let ended = false;
-  const end = () => {
-    if (ended) return;
-    ended = true;
-    view.end();
-  };
-  outgoing.on('close', end);
-  outgoing.writeHead(200, headersOf(name, view));
-  const pump = () => {
-    try {
-      while (next <= view.pageCount) {
-        const last = Math.min(view.pageCount, next + pagesPerChunk - 1);
-        const chunk = view.readPages(next, last);
-        next = last + 1;
-        if (!outgoing.write(chunk)) {
-          outgoing.once('drain', pump);
-          return;
-        }
-      }
-    } catch (err) {
-      end();
-      outgoing.destroy(err as Error);
-      return;
-    }
-    end();
-    outgoing.end();
-  };
-  pump();
-}
-
-function headersOf(name: string, view: SnapshotView): Record<string, string> {
-  return {
-    'content-type': 'application/vnd.sqlite3',
-    'content-disposition': `attachment; filename="${name}.db"`,
-    'cache-control': 'no-store',
-    ...snapshotHeaders({ position: view.position, databaseId: view.databaseId, pageSize: view.pageSize, length: view.pageCount * view.pageSize }),
-  };
-}
-
 /** snapshotResponse streams `view` as the snapshot of database `name`, ending the view when the body ends. */
 export function snapshotResponse(name: string, view: SnapshotView): Response {
   const pagesPerChunk = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / view.pageSize));
@@ -166,5 +103,12 @@ export function snapshotResponse(name: string, view: SnapshotView): Response {
     },
     { highWaterMark: 0 },
   );
-  return new Response(body, { headers: headersOf(name, view) });
+  return new Response(body, {
+    headers: {
+      'content-type': 'application/vnd.sqlite3',
+      'content-disposition': `attachment; filename="${name}.db"`,
+      'cache-control': 'no-store',
+      ...snapshotHeaders({ position: view.position, databaseId: view.databaseId, pageSize: view.pageSize, length: view.pageCount * view.pageSize }),
+    },
+  });
 }
