@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import type Database from 'better-sqlite3';
 import { EdgeliteError } from '../shared/errors.ts';
 import { openWriter, setWalMode, sqliteError, type WriterOptions } from './sqlite-file.ts';
+import { fsyncPath } from './position-file.ts';
 
 const PAGES_FUNCTION = 'edgelite_pages';
 /** PROBE_SQL starts a write transaction and, on a file with pages, writes none (the WAL does not grow). */
@@ -99,7 +100,7 @@ export class PageWriter {
     let copied = false;
     try {
       fs.copyFileSync(from, this.path);
-      if (this.#options.durable) fsyncFile(this.path);
+      if (this.#options.durable) fsyncPath(this.path);
       copied = true;
     } catch (err) {
       fs.truncateSync(this.path, 0);
@@ -187,15 +188,6 @@ export class PageWriter {
   #connected(): { db: Database.Database; write: Database.Statement } {
     if (this.#conn === null) throw this.#readOnly!;
     return this.#conn;
-  }
-}
-
-function fsyncFile(path: string): void {
-  const fd = fs.openSync(path, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

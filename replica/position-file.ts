@@ -170,11 +170,12 @@ function writeDurably(file: string, bytes: Buffer): void {
     fs.closeSync(fd);
   }
   fs.renameSync(temp, file);
-  syncDirectory(path.dirname(file));
+  fsyncPath(path.dirname(file));
 }
 
-function syncDirectory(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
+/** fsyncPath fsyncs a file or a directory by its path (a directory: so the names made in it survive an OS crash). */
+export function fsyncPath(target: string): void {
+  const fd = fs.openSync(target, 'r');
   try {
     fs.fsyncSync(fd);
   } finally {

@@ -4,25 +4,12 @@
  * levels filter, secrets are redacted; progress off a terminal is a few `info` lines and a `debug`
  * line per step, on a terminal a redrawn bar.
  */
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { TextSink as Sink } from '../kit/text-sink.ts';
 import { logOptions, nodeLogger, redact, type LogOptions } from '../../shared/node/log.ts';
 import { aboveBars, progress } from '../../shared/node/progress.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 
-class Sink extends Writable {
-  text = '';
-  constructor(readonly isTTY = false) {
-    super();
-  }
-  override _write(chunk: Buffer | string, _enc: BufferEncoding, done: () => void): void {
-    this.text += chunk.toString();
-    done();
-  }
-  lines(): Array<Record<string, unknown>> {
-    return this.text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-}
 
 function logTo(options: LogOptions): { sink: Sink; log: ReturnType<typeof nodeLogger> } {
   const sink = new Sink();

@@ -3,21 +3,11 @@
  * terminal, replace each other on one, a failing frame shows its error and the next one tries again,
  * `--json` makes one JSON line per frame, and an abort (Ctrl-C) ends the loop.
  */
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { TextSink as Sink } from '../kit/text-sink.ts';
 import { watchFrames } from '../../bin/status.ts';
 import { EdgeliteError } from '../../shared/errors.ts';
 
-class Sink extends Writable {
-  text = '';
-  constructor(readonly isTTY = false) {
-    super();
-  }
-  override _write(chunk: Buffer | string, _enc: BufferEncoding, done: () => void): void {
-    this.text += chunk.toString();
-    done();
-  }
-}
 
 /** renderer answers frame n with `body n`, throws on the frames in `failing`, and aborts after `stopAfter` frames. */
 function renderer(stop: AbortController, stopAfter: number, failing: number[] = []) {
