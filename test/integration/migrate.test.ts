@@ -2,7 +2,7 @@
  * `edgelite migrate` end to end (README.md#migrations): a real primary (and a Node replica) on loopback,
  * the CLI as a child process. A chain of four files with two table rebuilds applied with `--all` to
  * 1,000 tenants, the CLI SIGKILLed halfway and run again (each tenant ends migrated exactly once); an
- * edited file refused; `--dry-run` leaves the database as it was; a failing file rolled back wholly and
+ * edited file refused; `--dry-run` leaves the database byte-equal; a failing file rolled back wholly and
  * reported without stopping the others; `--fail-fast`; a rebuild that adds a foreign key and drops a
  * UNIQUE column (neither of which ALTER TABLE can do), refused where the data breaks the key; a run
  * through the replica.
@@ -144,7 +144,7 @@ describe('edgelite migrate', () => {
     expect((JSON.parse(third.stdout) as { summary: Record<string, number> }).summary['up-to-date']).toBe(N);
   }, roundsTimeout(N, 240, 60_000));
 
-  it('refuses an edited file; --dry-run leaves the database as it was; a failing file rolls back wholly, --all goes on, --fail-fast stops', async () => {
+  it('refuses an edited file; --dry-run leaves the database byte-equal; a failing file rolls back wholly, --all goes on, --fail-fast stops', async () => {
     const { primary, dir, names } = await setup(4);
     const migrations = writeChain(dir);
     const first = await runEdgelite(['migrate', migrations, '--all', '--primary', primary.url]);
@@ -158,13 +158,20 @@ CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty INTEG
 `);
     await exec(primary.url, names[1]!, { sql: "INSERT INTO items (name, qty) VALUES ('a', 3)" });
 
-    // --dry-run: the fork takes the file, the original keeps its txid and checksum; no fork is left.
+    // --dry-run: the fork takes the file, the original keeps its txid, its checksum and every byte of its
+    // image (serialize: the pages a reader sees, WAL included, whether or not a checkpoint ran); no fork is left.
+    const data = join(dir, 'p');
+    const image = () => onDisk(data, names[0]!, (conn) => conn.serialize());
+    const bytesBefore = image();
     const before = await info(primary.url, names[0]!);
     const dry = await runEdgelite(['migrate', migrations, '--db', names[0]!, '--primary', primary.url, '--dry-run']);
     expect(dry.status, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`^${names[0]}: would apply 0005_unique_names.sql @\\d+ \\(4 already applied\\) \\(dry run on fork ${names[0]}\\.dryrun-[0-9a-f]{8}, dropped\\)`));
     const after = await info(primary.url, names[0]!);
     expect({ txid: after?.txid, checksum: after?.checksum }).toEqual({ txid: before?.txid, checksum: before?.checksum });
+    const bytesAfter = image();
+    expect(bytesAfter.length).toBe(bytesBefore.length);
+    expect(bytesAfter.equals(bytesBefore), 'the database image changed under --dry-run').toBe(true);
     expect(((await http(primary.url, 'GET', '/v1/db')).json.databases as Array<{ name: string }>).map((d) => d.name).sort()).toEqual(names);
 
     // --fail-fast, one at a time: names[1] fails, nothing after it starts.
