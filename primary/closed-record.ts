@@ -65,6 +65,16 @@ export function unchangedSince(record: ClosedRecord, dbPath: string): boolean {
   return wal === null || wal === record.wal;
 }
 
+/**
+ * walUntouchedSinceOpen: the WAL is as it was before our connections opened (`before`, its signature
+ * then). Opening a WAL database creates an empty WAL when there is none, so "absent before, empty now"
+ * is untouched too; a foreign commit meanwhile would have written frames (docs/ARCHITECTURE.md#many-databases).
+ */
+export function walUntouchedSinceOpen(before: FileSignature, walPath: string): boolean {
+  const now = fileSignature(walPath);
+  return now === before || (before === null && (now === null || now.split(':')[1] === '0'));
+}
+
 export function recordPosition(record: ClosedRecord): Position {
   return { generation: record.generation, txid: record.txid, checksum: parseChecksum(record.checksum) };
 }

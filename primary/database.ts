@@ -4,7 +4,7 @@
  * in query processes (write-queue.ts, shared/node/query-pool.ts). The HTTP layer calls it.
  */
 import { mkdirSync } from 'node:fs';
-import { dropClosedRecord, fileSignature, readClosedRecord, readPageHashes, recordPosition, unchangedSince, writeClosedRecord, type ClosedRecord } from './closed-record.ts';
+import { dropClosedRecord, fileSignature, readClosedRecord, readPageHashes, recordPosition, unchangedSince, walUntouchedSinceOpen, writeClosedRecord, type ClosedRecord, type FileSignature } from './closed-record.ts';
 import { join } from 'node:path';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
@@ -102,6 +102,9 @@ export class PrimaryDatabase {
     // Read before anything of ours touches the files, then removed: from here on it would describe the past.
     const record = readClosedRecord(stateDir);
     if (record) dropClosedRecord(stateDir);
+    // Whether the files are as the record left them is judged now, before our connections open: opening
+    // one creates an empty WAL (closed-record.ts#walUntouchedSinceOpen), so a check after it never trusts.
+    const untouched = record && unchangedSince(record, path) ? { record, wal: fileSignature(`${path}-wal`) } : null;
     this.#metaPath = metaPath(dataDir, name);
     this.#writer = openWriter(path, { synchronous: opts.synchronous, busyTimeoutMs: opts.busyTimeoutMs });
     this.#lock = new ReadLock(openReader(path, opts.busyTimeoutMs), openReader(path, opts.busyTimeoutMs));
@@ -111,7 +114,7 @@ export class PrimaryDatabase {
     this.#log = ChangeSetLog.open(join(stateDir, 'log'), { ...opts.log, sync: opts.synchronous, ...durable });
     const existing = readMeta(this.#metaPath);
     this.#meta = existing ?? newMeta();
-    this.#capturer = this.#recover(record);
+    this.#capturer = this.#recover(record, untouched?.wal);
   }
 
   /** open opens (creating if needed) `<dataDir>/<name>.db` and recovers its capture state. */
@@ -163,7 +166,7 @@ export class PrimaryDatabase {
    * #recover reconciles the log with the database under a write barrier (no foreign commit can land
    * while it runs): it reads what chooseRecovery (recovery.ts) decides on, then carries the decision out.
    */
-  #recover(record: ClosedRecord | null): Capturer {
+  #recover(record: ClosedRecord | null, walBeforeOpen: FileSignature | undefined): Capturer {
     return this.#barrier(() => {
       this.#lock.advance();
       const pageSize = Number(this.#writer.pragma('page_size', { simple: true }));
@@ -174,7 +177,8 @@ export class PrimaryDatabase {
         : { generation: this.#meta.generation, txid: this.#meta.startTxid, checksum: parseChecksum(this.#meta.startChecksum), cursor: this.#meta.startCursor };
       const { generation, txid, cursor } = logged;
       const state: CaptureState = { databaseId: this.#meta.databaseId, generation, txid, cursor, timestamp: last?.timestamp ?? (this.#opts.clock ?? Date.now)() };
-      const trusted = record ? this.#trusted(record, logged, pageSize) : null;
+      const trusted = record && walBeforeOpen !== undefined ? this.#trusted(record, logged, pageSize, walBeforeOpen) : null;
+      this.#opts.logger({ level: 'debug', msg: 'opened', db: this.name, how: trusted ? 'closed record' : 'read every page' });
       if (trusted) {
         // Closed cleanly and untouched since (closed-record.ts): the page hashes stored at close are the
         // checksum, with no read of every page. The WAL, if a foreign connection kept it, is all backfilled.
@@ -205,12 +209,17 @@ export class PrimaryDatabase {
     });
   }
 
-  /** #trusted is the checksum a closed record vouches for, when it still describes the files and the log; else null. */
-  #trusted(record: ClosedRecord, logged: { generation: number; txid: number; checksum: bigint }, pageSize: number): DatabaseChecksum | null {
+  /**
+   * #trusted is the checksum a closed record vouches for, when it still describes the files and the log;
+   * else null. The files matched the record before our connections opened (`walBeforeOpen`: the WAL's
+   * signature then); under this barrier they must still be so: the same database file, the WAL as it was
+   * or, if there was none, the empty one our open created.
+   */
+  #trusted(record: ClosedRecord, logged: { generation: number; txid: number; checksum: bigint }, pageSize: number, walBeforeOpen: FileSignature): DatabaseChecksum | null {
     const pos = recordPosition(record);
     const agrees = record.databaseId === this.#meta.databaseId && record.pageSize === pageSize &&
       pos.generation === logged.generation && pos.txid === logged.txid && pos.checksum === logged.checksum;
-    if (!agrees || !unchangedSince(record, this.path)) return null;
+    if (!agrees || fileSignature(this.path) !== record.file || !walUntouchedSinceOpen(walBeforeOpen, `${this.path}-wal`)) return null;
     return readPageHashes(this.#stateDir, pos);
   }
 

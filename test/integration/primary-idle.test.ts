@@ -86,6 +86,8 @@ describe('the primary closes idle databases', () => {
       expect(db.position.checksum).toBe(fileChecksum(db.path));
     }
     expect(events.filter((e) => e.msg === 'new generation')).toEqual([]);
+    // Each was opened from its record, without a read of every page.
+    expect(events.filter((e) => e.msg === 'opened').map((e) => [e.db, e.how])).toEqual(['t0', 't7', 't199'].map((n) => [n, 'closed record']));
     await again.require('t0').write([{ sql: 'INSERT INTO t VALUES (1000)', params: [] }]);
     expect(again.info('t0')!.position.txid).toBe(positions.get('t0')!.txid + 1);
   });
@@ -107,6 +109,8 @@ describe('the primary closes idle databases', () => {
     const after = store.info('f')!.position;
     expect(after.generation).toBe(before.generation);
     expect(events.some((e) => e.msg === 'caught up a foreign change by page hashes')).toBe(true);
+    // The foreign commit changed the file: its record was not trusted.
+    expect(events.filter((e) => e.msg === 'opened' && e.db === 'f').map((e) => e.how)).toContain('read every page');
     const db = store.require('f');
     const last = db.log.iterateSince(before.generation, before.txid, 1 << 20)!;
     expect(last).toHaveLength(1);
