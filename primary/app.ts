@@ -22,11 +22,12 @@ import { assertWritable, EPOCH_HEADER, notPrimary, type PrimaryHa } from './ha.t
 import type { PrimaryDatabase } from './database.ts';
 import { renderMetrics } from './metrics.ts';
 import { parseForkBody } from './fork.ts';
-import { snapshotResponse } from './snapshot.ts';
+import { imageResponse, snapshotResponse } from './snapshot.ts';
 import { parseAppliedReport, type SyncReplicas } from './sync.ts';
 import type { DbInfo, PrimaryStore } from './store.ts';
 import { resumeProblem, Subscription } from './stream.ts';
-import { lagSampleOf, mountStatusUi, type StatusUi } from '../shared/ui/routes.ts';
+import { mountStatusUi, type StatusUi } from '../shared/ui/routes.ts';
+import type { LagSample } from '../shared/ui/samples.ts';
 import { mountOpenApi } from '../shared/openapi/route.ts';
 import { PRIMARY_ROUTE_DOCS } from '../shared/openapi/routes.ts';
 
@@ -159,7 +160,14 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     app.get('/v1/replicas', requireRight(auth, 'read', { every: true }), () => jsonResponse(sync.list()));
   }
 
-  app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
+  app.get('/v1/db/:name/snapshot', replicate, (c) => {
+    const name = c.req.param('name');
+    // A small closed database is its file: served without opening it (primary/store-files.ts).
+    const closed = store.closedImage(name);
+    if (!closed) return snapshotResponse(store.require(name));
+    const { position, databaseId, pageSize } = closed.info;
+    return imageResponse(name, { position, databaseId, pageSize, length: closed.bytes.length }, closed.bytes);
+  });
 
   const layout = o.ranges ?? DEFAULT_RANGE_LAYOUT;
   // Catch-up ranges (shared/changes.ts): every answer but a sealed range and its redirect is no-store,
@@ -196,7 +204,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     });
   });
 
-  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => lagSampleOf(describe(store.requireInfo(n)))), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
+  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => primarySample(store.requireInfo(n), backup)), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
   o.extend?.routes?.(app);
   mountOpenApi(app, { read, role: 'primary', docs: { ...PRIMARY_ROUTE_DOCS, ...o.extend?.docs } });
   return app;
@@ -247,6 +255,15 @@ function checkToken(c: Context, db: PrimaryDatabase, ha: PrimaryHa | null): void
 }
 
 /** describe is GET /v1/db/{name} (README.md#http-api); `backup` only when continuous backup is on. */
+/**
+ * primarySample is a database's status-page sample: the figures describeDatabase answers (a primary has
+ * no lag of its own), without building the whole answer, since the sampler reads every database each
+ * second (10,000 of them: docs/BENCHMARKS.md#p10-ten-thousand-tenants).
+ */
+function primarySample(db: DbInfo, backup: BackupRunner | null): LagSample {
+  return { name: db.name, txid: db.position.txid, lagMs: 0, lagTxids: 0, backupLagMs: backup ? backup.status(db.name).lagMs : null };
+}
+
 export function describeDatabase(db: DbInfo, backup: BackupRunner | null = null): Record<string, unknown> {
   const p = db.position;
   const out: Record<string, unknown> = {

@@ -10,14 +10,15 @@
  * On open, a record whose signatures still match the files (and whose position is the log's) is trusted:
  * the checksum comes from `pages` instead of a read of every page. Any other change (a foreign writer, a
  * crash while open) falls back to full recovery, which may then diff the file against `pages` to log one
- * change set instead of starting a new generation. `closed.json` is deleted when the database opens, so
- * a record on disk always describes a database nobody of ours had open since.
+ * change set instead of starting a new generation. `closed.json` is deleted when the database opens
+ * (dropClosedRecord: asynchronously; the signatures keep a record not yet deleted from being trusted).
  */
-import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rm, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import type { GenerationStart } from '../shared/consistency.ts';
 import { parseChecksum, type Position } from '../shared/types.ts';
+import type { DbInfo } from './store.ts';
 
 /** FileSignature identifies one version of a file: inode, size, and mtime/ctime in ns (ctime cannot be set back). */
 export type FileSignature = string | null;
@@ -75,6 +76,18 @@ export function walUntouchedSinceOpen(before: FileSignature, walPath: string): b
   return now === before || (before === null && (now === null || now.split(':')[1] === '0'));
 }
 
+/** A closed database's info, made once per record: streams' heartbeats and the status page read every one each second. */
+const closedInfos = new WeakMap<ClosedRecord, DbInfo>();
+
+export function recordInfo(name: string, r: ClosedRecord): DbInfo {
+  let info = closedInfos.get(r);
+  if (!info) {
+    info = { name, databaseId: r.databaseId, position: recordPosition(r), pageSize: r.pageSize, pageCount: r.pageCount, lastCommitTime: r.timestamp, generations: r.generations };
+    closedInfos.set(r, info);
+  }
+  return info;
+}
+
 export function recordPosition(record: ClosedRecord): Position {
   return { generation: record.generation, txid: record.txid, checksum: parseChecksum(record.checksum) };
 }
@@ -109,9 +122,16 @@ export function writeClosedRecord(stateDir: string, record: ClosedRecord, checks
   atomicWrite(closedRecordPath(stateDir), new TextEncoder().encode(JSON.stringify(record)));
 }
 
-/** dropClosedRecord: the database is open now; a record left on disk would describe a past state. */
+/**
+ * dropClosedRecord: the database is open now; a record left on disk would describe a past state. The
+ * unlink runs off the event loop (a metadata write the journal makes slow, on the path of every first
+ * request to a closed tenant). Until it lands, or if it fails, the record is still never trusted wrongly:
+ * any commit of ours changes the WAL's or the file's signature (the open creates an empty WAL where the
+ * close left none), and its position must also be the log's. An unlink that lands after the next close
+ * removes that close's record: a full recovery at the next open, never a wrong state.
+ */
 export function dropClosedRecord(stateDir: string): void {
-  rmSync(closedRecordPath(stateDir), { force: true });
+  rm(closedRecordPath(stateDir), { force: true }, () => {});
 }
 
 /**

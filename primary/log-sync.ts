@@ -95,14 +95,15 @@ export class GroupCommit {
     const { file, txid } = this.head();
     if (this.stopped || this.failure !== null || this.inFlight !== null || file === undefined) return;
     if (txid <= this.durableTxid) return this.markDurable(txid);
-    try {
-      this.syncPendingDir();
-    } catch {
-      return; // poisoned: every waiter has its error
-    }
+    // A new segment's directory entry first, then the data: both off the event loop (a first write to
+    // each of thousands of tenants creates a segment; a synchronous directory fsync here held every
+    // request for it). A segment created meanwhile leaves pendingDir set for the next flush.
+    const dir = this.pendingDir;
+    this.pendingDir = null;
     this.inFlight = file;
     this.fsyncs++;
-    this.fsync.fdatasync(file.fd).then(
+    const entry = dir === null ? Promise.resolve() : this.dirSyncAsync(dir);
+    entry.then(() => this.fsync.fdatasync(file.fd)).then(
       () => {
         this.inFlight = null;
         if (this.stopped) return;
@@ -111,9 +112,29 @@ export class GroupCommit {
       },
       (err: unknown) => {
         this.inFlight = null;
-        if (!this.stopped) this.poison(ioError(`fdatasync of ${file.path} failed; the log refuses appends until it is reopened`, err));
+        if (!this.stopped) this.poison(err instanceof EdgeliteError ? err : ioError(`fdatasync of ${file.path} failed; the log refuses appends until it is reopened`, err));
       },
     );
+  }
+
+  /** dirSyncAsync is syncPendingDir's fsync off the event loop (a test's injected dirSync runs as it is). */
+  private dirSyncAsync(dir: string): Promise<void> {
+    const injected = this.fsync.dirSync;
+    if (injected) {
+      return Promise.resolve().then(() => {
+        try {
+          injected(dir);
+        } catch (err) {
+          throw err instanceof EdgeliteError ? err : ioError(`cannot fsync directory ${dir}`, err);
+        }
+      });
+    }
+    return new Promise((resolve, reject) => {
+      fs.open(dir, 'r', (openErr, fd) => {
+        if (openErr) return reject(ioError(`cannot fsync directory ${dir}`, openErr));
+        fs.fsync(fd, (syncErr) => fs.close(fd, () => (syncErr ? reject(ioError(`cannot fsync directory ${dir}`, syncErr)) : resolve())));
+      });
+    });
   }
 
   /** syncPendingDir fsyncs pendingDir, if any; a failure poisons the log (and is thrown). */

@@ -6,7 +6,7 @@
 import { snapshotResponse as respond } from '../shared/node/snapshot-view.ts';
 import type { PrimaryDatabase } from './database.ts';
 
-export { SnapshotView } from '../shared/node/snapshot-view.ts';
+export { imageResponse, SnapshotView } from '../shared/node/snapshot-view.ts';
 
 export async function snapshotResponse(db: PrimaryDatabase): Promise<Response> {
   return respond(db.name, await db.openSnapshot());

@@ -4,15 +4,16 @@
  * notices writes made by other processes: a watch on the directory, a poll of the open databases, and
  * a sweep of the closed ones that only stats their files, each triggering a capture of that database.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { EdgeliteError } from '../shared/errors.ts';
 import { validateDatabaseName, type Position } from '../shared/types.ts';
 import type { GenerationStart } from '../shared/consistency.ts';
-import { readClosedRecord, recordPosition, unchangedSince, type ClosedRecord } from './closed-record.ts';
+import { readClosedRecord, recordInfo, unchangedSince, type ClosedRecord } from './closed-record.ts';
 import { PrimaryDatabase, type DatabaseOptions } from './database.ts';
 import { writeFork } from './fork.ts';
 import { stateDir } from './meta.ts';
+import { readClosedImage, removeFiles } from './store-files.ts';
 import { StreamHub, type StreamSource } from './stream.ts';
 
 export type StoreOptions = Omit<DatabaseOptions, 'onCapture' | 'onGeneration'> & {
@@ -140,6 +141,14 @@ export class PrimaryStore implements StreamSource {
   /** peek returns the database only if it is open (no open, no use counted). */
   peek(name: string): PrimaryDatabase | undefined {
     return this.#entries.get(name)?.db ?? undefined;
+  }
+
+  /** closedImage is a closed database's file as its snapshot, read without opening it (store-files.ts), or null. */
+  closedImage(name: string): { bytes: Uint8Array; info: DbInfo } | null {
+    const e = this.#entries.get(name);
+    if (!e || e.db || !e.record) return null;
+    const bytes = readClosedImage(join(this.dataDir, `${name}.db`), e.record);
+    return bytes ? { bytes, info: recordInfo(name, e.record) } : null;
   }
 
   /** info is where a database stands, without opening it. */
@@ -378,22 +387,6 @@ export class PrimaryStore implements StreamSource {
   }
 }
 
-function recordInfo(name: string, r: ClosedRecord): DbInfo {
-  return { name, databaseId: r.databaseId, position: recordPosition(r), pageSize: r.pageSize, pageCount: r.pageCount, lastCommitTime: r.timestamp, generations: r.generations };
-}
-
-/** removeFiles deletes a database's file, WAL, SHM and state directory (log and meta), durably. */
-function removeFiles(dataDir: string, name: string): void {
-  const path = join(dataDir, `${name}.db`);
-  for (const suffix of ['-wal', '-shm', '']) rmSync(`${path}${suffix}`, { force: true });
-  rmSync(stateDir(dataDir, name), { recursive: true, force: true });
-  const fd = openSync(dataDir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function positionLog(db: PrimaryDatabase): Record<string, unknown> {
   return { generation: db.position.generation, txid: db.position.txid, pages: db.pageCount };

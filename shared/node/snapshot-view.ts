@@ -6,7 +6,7 @@
  * travels in the response headers (shared/protocol.ts snapshotHeaders), the same on both servers.
  */
 import type Database from 'better-sqlite3';
-import { snapshotHeaders } from '../protocol.ts';
+import { snapshotHeaders, type SnapshotHead } from '../protocol.ts';
 import type { Position } from '../types.ts';
 
 /**
@@ -103,12 +103,19 @@ export function snapshotResponse(name: string, view: SnapshotView): Response {
     },
     { highWaterMark: 0 },
   );
-  return new Response(body, {
-    headers: {
-      'content-type': 'application/vnd.sqlite3',
-      'content-disposition': `attachment; filename="${name}.db"`,
-      'cache-control': 'no-store',
-      ...snapshotHeaders({ position: view.position, databaseId: view.databaseId, pageSize: view.pageSize, length: view.pageCount * view.pageSize }),
-    },
-  });
+  return new Response(body, { headers: snapshotResponseHeaders(name, { position: view.position, databaseId: view.databaseId, pageSize: view.pageSize, length: view.pageCount * view.pageSize }) });
+}
+
+/** imageResponse answers with a whole image in memory as the snapshot `head` describes (a closed database's file). */
+export function imageResponse(name: string, head: SnapshotHead, bytes: Uint8Array): Response {
+  return new Response(bytes as Uint8Array<ArrayBuffer>, { headers: snapshotResponseHeaders(name, head) });
+}
+
+function snapshotResponseHeaders(name: string, head: SnapshotHead): Record<string, string> {
+  return {
+    'content-type': 'application/vnd.sqlite3',
+    'content-disposition': `attachment; filename="${name}.db"`,
+    'cache-control': 'no-store',
+    ...snapshotHeaders(head),
+  };
 }

@@ -3,7 +3,8 @@
  * closed database holds no descriptor; it reopens from its closed record without a new generation
  * (restart included); a foreign commit to a closed database (the sqlite3 CLI and Python, each
  * checkpointing its WAL away on exit) is caught up as one change set by page hashes, in the same
- * generation, and reaches a replica without a re-snapshot.
+ * generation, and reaches a replica without a re-snapshot; a closed database's snapshot is its file,
+ * served without opening it.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -134,6 +135,48 @@ describe('the primary closes idle databases', () => {
     expect(p.generation).toBe(before.generation);
     expect(p.txid).toBe(before.txid + 1);
     expect(p.checksum).toBe(fileChecksum(join(t.dir, 's.db')));
+  });
+});
+
+describe('snapshots of closed databases', () => {
+  it('a closed database is its own snapshot, read without opening it; not once a foreign write changed it', async () => {
+    const t = tempDir('idle-image');
+    stops.push(t.cleanup);
+    const store = openStore(t.dir);
+    seed(store, 'c', 5);
+    await waitFor(() => store.counts().open === 0, 'closed');
+    const path = join(t.dir, 'c.db');
+    const image = store.closedImage('c')!;
+    expect(image).not.toBeNull();
+    expect(Buffer.from(image.bytes).equals(readFileSync(path))).toBe(true);
+    expect(image.info.position).toEqual(store.info('c')!.position);
+    expect(DatabaseChecksum.fromFile(image.bytes).value).toBe(image.info.position.checksum);
+    expect(store.counts().open).toBe(0);
+    // A foreign commit changes the file: no image until the primary has caught the write up.
+    execFileSync('sqlite3', [path, 'INSERT INTO t VALUES (6)']);
+    expect(store.closedImage('c')).toBeNull();
+    await waitFor(() => store.info('c')!.position.txid > image.info.position.txid, 'foreign commit captured');
+    await waitFor(() => store.counts().open === 0, 'closed again');
+    const again = store.closedImage('c')!;
+    expect(again.info.position.txid).toBe(image.info.position.txid + 1);
+    expect(DatabaseChecksum.fromFile(again.bytes).value).toBe(again.info.position.checksum);
+  });
+
+  it('a replica bootstraps 50 closed databases with the primary opening none of them', async () => {
+    const t = tempDir('idle-boot');
+    stops.push(t.cleanup);
+    const first = openStore(join(t.dir, 'p'));
+    for (let i = 0; i < 50; i++) seed(first, `b${i}`, i);
+    first.close(); // every database closed, with its record
+    const primary = await startPrimary({ ...parsePrimaryConfig(['--data', join(t.dir, 'p'), '--listen', '127.0.0.1:0'], {}), auth: AUTH_DISABLED }, silentLogger);
+    stops.push(() => primary.close());
+    expect(primary.store.counts()).toEqual({ databases: 50, open: 0 });
+    const replica = await startReplica({ ...parseReplicaConfig(['--primary', primary.url, '--data', join(t.dir, 'r'), '--listen', '127.0.0.1:0'], {}), auth: AUTH_DISABLED }, silentLogger);
+    stops.push(() => replica.close());
+    await waitFor(() => primary.store.names().every((n) => replica.store.get(n)?.position?.txid === primary.store.info(n)!.position.txid), 'replica caught up');
+    expect(primary.store.counts().open).toBe(0);
+    const r = await fetch(`${replica.url}/v1/db/b7/query`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sql: 'SELECT x FROM t' }) });
+    expect(((await r.json()) as { results: Array<{ rows: unknown[][] }> }).results[0]!.rows).toEqual([[7]]);
   });
 });
 
