@@ -204,7 +204,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     });
   });
 
-  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => store.names().map((n) => primarySample(store.requireInfo(n), backup)), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
+  if (o.ui) mountStatusUi(app, o.ui, { auth, role: 'primary', sample: () => Array.from(store.infos(), (db) => primarySample(db, backup)), node: () => ({ streams: store.hub.size, backup: backup !== null }), logger: o.logger });
   o.extend?.routes?.(app);
   mountOpenApi(app, { read, role: 'primary', docs: { ...PRIMARY_ROUTE_DOCS, ...o.extend?.docs } });
   return app;

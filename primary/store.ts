@@ -121,7 +121,7 @@ export class PrimaryStore implements StreamSource {
     });
     this.#watcher.on('error', (err) => this.#opts.logger({ msg: 'directory watch failed; polling and sweeping only', error: String(err) }));
     this.#every(this.#opts.pollIntervalMs, () => {
-      for (const [name, e] of this.#entries) if (e.db) this.#scheduleCapture(name);
+      for (const name of this.#open) this.#scheduleCapture(name);
     });
     if (this.#idleCloseMs > 0) {
       this.#every(Math.min(this.#idleCloseMs, SWEEP_TICK_MS), () => this.#closeIdle());
@@ -146,16 +146,14 @@ export class PrimaryStore implements StreamSource {
   /** closedImage is a closed database's file as its snapshot, read without opening it (store-files.ts), or null. */
   closedImage(name: string): { bytes: Uint8Array; info: DbInfo } | null {
     const e = this.#entries.get(name);
-    if (!e || e.db || !e.record) return null;
-    const bytes = readClosedImage(join(this.dataDir, `${name}.db`), e.record);
-    return bytes ? { bytes, info: recordInfo(name, e.record) } : null;
+    const bytes = e && !e.db && e.record ? readClosedImage(join(this.dataDir, `${name}.db`), e.record) : null;
+    return bytes ? { bytes, info: recordInfo(name, e!.record!) } : null;
   }
 
   /** info is where a database stands, without opening it. */
   info(name: string): DbInfo | undefined {
     const e = this.#entries.get(name);
-    if (!e) return undefined;
-    return e.db ?? recordInfo(name, e.record!);
+    return e ? (e.db ?? recordInfo(name, e.record!)) : undefined;
   }
 
   /** require returns the database (opening it) or throws DATABASE_NOT_FOUND. */
@@ -176,6 +174,11 @@ export class PrimaryStore implements StreamSource {
 
   names(): string[] {
     return [...this.#entries.keys()].sort();
+  }
+
+  /** infos is every database's info in no order, without opening any: what the status sampler reads each second. */
+  *infos(): Iterable<DbInfo> {
+    for (const [name, e] of this.#entries) yield e.db ?? recordInfo(name, e.record!);
   }
 
   /** counts: databases known and open now (metrics, the P10 bench). */
@@ -271,7 +274,10 @@ export class PrimaryStore implements StreamSource {
     const max = this.#opts.maxOpen ?? DEFAULT_MAX_OPEN;
     if (this.#open.size <= max) return;
     const open: Array<[string, Entry]> = [];
-    for (const pair of this.#entries) if (pair[1].db) open.push(pair);
+    for (const name of this.#open) {
+      const e = this.#entries.get(name);
+      if (e?.db) open.push([name, e]);
+    }
     if (open.length <= max) return;
     open.sort((a, b) => a[1].usedAt - b[1].usedAt);
     let excess = open.length - max;
@@ -322,8 +328,9 @@ export class PrimaryStore implements StreamSource {
   /** #closeIdle closes the open databases nobody used for idleCloseMs (and that have no write running). */
   #closeIdle(): void {
     const cutoff = Date.now() - this.#idleCloseMs;
-    for (const [name, e] of this.#entries) {
-      if (!e.db || e.usedAt > cutoff || !e.db.idle || this.#busy.has(name)) continue;
+    for (const name of [...this.#open]) {
+      const e = this.#entries.get(name);
+      if (!e?.db || e.usedAt > cutoff || !e.db.idle || this.#busy.has(name)) continue;
       this.#closeEntry(name, e);
     }
   }
