@@ -69,11 +69,14 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
   app.use('*', closeAfterRefusedBody(o.maxBodyBytes), corsMiddleware());
   // Every answer under the lease says its epoch (snapshots, errors): a replica refuses an older one.
-  if (o.ha) {
-    const ha = o.ha;
+  // Set after the handler, so the snapshot route, whose head may go out before (straight to Node's
+  // socket), takes the same headers from here up front.
+  const ha = o.ha ?? null;
+  const afterHandler = (): Record<string, string> => (ha ? { [EPOCH_HEADER]: String(ha.epoch) } : {});
+  if (ha) {
     app.use('*', async (c, next) => {
       await next();
-      c.res.headers.set(EPOCH_HEADER, String(ha.epoch));
+      for (const [k, v] of Object.entries(afterHandler())) c.res.headers.set(k, v);
     });
   }
 
@@ -159,7 +162,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     app.get('/v1/replicas', requireRight(auth, 'read', { every: true }), () => jsonResponse(sync.list()));
   }
 
-  app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(store.require(c.req.param('name'))));
+  app.get('/v1/db/:name/snapshot', replicate, (c) => snapshotResponse(c, store.require(c.req.param('name')), afterHandler));
 
   const layout = o.ranges ?? DEFAULT_RANGE_LAYOUT;
   // Catch-up ranges (shared/changes.ts): every answer but a sealed range and its redirect is no-store,
