@@ -117,7 +117,7 @@ export function snapshotAnswer(c: Context, name: string, view: SnapshotView, aft
  * socket takes more ('drain'), so memory stays bounded by the socket's buffer. The view ends (its read
  * transaction with it) when the last page is read, when the client goes away ('close'), or on a read
  * error, after which the socket is destroyed: the client sees a body shorter than its Content-Length.
- * The web-stream path cost about 1 s per GiB of plumbing (docs/BENCHMARKS.md#p7-bootstrap-by-file).
+ * What is left of the cost is reading pages and the socket's own copy (docs/BENCHMARKS.md#p7-bootstrap-by-file).
  */
 function writeSnapshot(outgoing: ServerResponse, headers: Record<string, string>, view: SnapshotView): void {
   const pagesPerChunk = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / view.pageSize));
