@@ -70,11 +70,14 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
   app.notFound((c) => errorResponse(new EdgeliteError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
   app.use('*', closeAfterRefusedBody(o.maxBodyBytes), corsMiddleware());
   // Every answer under the lease says its epoch (snapshots, errors): a replica refuses an older one.
-  if (o.ha) {
-    const ha = o.ha;
+  // Set after the handler, so the snapshot route, whose head may go out before (straight to Node's
+  // socket), takes the same headers from here up front.
+  const ha = o.ha ?? null;
+  const afterHandler = (): Record<string, string> => (ha ? { [EPOCH_HEADER]: String(ha.epoch) } : {});
+  if (ha) {
     app.use('*', async (c, next) => {
       await next();
-      c.res.headers.set(EPOCH_HEADER, String(ha.epoch));
+      for (const [k, v] of Object.entries(afterHandler())) c.res.headers.set(k, v);
     });
   }
 
@@ -164,7 +167,7 @@ export function createPrimaryApp(o: PrimaryAppOptions): Hono {
     const name = c.req.param('name');
     // A small closed database is its file: served without opening it (primary/store-files.ts).
     const closed = store.closedImage(name);
-    if (!closed) return snapshotResponse(store.require(name));
+    if (!closed) return snapshotResponse(c, store.require(name), afterHandler);
     const { position, databaseId, pageSize } = closed.info;
     return imageResponse(name, { position, databaseId, pageSize, length: closed.bytes.length }, closed.bytes);
   });

@@ -12,7 +12,7 @@ import { EdgeliteError } from '../shared/errors.ts';
 import { stringifyRequestJson } from '../shared/exact-json.ts';
 import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, resultResponse } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
-import { snapshotResponse } from '../shared/node/snapshot-view.ts';
+import { snapshotAnswer } from '../shared/node/snapshot-view.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, POSITION_HEADERS, positionHeaders, type Statement } from '../shared/protocol.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
@@ -189,7 +189,7 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
       const db = consistency.level !== 'eventual' || lazy ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
       if (!db) throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here`);
       await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
-      return snapshotResponse(name, db.beginSnapshot(release ?? undefined));
+      return snapshotAnswer(c, name, db.beginSnapshot(release ?? undefined));
     } catch (err) {
       release?.();
       throw err;
