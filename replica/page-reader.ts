@@ -5,6 +5,7 @@
  * connection's cache.
  */
 import Database from 'better-sqlite3';
+import { statSync } from 'node:fs';
 import { DatabaseChecksum } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { lockPageNumber } from '../shared/page-size.ts';
@@ -57,6 +58,9 @@ export interface FromScratch {
 
 /** readFromScratch reads every page of the file through a short-lived read-only connection. */
 export function readFromScratch(path: string): FromScratch {
+  // An empty file with no WAL holds no page: said without opening SQLite (a fresh replica of thousands
+  // of databases creates each one empty before its snapshot arrives).
+  if (fileSize(path) === 0 && (fileSize(`${path}-wal`) ?? 0) === 0) return { pageSize: null, pageCount: 0, sum: null, page1: null };
   let reader: Database.Database;
   try {
     reader = new Database(path, { readonly: true, fileMustExist: true });
@@ -79,4 +83,9 @@ export function readFromScratch(path: string): FromScratch {
   } finally {
     reader.close();
   }
+}
+
+/** fileSize of `path`, or null when it does not exist. */
+function fileSize(path: string): number | null {
+  return statSync(path, { throwIfNoEntry: false })?.size ?? null;
 }
