@@ -88,14 +88,31 @@ export function closeAfterRefusedBody(maxBodyBytes = DEFAULT_MAX_BODY_BYTES): Mi
   };
 }
 
-/** errorResponse renders any thrown value as `{"error": {"code", "message"}}` with its status. */
-export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) => void): Response {
+/**
+ * Answer is a response as plain parts, so one route can be sent through hono (answerResponse) or
+ * straight through Node's ServerResponse (replica/query-fast-path.ts) with the same bytes.
+ */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string | Uint8Array;
+}
+
+/** answerResponse is an Answer as a web Response (on Node, @hono/node-server's cached-body fast path). */
+export function answerResponse(a: Answer): Response {
+  return new Response(a.body as unknown as BodyInit, { status: a.status, headers: a.headers });
+}
+
+/** errorAnswer renders any thrown value as `{"error": {"code", "message"}}` with its status. */
+export function errorAnswer(err: unknown, log?: (e: Record<string, unknown>) => void): Answer {
   const e = toEdgeliteError(err);
   if (e.code === 'INTERNAL' && log) log({ msg: 'internal error', error: String(err), stack: (err as Error)?.stack });
-  return new Response(JSON.stringify(e.toBody()), {
-    status: e.status,
-    headers: { 'content-type': 'application/json' },
-  });
+  return { status: e.status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(e.toBody()) };
+}
+
+/** errorResponse is errorAnswer as a Response. */
+export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) => void): Response {
+  return answerResponse(errorAnswer(err, log));
 }
 
 /**
@@ -145,23 +162,53 @@ export function requestGrant(auth: AuthConfig, c: Context, right: Right): Access
  * README.md#http-api); re-send a body with stringifyRequestJson, not JSON.stringify.
  */
 export async function readJsonBody(c: Context, maxBytes: number): Promise<unknown> {
-  const type = c.req.header('content-type');
+  const msgpack = checkBodyHeaders(c.req.header('content-type'), c.req.header('content-length'), maxBytes);
+  const incoming = nodeIncoming(c);
+  return decodeBody(incoming ? await readIncoming(incoming, maxBytes) : await readWebBody(c, maxBytes), msgpack);
+}
+
+/** readNodeJsonBody is readJsonBody for a Node request served without hono (replica/query-fast-path.ts). */
+export async function readNodeJsonBody(incoming: NodeIncoming & { readonly headers: Readonly<Record<string, string | string[] | undefined>> }, maxBytes: number): Promise<unknown> {
+  const h = incoming.headers;
+  const msgpack = checkBodyHeaders(h['content-type'] as string | undefined, h['content-length'] as string | undefined, maxBytes);
+  return decodeBody(await readIncoming(incoming, maxBytes), msgpack);
+}
+
+/** checkBodyHeaders refuses a body type we do not read or a declared length past the bound; true: msgpack. */
+function checkBodyHeaders(type: string | undefined, length: string | undefined, maxBytes: number): boolean {
   const msgpack = type !== undefined && MSGPACK_TYPES.test(type);
   if (type && !msgpack && !/^application\/json\b/i.test(type)) {
     throw new EdgeliteError('UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json or application/msgpack, got ${type.slice(0, 80)}`);
   }
-  const declared = Number(c.req.header('content-length') ?? '0');
-  if (declared > maxBytes) throw tooLarge(maxBytes);
-  const incoming = nodeIncoming(c);
-  const bytes = incoming ? await readIncoming(incoming, maxBytes) : await readWebBody(c, maxBytes);
+  if (Number(length ?? '0') > maxBytes) throw tooLarge(maxBytes);
+  return msgpack;
+}
+
+function decodeBody(bytes: Uint8Array, msgpack: boolean): unknown {
   return msgpack ? parseMsgpack(bytes) : parseJson(bytes);
+}
+
+/**
+ * drainNodeBody reads and drops what is left of a Node request body a route refused before reading it,
+ * up to `maxBytes`, as closeAfterRefusedBody does under hono; false: the connection must close (past
+ * the limit, or the body could not be read).
+ */
+export async function drainNodeBody(incoming: NodeIncoming, maxBytes: number): Promise<boolean> {
+  if (incoming.readableEnded === true) return true;
+  if (incoming.destroyed === true) return false;
+  try {
+    await readIncoming(incoming, maxBytes);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
  * NodeIncoming is the part of Node's IncomingMessage readIncoming uses, typed here so that this file
  * stays free of Node imports (the Worker bundles it).
  */
-interface NodeIncoming {
+export interface NodeIncoming {
   on(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
   on(event: 'end', listener: () => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
@@ -171,6 +218,8 @@ interface NodeIncoming {
   pause(): unknown;
   /** True once 'end' was emitted: the whole body was read. */
   readonly readableEnded?: boolean;
+  /** True once the request was destroyed (the client went away): no more data or 'end' will come. */
+  readonly destroyed?: boolean;
 }
 
 /**
@@ -188,37 +237,53 @@ function nodeIncoming(c: Context): NodeIncoming | null {
  * is written (the answer then carries `Connection: close`, see closeAfterRefusedBody).
  */
 function readIncoming(incoming: NodeIncoming, maxBytes: number): Promise<Uint8Array> {
-  return new Promise<Uint8Array>((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    const stop = () => {
-      // Only our own listeners: the server keeps its own (it marks the request ended on 'end').
-      incoming.off('data', onData);
-      incoming.off('end', onEnd);
-      incoming.off('error', onError);
-    };
-    const onData = (chunk: Uint8Array) => {
-      size += chunk.byteLength;
-      if (size > maxBytes) {
-        stop();
+  return new Promise<Uint8Array>((resolve, reject) => new BodyCollector(incoming, maxBytes, resolve, reject));
+}
+
+/**
+ * BodyCollector is readIncoming's listeners. They are assigned in the constructor, not declared as
+ * `const f = () => ...`: tsx compiles with keepNames, which gives every named closure an
+ * Object.defineProperty call when it is made (~1 µs each, per request; docs/BENCHMARKS.md#p2-after-the-read-fast-path).
+ */
+class BodyCollector {
+  readonly #chunks: Uint8Array[] = [];
+  #size = 0;
+  readonly #incoming: NodeIncoming;
+  readonly onData: (chunk: Uint8Array) => void;
+  readonly onEnd: () => void;
+  readonly onError: (err: Error) => void;
+
+  constructor(incoming: NodeIncoming, maxBytes: number, resolve: (bytes: Uint8Array) => void, reject: (err: EdgeliteError) => void) {
+    this.#incoming = incoming;
+    this.onData = (chunk) => {
+      this.#size += chunk.byteLength;
+      if (this.#size > maxBytes) {
+        this.#stop();
         incoming.pause();
         reject(tooLarge(maxBytes));
         return;
       }
-      chunks.push(chunk);
+      this.#chunks.push(chunk);
     };
-    const onEnd = () => {
-      stop();
-      resolve(concatBytes(chunks));
+    this.onEnd = () => {
+      this.#stop();
+      resolve(concatBytes(this.#chunks));
     };
-    const onError = (err: Error) => {
-      stop();
+    this.onError = (err) => {
+      this.#stop();
       reject(new EdgeliteError('BAD_REQUEST', `request body could not be read: ${err.message}`, { cause: err }));
     };
-    incoming.on('data', onData);
-    incoming.on('end', onEnd);
-    incoming.on('error', onError);
-  });
+    incoming.on('data', this.onData);
+    incoming.on('end', this.onEnd);
+    incoming.on('error', this.onError);
+  }
+
+  /** Only our own listeners: the server keeps its own (it marks the request ended on 'end'). */
+  #stop(): void {
+    this.#incoming.off('data', this.onData);
+    this.#incoming.off('end', this.onEnd);
+    this.#incoming.off('error', this.onError);
+  }
 }
 
 async function readWebBody(c: Context, maxBytes: number): Promise<Uint8Array> {
@@ -241,9 +306,12 @@ async function readWebBody(c: Context, maxBytes: number): Promise<Uint8Array> {
 }
 
 
+/** UTF8 decodes request bodies: one decoder (each decode() call stands alone); making one per body cost ~3% of a point read. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 function parseJson(bytes: Uint8Array): unknown {
   try {
-    return parseExactJson(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    return parseExactJson(UTF8.decode(bytes));
   } catch (err) {
     if (err instanceof EdgeliteError) throw err; // an integer outside int64, say
     throw new EdgeliteError('BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`, { cause: err });
@@ -272,27 +340,57 @@ export function jsonReplacer(this: unknown, k: string, v: unknown): unknown {
   return toJSONValue(raw instanceof Uint8Array ? raw : v);
 }
 
-/** jsonResponse serialises results, converting blobs and bigints the way the API documents. */
+/**
+ * stringifyResult is JSON.stringify with jsonReplacer, which is only needed when the value holds a blob
+ * or a bigint (or something with its own toJSON): without one, the replacer returns every value as it
+ * is, and the plain stringify writes the same text without a call per key (most reads).
+ */
+export function stringifyResult(body: unknown): string {
+  return needsReplacer(body, 0) ? JSON.stringify(body, jsonReplacer) : JSON.stringify(body);
+}
+
+/** MAX_PLAIN_DEPTH: past this depth stringifyResult just takes the replacer. */
+const MAX_PLAIN_DEPTH = 16;
+
+function needsReplacer(v: unknown, depth: number): boolean {
+  if (typeof v === 'bigint') return true;
+  if (v === null || typeof v !== 'object') return false;
+  if (depth > MAX_PLAIN_DEPTH || v instanceof Uint8Array || typeof (v as { toJSON?: unknown }).toJSON === 'function') return true;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (needsReplacer(v[i], depth + 1)) return true;
+    return false;
+  }
+  for (const k in v) if (needsReplacer((v as Record<string, unknown>)[k], depth + 1)) return true;
+  return false;
+}
+
+/** jsonAnswer serialises results, converting blobs and bigints the way the API documents. */
+export function jsonAnswer(body: unknown, status = 200, headers: Record<string, string> = {}): Answer {
+  return { status, headers: { 'content-type': 'application/json', ...headers }, body: stringifyResult(body) };
+}
+
+/** jsonResponse is jsonAnswer as a Response. */
 export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body, jsonReplacer), {
-    status,
-    headers: { 'content-type': 'application/json', ...headers },
-  });
+  return answerResponse(jsonAnswer(body, status, headers));
 }
 
 const MSGPACK_TYPES = /application\/(x-)?msgpack/i;
 const resultPackr = new Packr({ useRecords: false, structuredClone: false, int64AsType: 'number' } as ConstructorParameters<typeof Packr>[0]);
 
 /**
- * resultResponse renders query/exec results as JSON, or as msgpack when the client's `Accept` asks for
+ * resultAnswer renders query/exec results as JSON, or as msgpack when the client's `Accept` asks for
  * `application/msgpack` (blobs stay binary, no base64).
  */
-export function resultResponse(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+export function resultAnswer(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Answer {
   if (accept && MSGPACK_TYPES.test(accept)) {
-    const packed = resultPackr.pack(body) as Uint8Array;
-    return new Response(packed as unknown as BodyInit, { status, headers: { 'content-type': 'application/msgpack', ...headers } });
+    return { status, headers: { 'content-type': 'application/msgpack', ...headers }, body: resultPackr.pack(body) as Uint8Array };
   }
-  return jsonResponse(body, status, headers);
+  return jsonAnswer(body, status, headers);
+}
+
+/** resultResponse is resultAnswer as a Response. */
+export function resultResponse(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return answerResponse(resultAnswer(accept, body, status, headers));
 }
 
 /** AppExtension adds routes and metric lines to a server's app (a failover node's `/v1/ha`, bin/ha.ts). */
