@@ -206,6 +206,9 @@ export interface QueryRequest<S> {
   authorization: string | undefined;
 }
 
+/** MAX_VALID_NAMES bounds the database names the read route remembers as valid. */
+const MAX_VALID_NAMES = 1024;
+
 /** QueryOptions: what the read route needs of the replica app's options. */
 export type QueryOptions = Pick<ReplicaAppOptions, 'store' | 'primary' | 'readWaitMs' | 'onBehind' | 'lazy'>;
 
@@ -218,16 +221,26 @@ export function createReplicaQuery<S>(o: QueryOptions, readBody: (source: S) => 
   const { store } = o;
   const lazy = o.lazy ?? null;
   const primary = (): PrimaryClient => primaryOf(o.primary);
+  /** Names validateDatabaseName accepted (it is pure): a hot database's name is checked once. */
+  const valid = new Set<string>();
+  const validName = (raw: string): string => {
+    if (valid.has(raw)) return raw;
+    const name = validateDatabaseName(raw);
+    if (valid.size >= MAX_VALID_NAMES) valid.clear();
+    valid.add(name);
+    return name;
+  };
   return async (q) => {
-    const name = validateDatabaseName(q.name);
+    const name = validName(q.name);
     const body = await readBody(q.source);
     const statements = simpleStatement(body) ?? parseStatementsBody(body);
     const consistency = parseConsistency(name, q.consistency, q.token);
-    const release: Release | null = lazy ? await lazy.acquire(name) : null;
+    if (!lazy) return query(q, name, body, statements, consistency);
+    const release: Release = await lazy.acquire(name);
     try {
       return await query(q, name, body, statements, consistency);
     } finally {
-      release?.();
+      release();
     }
   };
 
@@ -239,7 +252,8 @@ export function createReplicaQuery<S>(o: QueryOptions, readBody: (source: S) => 
     const db = wait ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
     try {
       if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
-      await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
+      // An eventual read has nothing to wait for (satisfy returns at once): no await for most reads.
+      if (consistency.level !== 'eventual') await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
     } catch (err) {
       if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
         const r = await primary().forward('POST', `/v1/db/${name}/query`, stringifyRequestJson(body), passAuthOf(q.authorization));

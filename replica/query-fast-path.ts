@@ -7,7 +7,7 @@
  * one with an `Origin` (CORS headers are due), a cookie (the token may be there), a query string, a
  * repeated header (Node and the web Headers join repeats differently), or a Host hono would refuse.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { authorize, type AuthConfig } from '../shared/auth.ts';
 import { type Answer, drainNodeBody, errorAnswer } from '../shared/http.ts';
 import { CONSISTENCY_HEADER } from '../shared/consistency.ts';
@@ -67,10 +67,13 @@ export function queryFastPath(o: QueryFastPathOptions): FastPath {
     // closeAfterRefusedBody's rules (shared/http.ts): a refused body ends the connection; a body the
     // route never read is read before the answer, and past the limit the connection ends too.
     let close = answer.status === 413;
-    if (!close && bodySent(h) && !(await drainNodeBody(req, o.maxBodyBytes))) close = true;
-    const headers: Record<string, string | number> = { ...answer.headers, 'Content-Length': typeof answer.body === 'string' ? Buffer.byteLength(answer.body) : answer.body.byteLength };
-    if (close) headers.connection = 'close';
-    res.writeHead(answer.status, headers);
+    if (!close && !req.readableEnded && bodySent(h) && !(await drainNodeBody(req, o.maxBodyBytes))) close = true;
+    // A flat [name, value, ...] list: copying the answer's headers into a new object costs ~2.5 µs.
+    const headers: Array<string | number> = [];
+    for (const k in answer.headers) headers.push(k, answer.headers[k]!);
+    headers.push('Content-Length', typeof answer.body === 'string' ? Buffer.byteLength(answer.body) : answer.body.byteLength);
+    if (close) headers.push('connection', 'close');
+    res.writeHead(answer.status, headers as unknown as OutgoingHttpHeaders);
     res.end(answer.body);
   };
 
