@@ -271,10 +271,9 @@ class BodyCollector {
       }
       this.#chunks.push(chunk);
     };
-    this.onEnd = () => {
-      this.#stop();
-      resolve(concatBytes(this.#chunks));
-    };
+    // After 'end' no more data comes and a late 'error' only rejects a settled promise: the listeners
+    // stay (removing them would be work for nothing on every read).
+    this.onEnd = () => resolve(concatBytes(this.#chunks));
     this.onError = (err) => {
       this.#stop();
       reject(new EdgeliteError('BAD_REQUEST', `request body could not be read: ${err.message}`, { cause: err }));
