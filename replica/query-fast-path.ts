@@ -2,8 +2,10 @@
  * queryFastPath serves the replica's point reads (`POST /v1/db/{name}/query`) straight from Node's
  * request and response, without hono's web Request (a URL parse, a Headers object, the middleware
  * chain) and its Response (docs/BENCHMARKS.md#p2-after-the-read-fast-path). It runs the same route
- * (createReplicaQuery, reading the body with readNodeJsonBody), the same auth (authorize) and the same body rules as the hono route, so the
- * answer is the same bytes. A request it cannot answer exactly as hono would goes to hono untouched:
+ * (createReplicaQuery, the body read by readNodeJsonBody), the same auth (authorize) and the same body
+ * rules as the hono route, so the answer is the same bytes. Middleware is skipped: the replica app's is
+ * closeAfterRefusedBody (done here too) and CORS (see below); middleware added to the app later would
+ * not see these reads. A request it cannot answer exactly as hono would goes to hono untouched:
  * one with an `Origin` (CORS headers are due), a cookie (the token may be there), a query string, a
  * repeated header (Node and the web Headers join repeats differently), or a Host hono would refuse.
  */

@@ -113,7 +113,8 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     logger,
   };
   const app = createReplicaApp(appOptions);
-  // Point reads skip hono's web Request and Response; anything the fast path does not take goes to hono.
+  // Point reads skip hono's web Request, Response and middleware (replica/query-fast-path.ts); anything
+  // the fast path does not take goes to hono. An AppExtension adds routes, never middleware.
   const fast = queryFastPath({ auth: config.auth, maxBodyBytes: config.maxBodyBytes, logger, query: createReplicaQuery(appOptions, (req: IncomingMessage) => readNodeJsonBody(req, config.maxBodyBytes)) });
   const withFastPath = ((options: ServerOptions, listener: RequestListener) =>
     createServer(options, (req, res) => {
