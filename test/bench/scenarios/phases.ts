@@ -42,7 +42,7 @@ export const HTTP_RULES: PhaseRule[] = [
   { phase: 'socket write (kernel)', names: ['writev', 'writeBuffer', 'writeUtf8String', 'writeLatin1String'] },
   { phase: 'GC', names: ['(garbage collector)'] },
   { phase: 'SQLite statement (and its time limit)', urls: ['shared/sql.ts', 'better-sqlite3', 'query-limit', 'query-pool'], names: ['runStatement', 'all', 'get', 'run', 'iterate'] },
-  { phase: 'body read, JSON parse, validation', urls: ['exact-json', 'lossless-json', 'zod', 'openapi/validate', 'shared/protocol.ts', 'sql-params', 'simple-statement'], names: ['readJsonBody', 'readNodeJsonBody', 'readIncoming', 'parseJson', 'JSON.parse'] },
+  { phase: 'body read, JSON parse, validation', urls: ['exact-json', 'lossless-json', 'zod', 'openapi/validate', 'shared/protocol.ts', 'sql-params', 'simple-statement', 'http-body'], names: ['readJsonBody', 'readNodeJsonBody', 'readIncoming', 'parseJson', 'JSON.parse'] },
   { phase: 'auth, statement policy, consistency', urls: ['shared/auth.ts', 'statement-policy', 'consistency', 'shared/token.ts'], names: ['requireRight'] },
   { phase: 'answer encoding', names: ['jsonResponse', 'resultResponse', 'jsonAnswer', 'resultAnswer', 'stringifyResult', 'needsReplacer', 'jsonReplacer', 'positionHeaders', 'JSON.stringify'] },
   { phase: 'hono and its node server', urls: ['/hono/', '@hono/'] },
