@@ -10,11 +10,12 @@ import { getCookie } from 'hono/cookie';
 import type { AuthConfig } from '../shared/auth.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import { stringifyRequestJson } from '../shared/exact-json.ts';
-import { closeAfterRefusedBody, corsMiddleware, errorResponse, jsonResponse, readJsonBody, requestGrant, requireRight, resultResponse } from '../shared/http.ts';
+import { type Answer, answerResponse, closeAfterRefusedBody, corsMiddleware, errorResponse, jsonAnswer, jsonResponse, readJsonBody, requestGrant, requireRight, resultAnswer } from '../shared/http.ts';
 import type { QueryPool } from '../shared/node/query-pool.ts';
 import { snapshotAnswer } from '../shared/node/snapshot-view.ts';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/prometheus.ts';
 import { parseStatementsBody, POSITION_HEADERS, positionHeaders, type Statement } from '../shared/protocol.ts';
+import { simpleStatement } from '../shared/simple-statement.ts';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../shared/token.ts';
 import { formatChecksum, validateDatabaseName } from '../shared/types.ts';
 import { CONSISTENCY_HEADER, parseConsistency, satisfy, type Consistency } from '../shared/consistency.ts';
@@ -59,10 +60,7 @@ export interface ReplicaAppOptions {
 
 export function createReplicaApp(o: ReplicaAppOptions): Hono {
   const { store, auth } = o;
-  const primary = (): PrimaryClient => {
-    if (o.primary) return o.primary;
-    throw new EdgeliteError('NO_PRIMARY', 'this replica follows a bucket and has no primary to send this to (start it with --primary)', { details: { outcome: 'not-applied' } });
-  };
+  const primary = (): PrimaryClient => primaryOf(o.primary);
   const app = new Hono();
   const read = requireRight(auth, 'read');
   const write = requireRight(auth, 'write');
@@ -141,42 +139,19 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
     return jsonResponse(r.body, r.status);
   });
 
-  app.post('/v1/db/:name/query', read, async (c) => {
-    const name = validateDatabaseName(c.req.param('name'));
-    const body = await readJsonBody(c, o.maxBodyBytes);
-    const statements = parseStatementsBody(body);
-    const consistency = parseConsistency(name, c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'), tokenOf(c));
-    return using(name, () => query(c, name, body, statements, consistency));
-  });
-
-  async function query(c: Context, name: string, body: unknown, statements: Statement[], consistency: Consistency): Promise<Response> {
-    // A read that names a position (token, strong) may arrive before this replica has the database:
-    // wait for it like for any txid, bounded. So does a lazy replica's first read of a database, unless
-    // the primary may serve it meanwhile.
-    const wait = consistency.level !== 'eventual' || (lazy !== null && o.onBehind === 'error');
-    const db = wait ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
-    try {
-      if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
-      await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
-    } catch (err) {
-      if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
-        const r = await primary().forward('POST', `/v1/db/${name}/query`, stringifyRequestJson(body), passAuth(c));
-        const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
-        for (const h of [POSITION_HEADERS.generation, POSITION_HEADERS.txid, POSITION_HEADERS.checksum, POSITION_HEADERS.databaseId]) {
-          const v = r.headers[h.toLowerCase()];
-          if (v) headers[h.toLowerCase()] = v;
-        }
-        return jsonResponse(r.body, r.status, headers);
-      }
-      if (!db && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
-        throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here`);
-      }
-      throw err;
-    }
-    const results = await db.query(statements);
-    return resultResponse(c.req.header('accept'), { results }, 200, positionHeaders(db.position, db.databaseId, 'replica'));
-  }
-
+  const runQuery = createReplicaQuery(o, (c: Context) => readJsonBody(c, o.maxBodyBytes));
+  app.post('/v1/db/:name/query', read, async (c) =>
+    answerResponse(
+      await runQuery({
+        name: c.req.param('name'),
+        source: c,
+        consistency: c.req.header(CONSISTENCY_HEADER) ?? c.req.query('consistency'),
+        token: tokenOf(c),
+        accept: c.req.header('accept'),
+        authorization: c.req.header('authorization'),
+      }),
+    ),
+  );
   // The local copy as a snapshot, at this replica's position (README.md#http-api): what `edgelite export`
   // reads through a replica. The read right, as for a query: it gives nothing a SELECT does not.
   // Consistency as for a read (a token waits until applied here); a lazy database stays held until
@@ -215,6 +190,88 @@ export function createReplicaApp(o: ReplicaAppOptions): Hono {
   o.extend?.routes?.(app);
   mountOpenApi(app, { read, role: 'replica', docs: { ...REPLICA_ROUTE_DOCS, ...o.extend?.docs } });
   return app;
+}
+
+/** QueryRequest is what the read route takes from a request, through hono or straight from Node (replica/query-fast-path.ts). */
+export interface QueryRequest<S> {
+  /** The database name from the path, not yet validated. */
+  name: string;
+  /** What createReplicaQuery's `readBody` reads the body from (the hono Context, Node's request). */
+  source: S;
+  /** The Edgelite-Consistency header, or the `consistency` query parameter. */
+  consistency: string | undefined;
+  /** The Edgelite-Token header, or the token cookie. */
+  token: string | undefined;
+  accept: string | undefined;
+  authorization: string | undefined;
+}
+
+/** MAX_VALID_NAMES bounds the database names the read route remembers as valid. */
+const MAX_VALID_NAMES = 1024;
+
+/** QueryOptions: what the read route needs of the replica app's options. */
+export type QueryOptions = Pick<ReplicaAppOptions, 'store' | 'primary' | 'readWaitMs' | 'onBehind' | 'lazy'>;
+
+/**
+ * createReplicaQuery is `POST /v1/db/{name}/query` after auth (README.md#http-api): the name checked,
+ * the body read (`readBody`: readJsonBody's bounds and errors) and validated, the read served at its consistency, answered as JSON or msgpack. The
+ * hono route and the Node fast path (replica/query-fast-path.ts) both run it, so they answer alike.
+ */
+export function createReplicaQuery<S>(o: QueryOptions, readBody: (source: S) => Promise<unknown>): (q: QueryRequest<S>) => Promise<Answer> {
+  const { store } = o;
+  const lazy = o.lazy ?? null;
+  const primary = (): PrimaryClient => primaryOf(o.primary);
+  /** Names validateDatabaseName accepted (it is pure): a hot database's name is checked once. */
+  const valid = new Set<string>();
+  const validName = (raw: string): string => {
+    if (valid.has(raw)) return raw;
+    const name = validateDatabaseName(raw);
+    if (valid.size >= MAX_VALID_NAMES) valid.clear();
+    valid.add(name);
+    return name;
+  };
+  return async (q) => {
+    const name = validName(q.name);
+    const body = await readBody(q.source);
+    const statements = simpleStatement(body) ?? parseStatementsBody(body);
+    const consistency = parseConsistency(name, q.consistency, q.token);
+    if (!lazy) return query(q, name, body, statements, consistency);
+    const release: Release = await lazy.acquire(name);
+    try {
+      return await query(q, name, body, statements, consistency);
+    } finally {
+      release();
+    }
+  };
+
+  async function query(q: QueryRequest<S>, name: string, body: unknown, statements: Statement[], consistency: Consistency): Promise<Answer> {
+    // A read that names a position (token, strong) may arrive before this replica has the database:
+    // wait for it like for any txid, bounded. So does a lazy replica's first read of a database, unless
+    // the primary may serve it meanwhile.
+    const wait = consistency.level !== 'eventual' || (lazy !== null && o.onBehind === 'error');
+    const db = wait ? await waitForDatabase(store, name, o.readWaitMs) : store.get(name);
+    try {
+      if (!db?.position) throw new EdgeliteError('REPLICA_BEHIND', `database ${name} is not replicated here yet`);
+      // An eventual read has nothing to wait for (satisfy returns at once): no await for most reads.
+      if (consistency.level !== 'eventual') await satisfy(db, consistency, o.readWaitMs, () => primary().position(name));
+    } catch (err) {
+      if (o.onBehind === 'primary' && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
+        const r = await primary().forward('POST', `/v1/db/${name}/query`, stringifyRequestJson(body), passAuthOf(q.authorization));
+        const headers: Record<string, string> = { 'Edgelite-Served-By': 'primary' };
+        for (const h of [POSITION_HEADERS.generation, POSITION_HEADERS.txid, POSITION_HEADERS.checksum, POSITION_HEADERS.databaseId]) {
+          const v = r.headers[h.toLowerCase()];
+          if (v) headers[h.toLowerCase()] = v;
+        }
+        return jsonAnswer(r.body, r.status, headers);
+      }
+      if (!db && err instanceof EdgeliteError && err.code === 'REPLICA_BEHIND') {
+        throw new EdgeliteError('DATABASE_NOT_FOUND', `database ${name} is not replicated here`);
+      }
+      throw err;
+    }
+    const results = await db.query(statements);
+    return resultAnswer(q.accept, { results }, 200, positionHeaders(db.position, db.databaseId, 'replica'));
+  }
 }
 
 export function describe(db: ReplicaDatabase): Record<string, unknown> {
@@ -256,6 +313,15 @@ function hasBody(c: Context): boolean {
 
 /** passAuth is the client's own Authorization header, forwarded unchanged (the rule in shared/primary-client.ts). */
 function passAuth(c: Context): Record<string, string> {
-  const a = c.req.header('authorization');
+  return passAuthOf(c.req.header('authorization'));
+}
+
+function passAuthOf(a: string | undefined): Record<string, string> {
   return a ? { authorization: a } : {};
+}
+
+/** primaryOf is the primary to send a request to; NO_PRIMARY for a replica fed from a bucket alone. */
+function primaryOf(p: PrimaryClient | null): PrimaryClient {
+  if (p) return p;
+  throw new EdgeliteError('NO_PRIMARY', 'this replica follows a bucket and has no primary to send this to (start it with --primary)', { details: { outcome: 'not-applied' } });
 }

@@ -3,17 +3,19 @@
  * tests use it.
  */
 import { serve, type ServerType } from '@hono/node-server';
+import { createServer, type IncomingMessage, type RequestListener, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { authEnabled } from '../shared/auth.ts';
 import { isLoopback } from '../shared/config.ts';
 import { compilePatterns, isPattern } from '../shared/db-pattern.ts';
 import { EdgeliteError } from '../shared/errors.ts';
-import type { AppExtension } from '../shared/http.ts';
+import { type AppExtension, readNodeJsonBody } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
 import { BucketFeed } from '../shared/bucket-feed.ts';
 import { LeaseStore } from '../shared/lease.ts';
 import { PrimaryLocator } from '../shared/primary-locator.ts';
-import { createReplicaApp } from './app.ts';
+import { createReplicaApp, createReplicaQuery, type ReplicaAppOptions } from './app.ts';
+import { queryFastPath } from './query-fast-path.ts';
 import { AppliedReporter } from './applied-reporter.ts';
 import { openObjectStore } from '../shared/node/open-object-store.ts';
 import type { ReplicaConfig } from './config.ts';
@@ -94,7 +96,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
   const reporter = config.candidate && config.lease && primary ? new AppliedReporter({ client: primary, store, node: config.lease.node, url: config.lease.advertise, logger }) : null;
   reporter?.start();
   const ui = createStatusUi();
-  const app = createReplicaApp({
+  const appOptions: ReplicaAppOptions = {
     ui,
     ...(extras.extend ? { extend: extras.extend } : {}),
     store,
@@ -109,10 +111,18 @@ export async function startReplica(config: ReplicaConfig, logger: Logger, extras
     lazy,
     queryPool,
     logger,
-  });
+  };
+  const app = createReplicaApp(appOptions);
+  // Point reads skip hono's web Request, Response and middleware (replica/query-fast-path.ts); anything
+  // the fast path does not take goes to hono. An AppExtension adds routes, never middleware.
+  const fast = queryFastPath({ auth: config.auth, maxBodyBytes: config.maxBodyBytes, logger, query: createReplicaQuery(appOptions, (req: IncomingMessage) => readNodeJsonBody(req, config.maxBodyBytes)) });
+  const withFastPath = ((options: ServerOptions, listener: RequestListener) =>
+    createServer(options, (req, res) => {
+      if (!fast(req, res)) listener(req, res);
+    })) as typeof createServer;
   let server: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
-    server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info: AddressInfo) => resolve(info.port));
+    server = serve({ fetch: app.fetch, hostname: config.host, port: config.port, createServer: withFastPath }, (info: AddressInfo) => resolve(info.port));
     server.once('error', reject);
   });
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

@@ -2,14 +2,15 @@
  * HTTP plumbing shared by the primary, the Node replica and the Worker replica (hono runs on all three):
  * typed error responses, auth per route, bounded JSON bodies, results as JSON or msgpack.
  */
-import { concatBytes } from './types.ts';
 import type { Context, MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { type AccessGrant, assertEveryDatabase, authorize, type AuthConfig, type Right } from './auth.ts';
 import { EdgeliteError, toEdgeliteError } from './errors.ts';
 import { Packr } from 'msgpackr';
-import { parseExactJson, parseMsgpackBody } from './exact-json.ts';
+import { MSGPACK_TYPES, nodeIncoming } from './http-body.ts';
 import { toJSONValue } from './protocol.ts';
+
+export { drainNodeBody, type NodeIncoming, readJsonBody, readNodeJsonBody } from './http-body.ts';
 
 /** DEFAULT_MAX_BODY_BYTES bounds a request body unless configured otherwise. */
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -88,14 +89,31 @@ export function closeAfterRefusedBody(maxBodyBytes = DEFAULT_MAX_BODY_BYTES): Mi
   };
 }
 
-/** errorResponse renders any thrown value as `{"error": {"code", "message"}}` with its status. */
-export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) => void): Response {
+/**
+ * Answer is a response as plain parts, so one route can be sent through hono (answerResponse) or
+ * straight through Node's ServerResponse (replica/query-fast-path.ts) with the same bytes.
+ */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string | Uint8Array;
+}
+
+/** answerResponse is an Answer as a web Response (on Node, @hono/node-server's cached-body fast path). */
+export function answerResponse(a: Answer): Response {
+  return new Response(a.body as unknown as BodyInit, { status: a.status, headers: a.headers });
+}
+
+/** errorAnswer renders any thrown value as `{"error": {"code", "message"}}` with its status. */
+export function errorAnswer(err: unknown, log?: (e: Record<string, unknown>) => void): Answer {
   const e = toEdgeliteError(err);
   if (e.code === 'INTERNAL' && log) log({ msg: 'internal error', error: String(err), stack: (err as Error)?.stack });
-  return new Response(JSON.stringify(e.toBody()), {
-    status: e.status,
-    headers: { 'content-type': 'application/json' },
-  });
+  return { status: e.status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(e.toBody()) };
+}
+
+/** errorResponse is errorAnswer as a Response. */
+export function errorResponse(err: unknown, log?: (e: Record<string, unknown>) => void): Response {
+  return answerResponse(errorAnswer(err, log));
 }
 
 /**
@@ -139,131 +157,6 @@ export function requestGrant(auth: AuthConfig, c: Context, right: Right): Access
 }
 
 /**
- * readJsonBody reads a request body of at most `maxBytes` (PAYLOAD_TOO_LARGE past it, measured on the
- * bytes actually received, not only the declared length): JSON with a JSON content type (or none), or
- * msgpack with `Content-Type: application/msgpack`. Integers stay exact either way (exact-json.ts,
- * README.md#http-api); re-send a body with stringifyRequestJson, not JSON.stringify.
- */
-export async function readJsonBody(c: Context, maxBytes: number): Promise<unknown> {
-  const type = c.req.header('content-type');
-  const msgpack = type !== undefined && MSGPACK_TYPES.test(type);
-  if (type && !msgpack && !/^application\/json\b/i.test(type)) {
-    throw new EdgeliteError('UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json or application/msgpack, got ${type.slice(0, 80)}`);
-  }
-  const declared = Number(c.req.header('content-length') ?? '0');
-  if (declared > maxBytes) throw tooLarge(maxBytes);
-  const incoming = nodeIncoming(c);
-  const bytes = incoming ? await readIncoming(incoming, maxBytes) : await readWebBody(c, maxBytes);
-  return msgpack ? parseMsgpack(bytes) : parseJson(bytes);
-}
-
-/**
- * NodeIncoming is the part of Node's IncomingMessage readIncoming uses, typed here so that this file
- * stays free of Node imports (the Worker bundles it).
- */
-interface NodeIncoming {
-  on(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
-  on(event: 'end', listener: () => void): unknown;
-  on(event: 'error', listener: (err: Error) => void): unknown;
-  off(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
-  off(event: 'end', listener: () => void): unknown;
-  off(event: 'error', listener: (err: Error) => void): unknown;
-  pause(): unknown;
-  /** True once 'end' was emitted: the whole body was read. */
-  readonly readableEnded?: boolean;
-}
-
-/**
- * nodeIncoming returns the Node request under @hono/node-server (`c.env.incoming`), or null elsewhere.
- * Reading it directly skips the web ReadableStream the server would otherwise build around it.
- */
-function nodeIncoming(c: Context): NodeIncoming | null {
-  const incoming = (c.env as { incoming?: Partial<NodeIncoming> } | undefined)?.incoming;
-  return incoming && typeof incoming.on === 'function' && typeof incoming.off === 'function' && typeof incoming.pause === 'function' ? (incoming as NodeIncoming) : null;
-}
-
-/**
- * readIncoming collects a Node request body of at most `maxBytes`. Past the limit it stops listening
- * and pauses the request rather than destroying it: destroying would close the socket before the 413
- * is written (the answer then carries `Connection: close`, see closeAfterRefusedBody).
- */
-function readIncoming(incoming: NodeIncoming, maxBytes: number): Promise<Uint8Array> {
-  return new Promise<Uint8Array>((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    const stop = () => {
-      // Only our own listeners: the server keeps its own (it marks the request ended on 'end').
-      incoming.off('data', onData);
-      incoming.off('end', onEnd);
-      incoming.off('error', onError);
-    };
-    const onData = (chunk: Uint8Array) => {
-      size += chunk.byteLength;
-      if (size > maxBytes) {
-        stop();
-        incoming.pause();
-        reject(tooLarge(maxBytes));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => {
-      stop();
-      resolve(concatBytes(chunks));
-    };
-    const onError = (err: Error) => {
-      stop();
-      reject(new EdgeliteError('BAD_REQUEST', `request body could not be read: ${err.message}`, { cause: err }));
-    };
-    incoming.on('data', onData);
-    incoming.on('end', onEnd);
-    incoming.on('error', onError);
-  });
-}
-
-async function readWebBody(c: Context, maxBytes: number): Promise<Uint8Array> {
-  const body = c.req.raw.body;
-  if (!body) throw new EdgeliteError('BAD_REQUEST', 'request body is empty');
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      throw tooLarge(maxBytes);
-    }
-    chunks.push(value);
-  }
-  return concatBytes(chunks);
-}
-
-
-function parseJson(bytes: Uint8Array): unknown {
-  try {
-    return parseExactJson(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (err) {
-    if (err instanceof EdgeliteError) throw err; // an integer outside int64, say
-    throw new EdgeliteError('BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-function parseMsgpack(bytes: Uint8Array): unknown {
-  if (bytes.length === 0) throw new EdgeliteError('BAD_REQUEST', 'request body is empty');
-  try {
-    return parseMsgpackBody(bytes);
-  } catch (err) {
-    throw new EdgeliteError('BAD_REQUEST', `body is not valid msgpack: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-function tooLarge(maxBytes: number): EdgeliteError {
-  return new EdgeliteError('PAYLOAD_TOO_LARGE', `request body is larger than ${maxBytes} bytes`, { details: { maxBytes } });
-}
-
-/**
  * jsonReplacer converts blobs and bigints. It looks at the raw value (`this[k]`): JSON.stringify calls a
  * Buffer's own toJSON before a replacer sees it, which would turn a blob into {"type":"Buffer",...}.
  */
@@ -272,31 +165,61 @@ export function jsonReplacer(this: unknown, k: string, v: unknown): unknown {
   return toJSONValue(raw instanceof Uint8Array ? raw : v);
 }
 
-/** jsonResponse serialises results, converting blobs and bigints the way the API documents. */
-export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body, jsonReplacer), {
-    status,
-    headers: { 'content-type': 'application/json', ...headers },
-  });
+/**
+ * stringifyResult is JSON.stringify with jsonReplacer, which is only needed when the value holds a blob
+ * or a bigint (or something with its own toJSON): without one, the replacer returns every value as it
+ * is, and the plain stringify writes the same text without a call per key (most reads).
+ */
+export function stringifyResult(body: unknown): string {
+  return needsReplacer(body, 0) ? JSON.stringify(body, jsonReplacer) : JSON.stringify(body);
 }
 
-const MSGPACK_TYPES = /application\/(x-)?msgpack/i;
+/** MAX_PLAIN_DEPTH: past this depth stringifyResult just takes the replacer. */
+const MAX_PLAIN_DEPTH = 16;
+
+function needsReplacer(v: unknown, depth: number): boolean {
+  if (typeof v === 'bigint') return true;
+  if (v === null || typeof v !== 'object') return false;
+  if (depth > MAX_PLAIN_DEPTH || v instanceof Uint8Array || typeof (v as { toJSON?: unknown }).toJSON === 'function') return true;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (needsReplacer(v[i], depth + 1)) return true;
+    return false;
+  }
+  for (const k in v) if (needsReplacer((v as Record<string, unknown>)[k], depth + 1)) return true;
+  return false;
+}
+
+/** jsonAnswer serialises results, converting blobs and bigints the way the API documents. */
+export function jsonAnswer(body: unknown, status = 200, headers: Record<string, string> = {}): Answer {
+  return { status, headers: { 'content-type': 'application/json', ...headers }, body: stringifyResult(body) };
+}
+
+/** jsonResponse is jsonAnswer as a Response. */
+export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return answerResponse(jsonAnswer(body, status, headers));
+}
+
 const resultPackr = new Packr({ useRecords: false, structuredClone: false, int64AsType: 'number' } as ConstructorParameters<typeof Packr>[0]);
 
 /**
- * resultResponse renders query/exec results as JSON, or as msgpack when the client's `Accept` asks for
+ * resultAnswer renders query/exec results as JSON, or as msgpack when the client's `Accept` asks for
  * `application/msgpack` (blobs stay binary, no base64).
  */
-export function resultResponse(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+export function resultAnswer(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Answer {
   if (accept && MSGPACK_TYPES.test(accept)) {
-    const packed = resultPackr.pack(body) as Uint8Array;
-    return new Response(packed as unknown as BodyInit, { status, headers: { 'content-type': 'application/msgpack', ...headers } });
+    return { status, headers: { 'content-type': 'application/msgpack', ...headers }, body: resultPackr.pack(body) as Uint8Array };
   }
-  return jsonResponse(body, status, headers);
+  return jsonAnswer(body, status, headers);
+}
+
+/** resultResponse is resultAnswer as a Response. */
+export function resultResponse(accept: string | undefined, body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return answerResponse(resultAnswer(accept, body, status, headers));
 }
 
 /** AppExtension adds routes and metric lines to a server's app (a failover node's `/v1/ha`, bin/ha.ts). */
 export interface AppExtension {
+  /** Routes only: no middleware (the replica's reads skip hono's middleware, replica/query-fast-path.ts). */
   routes?: (app: import('hono').Hono) => void;
   /** What GET /v1/openapi.json says of those routes (shared/openapi/document.ts). */
   docs?: import('./openapi/document.ts').RouteDocs;

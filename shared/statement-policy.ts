@@ -53,8 +53,26 @@ export function parsePragma(sql: string): { name: string; hasArgument: boolean }
   return { name, hasArgument: text.slice(m[0].length).replace(COMMENTS_SPACE_SEMICOLONS, '') !== '' };
 }
 
+/**
+ * ALLOWED remembers, per role, SQL texts checkStatement let through (a pure function of the two), so a
+ * hot statement is checked once: up to ALLOWED_SIZE texts of at most ALLOWED_MAX_SQL characters each,
+ * forgotten all at once when full. Refusals are not kept (they throw, and are rare).
+ */
+const ALLOWED: Record<StatementRole, Set<string>> = { read: new Set(), write: new Set() };
+const ALLOWED_SIZE = 512;
+const ALLOWED_MAX_SQL = 4096;
+
 /** checkStatement refuses what a client may not run in `role`; comments before the keyword do not hide it. */
 export function checkStatement(sql: string, role: StatementRole): void {
+  const allowed = ALLOWED[role];
+  if (allowed.has(sql)) return;
+  checkStatementText(sql, role);
+  if (sql.length > ALLOWED_MAX_SQL) return;
+  if (allowed.size >= ALLOWED_SIZE) allowed.clear();
+  allowed.add(sql);
+}
+
+function checkStatementText(sql: string, role: StatementRole): void {
   const text = sql.replace(LEADING_COMMENTS, '');
   if (TRANSACTION_CONTROL.test(text)) {
     throw new EdgeliteError('BAD_REQUEST', 'transaction control statements are not allowed: each request runs as one transaction');

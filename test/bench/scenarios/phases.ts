@@ -5,6 +5,9 @@
  * profiled through node:inspector. Each sample's self time goes to the first category whose rule
  * matches its function (by script URL or name); idle time and module loading are left out; the sum is
  * divided by the requests served. No instrumentation in the product, so nothing measured is changed.
+ * A sample's weight is the wall time since the one before, so on a loaded machine the time a process
+ * waited for a CPU lands on whatever it was doing when it was preempted (often the socket write, which
+ * wakes the load generator): read the shares, and measure CPU per request from /proc when it matters.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
@@ -39,9 +42,9 @@ export const HTTP_RULES: PhaseRule[] = [
   { phase: 'socket write (kernel)', names: ['writev', 'writeBuffer', 'writeUtf8String', 'writeLatin1String'] },
   { phase: 'GC', names: ['(garbage collector)'] },
   { phase: 'SQLite statement (and its time limit)', urls: ['shared/sql.ts', 'better-sqlite3', 'query-limit', 'query-pool'], names: ['runStatement', 'all', 'get', 'run', 'iterate'] },
-  { phase: 'body read, JSON parse, validation', urls: ['exact-json', 'lossless-json', 'zod', 'openapi/validate', 'shared/protocol.ts', 'sql-params'], names: ['readJsonBody', 'readIncoming', 'parseJson', 'JSON.parse'] },
+  { phase: 'body read, JSON parse, validation', urls: ['exact-json', 'lossless-json', 'zod', 'openapi/validate', 'shared/protocol.ts', 'sql-params', 'simple-statement', 'http-body'], names: ['readJsonBody', 'readNodeJsonBody', 'readIncoming', 'parseJson', 'JSON.parse'] },
   { phase: 'auth, statement policy, consistency', urls: ['shared/auth.ts', 'statement-policy', 'consistency', 'shared/token.ts'], names: ['requireRight'] },
-  { phase: 'answer encoding', names: ['jsonResponse', 'resultResponse', 'jsonReplacer', 'positionHeaders', 'JSON.stringify'] },
+  { phase: 'answer encoding', names: ['jsonResponse', 'resultResponse', 'jsonAnswer', 'resultAnswer', 'stringifyResult', 'needsReplacer', 'jsonReplacer', 'positionHeaders', 'JSON.stringify'] },
   { phase: 'hono and its node server', urls: ['/hono/', '@hono/'] },
   { phase: 'node:http parse and respond', urls: ['node:_http', '_http_', 'node:net', 'stream_base_commons', 'streams/', 'node:events', 'node:internal/timers'], names: ['parse', 'parserOnHeadersComplete'] },
   { phase: 'edgelite, other', urls: ['/shared/', '/replica/', '/primary/'] },
