@@ -84,7 +84,9 @@ export class PageWriter {
    * install copies the database file `from` (complete and verified, page 1 already local) into this
    * writer's empty file in place: the same inode, so a reader that opened the empty file first sees
    * the database, like after any apply (docs/ARCHITECTURE.md#bootstrap-by-file). The kernel copies
-   * (copy_file_range), no page goes through SQLite. An exclusive lock keeps readers out while the copy
+   * (copy_file_range), no page goes through SQLite; on a filesystem that can share extents (btrfs, XFS)
+   * it clones them instead (COPYFILE_FICLONE: still the same destination inode; elsewhere, as on this
+   * project's ext4 machines, it falls back to the copy). An exclusive lock keeps readers out while the copy
    * runs (the copy's own descriptor is closed, and so POSIX releases the lock, only once it is
    * complete). Then the connection switches to WAL, as the file's header now says, which creates the
    * WAL and shared memory now (a directory that loses its write permission later still replicates),
@@ -99,7 +101,7 @@ export class PageWriter {
     }
     let copied = false;
     try {
-      fs.copyFileSync(from, this.path);
+      fs.copyFileSync(from, this.path, fs.constants.COPYFILE_FICLONE);
       if (this.#options.durable) fsyncPath(this.path);
       copied = true;
     } catch (err) {

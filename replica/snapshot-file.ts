@@ -3,9 +3,9 @@
  * in memory whole), its checksum verified against the position while it arrives, then read back page
  * by page for the apply (PageApplier.restoreSnapshot, which verifies it once more) and removed.
  *
- * Memory stays bounded by CHUNK_BYTES on each side: the download collects the network's chunks into one
- * staging buffer of whole pages, hashes them and writes them out; the apply reads the file back into one
- * reused buffer. Disk needs room for the image twice while it is applied (the temp file, and the WAL
+ * Memory stays bounded by CHUNK_BYTES on each side: the download collects the network's chunks into two
+ * staging buffers of whole pages, one filled and hashed while the other is written; the apply reads the
+ * file back into one reused buffer. Disk needs room for the image twice while it is applied (the temp file, and the WAL
  * the restore transaction writes before it is checkpointed into the database).
  *
  * The temp file is `<name>.db.snapshot-tmp`: the store opens only `*.db` files and removes every
@@ -20,20 +20,16 @@ import { join } from 'node:path';
 import { DatabaseChecksum, lockPageNumber } from '../shared/checksum.ts';
 import { EdgeliteError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
-import { isDrawing, progress, type Progress } from '../shared/node/progress.ts';
 import { formatChecksum, type PageImage } from '../shared/types.ts';
 import { isPageSize } from '../shared/page-size.ts';
 import type { SnapshotHead, SnapshotSink } from '../shared/primary-client.ts';
+import { DownloadProgress, type ProgressTerminal } from './snapshot-progress.ts';
 
 export const SNAPSHOT_TEMP_SUFFIX = '.snapshot-tmp';
+export { PROGRESS_MIN_BYTES, type ProgressTerminal } from './snapshot-progress.ts';
 
 /** CHUNK_BYTES is how much is staged before a write, and read per read: a multiple of every page size. */
 const CHUNK_BYTES = 1024 * 1024;
-/** PROGRESS_MIN_BYTES: smaller snapshots take well under a second here and log no progress. */
-export const PROGRESS_MIN_BYTES = 8 * 1024 * 1024;
-/** A progress line at every 1/PROGRESS_STEPS of the bytes, and at least every PROGRESS_MAX_INTERVAL_MS. */
-const PROGRESS_STEPS = 10;
-const PROGRESS_MAX_INTERVAL_MS = 10_000;
 
 /** SnapshotSource is the part of PrimaryClient a download needs (a test may serve it another way). */
 export interface SnapshotSource {
@@ -52,9 +48,6 @@ export interface DownloadOptions {
    */
   terminal?: ProgressTerminal | undefined;
 }
-
-/** ProgressTerminal: a stream a bar may be drawn on (a bar only when `isTTY`). */
-export type ProgressTerminal = NodeJS.WritableStream & { isTTY?: boolean };
 
 /** snapshotTempPath is where the snapshot of the database file at `dbPath` is downloaded. */
 export function snapshotTempPath(dbPath: string): string {
@@ -198,8 +191,12 @@ export class SnapshotFile implements InstallableSnapshot {
 }
 
 /**
- * FileSink writes a download to its temp file through one staging buffer of whole pages, hashing each
+ * FileSink writes a download to its temp file through two staging buffers of whole pages, hashing each
  * page on the way (lock page excluded, as everywhere), so the checksum is known when the last byte is.
+ * One buffer fills (and is hashed) while the other is written: at most one write is in flight, and the
+ * network is read meanwhile (docs/BENCHMARKS.md#p7-bootstrap-by-file: awaiting each write before
+ * receiving the next chunk left the replica idle almost half of a 1 GiB download). Memory stays at
+ * two CHUNK_BYTES buffers; a write's failure is reported by the next write(), finish() or discarded.
  */
 class FileSink implements SnapshotSink {
   readonly #name: string;
@@ -208,12 +205,16 @@ class FileSink implements SnapshotSink {
   #file: FileHandle | null = null;
   #head: SnapshotHead | null = null;
   #sum: DatabaseChecksum | null = null;
+  /** The buffer being filled, and the other one (being written while #inFlight is set). */
   #staging = new Uint8Array(0);
+  #spare = new Uint8Array(0);
   #fill = 0;
   /** Bytes of the staging buffer already hashed (whole pages, hashed as they arrive). */
   #hashed = 0;
-  /** Bytes written to the file so far (whole pages). */
-  #written = 0;
+  /** File offset of the staging buffer's first byte: bytes handed to writes so far (whole pages). */
+  #offset = 0;
+  /** The write in flight: resolves to its error, never rejects (so no failure goes unobserved). */
+  #inFlight: Promise<EdgeliteError | null> | null = null;
   #progress: DownloadProgress | null = null;
   readonly #terminal: ProgressTerminal | undefined;
 
@@ -233,6 +234,7 @@ class FileSink implements SnapshotSink {
     this.#head = head;
     this.#sum = new DatabaseChecksum(pageSize);
     this.#staging = new Uint8Array(Math.min(CHUNK_BYTES, length));
+    this.#spare = new Uint8Array(this.#staging.length);
     try {
       this.#file = await open(this.#path, 'w');
     } catch (err) {
@@ -251,7 +253,7 @@ class FileSink implements SnapshotSink {
     }
     // Hashed while the rest is still on its way, not all at once when the buffer is full.
     this.#hash();
-    this.#progress?.note(this.#written + this.#fill);
+    this.#progress?.note(this.#offset + this.#fill);
   }
 
   /** finish writes what is staged, closes the file, checks the checksum against the position and returns it. */
@@ -259,6 +261,7 @@ class FileSink implements SnapshotSink {
     const head = this.#head;
     if (this.#file === null || this.#sum === null || head === null) throw new EdgeliteError('INTERNAL', `snapshot of ${this.#name} finished before it opened`);
     await this.#flush();
+    await this.#settle();
     const file = this.#file;
     this.#file = null;
     try {
@@ -266,7 +269,7 @@ class FileSink implements SnapshotSink {
     } catch (err) {
       throw ioError(`closing snapshot file ${this.#path}`, err);
     }
-    if (this.#written !== head.length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} has ${this.#written} of ${head.length} bytes`);
+    if (this.#offset !== head.length) throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} has ${this.#offset} of ${head.length} bytes`);
     if (this.#sum.value !== head.position.checksum) {
       const message = `snapshot of ${this.#name} has checksum ${formatChecksum(this.#sum.value)}, position says ${formatChecksum(head.position.checksum)}`;
       throw new EdgeliteError('CHECKSUM_MISMATCH', message, { details: { reason: 'snapshot-checksum' } });
@@ -276,11 +279,15 @@ class FileSink implements SnapshotSink {
   }
 
   /**
-   * discard closes and deletes the file after a failed download. Its own failures are logged, not
-   * thrown, so that the download's error is the one reported (the next start removes a file left).
+   * discard waits for the write in flight, closes and deletes the file after a failed download. Its own
+   * failures are logged, not thrown, so that the download's error is the one reported (the next start
+   * removes a file left).
    */
   async discard(): Promise<void> {
     this.#progress?.stop();
+    const inFlight = this.#inFlight;
+    this.#inFlight = null;
+    await inFlight; // its error, if any, is the download's or comes after it
     const file = this.#file;
     this.#file = null;
     const failed = (err: unknown) =>
@@ -299,97 +306,53 @@ class FileSink implements SnapshotSink {
     const sum = this.#sum!;
     const lockPage = lockPageNumber(pageSize);
     for (let at = this.#hashed; at + pageSize <= this.#fill; at += pageSize) {
-      const pgno = (this.#written + at) / pageSize + 1;
+      const pgno = (this.#offset + at) / pageSize + 1;
       if (pgno !== lockPage) sum.setPage(pgno, this.#staging.subarray(at, at + pageSize));
       this.#hashed = at + pageSize;
     }
   }
 
+  /**
+   * #flush hashes what is staged and starts its write once the previous write is done (reporting that
+   * one's error), then stages into the other buffer.
+   */
   async #flush(): Promise<void> {
     if (this.#fill % this.#head!.pageSize !== 0) {
-      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} ends inside a page (${this.#written + this.#fill} bytes)`);
+      throw new EdgeliteError('CORRUPT_CHANGESET', `snapshot of ${this.#name} ends inside a page (${this.#offset + this.#fill} bytes)`);
     }
     this.#hash();
-    try {
-      for (let at = 0; at < this.#fill; ) {
-        const { bytesWritten } = await this.#file!.write(this.#staging, at, this.#fill - at, this.#written + at);
-        at += bytesWritten;
-      }
-    } catch (err) {
-      throw ioError(`writing snapshot file ${this.#path}`, err);
-    }
-    this.#written += this.#fill;
+    await this.#settle();
+    if (this.#fill === 0) return;
+    this.#inFlight = this.#writeOut(this.#staging, this.#fill, this.#offset);
+    this.#offset += this.#fill;
+    [this.#staging, this.#spare] = [this.#spare, this.#staging];
     this.#fill = 0;
     this.#hashed = 0;
+  }
+
+  /** #settle waits for the write in flight and throws its error. */
+  async #settle(): Promise<void> {
+    const inFlight = this.#inFlight;
+    if (inFlight === null) return;
+    const err = await inFlight;
+    this.#inFlight = null;
+    if (err) throw err;
+  }
+
+  async #writeOut(buffer: Uint8Array, n: number, position: number): Promise<EdgeliteError | null> {
+    try {
+      for (let at = 0; at < n; ) {
+        const { bytesWritten } = await this.#file!.write(buffer, at, n - at, position + at);
+        at += bytesWritten;
+      }
+      return null;
+    } catch (err) {
+      return ioError(`writing snapshot file ${this.#path}`, err);
+    }
   }
 }
 
 function ioError(what: string, err: unknown): EdgeliteError {
   const code = (err as { code?: unknown }).code;
   return new EdgeliteError(code === 'ENOSPC' ? 'DISK_FULL' : 'IO_ERROR', `${what}: ${(err as Error).message}`, { cause: err });
-}
-
-/** mib prints a byte count as MiB with one decimal, for the bar. */
-const mib = (n: number) => `${(n / (1024 * 1024)).toFixed(1)} MiB`;
-
-/**
- * DownloadProgress shows a large download's progress. On a terminal (ProgressTerminal), a bar of its
- * bytes in MiB, redrawn in place (shared/node/progress.ts). Otherwise log lines: one when it starts, at
- * every tenth of its bytes (so even a fast download shows it) and at least every
- * PROGRESS_MAX_INTERVAL_MS (so a slow one never looks stuck), with its rate and an estimate of the time
- * left. Downloads smaller than PROGRESS_MIN_BYTES show nothing.
- */
-class DownloadProgress {
-  readonly #db: string;
-  readonly #total: number;
-  readonly #logger: Logger;
-  readonly #enabled: boolean;
-  readonly #bar: Progress | null;
-  readonly #started = Date.now();
-  #lastAt = this.#started;
-  #lastStep = 0;
-  #stopped = false;
-
-  constructor(db: string, total: number, logger: Logger, terminal?: ProgressTerminal) {
-    this.#db = db;
-    this.#total = total;
-    this.#logger = logger;
-    this.#enabled = total >= PROGRESS_MIN_BYTES;
-    const drawn = this.#enabled && terminal?.isTTY === true && !isDrawing(terminal);
-    this.#bar = drawn ? progress({ label: `snapshot ${db}`, total, logger, stream: terminal, format: mib }) : null;
-    if (this.#enabled && !this.#bar) logger({ msg: 'snapshot download started', db, total });
-  }
-
-  note(bytes: number): void {
-    if (this.#bar) return this.#bar.update(bytes, '');
-    if (!this.#enabled || bytes >= this.#total) return; // the last line is done()'s
-    const now = Date.now();
-    const step = Math.floor((bytes * PROGRESS_STEPS) / this.#total);
-    if (step <= this.#lastStep && now - this.#lastAt < PROGRESS_MAX_INTERVAL_MS) return;
-    this.#lastStep = step;
-    this.#lastAt = now;
-    this.#log(bytes, now);
-  }
-
-  done(): void {
-    if (this.#bar) {
-      this.#bar.update(this.#total, 'verified');
-      this.stop();
-    } else if (this.#enabled) this.#log(this.#total, Date.now());
-  }
-
-  /** stop ends the bar of a download that failed (its error is reported by the caller). */
-  stop(): void {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    this.#bar?.stop();
-  }
-
-  #log(bytes: number, now: number): void {
-    const elapsedMs = now - this.#started;
-    const bytesPerSec = elapsedMs > 0 ? Math.round((bytes * 1000) / elapsedMs) : null;
-    const etaMs = bytesPerSec ? Math.round(((this.#total - bytes) * 1000) / bytesPerSec) : null;
-    const percent = Math.floor((bytes * 1000) / this.#total) / 10;
-    this.#logger({ msg: 'snapshot download', db: this.#db, bytes, total: this.#total, percent, bytesPerSec, elapsedMs, etaMs });
-  }
 }
