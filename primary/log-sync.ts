@@ -57,6 +57,11 @@ export class GroupCommit {
    * its own on the write that created it).
    */
   pendingDir: string | null = null;
+  /**
+   * The directory an asynchronous flush is fsyncing now: until that ends, a synchronous flush
+   * (flushSync: a checkpoint, a close) fsyncs it itself before it counts anything as durable.
+   */
+  private dirInFlight: string | null = null;
   private waiters: Waiter[] = [];
   private scheduled = false;
   private stopped = false;
@@ -100,10 +105,14 @@ export class GroupCommit {
     // request for it). A segment created meanwhile leaves pendingDir set for the next flush.
     const dir = this.pendingDir;
     this.pendingDir = null;
+    this.dirInFlight = dir;
     this.inFlight = file;
     this.fsyncs++;
     const entry = dir === null ? Promise.resolve() : this.dirSyncAsync(dir);
-    entry.then(() => this.fsync.fdatasync(file.fd)).then(
+    entry.then(() => {
+      this.dirInFlight = null;
+      return this.fsync.fdatasync(file.fd);
+    }).then(
       () => {
         this.inFlight = null;
         if (this.stopped) return;
@@ -112,6 +121,7 @@ export class GroupCommit {
       },
       (err: unknown) => {
         this.inFlight = null;
+        this.dirInFlight = null;
         if (!this.stopped) this.poison(err instanceof EdgeliteError ? err : ioError(`fdatasync of ${file.path} failed; the log refuses appends until it is reopened`, err));
       },
     );
@@ -137,9 +147,9 @@ export class GroupCommit {
     });
   }
 
-  /** syncPendingDir fsyncs pendingDir, if any; a failure poisons the log (and is thrown). */
+  /** syncPendingDir fsyncs pendingDir, or the directory an asynchronous flush is still fsyncing; a failure poisons the log (and is thrown). */
   private syncPendingDir(): void {
-    const dir = this.pendingDir;
+    const dir = this.pendingDir ?? this.dirInFlight;
     if (dir === null) return;
     try {
       (this.fsync.dirSync ?? fsyncDir)(dir);
